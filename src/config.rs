@@ -1,0 +1,430 @@
+//! Typed gateway configuration.
+//!
+//! The TOML file is parsed into `Config` with serde (`deny_unknown_fields` everywhere, so a typo is
+//! an error naming the key rather than a silently ignored setting), then `validate` checks the
+//! values that serde cannot: ranges, host syntax, listener clashes. Every error names the section
+//! and key an operator has to fix. Relative paths are kept as written and resolve against the
+//! working directory, like every other path the operator types.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub tls: TlsConfig,
+    pub upstream: UpstreamConfig,
+    pub store: StoreConfig,
+    pub intercept: InterceptConfig,
+    pub catalog: CatalogConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Explicit forward-proxy listener (CONNECT and absolute-form requests).
+    pub listen: SocketAddr,
+    /// Open client connections beyond this are refused at accept.
+    pub max_connections: usize,
+    /// Largest request head (request line + headers) accepted from a client.
+    pub max_header_bytes: usize,
+    /// Time a client has to send its first request head.
+    pub header_read_timeout_secs: u64,
+    /// Request bodies are buffered for inspection up to this size; beyond it the decision is
+    /// made on the prefix and flagged `truncated`.
+    pub body_buffer_bytes: usize,
+    /// A blind tunnel with no traffic in either direction for this long is closed.
+    pub tunnel_idle_timeout_secs: u64,
+    /// An intercepted client connection idle between requests for this long is closed.
+    pub client_idle_timeout_secs: u64,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            max_connections: 10_000,
+            max_header_bytes: 32 * 1024,
+            header_read_timeout_secs: 10,
+            body_buffer_bytes: 10 * 1024 * 1024,
+            tunnel_idle_timeout_secs: 300,
+            client_idle_timeout_secs: 120,
+        }
+    }
+}
+
+impl ProxyConfig {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+    pub fn tunnel_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.tunnel_idle_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Directory holding `ca.pem` and `ca.key` (generated on first run).
+    pub ca_dir: PathBuf,
+    /// Lifetime of minted leaf certificates.
+    pub leaf_validity_hours: u64,
+    /// Most leaf certificates kept in the cache.
+    pub leaf_cache_capacity: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            ca_dir: PathBuf::from("certs"),
+            leaf_validity_hours: 24,
+            leaf_cache_capacity: 10_000,
+        }
+    }
+}
+
+impl TlsConfig {
+    pub fn leaf_validity(&self) -> Duration {
+        Duration::from_secs(self.leaf_validity_hours * 3600)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// PEM files of extra trust anchors for upstream TLS, on top of the system roots (private
+    /// CAs, test upstreams).
+    pub extra_roots: Vec<PathBuf>,
+    /// Split-horizon overrides: host name → `ip:port` used instead of DNS.
+    pub resolve: BTreeMap<String, SocketAddr>,
+    pub connect_timeout_secs: u64,
+    pub read_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            extra_roots: Vec::new(),
+            resolve: BTreeMap::new(),
+            connect_timeout_secs: 10,
+            read_timeout_secs: 120,
+            idle_timeout_secs: 90,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite://path` (embedded default) or `postgres://...`.
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/aigate.db".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InterceptMode {
+    /// Intercept the catalog's AI domains (plus `extra_hosts`), tunnel everything else.
+    #[default]
+    Catalog,
+    /// Intercept every TLS host except the bypass list (shadow-AI discovery).
+    All,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InterceptConfig {
+    pub mode: InterceptMode,
+    /// Hosts intercepted in addition to the catalog (subdomains included).
+    pub extra_hosts: Vec<String>,
+    /// Hosts never intercepted, whatever the catalog says (subdomains included).
+    pub bypass: Vec<String>,
+    /// Client handshake aborts on a minted leaf, within `pinning_window_secs`, that move a host
+    /// to the learned bypass list (certificate-pinning apps). 0 disables learning.
+    pub pinning_failure_threshold: u32,
+    pub pinning_window_secs: u64,
+    /// How long a learned bypass lasts before the host is intercepted again.
+    pub learned_bypass_ttl_secs: u64,
+}
+
+impl Default for InterceptConfig {
+    fn default() -> Self {
+        Self {
+            mode: InterceptMode::Catalog,
+            extra_hosts: Vec::new(),
+            bypass: Vec::new(),
+            pinning_failure_threshold: 3,
+            pinning_window_secs: 300,
+            learned_bypass_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Directory of `*.yaml` AI-service definitions.
+    pub dir: PathBuf,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("config/catalog"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing `EnvFilter` directive; `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|error| match error {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text (the path in a parse error is left empty).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: error.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let proxy = &self.proxy;
+        if proxy.max_connections == 0 {
+            return Err(invalid("[proxy] max_connections", "must be at least 1"));
+        }
+        if !(1024..=1024 * 1024).contains(&proxy.max_header_bytes) {
+            return Err(invalid(
+                "[proxy] max_header_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        if proxy.body_buffer_bytes < 1024 {
+            return Err(invalid("[proxy] body_buffer_bytes", "must be at least 1024"));
+        }
+        for (key, value) in [
+            ("[proxy] header_read_timeout_secs", proxy.header_read_timeout_secs),
+            ("[proxy] tunnel_idle_timeout_secs", proxy.tunnel_idle_timeout_secs),
+            ("[proxy] client_idle_timeout_secs", proxy.client_idle_timeout_secs),
+            ("[upstream] connect_timeout_secs", self.upstream.connect_timeout_secs),
+            ("[upstream] read_timeout_secs", self.upstream.read_timeout_secs),
+            ("[upstream] idle_timeout_secs", self.upstream.idle_timeout_secs),
+            ("[tls] leaf_validity_hours", self.tls.leaf_validity_hours),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.tls.leaf_validity_hours > 24 * 90 {
+            return Err(invalid(
+                "[tls] leaf_validity_hours",
+                "must be at most 2160 (90 days); leaves are short-lived by design",
+            ));
+        }
+        if self.tls.leaf_cache_capacity == 0 {
+            return Err(invalid("[tls] leaf_cache_capacity", "must be at least 1"));
+        }
+        if proxy.listen == self.admin.listen && proxy.listen.port() != 0 {
+            return Err(invalid(
+                "[admin] listen",
+                format!("{} is also [proxy] listen", self.admin.listen),
+            ));
+        }
+        for (index, host) in self.intercept.extra_hosts.iter().enumerate() {
+            check_host(&format!("[intercept] extra_hosts[{index}]"), host)?;
+        }
+        for (index, host) in self.intercept.bypass.iter().enumerate() {
+            check_host(&format!("[intercept] bypass[{index}]"), host)?;
+        }
+        for host in self.upstream.resolve.keys() {
+            check_host(&format!("[upstream] resolve.\"{host}\""), host)?;
+        }
+        let url = &self.store.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(invalid(
+                "[store] url",
+                format!("{url:?} is neither a sqlite: nor a postgres:// URL"),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "[log] level",
+                format!("{:?} is not a valid filter (e.g. \"info\" or \"aigate=debug,info\")", self.log.level),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A host pattern in the config: a DNS name whose subdomains are matched too. Wildcards are
+/// rejected with a hint rather than silently never matching.
+fn check_host(key: &str, host: &str) -> Result<(), ConfigError> {
+    if host.contains('*') {
+        return Err(invalid(
+            key,
+            format!("{host:?}: wildcards are not needed, a name matches its subdomains too"),
+        ));
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("{host:?} is not a valid host name")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.proxy.listen.to_string(), "127.0.0.1:3128");
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(config.tls.ca_dir, PathBuf::from("certs"));
+        assert_eq!(config.intercept.mode, InterceptMode::Catalog);
+        assert_eq!(config.proxy.body_buffer_bytes, 10 * 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_by_name() {
+        let error = Config::parse("[proxy]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("lisen"), "{message}");
+    }
+
+    #[test]
+    fn unknown_section_is_rejected_by_name() {
+        let message = Config::parse("[proxxy]\n").unwrap_err().to_string();
+        assert!(message.contains("proxxy"), "{message}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases = [
+            ("[proxy]\nlisten = \"nonsense\"\n", "listen"),
+            ("[proxy]\nmax_connections = 0\n", "[proxy] max_connections"),
+            ("[intercept]\nmode = \"some\"\n", "mode"),
+            ("[intercept]\nbypass = [\"*.example.com\"]\n", "[intercept] bypass[0]"),
+            ("[intercept]\nextra_hosts = [\"bad host\"]\n", "[intercept] extra_hosts[0]"),
+            ("[upstream]\nresolve = { \"api.openai.com\" = \"nope\" }\n", "resolve"),
+            ("[store]\nurl = \"mysql://x\"\n", "[store] url"),
+            ("[admin]\nlisten = \"127.0.0.1:3128\"\n", "[admin] listen"),
+            ("[log]\nlevel = \"===\"\n", "[log] level"),
+        ];
+        for (text, key) in cases {
+            let message = Config::parse(text).unwrap_err().to_string();
+            assert!(message.contains(key), "{text:?} gave {message:?}");
+        }
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/aigate.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.store.url, "sqlite://data/aigate.db");
+    }
+}

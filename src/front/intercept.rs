@@ -1,0 +1,128 @@
+//! TLS interception of one CONNECT tunnel: terminate the client's TLS with a leaf minted for the
+//! requested name and hand the decrypted stream to pingora.
+//!
+//! Must never: serve a certificate for a name other than the CONNECT target (the SNI has to agree
+//! with it), or let a client that refuses our leaf keep failing — repeated aborts feed the
+//! learned bypass so pinning apps get a tunnel instead.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use pingora::apps::ServerApp;
+use pingora::http::ResponseHeader;
+use pingora::listeners::tls::Acceptor;
+use pingora::protocols::{GetSocketDigest, SocketDigest};
+use pingora::protocols::l4::stream::Stream;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::GetProxyDigest;
+use rustls::server::{ClientHello as RustlsClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use super::hello::{read_client_hello, HelloError};
+use super::{ConnectTarget, ConnectionMeta, FrontContext};
+use crate::metrics;
+
+/// Serves the one leaf minted for this connection.
+#[derive(Debug)]
+struct MintedLeaf(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for MintedLeaf {
+    fn resolve(&self, _client_hello: RustlsClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Resolves nothing: the template's resolver is always replaced per connection.
+#[derive(Debug)]
+struct NoCertificate;
+
+impl ResolvesServerCert for NoCertificate {
+    fn resolve(&self, _client_hello: RustlsClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        None
+    }
+}
+
+/// The TLS settings toward intercepted clients: TLS 1.2/1.3, ALPN h2 then http/1.1. Each
+/// connection clones it and sets its own leaf; the session cache and ticketer stay shared so
+/// resumption works across connections.
+pub fn server_config_template() -> rustls::ServerConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12]);
+    // Both versions are supported by the ring provider, so this cannot fail; fall back to the
+    // default versions rather than panic if a future provider disagrees.
+    let builder = match builder {
+        Ok(builder) => builder,
+        Err(_) => rustls::ServerConfig::builder(),
+    };
+    let mut config = builder
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(NoCertificate));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config
+}
+
+pub async fn intercept(
+    front: &FrontContext,
+    mut client: TcpStream,
+    mut pending: Vec<u8>,
+    target: ConnectTarget,
+    meta: Arc<ConnectionMeta>,
+) {
+    let timeout = front.shared.config.proxy.header_read_timeout();
+    let hello = match read_client_hello(&mut client, &mut pending, timeout).await {
+        Ok(hello) => hello,
+        Err(error) => {
+            let reason = match error {
+                HelloError::NotTls => "not_tls",
+                HelloError::Closed => "closed",
+                HelloError::Timeout(_) => "timeout",
+                _ => "malformed",
+            };
+            metrics::CONNECTIONS_REJECTED.with_label_values(&[reason]).inc();
+            info!(host = %target.host, %error, "No usable ClientHello after CONNECT; closing.");
+            return;
+        }
+    };
+    if let Some(sni) = hello.sni.as_deref() {
+        if sni != target.host {
+            metrics::CONNECTIONS_REJECTED.with_label_values(&["sni_mismatch"]).inc();
+            warn!(host = %target.host, sni, "SNI differs from the CONNECT target; closing.");
+            return;
+        }
+    }
+
+    let leaf = match front.shared.minter.certified_key(&target.host).await {
+        Ok(leaf) => leaf,
+        Err(error) => {
+            warn!(host = %target.host, %error, "Cannot mint a leaf certificate; closing.");
+            return;
+        }
+    };
+    let mut config = rustls::ServerConfig::clone(&front.tls_template);
+    config.cert_resolver = Arc::new(MintedLeaf(leaf));
+    let acceptor = Acceptor::from_server_config(Arc::new(config));
+
+    let fd = client.as_raw_fd();
+    let mut stream = Stream::from(client);
+    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
+    stream.rewind(&pending);
+    let Ok(connect_response) = ResponseHeader::build(200, None) else {
+        return;
+    };
+    stream.set_proxy_digest(ProxyDigest::new(Box::new(connect_response), Some(Box::new(meta))));
+
+    let tls = match acceptor.tls_handshake(stream).await {
+        Ok(tls) => tls,
+        Err(error) => {
+            metrics::TLS_HANDSHAKE_FAILURES.with_label_values(&["client_abort"]).inc();
+            debug!(host = %target.host, %error, "Client aborted the TLS handshake on our leaf.");
+            front.shared.router.record_handshake_abort(&target.host);
+            return;
+        }
+    };
+    metrics::INTERCEPTS_TOTAL.inc();
+    front.app.process_new(Box::new(tls), &front.shutdown).await;
+}

@@ -1,0 +1,224 @@
+//! Intercept or tunnel: the one routing decision made for every CONNECT.
+//!
+//! Interception is the exception, not the rule: only AI services (the catalog, plus configured
+//! extra hosts) are decrypted, unless `mode = "all"` asks for shadow-AI discovery. The bypass list
+//! always wins, and hosts whose clients keep rejecting our leaf (certificate pinning) are learned
+//! into a temporary bypass so the app keeps working through a plain tunnel.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::sync::Cache;
+use tracing::warn;
+
+use crate::catalog::Catalog;
+use crate::config::{InterceptConfig, InterceptMode};
+use crate::metrics;
+
+/// A set of DNS names that also matches every subdomain of each name.
+#[derive(Debug, Default, Clone)]
+pub struct DomainSet {
+    names: HashSet<Box<str>>,
+}
+
+impl DomainSet {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        Self {
+            names: names
+                .into_iter()
+                .map(|name| name.trim_end_matches('.').to_ascii_lowercase().into_boxed_str())
+                .collect(),
+        }
+    }
+
+    pub fn contains(&self, host: &str) -> bool {
+        if self.names.is_empty() {
+            return false;
+        }
+        let host = host.trim_end_matches('.');
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
+        let mut suffix = host;
+        loop {
+            if self.names.contains(suffix) {
+                return true;
+            }
+            match suffix.split_once('.') {
+                Some((_, rest)) => suffix = rest,
+                None => return false,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Intercept,
+    Tunnel,
+}
+
+pub struct Router {
+    mode: InterceptMode,
+    extra_hosts: DomainSet,
+    bypass: DomainSet,
+    pinning_threshold: u32,
+    /// Handshake aborts per host within the pinning window (entries expire with the window).
+    handshake_aborts: Cache<String, Arc<AtomicU32>>,
+    /// Hosts tunnelled because their clients pin certificates.
+    learned_bypass: Cache<String, ()>,
+}
+
+impl Router {
+    pub fn new(config: &InterceptConfig) -> Self {
+        Self {
+            mode: config.mode,
+            extra_hosts: DomainSet::new(config.extra_hosts.iter().map(String::as_str)),
+            bypass: DomainSet::new(config.bypass.iter().map(String::as_str)),
+            pinning_threshold: config.pinning_failure_threshold,
+            handshake_aborts: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(config.pinning_window_secs.max(1)))
+                .build(),
+            learned_bypass: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(config.learned_bypass_ttl_secs.max(1)))
+                .build(),
+        }
+    }
+
+    pub fn route(&self, catalog: &Catalog, host: &str) -> Route {
+        if self.bypass.contains(host) || self.learned_bypass.contains_key(&normalize(host)) {
+            return Route::Tunnel;
+        }
+        let wanted = match self.mode {
+            InterceptMode::All => true,
+            InterceptMode::Catalog => {
+                catalog.service_for_host(host).is_some() || self.extra_hosts.contains(host)
+            }
+        };
+        if wanted && !is_ip_literal(host) {
+            Route::Intercept
+        } else {
+            // An IP literal has no name to mint a leaf for or to verify upstream against.
+            Route::Tunnel
+        }
+    }
+
+    /// Counts a client that aborted the TLS handshake on our leaf for `host`; returns true when
+    /// this abort moved the host to the learned bypass.
+    pub fn record_handshake_abort(&self, host: &str) -> bool {
+        if self.pinning_threshold == 0 {
+            return false;
+        }
+        let host = normalize(host);
+        let counter = self
+            .handshake_aborts
+            .get_with(host.clone(), || Arc::new(AtomicU32::new(0)));
+        let aborts = counter.fetch_add(1, Ordering::Relaxed) + 1;
+        if aborts < self.pinning_threshold || self.learned_bypass.contains_key(&host) {
+            return false;
+        }
+        self.handshake_aborts.invalidate(&host);
+        warn!(
+            %host,
+            aborts,
+            "Client rejected the intercept certificate repeatedly; tunnelling this host (learned bypass)."
+        );
+        metrics::LEARNED_BYPASS_TOTAL.inc();
+        self.learned_bypass.insert(host, ());
+        true
+    }
+
+    /// Hosts currently in the learned bypass.
+    pub fn learned_bypass(&self) -> Vec<String> {
+        let mut hosts: Vec<String> = self.learned_bypass.iter().map(|(host, _)| (*host).clone()).collect();
+        hosts.sort();
+        hosts
+    }
+
+    /// Ends a learned bypass early: the host is intercepted again.
+    pub fn forget_learned_bypass(&self, host: &str) -> bool {
+        let host = normalize(host);
+        let known = self.learned_bypass.contains_key(&host);
+        self.learned_bypass.invalidate(&host);
+        known
+    }
+}
+
+fn normalize(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn is_ip_literal(host: &str) -> bool {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_set_matches_subdomains_only_on_label_boundaries() {
+        let set = DomainSet::new(["Example.com.", "api.other.org"]);
+        assert!(set.contains("example.com"));
+        assert!(set.contains("a.b.EXAMPLE.com."));
+        assert!(set.contains("api.other.org"));
+        assert!(!set.contains("other.org"));
+        assert!(!set.contains("notexample.com"));
+        assert!(!set.contains("com"));
+    }
+
+    fn router(threshold: u32) -> Router {
+        Router::new(&InterceptConfig {
+            extra_hosts: vec!["intranet-llm.corp".into()],
+            bypass: vec!["pinned.example".into()],
+            pinning_failure_threshold: threshold,
+            ..InterceptConfig::default()
+        })
+    }
+
+    fn empty_catalog() -> Catalog {
+        Catalog::from_services(Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn extra_hosts_intercept_and_bypass_wins() {
+        let router = router(3);
+        let catalog = empty_catalog();
+        assert_eq!(router.route(&catalog, "gpu.intranet-llm.corp"), Route::Intercept);
+        assert_eq!(router.route(&catalog, "pinned.example"), Route::Tunnel);
+        assert_eq!(router.route(&catalog, "10.0.0.1"), Route::Tunnel);
+    }
+
+    #[test]
+    fn repeated_handshake_aborts_learn_a_bypass() {
+        let router = router(3);
+        let catalog = empty_catalog();
+        assert!(!router.record_handshake_abort("app.intranet-llm.corp"));
+        assert!(!router.record_handshake_abort("APP.intranet-llm.corp"));
+        assert_eq!(router.route(&catalog, "app.intranet-llm.corp"), Route::Intercept);
+        assert!(router.record_handshake_abort("app.intranet-llm.corp"));
+        assert_eq!(router.route(&catalog, "app.intranet-llm.corp"), Route::Tunnel);
+        assert_eq!(router.learned_bypass(), vec!["app.intranet-llm.corp".to_owned()]);
+        assert!(router.forget_learned_bypass("app.intranet-llm.corp"));
+        assert_eq!(router.route(&catalog, "app.intranet-llm.corp"), Route::Intercept);
+    }
+
+    #[test]
+    fn threshold_zero_never_learns() {
+        let router = router(0);
+        for _ in 0..10 {
+            assert!(!router.record_handshake_abort("x.intranet-llm.corp"));
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! aigate: an inline enforcement gateway for AI usage.
+//!
+//! Modules follow the data flow: `front` accepts connections and routes them (tunnel or
+//! intercept), `tls` holds the CA and mints leaves, `proxy` drives pingora, `pipeline` decides,
+//! `upstream` says where connections may go, `admin` serves the management listener, and `server`
+//! wires them together.
+
+pub mod admin;
+pub mod catalog;
+pub mod config;
+pub mod front;
+pub mod metrics;
+pub mod pipeline;
+pub mod proxy;
+pub mod server;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,119 @@
+//! The `aigate` command line: parse arguments, load config, run. Nothing else lives here.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use aigate::config::{Config, LogFormat};
+use aigate::tls::CertificateAuthority;
+
+#[derive(Debug, Parser)]
+#[command(name = "aigate", version, about = "AI-usage enforcement gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        #[arg(long, short, default_value = "config/aigate.toml")]
+        config: PathBuf,
+    },
+    /// Manage the interception CA.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Generate the CA in `[tls] ca_dir` unless it already exists.
+    Init {
+        #[arg(long, short, default_value = "config/aigate.toml")]
+        config: PathBuf,
+    },
+    /// Print the CA certificate (PEM) for distribution to clients.
+    Export {
+        #[arg(long, short, default_value = "config/aigate.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(&config),
+        Command::Ca {
+            command: CaCommand::Init { config },
+        } => {
+            let config = load(&config)?;
+            let (_, generated) = CertificateAuthority::load_or_generate(&config.tls.ca_dir)
+                .with_context(|| format!("CA in {}", config.tls.ca_dir.display()))?;
+            let dir = config.tls.ca_dir.display();
+            if generated {
+                eprintln!("Generated {dir}/ca.pem and {dir}/ca.key (mode 0600).");
+            } else {
+                eprintln!("A CA already exists in {dir}; left unchanged.");
+            }
+            Ok(())
+        }
+        Command::Ca {
+            command: CaCommand::Export { config },
+        } => {
+            let config = load(&config)?;
+            let (ca, _) = CertificateAuthority::load_or_generate(&config.tls.ca_dir)
+                .with_context(|| format!("CA in {}", config.tls.ca_dir.display()))?;
+            print_stdout(ca.cert_pem());
+            Ok(())
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    init_logging(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("aigate")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let mut gateway = aigate::server::start(config).await?;
+        tokio::select! {
+            _ = gateway.wait() => anyhow::bail!("a listener stopped unexpectedly"),
+            signal = tokio::signal::ctrl_c() => {
+                signal.context("waiting for a shutdown signal")?;
+                tracing::info!("Shutting down.");
+            }
+        }
+        gateway.shutdown().await;
+        Ok(())
+    })
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[expect(clippy::print_stdout, reason = "the CLI's output is the PEM itself")]
+fn print_stdout(text: &str) {
+    print!("{text}");
+}

@@ -1,0 +1,161 @@
+//! Process-wide Prometheus metrics.
+//!
+//! One registry, created lazily, rendered by the admin listener at `/metrics`. Labels stay
+//! low-cardinality on purpose: decision, listener, direction, reason — never a user, host or URL,
+//! which would let one noisy client blow up the series count.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+/// Metric definitions below are static literals: a failure to build or register one is a
+/// programming error that the unit test at the bottom catches, so it is not an input error path.
+#[expect(clippy::expect_used, reason = "static metric definitions, checked by the unit test")]
+fn register<C: prometheus::core::Collector + Clone + 'static>(built: prometheus::Result<C>) -> C {
+    let collector = built.expect("valid static metric definition");
+    REGISTRY
+        .register(Box::new(collector.clone()))
+        .expect("metric names are unique");
+    collector
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    register(IntCounter::with_opts(Opts::new(name, help)))
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+pub static CONNECTIONS_TOTAL: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "aigate_connections_total",
+        "Client connections accepted, by listener.",
+        &["listener"],
+    )
+});
+pub static CONNECTIONS_ACTIVE: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(IntGauge::new(
+        "aigate_connections_active",
+        "Client connections currently open.",
+    ))
+});
+pub static CONNECTIONS_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "aigate_connections_rejected_total",
+        "Client connections refused or closed before proxying, by reason.",
+        &["reason"],
+    )
+});
+pub static REQUESTS_TOTAL: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "aigate_requests_total",
+        "HTTP requests that reached a decision, by decision.",
+        &["decision"],
+    )
+});
+pub static TUNNELS_TOTAL: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("aigate_tunnels_total", "CONNECT tunnels opened without interception."));
+pub static INTERCEPTS_TOTAL: LazyLock<IntCounter> =
+    LazyLock::new(|| counter("aigate_intercepts_total", "CONNECT sessions whose TLS was intercepted."));
+pub static TUNNEL_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "aigate_tunnel_bytes_total",
+        "Bytes relayed through blind tunnels, by direction.",
+        &["direction"],
+    )
+});
+pub static CERT_CACHE_HITS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter("aigate_cert_cache_hits_total", "Leaf certificates served from the cache.")
+});
+pub static CERT_CACHE_MISSES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter("aigate_cert_cache_misses_total", "Leaf certificates that had to be minted.")
+});
+pub static CERT_MINT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    let opts = HistogramOpts::new("aigate_cert_mint_seconds", "Time to mint one leaf certificate.")
+        .buckets(vec![
+            0.000_025, 0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05,
+        ]);
+    register(Histogram::with_opts(opts))
+});
+pub static TLS_HANDSHAKE_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "aigate_tls_handshake_failures_total",
+        "Client TLS handshakes with a minted leaf that failed, by reason.",
+        &["reason"],
+    )
+});
+pub static LEARNED_BYPASS_TOTAL: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_learned_bypass_total",
+        "Hosts moved to the learned bypass list after repeated handshake aborts (certificate pinning).",
+    )
+});
+pub static PROXY_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "aigate_proxy_errors_total",
+        "Requests that failed in the proxy path, by stage.",
+        &["stage"],
+    )
+});
+
+/// Touch every metric so that `/metrics` lists them from the first scrape, not only after the
+/// first event of each kind.
+pub fn init() {
+    for listener in ["explicit", "transparent"] {
+        CONNECTIONS_TOTAL.with_label_values(&[listener]);
+    }
+    for decision in ["allow", "deny", "review"] {
+        REQUESTS_TOTAL.with_label_values(&[decision]);
+    }
+    for direction in ["upstream", "downstream"] {
+        TUNNEL_BYTES.with_label_values(&[direction]);
+    }
+    LazyLock::force(&CONNECTIONS_ACTIVE);
+    LazyLock::force(&CONNECTIONS_REJECTED);
+    LazyLock::force(&TUNNELS_TOTAL);
+    LazyLock::force(&INTERCEPTS_TOTAL);
+    LazyLock::force(&CERT_CACHE_HITS);
+    LazyLock::force(&CERT_CACHE_MISSES);
+    LazyLock::force(&CERT_MINT_SECONDS);
+    LazyLock::force(&TLS_HANDSHAKE_FAILURES);
+    LazyLock::force(&LEARNED_BYPASS_TOTAL);
+    LazyLock::force(&PROXY_ERRORS);
+}
+
+/// The Prometheus text exposition of every registered metric.
+pub fn render() -> String {
+    let mut buffer = Vec::with_capacity(8 * 1024);
+    let encoder = TextEncoder::new();
+    if encoder.encode(&REGISTRY.gather(), &mut buffer).is_err() {
+        return String::new();
+    }
+    String::from_utf8(buffer).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_registers_under_its_own_name() {
+        init();
+        let text = render();
+        for name in [
+            "aigate_connections_total",
+            "aigate_connections_active",
+            "aigate_requests_total",
+            "aigate_tunnel_bytes_total",
+            "aigate_cert_cache_hits_total",
+            "aigate_cert_cache_misses_total",
+            "aigate_cert_mint_seconds",
+        ] {
+            assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! The responses a user sees when the gateway stops a request: an HTML page for browsers, an
+//! OpenAI-style JSON error for API clients (SDKs surface `error.message` to the developer).
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+
+use crate::pipeline::Verdict;
+
+/// True when the client prefers HTML (a browser navigation) over JSON.
+pub fn wants_html(accept: Option<&http::HeaderValue>) -> bool {
+    accept
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+pub fn render(verdict: &Verdict, html: bool) -> pingora::Result<(ResponseHeader, Bytes)> {
+    let body = if html { html_page(verdict) } else { json_error(verdict) };
+    let mut header = ResponseHeader::build(403, Some(4))?;
+    header.insert_header(
+        "content-type",
+        if html { "text/html; charset=utf-8" } else { "application/json" },
+    )?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("cache-control", "no-store")?;
+    header.insert_header("x-aigate-decision-id", verdict.decision_id.to_string())?;
+    Ok((header, Bytes::from(body)))
+}
+
+fn json_error(verdict: &Verdict) -> String {
+    serde_json::json!({
+        "error": {
+            "type": "policy_violation",
+            "code": verdict.decision.as_str(),
+            "message": verdict.reason,
+            "service": verdict.service.as_ref().map(|s| s.name.as_str()),
+            "decision_id": verdict.decision_id.to_string(),
+        }
+    })
+    .to_string()
+}
+
+fn html_page(verdict: &Verdict) -> String {
+    let service = verdict
+        .service
+        .as_ref()
+        .map_or("this service".to_owned(), |s| escape(&s.name));
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Blocked by your organization's AI policy</title>\
+         <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+         h1{{font-size:1.5rem}}.id{{color:#666;font-size:.85rem}}</style></head>\n\
+         <body><h1>Access to {service} is blocked</h1>\n<p>{reason}</p>\n\
+         <p>If you need this service for your work, contact your security team and quote the reference below.</p>\n\
+         <p class=\"id\">Reference: {id}</p></body></html>\n",
+        reason = escape(&verdict.reason),
+        id = verdict.decision_id,
+    )
+}
+
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '&' => escaped.push_str("&amp;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Decision;
+
+    fn verdict() -> Verdict {
+        Verdict {
+            decision_id: uuid::Uuid::now_v7(),
+            decision: Decision::Deny,
+            reason: "<Evil> is prohibited".to_owned(),
+            service: None,
+            body_truncated: false,
+        }
+    }
+
+    #[test]
+    fn json_error_is_openai_shaped() {
+        let verdict = verdict();
+        let (header, body) = render(&verdict, false).unwrap();
+        assert_eq!(header.status.as_u16(), 403);
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["error"]["type"], "policy_violation");
+        assert_eq!(value["error"]["decision_id"], verdict.decision_id.to_string());
+        assert_eq!(value["error"]["message"], "<Evil> is prohibited");
+    }
+
+    #[test]
+    fn html_page_escapes_text() {
+        let (_, body) = render(&verdict(), true).unwrap();
+        let page = std::str::from_utf8(&body).unwrap();
+        assert!(page.contains("&lt;Evil&gt;"));
+        assert!(!page.contains("<Evil>"));
+    }
+
+    #[test]
+    fn accept_header_selects_html() {
+        let value = http::HeaderValue::from_static("text/html,application/xhtml+xml,*/*;q=0.8");
+        assert!(wants_html(Some(&value)));
+        assert!(!wants_html(Some(&http::HeaderValue::from_static("application/json"))));
+        assert!(!wants_html(None));
+    }
+}

@@ -1,0 +1,480 @@
+//! The pingora `ProxyHttp` implementation: every request phase is a few lines calling a module.
+//!
+//! Where the request goes is fixed before the request is read: for an intercepted tunnel, the
+//! CONNECT target the front recorded on the connection (never the inner `Host`, which would allow
+//! domain fronting); for a plain request, the absolute-form target. `request_filter` buffers the
+//! body, asks the pipeline for a verdict and either answers the block itself or lets pingora
+//! forward — so a denied request never opens an upstream connection.
+//!
+//! Body replay: pingora sends the request head upstream before `request_body_filter` runs, so the
+//! body is read in `request_filter`. Up to 64 KiB pingora's retry buffer replays it; a complete
+//! body beyond that is re-issued as a subrequest carrying the buffered bytes; a body beyond the
+//! inspection cap is judged on its prefix and the prefix is put back in front of the rest in
+//! `request_body_filter`.
+
+pub mod block;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::protocols::ALPN;
+use pingora::proxy::subrequest::pipe::{pipe_subrequest, InputBody, InputBodyType};
+use pingora::proxy::subrequest::{BodyMode, Ctx as SubrequestCtx};
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+use tracing::{debug, info, warn};
+
+use crate::front::ConnectionMeta;
+use crate::metrics;
+use crate::pipeline::{self, Decision, RequestFacts, Source, Verdict};
+use crate::server::Shared;
+
+/// pingora's retry buffer holds at most this much request body (`BODY_BUF_LIMIT`).
+const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
+/// Streams multiplexed on one upstream h2 connection.
+const UPSTREAM_H2_STREAMS: usize = 100;
+
+pub struct AigateProxy {
+    shared: Arc<Shared>,
+}
+
+impl AigateProxy {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+/// Where a request goes upstream, fixed in `request_filter`.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    pub addr: SocketAddr,
+}
+
+/// Carried into the nested pass of a large-body subrequest: the parent already decided.
+#[derive(Debug)]
+struct DecidedTarget(Target);
+
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    target: Option<Target>,
+    verdict: Option<Verdict>,
+    /// Body bytes already consumed from the client that pingora will not replay itself.
+    unreplayed_body: Option<Bytes>,
+    nested: bool,
+    started: Option<Instant>,
+}
+
+enum Answer {
+    /// The response has been written to the client.
+    Done,
+    Forward,
+}
+
+#[async_trait]
+impl ProxyHttp for AigateProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::default()
+    }
+
+    fn allow_spawning_subrequest(&self, _session: &Session, _ctx: &Self::CTX) -> bool {
+        true
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        ctx.started = Some(Instant::now());
+        if let Some(decided) = session
+            .subrequest_ctx
+            .as_ref()
+            .and_then(|sub| sub.user_ctx())
+            .and_then(|user| user.downcast_ref::<DecidedTarget>())
+        {
+            ctx.target = Some(decided.0.clone());
+            ctx.nested = true;
+            return Ok(false);
+        }
+        match self.admit(session, ctx).await? {
+            Answer::Done => Ok(true),
+            Answer::Forward => Ok(false),
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(prefix) = ctx.unreplayed_body.take() {
+            *body = Some(match body.take() {
+                Some(rest) if !rest.is_empty() => {
+                    let mut joined = BytesMut::with_capacity(prefix.len() + rest.len());
+                    joined.extend_from_slice(&prefix);
+                    joined.extend_from_slice(&rest);
+                    joined.freeze()
+                }
+                _ => prefix,
+            });
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+        let Some(target) = ctx.target.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream target decided");
+        };
+        // The host name is always set: an empty SNI would make pingora skip certificate
+        // verification, and the front never intercepts a name-less target.
+        let mut peer = HttpPeer::new(target.addr, target.tls, target.host.clone());
+        let upstream = &self.shared.config.upstream;
+        let options = &mut peer.options;
+        options.alpn = if target.tls { ALPN::H2H1 } else { ALPN::H1 };
+        options.max_h2_streams = UPSTREAM_H2_STREAMS;
+        options.connection_timeout = Some(upstream.connect_timeout());
+        options.total_connection_timeout = Some(upstream.connect_timeout() * 2);
+        options.read_timeout = Some(Duration::from_secs(upstream.read_timeout_secs));
+        options.idle_timeout = Some(Duration::from_secs(upstream.idle_timeout_secs));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // Proxy credentials and proxy hop headers are for us, never for the origin.
+        request.remove_header("proxy-authorization");
+        request.remove_header("proxy-connection");
+        if let Some(target) = ctx.target.as_ref() {
+            normalize_to_origin_form(request, target)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // Clients must stay on TCP where we can see them: an Alt-Svc h3 advertisement would move
+        // them to QUIC, which this gateway does not intercept.
+        response.remove_header("alt-svc");
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
+        if ctx.nested {
+            return;
+        }
+        let Some(verdict) = ctx.verdict.as_ref() else {
+            if let Some(error) = error {
+                debug!(%error, "Request failed before a decision.");
+            }
+            return;
+        };
+        metrics::REQUESTS_TOTAL
+            .with_label_values(&[verdict.decision.as_str()])
+            .inc();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed_us = ctx.started.map_or(0, |s| s.elapsed().as_micros() as u64);
+        let host = ctx.target.as_ref().map_or("", |t| t.host.as_str());
+        let service = verdict.service.as_ref().map_or("", |s| s.slug.as_str());
+        match error {
+            Some(error) => {
+                metrics::PROXY_ERRORS.with_label_values(&["upstream"]).inc();
+                warn!(decision_id = %verdict.decision_id, %host, service, status, %error, "Request failed upstream.");
+            }
+            None => info!(
+                decision_id = %verdict.decision_id,
+                decision = %verdict.decision,
+                %host,
+                service,
+                status,
+                elapsed_us,
+                truncated = verdict.body_truncated,
+                "Request decided."
+            ),
+        }
+    }
+}
+
+// === impl AigateProxy ===
+
+impl AigateProxy {
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Answer> {
+        let meta = connection_meta(session);
+        let (host, port, tls, source) = match meta.as_ref().and_then(|m| m.intercepted.as_ref()) {
+            Some(connect) => {
+                if let Some(inner) = inner_host(session.req_header()) {
+                    if !inner.eq_ignore_ascii_case(&connect.host) {
+                        // Sending a request for one host inside a tunnel opened to another is
+                        // domain fronting; the upstream is pinned to the CONNECT target anyway.
+                        warn!(connect = %connect.host, inner, "Inner Host differs from the CONNECT target.");
+                        return respond_text(session, 421, "Misdirected request: the Host header must match the CONNECT target.\n").await;
+                    }
+                }
+                (connect.host.clone(), connect.port, true, Source::ProxyIntercepted)
+            }
+            None => match absolute_form_target(session.req_header()) {
+                Ok((host, port)) => (host, port, false, Source::ProxyPlain),
+                Err(message) => return respond_text(session, 400, message).await,
+            },
+        };
+
+        let addr = match self.shared.upstream.resolve(&host, port).await {
+            Ok(addr) => addr,
+            Err(error @ crate::upstream::UpstreamError::SelfLoop { .. }) => {
+                warn!(%host, port, %error, "Refused a request to the gateway itself.");
+                return respond_text(session, 403, "Forbidden: the proxy does not connect to itself.\n").await;
+            }
+            Err(error) => {
+                warn!(%host, port, %error, "Upstream host does not resolve.");
+                return respond_text(session, 502, format!("Bad gateway: {error}.\n")).await;
+            }
+        };
+        ctx.target = Some(Target { host, port, tls, addr });
+
+        let cap = self.shared.config.proxy.body_buffer_bytes;
+        let (body, complete) = read_body_prefix(session, cap).await?;
+        let inspected = &body[..body.len().min(cap)];
+        let snapshot = self.shared.snapshot.load();
+        let (header, target) = (session.req_header(), ctx.target.as_ref());
+        let facts = RequestFacts {
+            method: header.method.as_str(),
+            scheme: if tls { "https" } else { "http" },
+            host: target.map_or("", |t| t.host.as_str()),
+            port,
+            path: header.uri.path(),
+            headers: &header.headers,
+            body: inspected,
+            body_truncated: !complete,
+            client: meta.as_ref().map(|m| m.client),
+            source,
+        };
+        let verdict = pipeline::decide(&snapshot, &facts);
+        let decision = verdict.decision;
+        ctx.verdict = Some(verdict);
+
+        if decision != Decision::Allow {
+            if !complete {
+                // The rest of the body is still on the wire; this connection cannot carry another request.
+                session.set_keepalive(None);
+            }
+            let Some(verdict) = ctx.verdict.as_ref() else {
+                return Ok(Answer::Forward);
+            };
+            let html = block::wants_html(session.req_header().headers.get("accept"));
+            let (header, body) = block::render(verdict, html)?;
+            session.write_response_header(Box::new(header), false).await?;
+            session.write_response_body(Some(body), true).await?;
+            return Ok(Answer::Done);
+        }
+
+        if !complete {
+            ctx.unreplayed_body = Some(body);
+        } else if body.len() > RETRY_BUFFER_LIMIT {
+            self.forward_as_subrequest(session, ctx, body).await?;
+            return Ok(Answer::Done);
+        }
+        Ok(Answer::Forward)
+    }
+
+    /// Re-issues a request whose complete body outgrew pingora's retry buffer, with the buffered
+    /// body preset, and pipes the upstream response back to the client.
+    async fn forward_as_subrequest(&self, session: &mut Session, ctx: &RequestCtx, body: Bytes) -> Result<()> {
+        let Some(target) = ctx.target.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream target decided");
+        };
+        // The subrequest re-parses the head as HTTP/1.1 text, whatever the client spoke.
+        let header = session.req_header_mut();
+        normalize_to_origin_form(header, &target)?;
+        header.set_version(http::Version::HTTP_11);
+        let Some(spawner) = session.subrequest_spawner.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "subrequests are not enabled");
+        };
+        let sub_ctx = SubrequestCtx::builder()
+            .body_mode(BodyMode::ExpectBody)
+            .user_ctx(Box::new(DecidedTarget(target)))
+            .build();
+        let (subrequest, handle) = spawner.create_subrequest(session.as_downstream(), sub_ctx);
+        let state = pipe_subrequest(
+            session,
+            subrequest,
+            handle,
+            |task| Ok(Some(task)),
+            InputBodyType::Preset(InputBody::Bytes(vec![body])),
+        )
+        .await
+        .map_err(|failure| failure.error)?;
+        if let Some(join) = state.join_handle {
+            let _ = join.await;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the request body until it ends or `cap` bytes are buffered. Returns the bytes read (the
+/// last chunk may take it past `cap`) and whether the body is complete.
+async fn read_body_prefix(session: &mut Session, cap: usize) -> Result<(Bytes, bool)> {
+    session.enable_retry_buffering();
+    let mut body = BytesMut::new();
+    while !session.is_body_done() {
+        match session.read_request_body().await? {
+            Some(chunk) => {
+                body.extend_from_slice(&chunk);
+                if body.len() >= cap {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    let complete = session.is_body_done();
+    Ok((body.freeze(), complete))
+}
+
+fn connection_meta(session: &Session) -> Option<Arc<ConnectionMeta>> {
+    session
+        .as_downstream()
+        .digest()?
+        .proxy_digest
+        .as_ref()?
+        .user_data
+        .as_ref()?
+        .downcast_ref::<Arc<ConnectionMeta>>()
+        .cloned()
+}
+
+/// The host the request itself names (`Host`, or the h2 `:authority`), without a port.
+fn inner_host(header: &RequestHeader) -> Option<&str> {
+    let authority = header
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| header.headers.get("host").and_then(|h| h.to_str().ok()))?;
+    Some(strip_port(authority))
+}
+
+fn strip_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.rsplit_once(':').map_or(authority, |(host, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) { host } else { authority }
+    })
+}
+
+/// The target of an absolute-form request (`GET http://host:port/path`), the only form a forward
+/// proxy can route.
+fn absolute_form_target(header: &RequestHeader) -> std::result::Result<(String, u16), String> {
+    let uri: http::Uri = std::str::from_utf8(header.raw_path())
+        .ok()
+        .and_then(|raw| raw.parse().ok())
+        .ok_or_else(|| "Bad request: the request target is not a valid URI.\n".to_owned())?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(format!(
+                "Bad request: {other}:// targets must be tunnelled with CONNECT.\n"
+            ))
+        }
+        None => {
+            return Err("Bad request: this is a forward proxy; send absolute-form requests (http://host/path) or CONNECT.\n".to_owned())
+        }
+    }
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| "Bad request: the request target has no host.\n".to_owned())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    Ok((host, uri.port_u16().unwrap_or(80)))
+}
+
+/// Upstream requests are sent origin-form with a `Host` header, whatever form the client used
+/// (absolute-form to the proxy, or h2 `:authority`).
+fn normalize_to_origin_form(request: &mut RequestHeader, target: &Target) -> Result<()> {
+    // An absolute-form h1 target is kept verbatim in the raw target (the parsed uri then holds
+    // only the path); h2 requests carry scheme and authority in the uri itself.
+    let absolute = request.uri.scheme().is_some()
+        || request.uri.authority().is_some()
+        || !request.raw_path().starts_with(b"/");
+    if absolute {
+        let path = request
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse::<http::Uri>()
+            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request path", e))?;
+        request.set_uri(path);
+    }
+    if request.headers.get("host").is_none() {
+        let default_port = if target.tls { 443 } else { 80 };
+        let host = if target.port == default_port {
+            target.host.clone()
+        } else {
+            format!("{}:{}", target.host, target.port)
+        };
+        request.insert_header("host", host)?;
+    }
+    Ok(())
+}
+
+async fn respond_text(session: &mut Session, status: u16, message: impl Into<String>) -> Result<Answer> {
+    let message = message.into();
+    let mut header = ResponseHeader::build(status, Some(3))?;
+    header.insert_header("content-type", "text/plain; charset=utf-8")?;
+    header.insert_header("content-length", message.len().to_string())?;
+    // The body may still be unread; do not try to reuse this connection.
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(Bytes::from(message)), true).await?;
+    Ok(Answer::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_port_handles_names_and_ipv6() {
+        assert_eq!(strip_port("api.openai.com:443"), "api.openai.com");
+        assert_eq!(strip_port("api.openai.com"), "api.openai.com");
+        assert_eq!(strip_port("[::1]:8443"), "::1");
+    }
+
+    #[test]
+    fn absolute_form_is_required_for_plain_requests() {
+        let header = RequestHeader::build("GET", b"http://Example.com:8080/x?y=1", None).unwrap();
+        assert_eq!(absolute_form_target(&header).unwrap(), ("example.com".to_owned(), 8080));
+        let header = RequestHeader::build("GET", b"/relative", None).unwrap();
+        assert!(absolute_form_target(&header).unwrap_err().contains("absolute-form"));
+        let header = RequestHeader::build("GET", b"https://example.com/", None).unwrap();
+        assert!(absolute_form_target(&header).unwrap_err().contains("CONNECT"));
+    }
+
+    #[test]
+    fn origin_form_gets_a_host_header() {
+        let target = Target {
+            host: "api.openai.com".into(),
+            port: 443,
+            tls: true,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        let mut header = RequestHeader::build("POST", b"https://api.openai.com/v1/chat?x=1", None).unwrap();
+        normalize_to_origin_form(&mut header, &target).unwrap();
+        assert_eq!(header.uri.to_string(), "/v1/chat?x=1");
+        assert_eq!(header.headers.get("host").unwrap(), "api.openai.com");
+    }
+}

@@ -1,0 +1,200 @@
+//! Assembles a running gateway from a validated config: CA, catalog snapshot, pingora engine,
+//! listeners. `main` calls `start` and waits; integration tests call it with port 0.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::server::configuration::ServerConf;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::info;
+
+use crate::admin;
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::Config;
+use crate::front::route::Router;
+use crate::front::{explicit, FrontContext};
+use crate::metrics;
+use crate::pipeline::Snapshot;
+use crate::proxy::AigateProxy;
+use crate::tls::{CaError, CertificateAuthority, LeafMinter, MintError};
+use crate::upstream::Upstream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("certificate authority in {dir}: {source}")]
+    Ca { dir: PathBuf, source: CaError },
+    #[error("leaf minter: {0}")]
+    Mint(#[from] MintError),
+    #[error("catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("[upstream] extra_roots: {path}: {message}")]
+    ExtraRoot { path: PathBuf, message: String },
+    #[error("preparing the upstream trust store: {0}")]
+    RootsBundle(std::io::Error),
+}
+
+/// State every connection and request shares.
+pub struct Shared {
+    pub config: Config,
+    pub snapshot: ArcSwap<Snapshot>,
+    pub router: Router,
+    pub upstream: Upstream,
+    pub minter: LeafMinter,
+    pub ca: Arc<CertificateAuthority>,
+}
+
+pub struct RunningGateway {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    /// Upstream trust bundle pingora reads by path; deleted when the gateway stops.
+    _roots_bundle: Option<tempfile::NamedTempFile>,
+}
+
+impl RunningGateway {
+    /// Stops accepting and waits for the listeners to close.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Resolves when a listener task ends on its own (it should not).
+    pub async fn wait(&mut self) {
+        if let Some(first) = self.tasks.first_mut() {
+            let _ = first.await;
+        }
+    }
+}
+
+pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
+    metrics::init();
+    let (ca, generated) =
+        CertificateAuthority::load_or_generate(&config.tls.ca_dir).map_err(|source| StartError::Ca {
+            dir: config.tls.ca_dir.clone(),
+            source,
+        })?;
+    if generated {
+        info!(dir = %config.tls.ca_dir.display(), "Generated a new gateway CA; distribute ca.pem to clients.");
+    }
+    let ca = Arc::new(ca);
+    let minter = LeafMinter::new(ca.clone(), config.tls.leaf_cache_capacity, config.tls.leaf_validity())?;
+    let catalog = Catalog::load_dir(&config.catalog.dir)?;
+    info!(services = catalog.services().len(), dir = %config.catalog.dir.display(), "Loaded AI-service catalog.");
+
+    let proxy_listener = bind("[proxy] listen", config.proxy.listen).await?;
+    let admin_listener = bind("[admin] listen", config.admin.listen).await?;
+    let proxy_addr = local_addr("[proxy] listen", &proxy_listener, config.proxy.listen)?;
+    let admin_addr = local_addr("[admin] listen", &admin_listener, config.admin.listen)?;
+
+    let roots_bundle = upstream_roots_bundle(&config.upstream.extra_roots)?;
+    let server_conf = Arc::new(ServerConf {
+        ca_file: roots_bundle
+            .as_ref()
+            .map(|file| file.path().to_string_lossy().into_owned()),
+        ..ServerConf::default()
+    });
+
+    let shared = Arc::new(Shared {
+        upstream: Upstream::new(&config.upstream.resolve, vec![proxy_addr, admin_addr]),
+        router: Router::new(&config.intercept),
+        snapshot: ArcSwap::from_pointee(Snapshot { catalog }),
+        minter,
+        ca,
+        config,
+    });
+
+    let mut app = pingora::proxy::http_proxy(&server_conf, AigateProxy::new(shared.clone()));
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(std::time::Duration::from_secs(shared.config.proxy.client_idle_timeout_secs));
+    app.server_options = Some(options);
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let front = Arc::new(FrontContext {
+        shared: shared.clone(),
+        app: Arc::new(app),
+        tls_template: Arc::new(crate::front::intercept::server_config_template()),
+        shutdown: shutdown_rx.clone(),
+    });
+
+    let tasks = vec![
+        tokio::spawn(explicit::serve(proxy_listener, front)),
+        tokio::spawn(admin::serve(admin_listener, shared.clone(), shutdown_rx)),
+    ];
+    info!(proxy = %proxy_addr, admin = %admin_addr, "Gateway listening.");
+    Ok(RunningGateway {
+        proxy_addr,
+        admin_addr,
+        shared,
+        shutdown: shutdown_tx,
+        tasks,
+        _roots_bundle: roots_bundle,
+    })
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { key, addr, source })
+}
+
+fn local_addr(key: &'static str, listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { key, addr, source })
+}
+
+/// pingora takes upstream trust anchors from one file, and only the native store when none is
+/// given. With extra roots configured, both go into one private bundle file.
+fn upstream_roots_bundle(extra_roots: &[PathBuf]) -> Result<Option<tempfile::NamedTempFile>, StartError> {
+    if extra_roots.is_empty() {
+        return Ok(None);
+    }
+    let mut bundle = String::new();
+    for path in extra_roots {
+        let text = std::fs::read(path).map_err(|error| StartError::ExtraRoot {
+            path: path.clone(),
+            message: error.to_string(),
+        })?;
+        let certs: Vec<_> = rustls_pemfile::certs(&mut text.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|error| StartError::ExtraRoot {
+                path: path.clone(),
+                message: format!("not a PEM certificate file: {error}"),
+            })?;
+        if certs.is_empty() {
+            return Err(StartError::ExtraRoot {
+                path: path.clone(),
+                message: "contains no PEM certificate".to_owned(),
+            });
+        }
+        for cert in certs {
+            bundle.push_str(&pem::encode(&pem::Pem::new("CERTIFICATE", cert.to_vec())));
+        }
+    }
+    for cert in rustls_native_certs::load_native_certs().certs {
+        bundle.push_str(&pem::encode(&pem::Pem::new("CERTIFICATE", cert.to_vec())));
+    }
+    let mut file = tempfile::Builder::new()
+        .prefix("aigate-upstream-roots-")
+        .suffix(".pem")
+        .tempfile()
+        .map_err(StartError::RootsBundle)?;
+    file.write_all(bundle.as_bytes()).map_err(StartError::RootsBundle)?;
+    file.flush().map_err(StartError::RootsBundle)?;
+    Ok(Some(file))
+}

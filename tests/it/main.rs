@@ -1,0 +1,9 @@
+//! Integration tests: the real gateway over real sockets and real TLS.
+
+// A failed expectation in a test should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod admin;
+mod proxy;
