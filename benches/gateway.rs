@@ -57,7 +57,8 @@ fn decision(c: &mut Criterion) {
 fn minting(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|error| panic!("runtime: {error}"));
     let ca = Arc::new(
-        CertificateAuthority::generate_in_memory("aigate bench CA").unwrap_or_else(|error| panic!("ca: {error}")),
+        CertificateAuthority::generate_in_memory("aigate bench CA")
+            .unwrap_or_else(|error| panic!("ca: {error}")),
     );
     let minter = LeafMinter::new(ca, 1_000_000, Duration::from_secs(86_400))
         .unwrap_or_else(|error| panic!("minter: {error}"));
@@ -72,7 +73,9 @@ fn minting(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
-    runtime.block_on(minter.certified_key("api.openai.com")).unwrap_or_else(|error| panic!("mint: {error}"));
+    runtime
+        .block_on(minter.certified_key("api.openai.com"))
+        .unwrap_or_else(|error| panic!("mint: {error}"));
     c.bench_function("tls/mint_cached", |b| {
         b.iter(|| runtime.block_on(minter.certified_key("api.openai.com")))
     });

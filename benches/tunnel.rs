@@ -1,7 +1,11 @@
 //! Blind-tunnel throughput through the real gateway versus a direct loopback connection.
 //! The origin streams a fixed payload; the client reads it to the end.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark without its fixtures cannot run")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark without its fixtures cannot run"
+)]
 
 use std::net::SocketAddr;
 
@@ -47,7 +51,10 @@ async fn drain(mut stream: TcpStream) -> usize {
 
 async fn through_tunnel(proxy: SocketAddr) -> usize {
     let mut stream = TcpStream::connect(proxy).await.unwrap();
-    stream.write_all(b"CONNECT bulk.example:443 HTTP/1.1\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"CONNECT bulk.example:443 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
     let mut established = [0u8; 39];
     stream.read_exact(&mut established).await.unwrap();
     assert!(established.starts_with(b"HTTP/1.1 200"));
@@ -63,8 +70,12 @@ fn tunnel_throughput(c: &mut Criterion) {
         config.proxy.listen = "127.0.0.1:0".parse().unwrap();
         config.admin.listen = "127.0.0.1:0".parse().unwrap();
         config.tls.ca_dir = dir.path().join("certs");
-        config.catalog.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/catalog");
-        config.upstream.resolve.insert("bulk.example".into(), origin);
+        config.catalog.dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/catalog");
+        config
+            .upstream
+            .resolve
+            .insert("bulk.example".into(), origin);
         (origin, aigate::server::start(config).await.unwrap())
     });
     let proxy = gateway.proxy_addr;
@@ -73,9 +84,13 @@ fn tunnel_throughput(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(PAYLOAD as u64));
     group.sample_size(10);
     group.bench_function("direct", |b| {
-        b.iter(|| runtime.block_on(async { drain(TcpStream::connect(origin).await.unwrap()).await }))
+        b.iter(|| {
+            runtime.block_on(async { drain(TcpStream::connect(origin).await.unwrap()).await })
+        })
     });
-    group.bench_function("through_gateway", |b| b.iter(|| runtime.block_on(through_tunnel(proxy))));
+    group.bench_function("through_gateway", |b| {
+        b.iter(|| runtime.block_on(through_tunnel(proxy)))
+    });
     group.finish();
     runtime.block_on(gateway.shutdown());
 }

@@ -293,15 +293,36 @@ impl Config {
             ));
         }
         if proxy.body_buffer_bytes < 1024 {
-            return Err(invalid("[proxy] body_buffer_bytes", "must be at least 1024"));
+            return Err(invalid(
+                "[proxy] body_buffer_bytes",
+                "must be at least 1024",
+            ));
         }
         for (key, value) in [
-            ("[proxy] header_read_timeout_secs", proxy.header_read_timeout_secs),
-            ("[proxy] tunnel_idle_timeout_secs", proxy.tunnel_idle_timeout_secs),
-            ("[proxy] client_idle_timeout_secs", proxy.client_idle_timeout_secs),
-            ("[upstream] connect_timeout_secs", self.upstream.connect_timeout_secs),
-            ("[upstream] read_timeout_secs", self.upstream.read_timeout_secs),
-            ("[upstream] idle_timeout_secs", self.upstream.idle_timeout_secs),
+            (
+                "[proxy] header_read_timeout_secs",
+                proxy.header_read_timeout_secs,
+            ),
+            (
+                "[proxy] tunnel_idle_timeout_secs",
+                proxy.tunnel_idle_timeout_secs,
+            ),
+            (
+                "[proxy] client_idle_timeout_secs",
+                proxy.client_idle_timeout_secs,
+            ),
+            (
+                "[upstream] connect_timeout_secs",
+                self.upstream.connect_timeout_secs,
+            ),
+            (
+                "[upstream] read_timeout_secs",
+                self.upstream.read_timeout_secs,
+            ),
+            (
+                "[upstream] idle_timeout_secs",
+                self.upstream.idle_timeout_secs,
+            ),
             ("[tls] leaf_validity_hours", self.tls.leaf_validity_hours),
         ] {
             if value == 0 {
@@ -333,7 +354,10 @@ impl Config {
             check_host(&format!("[upstream] resolve.\"{host}\""), host)?;
         }
         let url = &self.store.url;
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             return Err(invalid(
                 "[store] url",
                 format!("{url:?} is neither a sqlite: nor a postgres:// URL"),
@@ -342,7 +366,10 @@ impl Config {
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
                 "[log] level",
-                format!("{:?} is not a valid filter (e.g. \"info\" or \"aigate=debug,info\")", self.log.level),
+                format!(
+                    "{:?} is not a valid filter (e.g. \"info\" or \"aigate=debug,info\")",
+                    self.log.level
+                ),
             ));
         }
         Ok(())
@@ -366,7 +393,9 @@ fn check_host(key: &str, host: &str) -> Result<(), ConfigError> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     if valid {
         Ok(())
@@ -408,9 +437,18 @@ mod tests {
             ("[proxy]\nlisten = \"nonsense\"\n", "listen"),
             ("[proxy]\nmax_connections = 0\n", "[proxy] max_connections"),
             ("[intercept]\nmode = \"some\"\n", "mode"),
-            ("[intercept]\nbypass = [\"*.example.com\"]\n", "[intercept] bypass[0]"),
-            ("[intercept]\nextra_hosts = [\"bad host\"]\n", "[intercept] extra_hosts[0]"),
-            ("[upstream]\nresolve = { \"api.openai.com\" = \"nope\" }\n", "resolve"),
+            (
+                "[intercept]\nbypass = [\"*.example.com\"]\n",
+                "[intercept] bypass[0]",
+            ),
+            (
+                "[intercept]\nextra_hosts = [\"bad host\"]\n",
+                "[intercept] extra_hosts[0]",
+            ),
+            (
+                "[upstream]\nresolve = { \"api.openai.com\" = \"nope\" }\n",
+                "resolve",
+            ),
             ("[store]\nurl = \"mysql://x\"\n", "[store] url"),
             ("[admin]\nlisten = \"127.0.0.1:3128\"\n", "[admin] listen"),
             ("[log]\nlevel = \"===\"\n", "[log] level"),

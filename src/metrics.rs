@@ -15,7 +15,10 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
 /// Metric definitions below are static literals: a failure to build or register one is a
 /// programming error that the unit test at the bottom catches, so it is not an input error path.
-#[expect(clippy::expect_used, reason = "static metric definitions, checked by the unit test")]
+#[expect(
+    clippy::expect_used,
+    reason = "static metric definitions, checked by the unit test"
+)]
 fn register<C: prometheus::core::Collector + Clone + 'static>(built: prometheus::Result<C>) -> C {
     let collector = built.expect("valid static metric definition");
     REGISTRY
@@ -59,10 +62,18 @@ pub static REQUESTS_TOTAL: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["decision"],
     )
 });
-pub static TUNNELS_TOTAL: LazyLock<IntCounter> =
-    LazyLock::new(|| counter("aigate_tunnels_total", "CONNECT tunnels opened without interception."));
-pub static INTERCEPTS_TOTAL: LazyLock<IntCounter> =
-    LazyLock::new(|| counter("aigate_intercepts_total", "CONNECT sessions whose TLS was intercepted."));
+pub static TUNNELS_TOTAL: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_tunnels_total",
+        "CONNECT tunnels opened without interception.",
+    )
+});
+pub static INTERCEPTS_TOTAL: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_intercepts_total",
+        "CONNECT sessions whose TLS was intercepted.",
+    )
+});
 pub static TUNNEL_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "aigate_tunnel_bytes_total",
@@ -71,16 +82,25 @@ pub static TUNNEL_BYTES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 pub static CERT_CACHE_HITS: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter("aigate_cert_cache_hits_total", "Leaf certificates served from the cache.")
+    counter(
+        "aigate_cert_cache_hits_total",
+        "Leaf certificates served from the cache.",
+    )
 });
 pub static CERT_CACHE_MISSES: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter("aigate_cert_cache_misses_total", "Leaf certificates that had to be minted.")
+    counter(
+        "aigate_cert_cache_misses_total",
+        "Leaf certificates that had to be minted.",
+    )
 });
 pub static CERT_MINT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    let opts = HistogramOpts::new("aigate_cert_mint_seconds", "Time to mint one leaf certificate.")
-        .buckets(vec![
-            0.000_025, 0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05,
-        ]);
+    let opts = HistogramOpts::new(
+        "aigate_cert_mint_seconds",
+        "Time to mint one leaf certificate.",
+    )
+    .buckets(vec![
+        0.000_025, 0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05,
+    ]);
     register(Histogram::with_opts(opts))
 });
 pub static TLS_HANDSHAKE_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {

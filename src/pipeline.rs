@@ -89,8 +89,14 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
                 service.name
             ),
         ),
-        Some(service) => (Decision::Allow, format!("{} is not prohibited.", service.name)),
-        None => (Decision::Allow, "Not an AI service in the catalog.".to_owned()),
+        Some(service) => (
+            Decision::Allow,
+            format!("{} is not prohibited.", service.name),
+        ),
+        None => (
+            Decision::Allow,
+            "Not an AI service in the catalog.".to_owned(),
+        ),
     };
     Verdict {
         decision_id: Uuid::now_v7(),
@@ -141,7 +147,10 @@ mod tests {
     fn other_services_and_unknown_hosts_are_allowed() {
         let headers = http::HeaderMap::new();
         let snapshot = snapshot();
-        assert_eq!(decide(&snapshot, &facts("api.openai.com", &headers)).decision, Decision::Allow);
+        assert_eq!(
+            decide(&snapshot, &facts("api.openai.com", &headers)).decision,
+            Decision::Allow
+        );
         let unknown = decide(&snapshot, &facts("example.org", &headers));
         assert_eq!(unknown.decision, Decision::Allow);
         assert!(unknown.service.is_none());

@@ -84,15 +84,21 @@ impl RunningGateway {
 pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     metrics::init();
     let (ca, generated) =
-        CertificateAuthority::load_or_generate(&config.tls.ca_dir).map_err(|source| StartError::Ca {
-            dir: config.tls.ca_dir.clone(),
-            source,
+        CertificateAuthority::load_or_generate(&config.tls.ca_dir).map_err(|source| {
+            StartError::Ca {
+                dir: config.tls.ca_dir.clone(),
+                source,
+            }
         })?;
     if generated {
         info!(dir = %config.tls.ca_dir.display(), "Generated a new gateway CA; distribute ca.pem to clients.");
     }
     let ca = Arc::new(ca);
-    let minter = LeafMinter::new(ca.clone(), config.tls.leaf_cache_capacity, config.tls.leaf_validity())?;
+    let minter = LeafMinter::new(
+        ca.clone(),
+        config.tls.leaf_cache_capacity,
+        config.tls.leaf_validity(),
+    )?;
     let catalog = Catalog::load_dir(&config.catalog.dir)?;
     info!(services = catalog.services().len(), dir = %config.catalog.dir.display(), "Loaded AI-service catalog.");
 
@@ -120,7 +126,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
 
     let mut app = pingora::proxy::http_proxy(&server_conf, AigateProxy::new(shared.clone()));
     let mut options = pingora::apps::HttpServerOptions::default();
-    options.h2_idle_timeout = Some(std::time::Duration::from_secs(shared.config.proxy.client_idle_timeout_secs));
+    options.h2_idle_timeout = Some(std::time::Duration::from_secs(
+        shared.config.proxy.client_idle_timeout_secs,
+    ));
     app.server_options = Some(options);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -152,7 +160,11 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
         .map_err(|source| StartError::Bind { key, addr, source })
 }
 
-fn local_addr(key: &'static str, listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+fn local_addr(
+    key: &'static str,
+    listener: &TcpListener,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
     listener
         .local_addr()
         .map_err(|source| StartError::Bind { key, addr, source })
@@ -160,7 +172,9 @@ fn local_addr(key: &'static str, listener: &TcpListener, addr: SocketAddr) -> Re
 
 /// pingora takes upstream trust anchors from one file, and only the native store when none is
 /// given. With extra roots configured, both go into one private bundle file.
-fn upstream_roots_bundle(extra_roots: &[PathBuf]) -> Result<Option<tempfile::NamedTempFile>, StartError> {
+fn upstream_roots_bundle(
+    extra_roots: &[PathBuf],
+) -> Result<Option<tempfile::NamedTempFile>, StartError> {
     if extra_roots.is_empty() {
         return Ok(None);
     }
@@ -194,7 +208,8 @@ fn upstream_roots_bundle(extra_roots: &[PathBuf]) -> Result<Option<tempfile::Nam
         .suffix(".pem")
         .tempfile()
         .map_err(StartError::RootsBundle)?;
-    file.write_all(bundle.as_bytes()).map_err(StartError::RootsBundle)?;
+    file.write_all(bundle.as_bytes())
+        .map_err(StartError::RootsBundle)?;
     file.flush().map_err(StartError::RootsBundle)?;
     Ok(Some(file))
 }

@@ -58,7 +58,11 @@ impl Upstream {
     pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamError> {
         let addr = match self.overrides.get(normalize(host).as_str()) {
             Some(addr) => *addr,
-            None => match host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+            None => match host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+            {
                 Ok(ip) => SocketAddr::new(ip, port),
                 Err(_) => self
                     .dns
@@ -121,11 +125,17 @@ mod tests {
 
     fn upstream() -> Upstream {
         let mut overrides = BTreeMap::new();
-        overrides.insert("API.openai.com".to_owned(), "127.0.0.1:8443".parse().unwrap());
+        overrides.insert(
+            "API.openai.com".to_owned(),
+            "127.0.0.1:8443".parse().unwrap(),
+        );
         overrides.insert("loop.example".to_owned(), "127.0.0.1:3128".parse().unwrap());
         Upstream::new(
             &overrides,
-            vec!["127.0.0.1:3128".parse().unwrap(), "0.0.0.0:9090".parse().unwrap()],
+            vec![
+                "127.0.0.1:3128".parse().unwrap(),
+                "0.0.0.0:9090".parse().unwrap(),
+            ],
         )
     }
 
@@ -148,7 +158,10 @@ mod tests {
             ("loop.example", 80),
         ] {
             let error = upstream.resolve(host, port).await.unwrap_err();
-            assert!(matches!(error, UpstreamError::SelfLoop { .. }), "{host}:{port} gave {error}");
+            assert!(
+                matches!(error, UpstreamError::SelfLoop { .. }),
+                "{host}:{port} gave {error}"
+            );
         }
     }
 

@@ -26,11 +26,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let stop = async move {
         let _ = shutdown.wait_for(|stopping| *stopping).await;
     };
-    if let Err(error) = axum::serve(listener, router(shared)).with_graceful_shutdown(stop).await {
+    if let Err(error) = axum::serve(listener, router(shared))
+        .with_graceful_shutdown(stop)
+        .await
+    {
         warn!(%error, "Admin listener failed.");
     }
 }
@@ -42,12 +49,18 @@ async fn healthz() -> &'static str {
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let services = shared.snapshot.load().catalog.services().len();
     let body = serde_json::json!({ "status": "ready", "catalog_services": services });
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
 async fn prometheus() -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         metrics::render(),
     )
 }
@@ -57,7 +70,10 @@ async fn ca_pem(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, "application/x-pem-file"),
-            (header::CONTENT_DISPOSITION, "attachment; filename=\"aigate-ca.pem\""),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"aigate-ca.pem\"",
+            ),
         ],
         shared.ca.cert_pem().to_owned(),
     )

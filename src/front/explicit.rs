@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use pingora::apps::ServerApp;
 use pingora::http::ResponseHeader;
-use pingora::protocols::{GetSocketDigest, SocketDigest};
 use pingora::protocols::l4::stream::Stream;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::GetProxyDigest;
+use pingora::protocols::{GetSocketDigest, SocketDigest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -43,13 +43,23 @@ pub async fn serve(listener: TcpListener, front: Arc<FrontContext>) {
             },
             _ = shutdown.changed() => return,
         };
-        metrics::CONNECTIONS_TOTAL.with_label_values(&["explicit"]).inc();
+        metrics::CONNECTIONS_TOTAL
+            .with_label_values(&["explicit"])
+            .inc();
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            metrics::CONNECTIONS_REJECTED.with_label_values(&["max_connections"]).inc();
+            metrics::CONNECTIONS_REJECTED
+                .with_label_values(&["max_connections"])
+                .inc();
             warn!(%peer, "Connection limit reached; refusing.");
             tokio::spawn(async move {
                 let mut socket = socket;
-                let _ = write_status(&mut socket, 503, "Service Unavailable", "Too many connections.\n").await;
+                let _ = write_status(
+                    &mut socket,
+                    503,
+                    "Service Unavailable",
+                    "Too many connections.\n",
+                )
+                .await;
             });
             continue;
         };
@@ -68,7 +78,10 @@ pub async fn serve(listener: TcpListener, front: Arc<FrontContext>) {
 
 /// The first request head of a connection, as far as routing needs it.
 enum Head {
-    Connect { target: ConnectTarget, head_len: usize },
+    Connect {
+        target: ConnectTarget,
+        head_len: usize,
+    },
     Plain,
 }
 
@@ -84,22 +97,42 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
     {
         Ok(Ok(head)) => head,
         Ok(Err(refusal)) => {
-            metrics::CONNECTIONS_REJECTED.with_label_values(&[refusal.metric]).inc();
-            info!(status = refusal.status, reason = refusal.message, "Refused a malformed request head.");
+            metrics::CONNECTIONS_REJECTED
+                .with_label_values(&[refusal.metric])
+                .inc();
+            info!(
+                status = refusal.status,
+                reason = refusal.message,
+                "Refused a malformed request head."
+            );
             if refusal.status != 0 {
-                let _ = write_status(&mut client, refusal.status, refusal.reason, refusal.message).await;
+                let _ = write_status(&mut client, refusal.status, refusal.reason, refusal.message)
+                    .await;
             }
             return;
         }
         Err(_) => {
-            metrics::CONNECTIONS_REJECTED.with_label_values(&["header_timeout"]).inc();
+            metrics::CONNECTIONS_REJECTED
+                .with_label_values(&["header_timeout"])
+                .inc();
             debug!("No request head in time; closing.");
-            let _ = write_status(&mut client, 408, "Request Timeout", "No request received in time.\n").await;
+            let _ = write_status(
+                &mut client,
+                408,
+                "Request Timeout",
+                "No request received in time.\n",
+            )
+            .await;
             return;
         }
     };
 
-    let meta = |intercepted| Arc::new(ConnectionMeta { client: peer, intercepted });
+    let meta = |intercepted| {
+        Arc::new(ConnectionMeta {
+            client: peer,
+            intercepted,
+        })
+    };
     match head {
         Head::Plain => hand_to_proxy(&front, client, &buffer, meta(None)).await,
         Head::Connect { target, head_len } => {
@@ -121,7 +154,12 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
 
 /// Replays the bytes read so far into pingora, which parses and proxies the request and every
 /// keep-alive request after it.
-async fn hand_to_proxy(front: &FrontContext, client: TcpStream, read: &[u8], meta: Arc<ConnectionMeta>) {
+async fn hand_to_proxy(
+    front: &FrontContext,
+    client: TcpStream,
+    read: &[u8],
+    meta: Arc<ConnectionMeta>,
+) {
     let fd = client.as_raw_fd();
     let mut stream = Stream::from(client);
     stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
@@ -129,17 +167,34 @@ async fn hand_to_proxy(front: &FrontContext, client: TcpStream, read: &[u8], met
     let Ok(placeholder) = ResponseHeader::build(200, None) else {
         return;
     };
-    stream.set_proxy_digest(ProxyDigest::new(Box::new(placeholder), Some(Box::new(meta))));
-    front.app.process_new(Box::new(stream), &front.shutdown).await;
+    stream.set_proxy_digest(ProxyDigest::new(
+        Box::new(placeholder),
+        Some(Box::new(meta)),
+    ));
+    front
+        .app
+        .process_new(Box::new(stream), &front.shutdown)
+        .await;
 }
 
-async fn open_tunnel(front: &FrontContext, mut client: TcpStream, pending: Vec<u8>, target: ConnectTarget) {
+async fn open_tunnel(
+    front: &FrontContext,
+    mut client: TcpStream,
+    pending: Vec<u8>,
+    target: ConnectTarget,
+) {
     let shared = &front.shared;
     let addr = match shared.upstream.resolve(&target.host, target.port).await {
         Ok(addr) => addr,
         Err(error @ UpstreamError::SelfLoop { .. }) => {
             warn!(host = %target.host, port = target.port, %error, "Refused a tunnel to the gateway itself.");
-            let _ = write_status(&mut client, 403, "Forbidden", "The proxy does not connect to itself.\n").await;
+            let _ = write_status(
+                &mut client,
+                403,
+                "Forbidden",
+                "The proxy does not connect to itself.\n",
+            )
+            .await;
             return;
         }
         Err(error) => {
@@ -148,16 +203,33 @@ async fn open_tunnel(front: &FrontContext, mut client: TcpStream, pending: Vec<u
             return;
         }
     };
-    let origin = match tokio::time::timeout(shared.config.upstream.connect_timeout(), TcpStream::connect(addr)).await {
+    let origin = match tokio::time::timeout(
+        shared.config.upstream.connect_timeout(),
+        TcpStream::connect(addr),
+    )
+    .await
+    {
         Ok(Ok(origin)) => origin,
         Ok(Err(error)) => {
             info!(host = %target.host, %addr, %error, "Tunnel target refused the connection.");
-            let _ = write_status(&mut client, 502, "Bad Gateway", &format!("Cannot connect to {}: {error}.\n", target.host)).await;
+            let _ = write_status(
+                &mut client,
+                502,
+                "Bad Gateway",
+                &format!("Cannot connect to {}: {error}.\n", target.host),
+            )
+            .await;
             return;
         }
         Err(_) => {
             info!(host = %target.host, %addr, "Tunnel target did not answer in time.");
-            let _ = write_status(&mut client, 504, "Gateway Timeout", &format!("{} did not answer in time.\n", target.host)).await;
+            let _ = write_status(
+                &mut client,
+                504,
+                "Gateway Timeout",
+                &format!("{} did not answer in time.\n", target.host),
+            )
+            .await;
             return;
         }
     };
@@ -166,7 +238,14 @@ async fn open_tunnel(front: &FrontContext, mut client: TcpStream, pending: Vec<u
         return;
     }
     metrics::TUNNELS_TOTAL.inc();
-    match tunnel::relay(client, origin, &pending, shared.config.proxy.tunnel_idle_timeout()).await {
+    match tunnel::relay(
+        client,
+        origin,
+        &pending,
+        shared.config.proxy.tunnel_idle_timeout(),
+    )
+    .await
+    {
         Ok(stats) => debug!(
             host = %target.host,
             up = stats.upstream_bytes,
@@ -186,12 +265,26 @@ struct Refusal {
     metric: &'static str,
 }
 
-const fn refusal(status: u16, reason: &'static str, message: &'static str, metric: &'static str) -> Refusal {
-    Refusal { status, reason, message, metric }
+const fn refusal(
+    status: u16,
+    reason: &'static str,
+    message: &'static str,
+    metric: &'static str,
+) -> Refusal {
+    Refusal {
+        status,
+        reason,
+        message,
+        metric,
+    }
 }
 
 /// Reads until a complete request head is buffered and classifies it.
-async fn read_head(client: &mut TcpStream, buffer: &mut Vec<u8>, max_bytes: usize) -> Result<Head, Refusal> {
+async fn read_head(
+    client: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    max_bytes: usize,
+) -> Result<Head, Refusal> {
     let mut chunk = [0u8; 4096];
     loop {
         let read = client
@@ -199,7 +292,12 @@ async fn read_head(client: &mut TcpStream, buffer: &mut Vec<u8>, max_bytes: usiz
             .await
             .map_err(|_| refusal(0, "", "read error", "read_error"))?;
         if read == 0 {
-            return Err(refusal(0, "", "client closed before sending a request", "closed"));
+            return Err(refusal(
+                0,
+                "",
+                "client closed before sending a request",
+                "closed",
+            ));
         }
         buffer.extend_from_slice(&chunk[..read]);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -212,20 +310,36 @@ async fn read_head(client: &mut TcpStream, buffer: &mut Vec<u8>, max_bytes: usiz
                 if request.method != Some("CONNECT") {
                     return Ok(Head::Plain);
                 }
-                let target = parse_connect_target(request.path.unwrap_or(""))
-                    .ok_or(refusal(400, "Bad Request", "CONNECT needs a host:port target.\n", "bad_connect"))?;
+                let target = parse_connect_target(request.path.unwrap_or("")).ok_or(refusal(
+                    400,
+                    "Bad Request",
+                    "CONNECT needs a host:port target.\n",
+                    "bad_connect",
+                ))?;
                 return Ok(Head::Connect { target, head_len });
             }
             Ok(httparse::Status::Partial) if buffer.len() > max_bytes => return Err(too_large()),
             Ok(httparse::Status::Partial) => {}
             Err(httparse::Error::TooManyHeaders) => return Err(too_large()),
-            Err(_) => return Err(refusal(400, "Bad Request", "Malformed HTTP request.\n", "bad_request")),
+            Err(_) => {
+                return Err(refusal(
+                    400,
+                    "Bad Request",
+                    "Malformed HTTP request.\n",
+                    "bad_request",
+                ))
+            }
         }
     }
 }
 
 fn too_large() -> Refusal {
-    refusal(431, "Request Header Fields Too Large", "Request head too large.\n", "header_too_large")
+    refusal(
+        431,
+        "Request Header Fields Too Large",
+        "Request head too large.\n",
+        "header_too_large",
+    )
 }
 
 /// `host:port` of a CONNECT request: a DNS name or IP literal and a non-zero port.
@@ -248,15 +362,24 @@ fn is_dns_name(host: &str) -> bool {
         && host.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
 async fn write_connect_established(client: &mut TcpStream) -> std::io::Result<()> {
-    client.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n").await
+    client
+        .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        .await
 }
 
-async fn write_status(client: &mut TcpStream, status: u16, reason: &str, message: &str) -> std::io::Result<()> {
+async fn write_status(
+    client: &mut TcpStream,
+    status: u16,
+    reason: &str,
+    message: &str,
+) -> std::io::Result<()> {
     let response = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}",
         message.len()
@@ -272,9 +395,24 @@ mod tests {
     #[test]
     fn connect_targets_are_validated() {
         let target = parse_connect_target("API.OpenAI.com:443").unwrap();
-        assert_eq!(target, ConnectTarget { host: "api.openai.com".into(), port: 443 });
+        assert_eq!(
+            target,
+            ConnectTarget {
+                host: "api.openai.com".into(),
+                port: 443
+            }
+        );
         assert_eq!(parse_connect_target("[::1]:8443").unwrap().host, "::1");
-        for bad in ["api.openai.com", "api.openai.com:0", "api.openai.com:99999", ":443", "a b:443", "exa$mple.com:443", "", "http://x:1/"] {
+        for bad in [
+            "api.openai.com",
+            "api.openai.com:0",
+            "api.openai.com:99999",
+            ":443",
+            "a b:443",
+            "exa$mple.com:443",
+            "",
+            "http://x:1/",
+        ] {
             assert!(parse_connect_target(bad).is_none(), "{bad:?} accepted");
         }
     }

@@ -85,9 +85,12 @@ where
 
         if handshake.len() >= 4 {
             if handshake[0] != HANDSHAKE_CLIENT_HELLO {
-                return Err(HelloError::Malformed("first handshake message is not a ClientHello"));
+                return Err(HelloError::Malformed(
+                    "first handshake message is not a ClientHello",
+                ));
             }
-            let message_len = u32::from_be_bytes([0, handshake[1], handshake[2], handshake[3]]) as usize;
+            let message_len =
+                u32::from_be_bytes([0, handshake[1], handshake[2], handshake[3]]) as usize;
             if 4 + message_len > MAX_HELLO_BYTES {
                 return Err(HelloError::TooLarge);
             }
@@ -168,7 +171,8 @@ mod tests {
         .with_no_client_auth();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let name = ServerName::try_from(server_name.to_owned()).unwrap();
-        let mut connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let mut connection =
+            rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
         let mut bytes = Vec::new();
         connection.write_tls(&mut bytes).unwrap();
         bytes
@@ -225,9 +229,15 @@ mod tests {
                 .unwrap_err();
             assert!(matches!(error, HelloError::Closed), "cut {cut}: {error}");
         }
-        let mut garbage = vec![0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0x00, 0x00, 0x04, 0xff, 0xff, 0xff, 0xff];
+        let mut garbage = vec![
+            0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0x00, 0x00, 0x04, 0xff, 0xff, 0xff, 0xff,
+        ];
         let mut reader = &garbage[..];
-        assert!(read_client_hello(&mut reader, &mut Vec::new(), Duration::from_secs(1)).await.is_err());
+        assert!(
+            read_client_hello(&mut reader, &mut Vec::new(), Duration::from_secs(1))
+                .await
+                .is_err()
+        );
         garbage[5] = 0x02;
         let mut reader = &garbage[..];
         assert!(matches!(

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use pingora::apps::ServerApp;
 use pingora::http::ResponseHeader;
 use pingora::listeners::tls::Acceptor;
-use pingora::protocols::{GetSocketDigest, SocketDigest};
 use pingora::protocols::l4::stream::Stream;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::GetProxyDigest;
+use pingora::protocols::{GetSocketDigest, SocketDigest};
 use rustls::server::{ClientHello as RustlsClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
@@ -81,14 +81,18 @@ pub async fn intercept(
                 HelloError::Timeout(_) => "timeout",
                 _ => "malformed",
             };
-            metrics::CONNECTIONS_REJECTED.with_label_values(&[reason]).inc();
+            metrics::CONNECTIONS_REJECTED
+                .with_label_values(&[reason])
+                .inc();
             info!(host = %target.host, %error, "No usable ClientHello after CONNECT; closing.");
             return;
         }
     };
     if let Some(sni) = hello.sni.as_deref() {
         if sni != target.host {
-            metrics::CONNECTIONS_REJECTED.with_label_values(&["sni_mismatch"]).inc();
+            metrics::CONNECTIONS_REJECTED
+                .with_label_values(&["sni_mismatch"])
+                .inc();
             warn!(host = %target.host, sni, "SNI differs from the CONNECT target; closing.");
             return;
         }
@@ -112,12 +116,17 @@ pub async fn intercept(
     let Ok(connect_response) = ResponseHeader::build(200, None) else {
         return;
     };
-    stream.set_proxy_digest(ProxyDigest::new(Box::new(connect_response), Some(Box::new(meta))));
+    stream.set_proxy_digest(ProxyDigest::new(
+        Box::new(connect_response),
+        Some(Box::new(meta)),
+    ));
 
     let tls = match acceptor.tls_handshake(stream).await {
         Ok(tls) => tls,
         Err(error) => {
-            metrics::TLS_HANDSHAKE_FAILURES.with_label_values(&["client_abort"]).inc();
+            metrics::TLS_HANDSHAKE_FAILURES
+                .with_label_values(&["client_abort"])
+                .inc();
             debug!(host = %target.host, %error, "Client aborted the TLS handshake on our leaf.");
             front.shared.router.record_handshake_abort(&target.host);
             return;

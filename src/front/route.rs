@@ -28,7 +28,11 @@ impl DomainSet {
         Self {
             names: names
                 .into_iter()
-                .map(|name| name.trim_end_matches('.').to_ascii_lowercase().into_boxed_str())
+                .map(|name| {
+                    name.trim_end_matches('.')
+                        .to_ascii_lowercase()
+                        .into_boxed_str()
+                })
                 .collect(),
         }
     }
@@ -138,7 +142,11 @@ impl Router {
 
     /// Hosts currently in the learned bypass.
     pub fn learned_bypass(&self) -> Vec<String> {
-        let mut hosts: Vec<String> = self.learned_bypass.iter().map(|(host, _)| (*host).clone()).collect();
+        let mut hosts: Vec<String> = self
+            .learned_bypass
+            .iter()
+            .map(|(host, _)| (*host).clone())
+            .collect();
         hosts.sort();
         hosts
     }
@@ -195,7 +203,10 @@ mod tests {
     fn extra_hosts_intercept_and_bypass_wins() {
         let router = router(3);
         let catalog = empty_catalog();
-        assert_eq!(router.route(&catalog, "gpu.intranet-llm.corp"), Route::Intercept);
+        assert_eq!(
+            router.route(&catalog, "gpu.intranet-llm.corp"),
+            Route::Intercept
+        );
         assert_eq!(router.route(&catalog, "pinned.example"), Route::Tunnel);
         assert_eq!(router.route(&catalog, "10.0.0.1"), Route::Tunnel);
     }
@@ -206,12 +217,24 @@ mod tests {
         let catalog = empty_catalog();
         assert!(!router.record_handshake_abort("app.intranet-llm.corp"));
         assert!(!router.record_handshake_abort("APP.intranet-llm.corp"));
-        assert_eq!(router.route(&catalog, "app.intranet-llm.corp"), Route::Intercept);
+        assert_eq!(
+            router.route(&catalog, "app.intranet-llm.corp"),
+            Route::Intercept
+        );
         assert!(router.record_handshake_abort("app.intranet-llm.corp"));
-        assert_eq!(router.route(&catalog, "app.intranet-llm.corp"), Route::Tunnel);
-        assert_eq!(router.learned_bypass(), vec!["app.intranet-llm.corp".to_owned()]);
+        assert_eq!(
+            router.route(&catalog, "app.intranet-llm.corp"),
+            Route::Tunnel
+        );
+        assert_eq!(
+            router.learned_bypass(),
+            vec!["app.intranet-llm.corp".to_owned()]
+        );
         assert!(router.forget_learned_bypass("app.intranet-llm.corp"));
-        assert_eq!(router.route(&catalog, "app.intranet-llm.corp"), Route::Intercept);
+        assert_eq!(
+            router.route(&catalog, "app.intranet-llm.corp"),
+            Route::Intercept
+        );
     }
 
     #[test]

@@ -40,8 +40,20 @@ pub async fn relay(
     if !client_prefix.is_empty() {
         origin_write.write_all(client_prefix).await?;
     }
-    let up = pump(&mut client_read, &mut origin_write, &last_activity, started, "upstream");
-    let down = pump(&mut origin_read, &mut client_write, &last_activity, started, "downstream");
+    let up = pump(
+        &mut client_read,
+        &mut origin_write,
+        &last_activity,
+        started,
+        "upstream",
+    );
+    let down = pump(
+        &mut origin_read,
+        &mut client_write,
+        &last_activity,
+        started,
+        "downstream",
+    );
     let both = async { tokio::try_join!(up, down) };
     tokio::pin!(both);
 
@@ -113,7 +125,12 @@ mod tests {
     async fn relays_both_ways_and_passes_half_close() {
         let (mut client, client_side) = pair().await;
         let (origin_side, mut origin) = pair().await;
-        let relay = tokio::spawn(relay(client_side, origin_side, b"early ", Duration::from_secs(5)));
+        let relay = tokio::spawn(relay(
+            client_side,
+            origin_side,
+            b"early ",
+            Duration::from_secs(5),
+        ));
 
         client.write_all(b"hello").await.unwrap();
         client.shutdown().await.unwrap();
@@ -137,7 +154,9 @@ mod tests {
     async fn idle_tunnel_is_closed() {
         let (_client, client_side) = pair().await;
         let (origin_side, _origin) = pair().await;
-        let stats = relay(client_side, origin_side, b"", Duration::from_millis(100)).await.unwrap();
+        let stats = relay(client_side, origin_side, b"", Duration::from_millis(100))
+            .await
+            .unwrap();
         assert!(stats.idle_timed_out);
     }
 }

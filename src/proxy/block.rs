@@ -14,11 +14,19 @@ pub fn wants_html(accept: Option<&http::HeaderValue>) -> bool {
 }
 
 pub fn render(verdict: &Verdict, html: bool) -> pingora::Result<(ResponseHeader, Bytes)> {
-    let body = if html { html_page(verdict) } else { json_error(verdict) };
+    let body = if html {
+        html_page(verdict)
+    } else {
+        json_error(verdict)
+    };
     let mut header = ResponseHeader::build(403, Some(4))?;
     header.insert_header(
         "content-type",
-        if html { "text/html; charset=utf-8" } else { "application/json" },
+        if html {
+            "text/html; charset=utf-8"
+        } else {
+            "application/json"
+        },
     )?;
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("cache-control", "no-store")?;
@@ -95,7 +103,10 @@ mod tests {
         assert_eq!(header.status.as_u16(), 403);
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value["error"]["type"], "policy_violation");
-        assert_eq!(value["error"]["decision_id"], verdict.decision_id.to_string());
+        assert_eq!(
+            value["error"]["decision_id"],
+            verdict.decision_id.to_string()
+        );
         assert_eq!(value["error"]["message"], "<Evil> is prohibited");
     }
 
@@ -111,7 +122,9 @@ mod tests {
     fn accept_header_selects_html() {
         let value = http::HeaderValue::from_static("text/html,application/xhtml+xml,*/*;q=0.8");
         assert!(wants_html(Some(&value)));
-        assert!(!wants_html(Some(&http::HeaderValue::from_static("application/json"))));
+        assert!(!wants_html(Some(&http::HeaderValue::from_static(
+            "application/json"
+        ))));
         assert!(!wants_html(None));
     }
 }

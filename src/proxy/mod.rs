@@ -129,7 +129,11 @@ impl ProxyHttp for AigateProxy {
         Ok(())
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Self::CTX) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
         let Some(target) = ctx.target.as_ref() else {
             return Error::e_explain(ErrorType::InternalError, "no upstream target decided");
         };
@@ -222,10 +226,20 @@ impl AigateProxy {
                         // Sending a request for one host inside a tunnel opened to another is
                         // domain fronting; the upstream is pinned to the CONNECT target anyway.
                         warn!(connect = %connect.host, inner, "Inner Host differs from the CONNECT target.");
-                        return respond_text(session, 421, "Misdirected request: the Host header must match the CONNECT target.\n").await;
+                        return respond_text(
+                            session,
+                            421,
+                            "Misdirected request: the Host header must match the CONNECT target.\n",
+                        )
+                        .await;
                     }
                 }
-                (connect.host.clone(), connect.port, true, Source::ProxyIntercepted)
+                (
+                    connect.host.clone(),
+                    connect.port,
+                    true,
+                    Source::ProxyIntercepted,
+                )
             }
             None => match absolute_form_target(session.req_header()) {
                 Ok((host, port)) => (host, port, false, Source::ProxyPlain),
@@ -237,14 +251,24 @@ impl AigateProxy {
             Ok(addr) => addr,
             Err(error @ crate::upstream::UpstreamError::SelfLoop { .. }) => {
                 warn!(%host, port, %error, "Refused a request to the gateway itself.");
-                return respond_text(session, 403, "Forbidden: the proxy does not connect to itself.\n").await;
+                return respond_text(
+                    session,
+                    403,
+                    "Forbidden: the proxy does not connect to itself.\n",
+                )
+                .await;
             }
             Err(error) => {
                 warn!(%host, port, %error, "Upstream host does not resolve.");
                 return respond_text(session, 502, format!("Bad gateway: {error}.\n")).await;
             }
         };
-        ctx.target = Some(Target { host, port, tls, addr });
+        ctx.target = Some(Target {
+            host,
+            port,
+            tls,
+            addr,
+        });
 
         let cap = self.shared.config.proxy.body_buffer_bytes;
         let (body, complete) = read_body_prefix(session, cap).await?;
@@ -277,7 +301,9 @@ impl AigateProxy {
             };
             let html = block::wants_html(session.req_header().headers.get("accept"));
             let (header, body) = block::render(verdict, html)?;
-            session.write_response_header(Box::new(header), false).await?;
+            session
+                .write_response_header(Box::new(header), false)
+                .await?;
             session.write_response_body(Some(body), true).await?;
             return Ok(Answer::Done);
         }
@@ -293,7 +319,12 @@ impl AigateProxy {
 
     /// Re-issues a request whose complete body outgrew pingora's retry buffer, with the buffered
     /// body preset, and pipes the upstream response back to the client.
-    async fn forward_as_subrequest(&self, session: &mut Session, ctx: &RequestCtx, body: Bytes) -> Result<()> {
+    async fn forward_as_subrequest(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        body: Bytes,
+    ) -> Result<()> {
         let Some(target) = ctx.target.clone() else {
             return Error::e_explain(ErrorType::InternalError, "no upstream target decided");
         };
@@ -371,9 +402,15 @@ fn strip_port(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
-    authority.rsplit_once(':').map_or(authority, |(host, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) { host } else { authority }
-    })
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                host
+            } else {
+                authority
+            }
+        })
 }
 
 /// The target of an absolute-form request (`GET http://host:port/path`), the only form a forward
@@ -398,7 +435,10 @@ fn absolute_form_target(header: &RequestHeader) -> std::result::Result<(String, 
         .host()
         .filter(|h| !h.is_empty())
         .ok_or_else(|| "Bad request: the request target has no host.\n".to_owned())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
     Ok((host, uri.port_u16().unwrap_or(80)))
 }
 
@@ -431,15 +471,23 @@ fn normalize_to_origin_form(request: &mut RequestHeader, target: &Target) -> Res
     Ok(())
 }
 
-async fn respond_text(session: &mut Session, status: u16, message: impl Into<String>) -> Result<Answer> {
+async fn respond_text(
+    session: &mut Session,
+    status: u16,
+    message: impl Into<String>,
+) -> Result<Answer> {
     let message = message.into();
     let mut header = ResponseHeader::build(status, Some(3))?;
     header.insert_header("content-type", "text/plain; charset=utf-8")?;
     header.insert_header("content-length", message.len().to_string())?;
     // The body may still be unread; do not try to reuse this connection.
     session.set_keepalive(None);
-    session.write_response_header(Box::new(header), false).await?;
-    session.write_response_body(Some(Bytes::from(message)), true).await?;
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(message)), true)
+        .await?;
     Ok(Answer::Done)
 }
 
@@ -457,11 +505,18 @@ mod tests {
     #[test]
     fn absolute_form_is_required_for_plain_requests() {
         let header = RequestHeader::build("GET", b"http://Example.com:8080/x?y=1", None).unwrap();
-        assert_eq!(absolute_form_target(&header).unwrap(), ("example.com".to_owned(), 8080));
+        assert_eq!(
+            absolute_form_target(&header).unwrap(),
+            ("example.com".to_owned(), 8080)
+        );
         let header = RequestHeader::build("GET", b"/relative", None).unwrap();
-        assert!(absolute_form_target(&header).unwrap_err().contains("absolute-form"));
+        assert!(absolute_form_target(&header)
+            .unwrap_err()
+            .contains("absolute-form"));
         let header = RequestHeader::build("GET", b"https://example.com/", None).unwrap();
-        assert!(absolute_form_target(&header).unwrap_err().contains("CONNECT"));
+        assert!(absolute_form_target(&header)
+            .unwrap_err()
+            .contains("CONNECT"));
     }
 
     #[test]
@@ -472,7 +527,8 @@ mod tests {
             tls: true,
             addr: "127.0.0.1:1".parse().unwrap(),
         };
-        let mut header = RequestHeader::build("POST", b"https://api.openai.com/v1/chat?x=1", None).unwrap();
+        let mut header =
+            RequestHeader::build("POST", b"https://api.openai.com/v1/chat?x=1", None).unwrap();
         normalize_to_origin_form(&mut header, &target).unwrap();
         assert_eq!(header.uri.to_string(), "/v1/chat?x=1");
         assert_eq!(header.headers.get("host").unwrap(), "api.openai.com");

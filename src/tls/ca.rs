@@ -67,14 +67,21 @@ impl CertificateAuthority {
                 ca.write(dir, &cert_path, &key_path)?;
                 Ok((ca, true))
             }
-            (true, false) => Err(CaError::Incomplete { present: cert_path, missing: key_path }),
-            (false, true) => Err(CaError::Incomplete { present: key_path, missing: cert_path }),
+            (true, false) => Err(CaError::Incomplete {
+                present: cert_path,
+                missing: key_path,
+            }),
+            (false, true) => Err(CaError::Incomplete {
+                present: key_path,
+                missing: cert_path,
+            }),
         }
     }
 
     /// A fresh CA that lives only in memory (tests, benchmarks).
     pub fn generate_in_memory(common_name: &str) -> Result<CertificateAuthority, CaError> {
-        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
+        let key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
         let params = ca_params(common_name);
         let cert = params.self_signed(&key).map_err(CaError::Generate)?;
         Ok(CertificateAuthority {
@@ -116,14 +123,24 @@ impl CertificateAuthority {
         let cert_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
             .next()
             .and_then(Result::ok)
-            .ok_or_else(|| CaError::BadPem { path: cert_path.to_owned(), what: "certificate" })?;
+            .ok_or_else(|| CaError::BadPem {
+                path: cert_path.to_owned(),
+                what: "certificate",
+            })?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|_| CaError::BadPem {
             path: cert_path.to_owned(),
             what: "certificate",
         })?;
-        let ca = CertificateAuthority { cert_pem, cert_der, issuer };
+        let ca = CertificateAuthority {
+            cert_pem,
+            cert_der,
+            issuer,
+        };
         if !ca.signs_verifiable_leaves() {
-            return Err(CaError::Mismatch { cert: cert_path.to_owned(), key: key_path.to_owned() });
+            return Err(CaError::Mismatch {
+                cert: cert_path.to_owned(),
+                key: key_path.to_owned(),
+            });
         }
         Ok(ca)
     }
@@ -140,18 +157,27 @@ impl CertificateAuthority {
             return false;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let Ok(verifier) = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build() else {
+        let Ok(verifier) =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+        else {
             return false;
         };
         let Ok(name) = ServerName::try_from(PROBE) else {
             return false;
         };
         use rustls::client::danger::ServerCertVerifier;
-        verifier.verify_server_cert(&chain[0], &[], &name, &[], UnixTime::now()).is_ok()
+        verifier
+            .verify_server_cert(&chain[0], &[], &name, &[], UnixTime::now())
+            .is_ok()
     }
 
     fn write(&self, dir: &Path, cert_path: &Path, key_path: &Path) -> Result<(), CaError> {
-        fs::DirBuilder::new().recursive(true).mode(0o755).create(dir).map_err(io(dir))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(io(dir))?;
         let key_pem = self.issuer.key().serialize_pem();
         write_atomically(key_path, key_pem.as_bytes(), 0o600).map_err(io(key_path))?;
         write_atomically(cert_path, self.cert_pem.as_bytes(), 0o644).map_err(io(cert_path))?;
@@ -180,11 +206,17 @@ fn ca_params(common_name: &str) -> CertificateParams {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
-    move |source| CaError::Io { path: path.to_owned(), source }
+    move |source| CaError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn read(path: &Path) -> Result<String, CaError> {
-    fs::read_to_string(path).map_err(|source| CaError::Io { path: path.to_owned(), source })
+    fs::read_to_string(path).map_err(|source| CaError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Writes `bytes` to a temporary sibling created with `mode`, fsyncs, then renames over `path`.
@@ -193,7 +225,11 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     temporary.push(".tmp");
     let temporary = PathBuf::from(temporary);
     let _ = fs::remove_file(&temporary);
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&temporary)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temporary)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     fs::rename(&temporary, path)
@@ -210,9 +246,17 @@ mod tests {
         let ca_dir = dir.path().join("certs");
         let (first, generated) = CertificateAuthority::load_or_generate(&ca_dir).unwrap();
         assert!(generated);
-        let key_mode = fs::metadata(ca_dir.join("ca.key")).unwrap().permissions().mode() & 0o777;
+        let key_mode = fs::metadata(ca_dir.join("ca.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(key_mode, 0o600);
-        let cert_mode = fs::metadata(ca_dir.join("ca.pem")).unwrap().permissions().mode() & 0o777;
+        let cert_mode = fs::metadata(ca_dir.join("ca.pem"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(cert_mode, 0o644);
 
         let (second, generated) = CertificateAuthority::load_or_generate(&ca_dir).unwrap();
@@ -227,7 +271,10 @@ mod tests {
         fs::remove_file(dir.path().join("ca.key")).unwrap();
         let error = CertificateAuthority::load_or_generate(dir.path()).unwrap_err();
         assert!(matches!(error, CaError::Incomplete { .. }), "{error}");
-        assert!(!dir.path().join("ca.key").exists(), "nothing may be regenerated");
+        assert!(
+            !dir.path().join("ca.key").exists(),
+            "nothing may be regenerated"
+        );
     }
 
     #[test]
@@ -248,7 +295,10 @@ mod tests {
         fs::write(dir.path().join("ca.pem"), "not pem").unwrap();
         fs::write(dir.path().join("ca.key"), "not pem either").unwrap();
         let error = CertificateAuthority::load_or_generate(dir.path()).unwrap_err();
-        assert!(error.to_string().contains("ca.key") || error.to_string().contains("ca.pem"), "{error}");
+        assert!(
+            error.to_string().contains("ca.key") || error.to_string().contains("ca.pem"),
+            "{error}"
+        );
     }
 
     #[test]

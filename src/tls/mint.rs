@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use rcgen::{
-    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose,
-    SanType, SerialNumber,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, KeyPair,
+    KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::{CertifiedKey, SigningKey};
@@ -53,8 +53,13 @@ impl fmt::Debug for LeafMinter {
 }
 
 impl LeafMinter {
-    pub fn new(ca: Arc<CertificateAuthority>, cache_capacity: u64, validity: Duration) -> Result<LeafMinter, MintError> {
-        let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(MintError::Sign)?;
+    pub fn new(
+        ca: Arc<CertificateAuthority>,
+        cache_capacity: u64,
+        validity: Duration,
+    ) -> Result<LeafMinter, MintError> {
+        let leaf_key =
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(MintError::Sign)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
         let signing_key = rustls::crypto::ring::sign::any_ecdsa_type(&key_der)
             .map_err(|error| MintError::Key(error.to_string()))?;
@@ -67,7 +72,10 @@ impl LeafMinter {
             leaf_key,
             signing_key,
             validity,
-            cache: Cache::builder().max_capacity(cache_capacity).time_to_live(time_to_live).build(),
+            cache: Cache::builder()
+                .max_capacity(cache_capacity)
+                .time_to_live(time_to_live)
+                .build(),
         })
     }
 
@@ -99,7 +107,8 @@ impl LeafMinter {
 
     fn mint(&self, host: &str) -> Result<Arc<CertifiedKey>, MintError> {
         let started = Instant::now();
-        let validity = TimeDuration::seconds(i64::try_from(self.validity.as_secs()).unwrap_or(i64::MAX / 2));
+        let validity =
+            TimeDuration::seconds(i64::try_from(self.validity.as_secs()).unwrap_or(i64::MAX / 2));
         let leaf = leaf_params(&[host], validity)?
             .signed_by(&self.leaf_key, &self.ca.issuer)
             .map_err(MintError::Sign)?;
@@ -111,7 +120,10 @@ impl LeafMinter {
 
 /// Parameters of a server leaf for `hosts`: SANs, a DN distinct from the CA's (curl otherwise
 /// calls the leaf self-signed), serverAuth, not a CA, with the authority key identifier.
-pub(super) fn leaf_params(hosts: &[&str], validity: TimeDuration) -> Result<CertificateParams, MintError> {
+pub(super) fn leaf_params(
+    hosts: &[&str],
+    validity: TimeDuration,
+) -> Result<CertificateParams, MintError> {
     let mut params = CertificateParams::default();
     let mut names = Vec::with_capacity(hosts.len());
     for host in hosts {
@@ -119,7 +131,9 @@ pub(super) fn leaf_params(hosts: &[&str], validity: TimeDuration) -> Result<Cert
         names.push(match host.parse::<IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
             Err(_) => SanType::DnsName(
-                host.clone().try_into().map_err(|_| MintError::InvalidHost(host.clone()))?,
+                host.clone()
+                    .try_into()
+                    .map_err(|_| MintError::InvalidHost(host.clone()))?,
             ),
         });
     }
@@ -160,7 +174,9 @@ fn normalize(host: &str) -> Result<String, MintError> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         });
     if valid {
         Ok(host.to_ascii_lowercase())
@@ -228,7 +244,13 @@ mod tests {
     async fn invalid_hosts_are_refused() {
         let (_, minter) = minter();
         for host in ["", "a b", "exa$mple.com", &"a".repeat(300), "-bad.example"] {
-            assert!(matches!(minter.certified_key(host).await, Err(MintError::InvalidHost(_))), "{host:?}");
+            assert!(
+                matches!(
+                    minter.certified_key(host).await,
+                    Err(MintError::InvalidHost(_))
+                ),
+                "{host:?}"
+            );
         }
         assert!(minter.certified_key("10.1.2.3").await.is_ok());
     }
@@ -245,7 +267,10 @@ mod tests {
         let mut samples = Vec::new();
         for i in 0..200 {
             let started = Instant::now();
-            minter.certified_key(&format!("host{i}.example.com")).await.unwrap();
+            minter
+                .certified_key(&format!("host{i}.example.com"))
+                .await
+                .unwrap();
             samples.push(started.elapsed());
         }
         samples.sort();

@@ -12,15 +12,29 @@ use crate::support::{upstream_ca, Http, Origin, TestGateway};
 /// Does a client that trusts only the gateway CA get through (intercepted), and does one that
 /// trusts only the origin CA get through (tunnelled)?
 async fn routed(gateway: &TestGateway, origin_ca_pem: &str, url: &str) -> (bool, bool) {
-    let intercepted = gateway.client(&gateway.ca_pem(), Http::One).get(url).send().await.is_ok();
-    let tunnelled = gateway.client(origin_ca_pem, Http::One).get(url).send().await.is_ok();
+    let intercepted = gateway
+        .client(&gateway.ca_pem(), Http::One)
+        .get(url)
+        .send()
+        .await
+        .is_ok();
+    let tunnelled = gateway
+        .client(origin_ca_pem, Http::One)
+        .get(url)
+        .send()
+        .await
+        .is_ok();
     (intercepted, tunnelled)
 }
 
 #[tokio::test]
 async fn extra_hosts_bypass_and_mode_all() {
     let ca = upstream_ca();
-    let origin = Origin::start_tls(&ca, &["llm.internal.example", "api.openai.com", "docs.example.org"]).await;
+    let origin = Origin::start_tls(
+        &ca,
+        &["llm.internal.example", "api.openai.com", "docs.example.org"],
+    )
+    .await;
     let hosts = [
         ("llm.internal.example", origin.addr),
         ("api.openai.com", origin.addr),
@@ -31,17 +45,32 @@ async fn extra_hosts_bypass_and_mode_all() {
         config.intercept.bypass = vec!["openai.com".into()];
     })
     .await;
-    assert_eq!(routed(&gateway, ca.cert_pem(), "https://llm.internal.example/").await, (true, false));
-    assert_eq!(routed(&gateway, ca.cert_pem(), "https://api.openai.com/").await, (false, true));
-    assert_eq!(routed(&gateway, ca.cert_pem(), "https://docs.example.org/").await, (false, true));
+    assert_eq!(
+        routed(&gateway, ca.cert_pem(), "https://llm.internal.example/").await,
+        (true, false)
+    );
+    assert_eq!(
+        routed(&gateway, ca.cert_pem(), "https://api.openai.com/").await,
+        (false, true)
+    );
+    assert_eq!(
+        routed(&gateway, ca.cert_pem(), "https://docs.example.org/").await,
+        (false, true)
+    );
 
     let all = TestGateway::start_with(&ca, &hosts, |config| {
         config.intercept.mode = aigate::config::InterceptMode::All;
         config.intercept.bypass = vec!["openai.com".into()];
     })
     .await;
-    assert_eq!(routed(&all, ca.cert_pem(), "https://docs.example.org/").await, (true, false));
-    assert_eq!(routed(&all, ca.cert_pem(), "https://api.openai.com/").await, (false, true));
+    assert_eq!(
+        routed(&all, ca.cert_pem(), "https://docs.example.org/").await,
+        (true, false)
+    );
+    assert_eq!(
+        routed(&all, ca.cert_pem(), "https://api.openai.com/").await,
+        (false, true)
+    );
 }
 
 /// A pinning client: it refuses any certificate not issued by the origin's own CA.
@@ -60,7 +89,10 @@ async fn certificate_pinning_clients_are_learned_into_a_tunnel() {
     let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
     let gateway = TestGateway::start(&ca, &[("api.openai.com", origin.addr)]).await;
     for attempt in 1..=3 {
-        assert!(!pinned_client_attempt(&gateway, ca.cert_pem()).await, "attempt {attempt} must see our leaf");
+        assert!(
+            !pinned_client_attempt(&gateway, ca.cert_pem()).await,
+            "attempt {attempt} must see our leaf"
+        );
     }
     // The third abort moved the host to the learned bypass: the pinning client now gets through.
     let mut succeeded = false;
@@ -71,8 +103,14 @@ async fn certificate_pinning_clients_are_learned_into_a_tunnel() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(succeeded, "after three aborted handshakes the host must be tunnelled");
-    assert_eq!(gateway.gateway.shared.router.learned_bypass(), vec!["api.openai.com".to_owned()]);
+    assert!(
+        succeeded,
+        "after three aborted handshakes the host must be tunnelled"
+    );
+    assert_eq!(
+        gateway.gateway.shared.router.learned_bypass(),
+        vec!["api.openai.com".to_owned()]
+    );
 
     let metrics = reqwest::get(format!("http://{}/metrics", gateway.gateway.admin_addr))
         .await
@@ -89,34 +127,56 @@ async fn sni_that_differs_from_the_connect_target_is_refused() {
     let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
     let gateway = TestGateway::start(&ca, &[("api.openai.com", origin.addr)]).await;
 
-    let mut stream = TcpStream::connect(gateway.gateway.proxy_addr).await.unwrap();
-    stream.write_all(b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n").await.unwrap();
+    let mut stream = TcpStream::connect(gateway.gateway.proxy_addr)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n")
+        .await
+        .unwrap();
     let mut established = [0u8; 39];
     stream.read_exact(&mut established).await.unwrap();
     assert_eq!(&established, b"HTTP/1.1 200 Connection Established\r\n\r\n");
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_pemfile::certs(&mut gateway.ca_pem().as_bytes()).map(Result::unwrap));
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    roots.add_parsable_certificates(
+        rustls_pemfile::certs(&mut gateway.ca_pem().as_bytes()).map(Result::unwrap),
+    );
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from("claude.ai").unwrap();
-    assert!(connector.connect(name, stream).await.is_err(), "no leaf may be served for another name");
+    assert!(
+        connector.connect(name, stream).await.is_err(),
+        "no leaf may be served for another name"
+    );
     assert!(origin.requests().is_empty());
 }
 
 #[tokio::test]
 async fn connections_beyond_the_limit_are_refused_with_503() {
     let ca = upstream_ca();
-    let gateway = TestGateway::start_with(&ca, &[], |config| config.proxy.max_connections = 2).await;
-    let _first = TcpStream::connect(gateway.gateway.proxy_addr).await.unwrap();
-    let _second = TcpStream::connect(gateway.gateway.proxy_addr).await.unwrap();
+    let gateway =
+        TestGateway::start_with(&ca, &[], |config| config.proxy.max_connections = 2).await;
+    let _first = TcpStream::connect(gateway.gateway.proxy_addr)
+        .await
+        .unwrap();
+    let _second = TcpStream::connect(gateway.gateway.proxy_addr)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut third = TcpStream::connect(gateway.gateway.proxy_addr).await.unwrap();
+    let mut third = TcpStream::connect(gateway.gateway.proxy_addr)
+        .await
+        .unwrap();
     let mut reply = String::new();
-    tokio::time::timeout(Duration::from_secs(5), third.read_to_string(&mut reply)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), third.read_to_string(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
 }

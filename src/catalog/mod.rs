@@ -1,0 +1,553 @@
+//! The AI-service catalog: which services exist, how to recognise them, and how risky and
+//! approved each is.
+//!
+//! Loaded from `config/catalog/*.yaml` (shaped like the `ai_services` rows of the data model) and
+//! validated whole: a bad file stops the load with the file, service and field named, and the
+//! previous catalog keeps serving. Host lookups are on the connection path, so they are one hash
+//! probe per label suffix and allocate nothing for lowercase hosts.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog directory {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("catalog directory {0} holds no *.yaml service files")]
+    Empty(PathBuf),
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: service {slug:?}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        slug: String,
+        field: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RiskTier {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl RiskTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RiskTier::Low => "low",
+            RiskTier::Medium => "medium",
+            RiskTier::High => "high",
+            RiskTier::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for RiskTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    Approved,
+    Prohibited,
+    ReviewRequired,
+    Unknown,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Prohibited => "prohibited",
+            ApprovalStatus::ReviewRequired => "review_required",
+            ApprovalStatus::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for ApprovalStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Signatures {
+    pub domains: Vec<String>,
+    pub headers: Vec<HeaderSignature>,
+    pub api_patterns: Vec<String>,
+    pub ssl_fingerprints: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSignature {
+    pub name: String,
+    pub pattern: String,
+}
+
+/// One AI service, field for field the `ai_services` row of the data model (plus a stable slug).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AiService {
+    pub service_id: Uuid,
+    pub slug: String,
+    pub name: String,
+    #[serde(default)]
+    pub vendor: Option<String>,
+    #[serde(default)]
+    pub service_type: Option<String>,
+    pub signatures: Signatures,
+    pub risk_tier: RiskTier,
+    pub risk_score: u8,
+    #[serde(default)]
+    pub risk_factors: Option<serde_json::Value>,
+    pub approval_status: ApprovalStatus,
+    #[serde(default)]
+    pub approved_for: Vec<String>,
+    #[serde(default)]
+    pub prohibited_for: Vec<String>,
+    #[serde(default)]
+    pub certifications: Vec<String>,
+    #[serde(default)]
+    pub data_handling: Option<String>,
+    #[serde(default)]
+    pub data_regions: Vec<String>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub pricing_model: Option<String>,
+    #[serde(default)]
+    pub documentation_url: Option<String>,
+    #[serde(default)]
+    pub privacy_policy_url: Option<String>,
+    #[serde(default)]
+    pub terms_of_service_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    services: Vec<AiService>,
+}
+
+/// An immutable, validated catalog.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    services: Vec<Arc<AiService>>,
+    /// Normalized domain → index into `services`.
+    by_domain: HashMap<Box<str>, usize>,
+}
+
+impl Catalog {
+    /// Loads every `*.yaml` / `*.yml` file of `dir`, in file-name order.
+    pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| CatalogError::Dir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let path = entry
+                .map_err(|source| CatalogError::Dir {
+                    path: dir.to_owned(),
+                    source,
+                })?
+                .path();
+            if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
+                files.push(path);
+            }
+        }
+        if files.is_empty() {
+            return Err(CatalogError::Empty(dir.to_owned()));
+        }
+        files.sort();
+        let mut sourced = Vec::new();
+        for path in files {
+            let text = std::fs::read_to_string(&path).map_err(|source| CatalogError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file: CatalogFile =
+                serde_yaml::from_str(&text).map_err(|error| CatalogError::Parse {
+                    path: path.clone(),
+                    message: error.to_string(),
+                })?;
+            sourced.extend(
+                file.services
+                    .into_iter()
+                    .map(|service| (path.clone(), service)),
+            );
+        }
+        Self::build(sourced)
+    }
+
+    /// A catalog from services that did not come from files (the store, tests).
+    pub fn from_services(services: Vec<AiService>) -> Result<Catalog, CatalogError> {
+        Self::build(
+            services
+                .into_iter()
+                .map(|s| (PathBuf::from("<catalog>"), s))
+                .collect(),
+        )
+    }
+
+    fn build(sourced: Vec<(PathBuf, AiService)>) -> Result<Catalog, CatalogError> {
+        let mut catalog = Catalog::default();
+        let mut slugs: HashMap<String, PathBuf> = HashMap::new();
+        let mut ids: HashMap<Uuid, String> = HashMap::new();
+        for (path, mut service) in sourced {
+            let invalid = |field: &'static str, message: String| CatalogError::Invalid {
+                path: path.clone(),
+                slug: service.slug.clone(),
+                field,
+                message,
+            };
+            let slug_ok = !service.slug.is_empty()
+                && service
+                    .slug
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !slug_ok {
+                return Err(invalid(
+                    "slug",
+                    "must be non-empty lowercase letters, digits and '-'".into(),
+                ));
+            }
+            if let Some(first) = slugs.insert(service.slug.clone(), path.clone()) {
+                return Err(invalid(
+                    "slug",
+                    format!("already used in {}", first.display()),
+                ));
+            }
+            if let Some(other) = ids.insert(service.service_id, service.slug.clone()) {
+                return Err(invalid(
+                    "service_id",
+                    format!("{} is also the id of {other:?}", service.service_id),
+                ));
+            }
+            if service.name.trim().is_empty() {
+                return Err(invalid("name", "must not be empty".into()));
+            }
+            if service.risk_score > 100 {
+                return Err(invalid(
+                    "risk_score",
+                    format!("{} is outside 0..=100", service.risk_score),
+                ));
+            }
+            if service.signatures.domains.is_empty() {
+                return Err(invalid(
+                    "signatures.domains",
+                    "at least one domain is required".into(),
+                ));
+            }
+            for header in &service.signatures.headers {
+                if header.name.trim().is_empty() {
+                    return Err(invalid(
+                        "signatures.headers",
+                        "a header signature needs a name".into(),
+                    ));
+                }
+            }
+            let index = catalog.services.len();
+            for domain in &mut service.signatures.domains {
+                *domain = normalize_domain(domain)
+                    .map_err(|message| invalid("signatures.domains", message))?;
+                if let Some(&other) = catalog.by_domain.get(domain.as_str()) {
+                    let other = &catalog.services[other].slug;
+                    return Err(invalid(
+                        "signatures.domains",
+                        format!("{domain} is already claimed by {other:?}"),
+                    ));
+                }
+                catalog
+                    .by_domain
+                    .insert(domain.clone().into_boxed_str(), index);
+            }
+            catalog.services.push(Arc::new(service));
+        }
+        Ok(catalog)
+    }
+
+    pub fn services(&self) -> &[Arc<AiService>] {
+        &self.services
+    }
+
+    /// The service owning `host` (exact domain or any subdomain of one; the most specific domain
+    /// wins). Case-insensitive; a trailing dot and a `:port` suffix are ignored; IPs never match.
+    pub fn service_for_host(&self, host: &str) -> Option<&Arc<AiService>> {
+        let host = strip_port(host).trim_end_matches('.');
+        if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+            return None;
+        }
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
+        // Walking from the full name towards the TLD finds the most specific domain first.
+        let mut suffix = host;
+        loop {
+            if let Some(&index) = self.by_domain.get(suffix) {
+                return self.services.get(index);
+            }
+            suffix = suffix.split_once('.')?.1;
+        }
+    }
+
+    /// Every (normalized domain, service) pair.
+    pub fn domains(&self) -> impl Iterator<Item = (&str, &Arc<AiService>)> {
+        self.by_domain
+            .iter()
+            .filter_map(|(domain, &index)| Some((domain.as_ref(), self.services.get(index)?)))
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
+}
+
+fn normalize_domain(domain: &str) -> Result<String, String> {
+    if domain.contains('*') {
+        return Err(format!(
+            "{domain:?}: no wildcards; a domain matches its subdomains automatically"
+        ));
+    }
+    let name = domain.trim_end_matches('.').to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if valid {
+        Ok(name)
+    } else {
+        Err(format!("{domain:?} is not a valid DNS name"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(slug: &str, domains: &[&str], status: ApprovalStatus) -> AiService {
+        AiService {
+            service_id: Uuid::new_v4(),
+            slug: slug.to_owned(),
+            name: slug.to_owned(),
+            vendor: None,
+            service_type: Some("llm".into()),
+            signatures: Signatures {
+                domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+                ..Signatures::default()
+            },
+            risk_tier: RiskTier::Medium,
+            risk_score: 50,
+            risk_factors: None,
+            approval_status: status,
+            approved_for: vec![],
+            prohibited_for: vec![],
+            certifications: vec![],
+            data_handling: None,
+            data_regions: vec![],
+            capabilities: vec![],
+            pricing_model: None,
+            documentation_url: None,
+            privacy_policy_url: None,
+            terms_of_service_url: None,
+        }
+    }
+
+    fn catalog() -> Catalog {
+        Catalog::from_services(vec![
+            service("openai", &["openai.com"], ApprovalStatus::ReviewRequired),
+            service("openai-api", &["API.openai.com."], ApprovalStatus::Approved),
+            service("deepseek", &["deepseek.com"], ApprovalStatus::Prohibited),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn exact_subdomain_and_most_specific_match() {
+        let catalog = catalog();
+        assert_eq!(
+            catalog.service_for_host("openai.com").unwrap().slug,
+            "openai"
+        );
+        assert_eq!(
+            catalog.service_for_host("chat.openai.com").unwrap().slug,
+            "openai"
+        );
+        assert_eq!(
+            catalog.service_for_host("api.openai.com").unwrap().slug,
+            "openai-api"
+        );
+        assert_eq!(
+            catalog.service_for_host("eu.api.openai.com").unwrap().slug,
+            "openai-api"
+        );
+    }
+
+    #[test]
+    fn case_trailing_dot_and_port_are_tolerated() {
+        let catalog = catalog();
+        assert_eq!(
+            catalog.service_for_host("API.DeepSeek.com.").unwrap().slug,
+            "deepseek"
+        );
+        assert_eq!(
+            catalog
+                .service_for_host("api.deepseek.com:443")
+                .unwrap()
+                .slug,
+            "deepseek"
+        );
+    }
+
+    #[test]
+    fn look_alikes_and_ips_do_not_match() {
+        let catalog = catalog();
+        for host in [
+            "notopenai.com",
+            "openai.com.evil.example",
+            "com",
+            "",
+            "10.0.0.1",
+            "[::1]:443",
+            "::1",
+        ] {
+            assert!(catalog.service_for_host(host).is_none(), "{host:?} matched");
+        }
+    }
+
+    #[test]
+    fn duplicate_domains_name_both_services() {
+        let error = Catalog::from_services(vec![
+            service("a", &["x.example"], ApprovalStatus::Approved),
+            service("b", &["X.example."], ApprovalStatus::Approved),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("\"a\"") && error.contains("\"b\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn validation_errors_name_service_and_field() {
+        let mut bad = service("bad-score", &["x.example"], ApprovalStatus::Approved);
+        bad.risk_score = 101;
+        let error = Catalog::from_services(vec![bad]).unwrap_err().to_string();
+        assert!(
+            error.contains("bad-score") && error.contains("risk_score"),
+            "{error}"
+        );
+
+        let wildcard = service("wild", &["*.x.example"], ApprovalStatus::Approved);
+        let error = Catalog::from_services(vec![wildcard])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("wildcards"), "{error}");
+    }
+
+    #[test]
+    fn unknown_yaml_fields_are_rejected_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.yaml");
+        std::fs::write(
+            &path,
+            "services:\n  - service_id: 7d3c8a54-8f5c-4a2e-9e0e-0c6d2f3c1a11\n    slug: x\n    name: X\n    signatures: {domains: [x.example]}\n    risk_tier: low\n    risk_score: 1\n    approval_status: approved\n    colour: blue\n",
+        )
+        .unwrap();
+        let error = Catalog::load_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("x.yaml") && error.contains("colour"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_catalog_loads() {
+        let catalog =
+            Catalog::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/catalog"))
+                .unwrap();
+        assert!(
+            catalog.services().len() >= 24,
+            "{} services",
+            catalog.services().len()
+        );
+        assert_eq!(
+            catalog
+                .service_for_host("api.deepseek.com")
+                .unwrap()
+                .approval_status,
+            ApprovalStatus::Prohibited
+        );
+        assert_eq!(
+            catalog
+                .service_for_host("chat.deepseek.com")
+                .unwrap()
+                .approval_status,
+            ApprovalStatus::Prohibited
+        );
+        assert_ne!(
+            catalog
+                .service_for_host("api.openai.com")
+                .unwrap()
+                .approval_status,
+            ApprovalStatus::Prohibited
+        );
+        assert!(catalog.service_for_host("api.anthropic.com").is_some());
+        assert!(catalog
+            .services()
+            .iter()
+            .all(|s| !s.signatures.domains.is_empty()));
+        let prohibited = catalog
+            .services()
+            .iter()
+            .filter(|s| s.approval_status == ApprovalStatus::Prohibited)
+            .count();
+        assert!(prohibited >= 3);
+    }
+}
