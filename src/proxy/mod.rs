@@ -25,8 +25,8 @@ use pingora::prelude::HttpPeer;
 use pingora::protocols::ALPN;
 use pingora::proxy::subrequest::pipe::{pipe_subrequest, InputBody, InputBodyType};
 use pingora::proxy::subrequest::{BodyMode, Ctx as SubrequestCtx};
-use pingora::proxy::{ProxyHttp, Session};
-use pingora::{Error, ErrorType, Result};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::{debug, info, warn};
 
 use crate::front::ConnectionMeta;
@@ -176,6 +176,49 @@ impl ProxyHttp for AigateProxy {
         // them to QUIC, which this gateway does not intercept.
         response.remove_header("alt-svc");
         Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        error: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        let status = match (error.etype(), error.esource()) {
+            (ErrorType::HTTPStatus(code), _) => *code,
+            (_, ErrorSource::Upstream) => match error.etype() {
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                    504
+                }
+                _ => 502,
+            },
+            // The client went away: nobody to answer.
+            (
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+                ErrorSource::Downstream,
+            ) => 0,
+            (_, ErrorSource::Downstream) => 400,
+            _ => 500,
+        };
+        if status > 0 && session.response_written().is_none() {
+            let host = ctx
+                .target
+                .as_ref()
+                .map_or("the upstream", |t| t.host.as_str());
+            let message = match status {
+                502 | 504 => format!(
+                    "Bad gateway: the connection to {host} failed ({}).\n",
+                    upstream_failure(error.etype())
+                ),
+                400 => "Bad request.\n".to_owned(),
+                _ => "The gateway could not handle this request.\n".to_owned(),
+            };
+            let _ = respond_text(session, status, message).await;
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
@@ -469,6 +512,20 @@ fn normalize_to_origin_form(request: &mut RequestHeader, target: &Target) -> Res
         request.insert_header("host", host)?;
     }
     Ok(())
+}
+
+/// A client-facing description of an upstream failure: the kind, never internal detail.
+fn upstream_failure(kind: &ErrorType) -> &'static str {
+    match kind {
+        ErrorType::InvalidCert | ErrorType::TLSHandshakeFailure | ErrorType::HandshakeError => {
+            "its TLS certificate could not be verified"
+        }
+        ErrorType::ConnectTimedout => "connect timed out",
+        ErrorType::ConnectRefused => "connection refused",
+        ErrorType::ConnectNoRoute => "no route to host",
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => "the upstream timed out",
+        _ => "upstream error",
+    }
 }
 
 async fn respond_text(

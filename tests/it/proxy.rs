@@ -368,3 +368,30 @@ async fn curl_through_the_proxy_trusting_the_exported_ca() {
         "2023-06-01"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_certificate_the_gateway_does_not_trust_is_refused() {
+    let trusted = upstream_ca();
+    let untrusted = upstream_ca();
+    let impostor = Origin::start_tls(&untrusted, &["api.openai.com"]).await;
+    let wrong_name = Origin::start_tls(&trusted, &["somewhere-else.example"]).await;
+    for origin in [&impostor, &wrong_name] {
+        let gateway = TestGateway::start(&trusted, &[("api.openai.com", origin.addr)]).await;
+        let client = gateway.client(&gateway.ca_pem(), Http::One);
+        let response = client
+            .get("https://api.openai.com/v1/models")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 502);
+        let message = response.text().await.unwrap();
+        assert!(
+            message.contains("certificate could not be verified"),
+            "{message}"
+        );
+        assert!(
+            origin.requests().is_empty(),
+            "no request may be sent over an unverified connection"
+        );
+    }
+}
