@@ -93,12 +93,16 @@ impl ProxyConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// SHA-256 digests (hex) of the bearer tokens accepted on `/admin/*`; the tokens themselves
+    /// are never stored. Empty: every `/admin/*` request is refused.
+    pub token_sha256: Vec<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token_sha256: Vec::new(),
         }
     }
 }
@@ -344,6 +348,15 @@ impl Config {
                 format!("{} is also [proxy] listen", self.admin.listen),
             ));
         }
+        for (index, digest) in self.admin.token_sha256.iter().enumerate() {
+            let is_hex_digest = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+            if !is_hex_digest {
+                return Err(invalid(
+                    &format!("[admin] token_sha256[{index}]"),
+                    "must be the 64-hex-digit SHA-256 of a token (printf %s \"$TOKEN\" | sha256sum)",
+                ));
+            }
+        }
         for (index, host) in self.intercept.extra_hosts.iter().enumerate() {
             check_host(&format!("[intercept] extra_hosts[{index}]"), host)?;
         }
@@ -452,6 +465,10 @@ mod tests {
             ("[store]\nurl = \"mysql://x\"\n", "[store] url"),
             ("[admin]\nlisten = \"127.0.0.1:3128\"\n", "[admin] listen"),
             ("[log]\nlevel = \"===\"\n", "[log] level"),
+            (
+                "[admin]\ntoken_sha256 = [\"secret\"]\n",
+                "[admin] token_sha256[0]",
+            ),
         ];
         for (text, key) in cases {
             let message = Config::parse(text).unwrap_err().to_string();

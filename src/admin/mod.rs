@@ -1,28 +1,42 @@
-//! The management listener: health, readiness, Prometheus metrics and the CA certificate.
+//! The management listener: health, readiness, Prometheus metrics and the CA certificate (all
+//! public by nature), and the token-protected `/admin/*` surface.
 //!
-//! Bound to loopback by default. Everything served here today is public by nature (probes,
-//! metrics, the CA's public certificate); the authenticated administration API joins it later.
+//! Bound to loopback by default. `/admin/*` requires `Authorization: Bearer <token>` whose SHA-256
+//! is listed in `[admin] token_sha256`; with no token configured it is closed, not open.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::metrics;
 use crate::server::Shared;
 
 pub fn router(shared: Arc<Shared>) -> Router {
+    let admin = Router::new()
+        .route("/admin/bypass", get(list_bypass))
+        .route(
+            "/admin/bypass/learned/{host}",
+            delete(forget_learned_bypass),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/ca.pem", get(ca_pem))
+        .merge(admin)
         .with_state(shared)
 }
 
@@ -42,17 +56,50 @@ pub async fn serve(
     }
 }
 
+async fn require_token(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let Some(token) = presented else {
+        return unauthorized("an Authorization: Bearer token is required");
+    };
+    let digest = hex::encode(Sha256::digest(token.trim().as_bytes()));
+    let accepted = shared
+        .config
+        .admin
+        .token_sha256
+        .iter()
+        .any(|known| known.eq_ignore_ascii_case(&digest));
+    if accepted {
+        next.run(request).await
+    } else {
+        warn!(path = %request.uri().path(), "Admin request with an unknown token.");
+        unauthorized("the token is not valid")
+    }
+}
+
+fn unauthorized(message: &str) -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(serde_json::json!({ "error": { "type": "unauthorized", "message": message } })),
+    )
+        .into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let services = shared.snapshot.load().catalog.services().len();
-    let body = serde_json::json!({ "status": "ready", "catalog_services": services });
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
+    Json(serde_json::json!({ "status": "ready", "catalog_services": services }))
 }
 
 async fn prometheus() -> impl IntoResponse {
@@ -67,7 +114,6 @@ async fn prometheus() -> impl IntoResponse {
 
 async fn ca_pem(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     (
-        StatusCode::OK,
         [
             (header::CONTENT_TYPE, "application/x-pem-file"),
             (
@@ -77,4 +123,27 @@ async fn ca_pem(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         ],
         shared.ca.cert_pem().to_owned(),
     )
+}
+
+async fn list_bypass(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    Json(serde_json::json!({
+        "configured": shared.config.intercept.bypass,
+        "learned": shared.router.learned_bypass(),
+    }))
+}
+
+async fn forget_learned_bypass(
+    State(shared): State<Arc<Shared>>,
+    Path(host): Path<String>,
+) -> Response {
+    if shared.router.forget_learned_bypass(&host) {
+        info!(%host, "Learned bypass removed by an administrator; the host is intercepted again.");
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": { "type": "not_found", "message": format!("{host} is not in the learned bypass") } })),
+        )
+            .into_response()
+    }
 }

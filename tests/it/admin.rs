@@ -44,3 +44,91 @@ async fn health_metrics_and_ca_download() {
     assert_eq!(pem.headers()["content-type"], "application/x-pem-file");
     assert_eq!(pem.text().await.unwrap(), gateway.ca_pem());
 }
+
+#[tokio::test]
+async fn admin_routes_require_a_configured_token() {
+    use sha2::Digest;
+    let ca = upstream_ca();
+    let token = "s3cret-admin-token";
+    let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let gateway =
+        TestGateway::start_with(&ca, &[], |config| config.admin.token_sha256 = vec![digest]).await;
+    let url = format!("http://{}/admin/bypass", gateway.gateway.admin_addr);
+    let client = reqwest::Client::new();
+
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
+    assert_eq!(
+        client
+            .get(&url)
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let listed: serde_json::Value = client
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["learned"], serde_json::json!([]));
+
+    for _ in 0..3 {
+        gateway
+            .gateway
+            .shared
+            .router
+            .record_handshake_abort("claude.ai");
+    }
+    let listed: serde_json::Value = client
+        .get(&url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["learned"], serde_json::json!(["claude.ai"]));
+    let forget = format!("{url}/learned/claude.ai");
+    assert_eq!(client.delete(&forget).send().await.unwrap().status(), 401);
+    assert_eq!(
+        client
+            .delete(&forget)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        client
+            .delete(&forget)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn admin_routes_are_closed_without_configured_tokens() {
+    let ca = upstream_ca();
+    let gateway = TestGateway::start(&ca, &[]).await;
+    let url = format!("http://{}/admin/bypass", gateway.gateway.admin_addr);
+    let response = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth("anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
