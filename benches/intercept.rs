@@ -1,0 +1,111 @@
+//! Latency of one intercepted HTTPS POST (2 KiB chat-completion body, keep-alive, TLS on both
+//! legs) through the real gateway, next to the same request sent directly to the origin.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    dead_code,
+    reason = "a benchmark without its fixtures cannot run"
+)]
+
+#[path = "../tests/it/support/mod.rs"]
+mod support;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+use support::{upstream_ca, Http, Origin, TestGateway};
+
+fn chat_body() -> String {
+    let prompt =
+        "Draft a polite reply to the customer asking about the delayed shipment. ".repeat(30);
+    serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": &prompt[..1900]}]}).to_string()
+}
+
+fn intercepted_requests(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ca = upstream_ca();
+    let (origin, gateway) = runtime.block_on(async {
+        let origin = Origin::start_tls(&ca, &["api.openai.com", "tunnel.example"]).await;
+        let gateway = TestGateway::start(
+            &ca,
+            &[
+                ("api.openai.com", origin.addr),
+                ("tunnel.example", origin.addr),
+            ],
+        )
+        .await;
+        (origin, gateway)
+    });
+    let body = chat_body();
+    let direct = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).unwrap())
+        .resolve("api.openai.com", origin.addr)
+        .no_proxy()
+        .http1_only()
+        .build()
+        .unwrap();
+    let url = format!(
+        "https://api.openai.com:{}/v1/chat/completions",
+        origin.addr.port()
+    );
+    let mut group = c.benchmark_group("post_2k");
+    group.bench_function("direct_h1", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                direct
+                    .post(&url)
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            })
+        })
+    });
+    let tunnelled = gateway.client(ca.cert_pem(), Http::One);
+    group.bench_function("tunnelled_h1", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                tunnelled
+                    .post("https://tunnel.example/v1/chat/completions")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            })
+        })
+    });
+    for (name, http) in [
+        ("intercepted_h1", Http::One),
+        ("intercepted_h2", Http::Negotiate),
+    ] {
+        let client = gateway.client(&gateway.ca_pem(), http);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    client
+                        .post("https://api.openai.com/v1/chat/completions")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap()
+                })
+            })
+        });
+    }
+    group.finish();
+    origin.seen.lock().unwrap().clear();
+}
+
+criterion_group!(benches, intercepted_requests);
+criterion_main!(benches);
