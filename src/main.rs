@@ -88,12 +88,16 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let mut gateway = aigate::server::start(config).await?;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
         tokio::select! {
             _ = gateway.wait() => anyhow::bail!("a listener stopped unexpectedly"),
             signal = tokio::signal::ctrl_c() => {
-                signal.context("waiting for a shutdown signal")?;
-                tracing::info!("Shutting down.");
+                signal.context("waiting for SIGINT")?;
+                tracing::info!("SIGINT received; shutting down.");
             }
+            _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down."),
         }
         gateway.shutdown().await;
         Ok(())

@@ -33,6 +33,7 @@ use crate::front::ConnectionMeta;
 use crate::metrics;
 use crate::pipeline::{self, Decision, RequestFacts, Source, Verdict};
 use crate::server::Shared;
+use crate::upstream::UpstreamError;
 
 /// pingora's retry buffer holds at most this much request body (`BODY_BUF_LIMIT`).
 const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
@@ -55,7 +56,8 @@ pub struct Target {
     pub host: String,
     pub port: u16,
     pub tls: bool,
-    pub addr: SocketAddr,
+    /// Resolved only once the request is allowed.
+    pub addr: Option<SocketAddr>,
 }
 
 /// Carried into the nested pass of a large-body subrequest: the parent already decided.
@@ -134,12 +136,12 @@ impl ProxyHttp for AigateProxy {
         _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        let Some(target) = ctx.target.as_ref() else {
+        let Some((target, addr)) = ctx.target.as_ref().and_then(|t| Some((t, t.addr?))) else {
             return Error::e_explain(ErrorType::InternalError, "no upstream target decided");
         };
         // The host name is always set: an empty SNI would make pingora skip certificate
         // verification, and the front never intercepts a name-less target.
-        let mut peer = HttpPeer::new(target.addr, target.tls, target.host.clone());
+        let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
         let upstream = &self.shared.config.upstream;
         let options = &mut peer.options;
         options.alpn = if target.tls { ALPN::H2H1 } else { ALPN::H1 };
@@ -290,27 +292,11 @@ impl AigateProxy {
             },
         };
 
-        let addr = match self.shared.upstream.resolve(&host, port).await {
-            Ok(addr) => addr,
-            Err(error @ crate::upstream::UpstreamError::SelfLoop { .. }) => {
-                warn!(%host, port, %error, "Refused a request to the gateway itself.");
-                return respond_text(
-                    session,
-                    403,
-                    "Forbidden: the proxy does not connect to itself.\n",
-                )
-                .await;
-            }
-            Err(error) => {
-                warn!(%host, port, %error, "Upstream host does not resolve.");
-                return respond_text(session, 502, format!("Bad gateway: {error}.\n")).await;
-            }
-        };
         ctx.target = Some(Target {
             host,
             port,
             tls,
-            addr,
+            addr: None,
         });
 
         let cap = self.shared.config.proxy.body_buffer_bytes;
@@ -349,6 +335,33 @@ impl AigateProxy {
                 .await?;
             session.write_response_body(Some(body), true).await?;
             return Ok(Answer::Done);
+        }
+
+        // Only an allowed request is resolved: a denied one must not depend on, or leak through,
+        // a DNS lookup of the service it was denied for.
+        let Some(target) = ctx.target.as_mut() else {
+            return Ok(Answer::Forward);
+        };
+        match self
+            .shared
+            .upstream
+            .resolve(&target.host, target.port)
+            .await
+        {
+            Ok(addr) => target.addr = Some(addr),
+            Err(error @ UpstreamError::SelfLoop { .. }) => {
+                warn!(host = %target.host, port = target.port, %error, "Refused a request to the gateway itself.");
+                return respond_text(
+                    session,
+                    403,
+                    "Forbidden: the proxy does not connect to itself.\n",
+                )
+                .await;
+            }
+            Err(error) => {
+                warn!(host = %target.host, port = target.port, %error, "Upstream host does not resolve.");
+                return respond_text(session, 502, format!("Bad gateway: {error}.\n")).await;
+            }
         }
 
         if !complete {
@@ -582,7 +595,7 @@ mod tests {
             host: "api.openai.com".into(),
             port: 443,
             tls: true,
-            addr: "127.0.0.1:1".parse().unwrap(),
+            addr: None,
         };
         let mut header =
             RequestHeader::build("POST", b"https://api.openai.com/v1/chat?x=1", None).unwrap();

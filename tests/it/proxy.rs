@@ -395,3 +395,25 @@ async fn an_upstream_certificate_the_gateway_does_not_trust_is_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_denied_request_is_answered_without_resolving_the_service() {
+    let ca = upstream_ca();
+    // No resolve override and no network: any DNS lookup or connect attempt would end in a 502.
+    let gateway = TestGateway::start(&ca, &[]).await;
+    let client = gateway.client(&gateway.ca_pem(), Http::One);
+    let response = client
+        .post("https://api.deepseek.com/chat/completions")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let plain = gateway.client(ca.cert_pem(), Http::One);
+    let response = plain.get("http://chat.deepseek.com/").send().await.unwrap();
+    assert_eq!(
+        response.status(),
+        403,
+        "plain HTTP to a prohibited service is denied too"
+    );
+}
