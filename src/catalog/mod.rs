@@ -14,6 +14,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Why a catalog could not be built. Every variant names the file (or `<catalog>` for services
+/// that came from elsewhere) so an operator can fix the right line.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("catalog directory {path}: {source}")]
@@ -21,13 +23,16 @@ pub enum CatalogError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("catalog directory {0} holds no *.yaml service files")]
+    #[error(
+        "catalog directory {0} holds no services (no *.yaml / *.yml file, or only empty ones)"
+    )]
     Empty(PathBuf),
     #[error("{path}: {source}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `message` is serde_yaml's, which carries the line and column.
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: service {slug:?}: {field}: {message}")]
@@ -39,7 +44,8 @@ pub enum CatalogError {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How risky a service is, the `risk_tier` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RiskTier {
     Low,
@@ -65,7 +71,8 @@ impl fmt::Display for RiskTier {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The organisation's default stance on a service, the `approval_status` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ApprovalStatus {
     Approved,
@@ -91,6 +98,8 @@ impl fmt::Display for ApprovalStatus {
     }
 }
 
+/// How a service is recognised, the `signatures` JSONB column. Domains match their subdomains;
+/// the other lists are read by later stages (fingerprinting, inspection).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Signatures {
@@ -100,6 +109,7 @@ pub struct Signatures {
     pub ssl_fingerprints: Vec<String>,
 }
 
+/// A request header whose presence (value matching `pattern`) points at the service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderSignature {
@@ -152,7 +162,12 @@ struct CatalogFile {
     services: Vec<AiService>,
 }
 
-/// An immutable, validated catalog.
+/// Longest host name we lowercase on the stack; a valid DNS name is at most 253 bytes.
+const MAX_HOST: usize = 253;
+
+// === impl Catalog ===
+
+/// An immutable, validated catalog. Build a new one to change it; share it behind `Arc`.
 #[derive(Debug, Default)]
 pub struct Catalog {
     services: Vec<Arc<AiService>>,
@@ -161,7 +176,8 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Loads every `*.yaml` / `*.yml` file of `dir`, in file-name order.
+    /// Loads every `*.yaml` / `*.yml` file of `dir`, in file-name order. A directory without any
+    /// service is an error: an empty catalog would silently intercept and govern nothing.
     pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
         let entries = std::fs::read_dir(dir).map_err(|source| CatalogError::Dir {
             path: dir.to_owned(),
@@ -175,15 +191,14 @@ impl Catalog {
                     source,
                 })?
                 .path();
-            if matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml")
-            ) {
+            if path.is_file()
+                && matches!(
+                    path.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml")
+                )
+            {
                 files.push(path);
             }
-        }
-        if files.is_empty() {
-            return Err(CatalogError::Empty(dir.to_owned()));
         }
         files.sort();
         let mut sourced = Vec::new();
@@ -203,10 +218,14 @@ impl Catalog {
                     .map(|service| (path.clone(), service)),
             );
         }
+        if sourced.is_empty() {
+            return Err(CatalogError::Empty(dir.to_owned()));
+        }
         Self::build(sourced)
     }
 
-    /// A catalog from services that did not come from files (the store, tests).
+    /// A catalog from services that did not come from files (the store, tests). Unlike
+    /// [`Catalog::load_dir`], an empty list is allowed: it is a valid "no AI services" snapshot.
     pub fn from_services(services: Vec<AiService>) -> Result<Catalog, CatalogError> {
         Self::build(
             services
@@ -244,6 +263,7 @@ impl Catalog {
                     format!("already used in {}", first.display()),
                 ));
             }
+            // Policies refer to services by id, so two services sharing one would be ambiguous.
             if let Some(other) = ids.insert(service.service_id, service.slug.clone()) {
                 return Err(invalid(
                     "service_id",
@@ -278,7 +298,15 @@ impl Catalog {
                 *domain = normalize_domain(domain)
                     .map_err(|message| invalid("signatures.domains", message))?;
                 if let Some(&other) = catalog.by_domain.get(domain.as_str()) {
-                    let other = &catalog.services[other].slug;
+                    // Listing a domain twice in one service is harmless; two owners are not.
+                    if other == index {
+                        continue;
+                    }
+                    let other = catalog
+                        .services
+                        .get(other)
+                        .map(|s| s.slug.as_str())
+                        .unwrap_or_default();
                     return Err(invalid(
                         "signatures.domains",
                         format!("{domain} is already claimed by {other:?}"),
@@ -293,25 +321,41 @@ impl Catalog {
         Ok(catalog)
     }
 
+    /// Every service, in load order (file name, then position in the file).
     pub fn services(&self) -> &[Arc<AiService>] {
         &self.services
     }
 
     /// The service owning `host` (exact domain or any subdomain of one; the most specific domain
-    /// wins). Case-insensitive; a trailing dot and a `:port` suffix are ignored; IPs never match.
+    /// wins). Case-insensitive; one trailing dot, a `:port` suffix and IPv6 brackets are ignored;
+    /// IP literals never match.
     pub fn service_for_host(&self, host: &str) -> Option<&Arc<AiService>> {
-        let host = strip_port(host).trim_end_matches('.');
-        if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+        let host = strip_port(host)?;
+        let host = host.strip_suffix('.').unwrap_or(host);
+        // An IPv4 literal ends in a numeric label, which no DNS top-level domain is (and which
+        // `normalize_domain` refuses), so it can never match; skip the probes.
+        let last = host.rsplit('.').next().unwrap_or(host);
+        if last.is_empty() || last.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        let lowered;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = host.to_ascii_lowercase();
-            lowered.as_str()
+        if !host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return self.lookup(host);
+        }
+        // Connection path: lowercase on the stack; only an over-long (invalid) name allocates.
+        if host.len() <= MAX_HOST {
+            let mut buf = [0u8; MAX_HOST];
+            let lowered = buf.get_mut(..host.len())?;
+            lowered.copy_from_slice(host.as_bytes());
+            lowered.make_ascii_lowercase();
+            self.lookup(std::str::from_utf8(lowered).ok()?)
         } else {
-            host
-        };
-        // Walking from the full name towards the TLD finds the most specific domain first.
+            self.lookup(&host.to_ascii_lowercase())
+        }
+    }
+
+    /// Probes `host`, then each suffix after a dot, left to right: the first hit is the most
+    /// specific catalog domain. `host` must already be lowercase.
+    fn lookup(&self, host: &str) -> Option<&Arc<AiService>> {
         let mut suffix = host;
         loop {
             if let Some(&index) = self.by_domain.get(suffix) {
@@ -321,7 +365,7 @@ impl Catalog {
         }
     }
 
-    /// Every (normalized domain, service) pair.
+    /// Every (normalized domain, service) pair, in no particular order.
     pub fn domains(&self) -> impl Iterator<Item = (&str, &Arc<AiService>)> {
         self.by_domain
             .iter()
@@ -329,27 +373,33 @@ impl Catalog {
     }
 }
 
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
+/// `host` without a `:port` suffix; `None` for a bracketed or bare IPv6 literal, which is never
+/// a catalog domain.
+fn strip_port(host: &str) -> Option<&str> {
+    if host.starts_with('[') {
+        return None;
     }
-    match host.rsplit_once(':') {
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
-            name
-        }
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
+    };
+    if host.contains(':') {
+        return None;
     }
+    Some(host)
 }
 
+/// Lowercases `domain` and drops one trailing dot, or says why it is not a DNS name we can match.
 fn normalize_domain(domain: &str) -> Result<String, String> {
     if domain.contains('*') {
         return Err(format!(
-            "{domain:?}: no wildcards; a domain matches its subdomains automatically"
+            "{domain:?}: no wildcards; subdomains are matched automatically, list the parent domain"
         ));
     }
-    let name = domain.trim_end_matches('.').to_ascii_lowercase();
+    let lowered = domain.to_ascii_lowercase();
+    let name = lowered.strip_suffix('.').unwrap_or(&lowered);
     let valid = !name.is_empty()
-        && name.len() <= 253
+        && name.len() <= MAX_HOST
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
@@ -359,11 +409,21 @@ fn normalize_domain(domain: &str) -> Result<String, String> {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         });
-    if valid {
-        Ok(name)
-    } else {
-        Err(format!("{domain:?} is not a valid DNS name"))
+    if !valid {
+        return Err(format!(
+            "{domain:?} is not a valid DNS name (labels of 1-63 letters, digits or inner '-', 253 bytes at most)"
+        ));
     }
+    // A numeric last label means an IP address (or a TLD that cannot exist); hosts ending in one
+    // are never looked up, so such an entry would silently never match.
+    if name
+        .rsplit('.')
+        .next()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("{domain:?}: IP addresses are not catalog domains"));
+    }
+    Ok(name.to_owned())
 }
 
 #[cfg(test)]
@@ -461,6 +521,133 @@ mod tests {
     }
 
     #[test]
+    fn ip_literals_and_malformed_hosts_do_not_match() {
+        let catalog = catalog();
+        for host in [
+            "10.0.0.1:443",
+            "[2001:db8::1]",
+            "[2001:db8::1]:443",
+            "2001:db8::1",
+            "[openai.com]",
+            "openai.com..",
+            "openai.com:https",
+            ".",
+        ] {
+            assert!(catalog.service_for_host(host).is_none(), "{host:?} matched");
+        }
+    }
+
+    #[test]
+    fn long_uppercase_hosts_are_lowercased() {
+        let catalog = catalog();
+        let label = "A".repeat(63);
+        let host = format!("{label}.{label}.{label}.API.OPENAI.COM");
+        assert!(host.len() <= MAX_HOST);
+        assert_eq!(catalog.service_for_host(&host).unwrap().slug, "openai-api");
+        let too_long = format!("{label}.{label}.{label}.{label}.OPENAI.COM");
+        assert!(too_long.len() > MAX_HOST);
+        assert_eq!(catalog.service_for_host(&too_long).unwrap().slug, "openai");
+    }
+
+    #[test]
+    fn domains_are_normalized_and_listed() {
+        let catalog = catalog();
+        let mut domains: Vec<(&str, &str)> = catalog
+            .domains()
+            .map(|(domain, service)| (domain, service.slug.as_str()))
+            .collect();
+        domains.sort_unstable();
+        assert_eq!(
+            domains,
+            [
+                ("api.openai.com", "openai-api"),
+                ("deepseek.com", "deepseek"),
+                ("openai.com", "openai"),
+            ]
+        );
+        assert_eq!(catalog.services()[1].signatures.domains, ["api.openai.com"]);
+    }
+
+    #[test]
+    fn empty_list_is_a_valid_snapshot_but_empty_directory_is_not() {
+        let catalog = Catalog::from_services(Vec::new()).unwrap();
+        assert!(catalog.service_for_host("api.openai.com").is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let error = Catalog::load_dir(dir.path()).unwrap_err();
+        assert!(matches!(error, CatalogError::Empty(_)), "{error}");
+        std::fs::write(dir.path().join("none.yaml"), "services: []\n").unwrap();
+        let error = Catalog::load_dir(dir.path()).unwrap_err();
+        assert!(matches!(error, CatalogError::Empty(_)), "{error}");
+    }
+
+    #[test]
+    fn yaml_errors_name_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("broken.yml"),
+            "services:\n  - slug: [unclosed\n",
+        )
+        .unwrap();
+        let error = Catalog::load_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.contains("broken.yml") && error.contains("line") && error.contains("column"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn duplicate_slugs_ids_and_bad_domains_are_rejected() {
+        let a = service("same", &["a.example"], ApprovalStatus::Approved);
+        let b = service("same", &["b.example"], ApprovalStatus::Approved);
+        let error = Catalog::from_services(vec![a.clone(), b]).unwrap_err();
+        assert!(
+            matches!(&error, CatalogError::Invalid { field: "slug", .. }),
+            "{error}"
+        );
+
+        let mut c = service("other", &["c.example"], ApprovalStatus::Approved);
+        c.service_id = a.service_id;
+        let error = Catalog::from_services(vec![a, c]).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                CatalogError::Invalid {
+                    field: "service_id",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+
+        for domain in [
+            "",
+            "-a.example",
+            "a-.example",
+            "a..example",
+            "a_b.example",
+            "10.0.0.1",
+            "exa mple.com",
+        ] {
+            let bad = service("bad-domain", &[domain], ApprovalStatus::Approved);
+            let error = Catalog::from_services(vec![bad]).unwrap_err();
+            assert!(
+                matches!(
+                    &error,
+                    CatalogError::Invalid { field: "signatures.domains", slug, .. } if slug == "bad-domain"
+                ),
+                "{domain:?}: {error}"
+            );
+        }
+        let long_label = format!("{}.example", "a".repeat(64));
+        let bad = service("long", &[long_label.as_str()], ApprovalStatus::Approved);
+        assert!(Catalog::from_services(vec![bad]).is_err());
+
+        let no_domain = service("none", &[], ApprovalStatus::Approved);
+        assert!(Catalog::from_services(vec![no_domain]).is_err());
+    }
+
+    #[test]
     fn duplicate_domains_name_both_services() {
         let error = Catalog::from_services(vec![
             service("a", &["x.example"], ApprovalStatus::Approved),
@@ -488,7 +675,10 @@ mod tests {
         let error = Catalog::from_services(vec![wildcard])
             .unwrap_err()
             .to_string();
-        assert!(error.contains("wildcards"), "{error}");
+        assert!(
+            error.contains("wildcards") && error.contains("subdomains are matched automatically"),
+            "{error}"
+        );
     }
 
     #[test]
