@@ -103,8 +103,38 @@ fn intercepted_requests(c: &mut Criterion) {
             })
         });
     }
+    // A new client connection (CONNECT + TLS handshake with a cached leaf) for every request.
+    let churn = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(gateway.proxy_url()).unwrap())
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(gateway.ca_pem().as_bytes()).unwrap())
+        .pool_max_idle_per_host(0)
+        .http1_only()
+        .build()
+        .unwrap();
+    group.bench_function("intercepted_h1_new_connection", |b| {
+        b.iter(|| {
+            runtime.block_on(async {
+                churn
+                    .post("https://api.openai.com/v1/chat/completions")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            })
+        })
+    });
     group.finish();
     origin.seen.lock().unwrap().clear();
+    let hits = aigate::metrics::CERT_CACHE_HITS.get();
+    let misses = aigate::metrics::CERT_CACHE_MISSES.get();
+    eprintln!(
+        "leaf cache: {hits} hits, {misses} misses ({:.2}% hit rate over the intercepted connections)",
+        100.0 * hits as f64 / (hits + misses).max(1) as f64
+    );
 }
 
 criterion_group!(benches, intercepted_requests);

@@ -70,6 +70,8 @@ fn tunnel_throughput(c: &mut Criterion) {
         config.proxy.listen = "127.0.0.1:0".parse().unwrap();
         config.admin.listen = "127.0.0.1:0".parse().unwrap();
         config.tls.ca_dir = dir.path().join("certs");
+        config.store.url = format!("sqlite://{}", dir.path().join("aigate.db").display());
+        config.audit.journal_dir = dir.path().join("journal");
         config.catalog.dir =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/catalog");
         config

@@ -43,6 +43,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub intercept: InterceptConfig,
     pub catalog: CatalogConfig,
+    pub audit: AuditConfig,
     pub log: LogConfig,
 }
 
@@ -170,12 +171,48 @@ impl UpstreamConfig {
 pub struct StoreConfig {
     /// `sqlite://path` (embedded default) or `postgres://...`.
     pub url: String,
+    /// Apply pending migrations when the gateway starts (`aigate migrate` does it on demand).
+    pub migrate_on_start: bool,
+    /// Insert catalog services missing from the store at start (never overwrites a row).
+    pub import_catalog: bool,
+    /// Interval of the partition/retention/rollup job.
+    pub maintenance_interval_secs: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://data/aigate.db".to_owned(),
+            migrate_on_start: true,
+            import_catalog: true,
+            maintenance_interval_secs: 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Records waiting for the writer; beyond it records are parked and spilled, never dropped.
+    pub queue_capacity: usize,
+    /// Records per store write.
+    pub batch_size: usize,
+    /// A partial batch is written after this long.
+    pub flush_interval_ms: u64,
+    /// How often the spill journal is retried while the store is down.
+    pub retry_interval_ms: u64,
+    /// Spill journal and dead-letter file.
+    pub journal_dir: PathBuf,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 65_536,
+            batch_size: 1000,
+            flush_interval_ms: 100,
+            retry_interval_ms: 1000,
+            journal_dir: PathBuf::from("data/journal"),
         }
     }
 }
@@ -337,6 +374,26 @@ impl Config {
             return Err(invalid(
                 "[tls] leaf_validity_hours",
                 "must be at most 2160 (90 days); leaves are short-lived by design",
+            ));
+        }
+        for (key, value) in [
+            ("[audit] queue_capacity", self.audit.queue_capacity as u64),
+            ("[audit] batch_size", self.audit.batch_size as u64),
+            ("[audit] flush_interval_ms", self.audit.flush_interval_ms),
+            ("[audit] retry_interval_ms", self.audit.retry_interval_ms),
+            (
+                "[store] maintenance_interval_secs",
+                self.store.maintenance_interval_secs,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if self.audit.batch_size > 5000 {
+            return Err(invalid(
+                "[audit] batch_size",
+                "must be at most 5000 (bind-parameter limits)",
             ));
         }
         if self.tls.leaf_cache_capacity == 0 {

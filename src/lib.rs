@@ -6,6 +6,7 @@
 //! wires them together.
 
 pub mod admin;
+pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod front;
@@ -13,5 +14,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod proxy;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod upstream;

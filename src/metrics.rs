@@ -124,6 +124,59 @@ pub static PROXY_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static AUDIT_QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(IntGauge::new(
+        "aigate_audit_queue_depth",
+        "Audit records waiting in the writer queue.",
+    ))
+});
+pub static AUDIT_WRITTEN_TOTAL: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_audit_written_total",
+        "Audit records written to the store directly.",
+    )
+});
+pub static AUDIT_OVERFLOW_TOTAL: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_audit_overflow_total",
+        "Audit records that found the queue full and were parked for spilling.",
+    )
+});
+pub static AUDIT_SPILLED_TOTAL: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_audit_spilled_total",
+        "Audit records appended to the spill journal.",
+    )
+});
+pub static AUDIT_REPLAYED_TOTAL: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_audit_replayed_total",
+        "Audit records replayed from the spill journal into the store.",
+    )
+});
+pub static AUDIT_DEAD_LETTER_TOTAL: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_audit_dead_letter_total",
+        "Audit records the store refused, moved to the dead-letter file.",
+    )
+});
+pub static AUDIT_DROPPED_TOTAL: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_audit_dropped_total",
+        "Audit records lost (the journal itself could not be written).",
+    )
+});
+pub static AUDIT_FLUSH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    let opts = HistogramOpts::new(
+        "aigate_audit_flush_seconds",
+        "Time to write one batch to the store.",
+    )
+    .buckets(vec![
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ]);
+    register(Histogram::with_opts(opts))
+});
+
 /// Touch every metric so that `/metrics` lists them from the first scrape, not only after the
 /// first event of each kind.
 pub fn init() {
@@ -146,6 +199,14 @@ pub fn init() {
     LazyLock::force(&TLS_HANDSHAKE_FAILURES);
     LazyLock::force(&LEARNED_BYPASS_TOTAL);
     LazyLock::force(&PROXY_ERRORS);
+    LazyLock::force(&AUDIT_QUEUE_DEPTH);
+    LazyLock::force(&AUDIT_WRITTEN_TOTAL);
+    LazyLock::force(&AUDIT_OVERFLOW_TOTAL);
+    LazyLock::force(&AUDIT_SPILLED_TOTAL);
+    LazyLock::force(&AUDIT_REPLAYED_TOTAL);
+    LazyLock::force(&AUDIT_DEAD_LETTER_TOTAL);
+    LazyLock::force(&AUDIT_DROPPED_TOTAL);
+    LazyLock::force(&AUDIT_FLUSH_SECONDS);
 }
 
 /// The Prometheus text exposition of every registered metric.

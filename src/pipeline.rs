@@ -9,9 +9,15 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::audit::{
+    severity_for_risk, DecisionRecord, ViolationRecord, ANONYMOUS_USER, BUILTIN_APPROVAL_POLICY,
+    BUILTIN_APPROVAL_POLICY_NAME,
+};
 use crate::catalog::{AiService, ApprovalStatus, Catalog};
 
 /// Everything a request is judged against, swapped atomically on reload; a request holds one
@@ -61,6 +67,15 @@ impl Decision {
             Decision::Review => "review",
         }
     }
+
+    /// The spelling of the `decisions.decision` column.
+    pub fn as_column(self) -> &'static str {
+        match self {
+            Decision::Allow => "ALLOW",
+            Decision::Deny => "DENY",
+            Decision::Review => "REVIEW",
+        }
+    }
 }
 
 impl fmt::Display for Decision {
@@ -104,6 +119,86 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
         reason,
         service,
         body_truncated: request.body_truncated,
+    }
+}
+
+/// The audit record of one decided request. Holds the URL without its query string and never
+/// any body content.
+pub fn decision_record(
+    request: &RequestFacts<'_>,
+    verdict: &Verdict,
+    evaluation: Duration,
+) -> DecisionRecord {
+    let service = verdict.service.as_deref();
+    let action = if request.body.is_empty() {
+        "access_ai_service"
+    } else {
+        "send_prompt"
+    };
+    let builtin_matched = verdict.decision != Decision::Allow;
+    let violation = builtin_matched.then(|| ViolationRecord {
+        violation_id: Uuid::now_v7(),
+        violation_type: "unapproved_service".to_owned(),
+        policy_id: BUILTIN_APPROVAL_POLICY,
+        policy_name: Some(BUILTIN_APPROVAL_POLICY_NAME.to_owned()),
+        severity: severity_for_risk(service.map_or(50, |s| s.risk_score)).to_owned(),
+    });
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    DecisionRecord {
+        decision_id: verdict.decision_id,
+        request_id: Uuid::now_v7(),
+        timestamp: OffsetDateTime::now_utc(),
+        user_id: ANONYMOUS_USER,
+        user_email: None,
+        user_department: None,
+        action: action.to_owned(),
+        resource_type: if service.is_some() {
+            "ai_service"
+        } else {
+            "url"
+        }
+        .to_owned(),
+        resource_id: service.map(|s| s.service_id),
+        resource_name: Some(service.map_or_else(|| request.host.to_owned(), |s| s.name.clone())),
+        resource_url: Some(format!(
+            "{}://{}{}",
+            request.scheme, request.host, request.path
+        )),
+        decision: verdict.decision.as_column().to_owned(),
+        reason: verdict.reason.clone(),
+        confidence: service.map(|_| 1.0),
+        risk_score: service.map(|s| i32::from(s.risk_score)),
+        risk_factors: service.and_then(|s| s.risk_factors.clone()),
+        policies_evaluated: serde_json::json!([{
+            "policy_id": BUILTIN_APPROVAL_POLICY,
+            "policy_name": BUILTIN_APPROVAL_POLICY_NAME,
+            "matched": builtin_matched,
+            "priority": 0,
+        }]),
+        primary_policy_id: builtin_matched.then_some(BUILTIN_APPROVAL_POLICY),
+        source: Some(match request.source {
+            Source::ProxyPlain | Source::ProxyIntercepted => "proxy".to_owned(),
+        }),
+        device_id: None,
+        ip_address: request.client.map(|c| c.ip()),
+        user_agent: header("user-agent"),
+        content_classified: false,
+        detected_entities: None,
+        data_classification: Vec::new(),
+        evaluation_duration_ms: Some(i32::try_from(evaluation.as_millis()).unwrap_or(i32::MAX)),
+        explanation: Some(serde_json::json!({
+            "rule": "catalog_approval_status",
+            "service": service.map(|s| s.slug.as_str()),
+            "approval_status": service.map(|s| s.approval_status.as_str()),
+            "body_truncated": verdict.body_truncated,
+        })),
+        violation,
     }
 }
 
@@ -154,6 +249,24 @@ mod tests {
         let unknown = decide(&snapshot, &facts("example.org", &headers));
         assert_eq!(unknown.decision, Decision::Allow);
         assert!(unknown.service.is_none());
+    }
+
+    #[test]
+    fn a_denied_request_records_a_violation_and_no_query_string() {
+        let headers = http::HeaderMap::new();
+        let mut request = facts("api.deepseek.com", &headers);
+        request.path = "/chat/completions";
+        let verdict = decide(&snapshot(), &request);
+        let record = decision_record(&request, &verdict, Duration::from_micros(5));
+        assert_eq!(record.decision, "DENY");
+        assert_eq!(
+            record.resource_url.as_deref(),
+            Some("https://api.deepseek.com/chat/completions")
+        );
+        let violation = record.violation.unwrap();
+        assert_eq!(violation.violation_type, "unapproved_service");
+        assert_eq!(violation.severity, "critical");
+        assert_eq!(record.primary_policy_id, Some(BUILTIN_APPROVAL_POLICY));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 
 use crate::admin;
+use crate::audit::{AuditHandle, AuditWriterConfig};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::front::route::Router;
@@ -21,6 +22,7 @@ use crate::front::{explicit, FrontContext};
 use crate::metrics;
 use crate::pipeline::Snapshot;
 use crate::proxy::AigateProxy;
+use crate::store::{self, Store, StoreError};
 use crate::tls::{CaError, CertificateAuthority, LeafMinter, MintError};
 use crate::upstream::Upstream;
 
@@ -42,6 +44,13 @@ pub enum StartError {
     ExtraRoot { path: PathBuf, message: String },
     #[error("preparing the upstream trust store: {0}")]
     RootsBundle(std::io::Error),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("[audit] journal_dir {dir}: {source}")]
+    Journal {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// State every connection and request shares.
@@ -52,6 +61,8 @@ pub struct Shared {
     pub upstream: Upstream,
     pub minter: LeafMinter,
     pub ca: Arc<CertificateAuthority>,
+    pub audit: AuditHandle,
+    pub store: Arc<dyn Store>,
 }
 
 pub struct RunningGateway {
@@ -60,17 +71,20 @@ pub struct RunningGateway {
     pub shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    maintenance: JoinHandle<()>,
     /// Upstream trust bundle pingora reads by path; deleted when the gateway stops.
     _roots_bundle: Option<tempfile::NamedTempFile>,
 }
 
 impl RunningGateway {
-    /// Stops accepting and waits for the listeners to close.
+    /// Stops accepting, waits for the listeners to close, then drains the audit queue.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        self.maintenance.abort();
         for task in self.tasks {
             let _ = task.await;
         }
+        self.shared.audit.shutdown().await;
     }
 
     /// Resolves when a listener task ends on its own (it should not).
@@ -101,6 +115,21 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     )?;
     let catalog = Catalog::load_dir(&config.catalog.dir)?;
     info!(services = catalog.services().len(), dir = %config.catalog.dir.display(), "Loaded AI-service catalog.");
+    let store = prepare_store(&config, &catalog).await?;
+    let audit = AuditHandle::start(
+        store.clone(),
+        AuditWriterConfig {
+            queue_capacity: config.audit.queue_capacity,
+            batch_size: config.audit.batch_size,
+            flush_interval: std::time::Duration::from_millis(config.audit.flush_interval_ms),
+            retry_interval: std::time::Duration::from_millis(config.audit.retry_interval_ms),
+            journal_dir: config.audit.journal_dir.clone(),
+        },
+    )
+    .map_err(|source| StartError::Journal {
+        dir: config.audit.journal_dir.clone(),
+        source,
+    })?;
 
     let proxy_listener = bind("[proxy] listen", config.proxy.listen).await?;
     let admin_listener = bind("[admin] listen", config.admin.listen).await?;
@@ -121,6 +150,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         snapshot: ArcSwap::from_pointee(Snapshot { catalog }),
         minter,
         ca,
+        audit,
+        store: store.clone(),
         config,
     });
 
@@ -139,10 +170,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         shutdown: shutdown_rx.clone(),
     });
 
+    let maintenance_every =
+        std::time::Duration::from_secs(shared.config.store.maintenance_interval_secs);
     let tasks = vec![
         tokio::spawn(explicit::serve(proxy_listener, front)),
         tokio::spawn(admin::serve(admin_listener, shared.clone(), shutdown_rx)),
     ];
+    let maintenance = tokio::spawn(maintain_store(store, maintenance_every));
     info!(proxy = %proxy_addr, admin = %admin_addr, "Gateway listening.");
     Ok(RunningGateway {
         proxy_addr,
@@ -150,8 +184,50 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         shared,
         shutdown: shutdown_tx,
         tasks,
+        maintenance,
         _roots_bundle: roots_bundle,
     })
+}
+
+/// Opens the store, migrates it and imports the catalog, logging which time-series shape is in
+/// use. A store that is down at start is not fatal: the audit writer spills until it is back.
+async fn prepare_store(config: &Config, catalog: &Catalog) -> Result<Arc<dyn Store>, StartError> {
+    let store = store::open(&config.store.url).await?;
+    if config.store.migrate_on_start {
+        match store.migrate().await {
+            Ok(shape) => {
+                info!(store = %store::redact_url(&config.store.url), shape = shape.describe(), "Store migrated.")
+            }
+            Err(error) if error.is_retriable() => {
+                tracing::warn!(%error, "Store unavailable at start; decisions are journalled until it is back.");
+                return Ok(store);
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    if config.store.import_catalog {
+        match store.import_catalog(catalog).await {
+            Ok(inserted) => info!(
+                inserted,
+                "Catalog imported into the store (existing rows untouched)."
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "Catalog import failed; the file catalog still serves.")
+            }
+        }
+    }
+    Ok(store)
+}
+
+async fn maintain_store(store: Arc<dyn Store>, every: std::time::Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if let Err(error) = store.maintain().await {
+            tracing::warn!(%error, "Store maintenance failed; retrying at the next interval.");
+        }
+    }
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {

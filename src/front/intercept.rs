@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::hello::{read_client_hello, HelloError};
 use super::{ConnectTarget, ConnectionMeta, FrontContext};
+use crate::audit::{AuditEventRecord, AuditRecord};
 use crate::metrics;
 
 /// Serves the one leaf minted for this connection.
@@ -109,6 +110,7 @@ pub async fn intercept(
     config.cert_resolver = Arc::new(MintedLeaf(leaf));
     let acceptor = Acceptor::from_server_config(Arc::new(config));
 
+    let client_ip = meta.client.ip();
     let fd = client.as_raw_fd();
     let mut stream = Stream::from(client);
     stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
@@ -128,10 +130,41 @@ pub async fn intercept(
                 .with_label_values(&["client_abort"])
                 .inc();
             debug!(host = %target.host, %error, "Client aborted the TLS handshake on our leaf.");
-            front.shared.router.record_handshake_abort(&target.host);
+            if front.shared.router.record_handshake_abort(&target.host) {
+                front
+                    .shared
+                    .audit
+                    .record(learned_bypass_event(&target.host, client_ip));
+            }
             return;
         }
     };
     metrics::INTERCEPTS_TOTAL.inc();
     front.app.process_new(Box::new(tls), &front.shutdown).await;
+}
+
+/// The audit trail of a host moved to the learned bypass: an administrator should know that
+/// traffic to it is no longer inspected.
+fn learned_bypass_event(host: &str, client: std::net::IpAddr) -> AuditRecord {
+    AuditRecord::Event(Box::new(AuditEventRecord {
+        event_id: uuid::Uuid::now_v7(),
+        timestamp: time::OffsetDateTime::now_utc(),
+        event_type: "intercept_bypass_learned".to_owned(),
+        severity: "warning".to_owned(),
+        actor_id: None,
+        actor_email: None,
+        actor_type: Some("system".to_owned()),
+        target_type: Some("host".to_owned()),
+        target_id: None,
+        target_name: Some(host.to_owned()),
+        action: "bypass_interception".to_owned(),
+        result: Some("success".to_owned()),
+        decision_id: None,
+        source: Some("proxy".to_owned()),
+        ip_address: Some(client),
+        event_data: Some(serde_json::json!({
+            "reason": "repeated client TLS handshake aborts (certificate pinning)",
+        })),
+        changes: None,
+    }))
 }

@@ -29,6 +29,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::{debug, info, warn};
 
+use crate::audit::{AuditRecord, DecisionRecord};
 use crate::front::ConnectionMeta;
 use crate::metrics;
 use crate::pipeline::{self, Decision, RequestFacts, Source, Verdict};
@@ -68,6 +69,8 @@ struct DecidedTarget(Target);
 pub struct RequestCtx {
     target: Option<Target>,
     verdict: Option<Verdict>,
+    /// Emitted exactly once, in `logging`, whatever happened after the decision.
+    record: Option<DecisionRecord>,
     /// Body bytes already consumed from the client that pingora will not replay itself.
     unreplayed_body: Option<Bytes>,
     nested: bool,
@@ -236,6 +239,11 @@ impl ProxyHttp for AigateProxy {
         metrics::REQUESTS_TOTAL
             .with_label_values(&[verdict.decision.as_str()])
             .inc();
+        if let Some(record) = ctx.record.take() {
+            self.shared
+                .audit
+                .record(AuditRecord::Decision(Box::new(record)));
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed_us = ctx.started.map_or(0, |s| s.elapsed().as_micros() as u64);
         let host = ctx.target.as_ref().map_or("", |t| t.host.as_str());
@@ -316,9 +324,12 @@ impl AigateProxy {
             client: meta.as_ref().map(|m| m.client),
             source,
         };
+        let deciding = Instant::now();
         let verdict = pipeline::decide(&snapshot, &facts);
+        let record = pipeline::decision_record(&facts, &verdict, deciding.elapsed());
         let decision = verdict.decision;
         ctx.verdict = Some(verdict);
+        ctx.record = Some(record);
 
         if decision != Decision::Allow {
             if !complete {

@@ -8,3 +8,4 @@ mod support;
 mod admin;
 mod proxy;
 mod routing;
+mod store;

@@ -162,6 +162,9 @@ impl TestGateway {
         config.tls.ca_dir = dir.path().join("certs");
         config.catalog.dir = repo_path("config/catalog");
         config.upstream.extra_roots = vec![roots];
+        config.store.url = format!("sqlite://{}", dir.path().join("aigate.db").display());
+        config.audit.journal_dir = dir.path().join("journal");
+        config.audit.flush_interval_ms = 20;
         for (host, addr) in resolve {
             config.upstream.resolve.insert((*host).to_owned(), *addr);
         }

@@ -1,0 +1,106 @@
+//! What the gateway records: one `DecisionRecord` per request (with its violation when the
+//! request was denied or sent to review) and `AuditEventRecord`s for everything else worth an
+//! audit trail. Field names follow the data model's columns. Nothing here may hold prompt text
+//! or an unredacted detected value.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The user id recorded when a request could not be attributed to anyone.
+pub const ANONYMOUS_USER: Uuid = Uuid::nil();
+
+/// Stands in for `policy_id` on violations raised by the built-in catalog-approval rule, which
+/// is not a row of `policies` (the column is NOT NULL).
+pub const BUILTIN_APPROVAL_POLICY: Uuid =
+    Uuid::from_u128(0x0000_0000_0000_4000_8000_a16a_7e00_0001);
+pub const BUILTIN_APPROVAL_POLICY_NAME: &str = "Catalog approval status (built-in)";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    pub decision_id: Uuid,
+    pub request_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
+    pub user_id: Uuid,
+    pub user_email: Option<String>,
+    pub user_department: Option<String>,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: Option<Uuid>,
+    pub resource_name: Option<String>,
+    /// Scheme, host and path only: query strings can carry secrets.
+    pub resource_url: Option<String>,
+    /// `ALLOW`, `DENY` or `REVIEW`.
+    pub decision: String,
+    pub reason: String,
+    pub confidence: Option<f64>,
+    pub risk_score: Option<i32>,
+    pub risk_factors: Option<serde_json::Value>,
+    pub policies_evaluated: serde_json::Value,
+    pub primary_policy_id: Option<Uuid>,
+    pub source: Option<String>,
+    pub device_id: Option<Uuid>,
+    pub ip_address: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub content_classified: bool,
+    pub detected_entities: Option<serde_json::Value>,
+    pub data_classification: Vec<String>,
+    pub evaluation_duration_ms: Option<i32>,
+    pub explanation: Option<serde_json::Value>,
+    /// Written with the decision, in the same transaction.
+    pub violation: Option<ViolationRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViolationRecord {
+    pub violation_id: Uuid,
+    pub violation_type: String,
+    pub policy_id: Uuid,
+    pub policy_name: Option<String>,
+    /// `low`, `medium`, `high` or `critical`.
+    pub severity: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEventRecord {
+    pub event_id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub timestamp: OffsetDateTime,
+    pub event_type: String,
+    /// `info`, `warning`, `error` or `critical`.
+    pub severity: String,
+    pub actor_id: Option<Uuid>,
+    pub actor_email: Option<String>,
+    pub actor_type: Option<String>,
+    pub target_type: Option<String>,
+    pub target_id: Option<Uuid>,
+    pub target_name: Option<String>,
+    pub action: String,
+    pub result: Option<String>,
+    pub decision_id: Option<Uuid>,
+    pub source: Option<String>,
+    pub ip_address: Option<IpAddr>,
+    pub event_data: Option<serde_json::Value>,
+    pub changes: Option<serde_json::Value>,
+}
+
+/// One unit of work for the writer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AuditRecord {
+    Decision(Box<DecisionRecord>),
+    Event(Box<AuditEventRecord>),
+}
+
+/// Maps a risk score (0-100) to the severity scale violations use.
+pub fn severity_for_risk(risk_score: u8) -> &'static str {
+    match risk_score {
+        0..=29 => "low",
+        30..=59 => "medium",
+        60..=84 => "high",
+        _ => "critical",
+    }
+}

@@ -1,0 +1,429 @@
+//! The batched writer behind the audit queue.
+//!
+//! `AuditHandle::record` never waits: it tries the bounded queue and, when that is full, parks the
+//! record in an overflow list the writer drains first. The writer flushes a batch when it reaches
+//! `batch_size` or `flush_interval` has passed. A batch the store cannot take (down, timing out)
+//! is appended to a spill journal — one checksummed JSON line per record, fsync'd per batch — and
+//! the journal is replayed in order before any newer batch once the store answers again. Writes
+//! are idempotent (primary keys, `ON CONFLICT DO NOTHING`), so a replay after a partial failure
+//! stores every record exactly once. A record the store refuses outright (a constraint) goes to
+//! the dead-letter file with the error instead of blocking the rest.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use super::record::AuditRecord;
+use crate::metrics;
+use crate::store::{Store, StoreError};
+
+const JOURNAL_FILE: &str = "audit-spill.jsonl";
+const DEAD_LETTER_FILE: &str = "audit-dead-letter.jsonl";
+
+#[derive(Debug, Clone)]
+pub struct AuditWriterConfig {
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    /// How often a non-empty journal is retried while the store is down.
+    pub retry_interval: Duration,
+    /// Where the spill journal and the dead-letter file live.
+    pub journal_dir: PathBuf,
+}
+
+/// The request path's side of the pipeline. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditHandle {
+    queue: mpsc::Sender<AuditRecord>,
+    overflow: Arc<Mutex<Vec<AuditRecord>>>,
+    stop: watch::Sender<bool>,
+    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for AuditHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditHandle").finish_non_exhaustive()
+    }
+}
+
+impl AuditHandle {
+    /// Starts the writer task. Fails only when the journal directory cannot be created.
+    pub fn start(store: Arc<dyn Store>, config: AuditWriterConfig) -> std::io::Result<AuditHandle> {
+        std::fs::create_dir_all(&config.journal_dir)?;
+        let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let overflow = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopped) = watch::channel(false);
+        let writer = Writer {
+            store,
+            journal: Journal::new(&config.journal_dir),
+            config,
+            overflow: overflow.clone(),
+        };
+        let task = tokio::spawn(writer.run(receiver, stopped));
+        Ok(AuditHandle {
+            queue,
+            overflow,
+            stop,
+            task: Arc::new(Mutex::new(Some(task))),
+        })
+    }
+
+    /// Hands a record to the writer without waiting.
+    pub fn record(&self, record: AuditRecord) {
+        match self.queue.try_send(record) {
+            Ok(()) => metrics::AUDIT_QUEUE_DEPTH.inc(),
+            Err(
+                mpsc::error::TrySendError::Full(record) | mpsc::error::TrySendError::Closed(record),
+            ) => {
+                // The writer is behind (or stopping): park the record; the writer spills it.
+                if let Ok(mut overflow) = self.overflow.lock() {
+                    overflow.push(record);
+                    metrics::AUDIT_OVERFLOW_TOTAL.inc();
+                } else {
+                    metrics::AUDIT_DROPPED_TOTAL.inc();
+                }
+            }
+        }
+    }
+
+    /// Stops the writer after it has written (or spilled) everything queued.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().ok().and_then(|mut task| task.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+struct Writer {
+    store: Arc<dyn Store>,
+    journal: Journal,
+    config: AuditWriterConfig,
+    overflow: Arc<Mutex<Vec<AuditRecord>>>,
+}
+
+impl Writer {
+    async fn run(
+        self,
+        mut receiver: mpsc::Receiver<AuditRecord>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let mut batch = Vec::with_capacity(self.config.batch_size);
+        let mut journal_pending = self.journal.has_records().await;
+        loop {
+            let deadline = tokio::time::Instant::now() + self.config.flush_interval;
+            let stopping = loop {
+                // The flag, not only the change notification: a notification consumed while
+                // waiting to retry the journal must still stop the writer.
+                if *stopped.borrow_and_update() {
+                    break true;
+                }
+                if batch.len() >= self.config.batch_size {
+                    break false;
+                }
+                tokio::select! {
+                    received = receiver.recv() => match received {
+                        Some(record) => {
+                            metrics::AUDIT_QUEUE_DEPTH.dec();
+                            batch.push(record);
+                        }
+                        None => break true,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break false,
+                    _ = stopped.changed() => break true,
+                }
+            };
+            if stopping {
+                receiver.close();
+                while let Ok(record) = receiver.try_recv() {
+                    metrics::AUDIT_QUEUE_DEPTH.dec();
+                    batch.push(record);
+                }
+            }
+            self.take_overflow(&mut batch);
+
+            if journal_pending {
+                journal_pending = !self.replay().await;
+            }
+            if !batch.is_empty() {
+                let records = std::mem::take(&mut batch);
+                if journal_pending {
+                    // Older records are still waiting in the journal: keep the order.
+                    self.spill(records).await;
+                } else {
+                    journal_pending = self.flush(records).await;
+                }
+            }
+            if stopping {
+                if journal_pending {
+                    warn!("Audit records remain in the spill journal; they are replayed at next start.");
+                }
+                return;
+            }
+            if journal_pending {
+                tokio::select! {
+                    () = tokio::time::sleep(self.config.retry_interval) => {}
+                    _ = stopped.changed() => {}
+                }
+            }
+        }
+    }
+
+    fn take_overflow(&self, batch: &mut Vec<AuditRecord>) {
+        if let Ok(mut overflow) = self.overflow.lock() {
+            batch.append(&mut overflow);
+        }
+    }
+
+    /// Writes a batch; returns true when (part of) it had to be spilled.
+    async fn flush(&self, records: Vec<AuditRecord>) -> bool {
+        let started = Instant::now();
+        match write(self.store.as_ref(), &records).await {
+            Ok(()) => {
+                metrics::AUDIT_WRITTEN_TOTAL.inc_by(records.len() as u64);
+                metrics::AUDIT_FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
+                false
+            }
+            Err(error) if error.is_retriable() => {
+                warn!(%error, records = records.len(), "Store unavailable; spilling the batch to the journal.");
+                self.spill(records).await;
+                true
+            }
+            Err(error) => {
+                warn!(%error, records = records.len(), "Store refused a batch; isolating the bad records.");
+                self.isolate(records).await
+            }
+        }
+    }
+
+    /// Writes records one at a time to find the ones the store refuses.
+    async fn isolate(&self, records: Vec<AuditRecord>) -> bool {
+        let mut retry_later = Vec::new();
+        for record in records {
+            match write(self.store.as_ref(), std::slice::from_ref(&record)).await {
+                Ok(()) => metrics::AUDIT_WRITTEN_TOTAL.inc(),
+                Err(error) if error.is_retriable() => retry_later.push(record),
+                Err(error) => self.dead_letter(record, &error).await,
+            }
+        }
+        let spilled = !retry_later.is_empty();
+        if spilled {
+            self.spill(retry_later).await;
+        }
+        spilled
+    }
+
+    async fn spill(&self, records: Vec<AuditRecord>) {
+        let count = records.len() as u64;
+        match self.journal.append(records).await {
+            Ok(()) => metrics::AUDIT_SPILLED_TOTAL.inc_by(count),
+            Err(error) => {
+                metrics::AUDIT_DROPPED_TOTAL.inc_by(count);
+                error!(%error, records = count, "Cannot write the spill journal; audit records lost.");
+            }
+        }
+    }
+
+    async fn dead_letter(&self, record: AuditRecord, error: &StoreError) {
+        metrics::AUDIT_DEAD_LETTER_TOTAL.inc();
+        let line = serde_json::json!({ "error": error.to_string(), "record": record }).to_string();
+        let path = self.journal.dir.join(DEAD_LETTER_FILE);
+        let result = tokio::task::spawn_blocking(move || append_lines(&path, &[line])).await;
+        if !matches!(result, Ok(Ok(()))) {
+            error!("Cannot write the dead-letter file; a refused audit record is lost.");
+        }
+    }
+
+    /// Replays the journal in order; returns true when it is empty afterwards.
+    async fn replay(&self) -> bool {
+        let (records, corrupt) = match self.journal.read().await {
+            Ok(read) => read,
+            Err(error) => {
+                error!(%error, "Cannot read the spill journal.");
+                return false;
+            }
+        };
+        for line in corrupt {
+            metrics::AUDIT_DEAD_LETTER_TOTAL.inc();
+            warn!(
+                bytes = line.len(),
+                "Spill journal line failed its checksum; moved to the dead-letter file."
+            );
+            let path = self.journal.dir.join(DEAD_LETTER_FILE);
+            let entry =
+                serde_json::json!({ "error": "corrupt journal line", "line": line }).to_string();
+            let _ = tokio::task::spawn_blocking(move || append_lines(&path, &[entry])).await;
+        }
+        for chunk in records.chunks(self.config.batch_size.max(1)) {
+            match write(self.store.as_ref(), chunk).await {
+                Ok(()) => metrics::AUDIT_REPLAYED_TOTAL.inc_by(chunk.len() as u64),
+                Err(error) if error.is_retriable() => return false,
+                Err(_) => {
+                    for record in chunk {
+                        match write(self.store.as_ref(), std::slice::from_ref(record)).await {
+                            Ok(()) => metrics::AUDIT_REPLAYED_TOTAL.inc(),
+                            Err(error) if error.is_retriable() => return false,
+                            Err(error) => self.dead_letter(record.clone(), &error).await,
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(error) = self.journal.clear().await {
+            error!(%error, "Cannot truncate the replayed spill journal; it will be replayed again (idempotently).");
+            return false;
+        }
+        info!(
+            records = records.len(),
+            "Spill journal replayed into the store."
+        );
+        true
+    }
+}
+
+async fn write(store: &dyn Store, records: &[AuditRecord]) -> Result<(), StoreError> {
+    let mut decisions = Vec::new();
+    let mut events = Vec::new();
+    for record in records {
+        match record {
+            AuditRecord::Decision(decision) => decisions.push(decision.as_ref().clone()),
+            AuditRecord::Event(event) => events.push(event.as_ref().clone()),
+        }
+    }
+    store.write_decisions(&decisions).await?;
+    store.write_audit_events(&events).await
+}
+
+/// The on-disk spill journal: `crc32-hex SP json LF` per record.
+struct Journal {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl Journal {
+    fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            path: dir.join(JOURNAL_FILE),
+        }
+    }
+
+    async fn has_records(&self) -> bool {
+        tokio::fs::metadata(&self.path)
+            .await
+            .is_ok_and(|m| m.len() > 0)
+    }
+
+    async fn append(&self, records: Vec<AuditRecord>) -> std::io::Result<()> {
+        let lines: Vec<String> = records
+            .iter()
+            .filter_map(|record| serde_json::to_string(record).ok())
+            .map(|json| format!("{:08x} {json}", crc32fast::hash(json.as_bytes())))
+            .collect();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || append_lines(&path, &lines))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Every intact record in order, and the raw lines that failed their checksum.
+    async fn read(&self) -> std::io::Result<(Vec<AuditRecord>, Vec<String>)> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let file = match std::fs::File::open(&path) {
+                Ok(file) => file,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok((Vec::new(), Vec::new()))
+                }
+                Err(error) => return Err(error),
+            };
+            let mut records = Vec::new();
+            let mut corrupt = Vec::new();
+            for line in BufReader::new(file).lines() {
+                let line = line?;
+                if line.is_empty() {
+                    continue;
+                }
+                match parse_line(&line) {
+                    Some(record) => records.push(record),
+                    None => corrupt.push(line),
+                }
+            }
+            Ok((records, corrupt))
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    async fn clear(&self) -> std::io::Result<()> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let file = OpenOptions::new().write(true).truncate(true).open(&path)?;
+            file.sync_all()
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+fn parse_line(line: &str) -> Option<AuditRecord> {
+    let (checksum, json) = line.split_once(' ')?;
+    let expected = u32::from_str_radix(checksum, 16).ok()?;
+    if crc32fast::hash(json.as_bytes()) != expected {
+        return None;
+    }
+    serde_json::from_str(json).ok()
+}
+
+/// Appends lines and fsyncs: a spilled batch survives a crash right after.
+fn append_lines(path: &Path, lines: &[String]) -> std::io::Result<()> {
+    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut buffer = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+    for line in lines {
+        buffer.push_str(line);
+        buffer.push('\n');
+    }
+    file.write_all(buffer.as_bytes())?;
+    file.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn journal_lines_detect_corruption() {
+        let record = AuditRecord::Event(Box::new(crate::audit::AuditEventRecord {
+            event_id: uuid::Uuid::now_v7(),
+            timestamp: time::OffsetDateTime::now_utc(),
+            event_type: "test".into(),
+            severity: "info".into(),
+            actor_id: None,
+            actor_email: None,
+            actor_type: Some("system".into()),
+            target_type: None,
+            target_id: None,
+            target_name: None,
+            action: "test".into(),
+            result: None,
+            decision_id: None,
+            source: None,
+            ip_address: None,
+            event_data: None,
+            changes: None,
+        }));
+        let json = serde_json::to_string(&record).unwrap();
+        let line = format!("{:08x} {json}", crc32fast::hash(json.as_bytes()));
+        assert_eq!(parse_line(&line), Some(record));
+        let tampered = line.replace("test", "tset");
+        assert_eq!(parse_line(&tampered), None);
+        assert_eq!(parse_line("garbage"), None);
+    }
+}

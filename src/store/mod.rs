@@ -1,0 +1,178 @@
+//! Persistence: one `Store` trait, a PostgreSQL and an SQLite implementation, and the embedded
+//! migrations. No SQL lives outside this module.
+//!
+//! The store is only ever called from background tasks (the audit writer, start-up import): the
+//! request path never waits on it.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::audit::{AuditEventRecord, DecisionRecord};
+use crate::catalog::Catalog;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid [store] url {url:?}: {message}")]
+    Url { url: String, message: String },
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("store rejected the write: {0}")]
+    Rejected(#[source] sqlx::Error),
+    #[error("migrating the store: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("preparing {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// Whether retrying the same write later can succeed (the store was down or slow), as
+    /// opposed to the data itself being refused (a constraint), which no retry will fix.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Sorts a sqlx error into "the store is unavailable" or "the store refused this data".
+pub(crate) fn classify(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) => {
+            // PostgreSQL class 08 (connection), 53 (resources), 57 (shutdown/cancel) are
+            // transient; SQLite BUSY/LOCKED likewise.
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let transient = code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code == "5"
+                || code == "6";
+            if transient {
+                StoreError::Unavailable(error)
+            } else {
+                StoreError::Rejected(error)
+            }
+        }
+        sqlx::Error::Encode(_)
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnDecode { .. } => StoreError::Rejected(error),
+        _ => StoreError::Unavailable(error),
+    }
+}
+
+/// How decisions and audit events are stored, reported at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeSeriesShape {
+    /// TimescaleDB hypertables, retention policies and the continuous aggregate.
+    Timescale,
+    /// Native monthly range partitions kept by the gateway.
+    NativePartitions,
+    /// The embedded SQLite store.
+    Embedded,
+}
+
+impl TimeSeriesShape {
+    pub fn describe(self) -> &'static str {
+        match self {
+            TimeSeriesShape::Timescale => "TimescaleDB hypertables with retention policies and the decisions_hourly continuous aggregate",
+            TimeSeriesShape::NativePartitions => "native monthly range partitions maintained by the gateway (TimescaleDB not available)",
+            TimeSeriesShape::Embedded => "embedded SQLite tables",
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Applies pending migrations (idempotent) and the time-series set-up that cannot run in a
+    /// migration transaction.
+    async fn migrate(&self) -> Result<TimeSeriesShape, StoreError>;
+
+    /// Writes decisions and their violations in one transaction: all or nothing.
+    async fn write_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError>;
+
+    async fn write_audit_events(&self, batch: &[AuditEventRecord]) -> Result<(), StoreError>;
+
+    /// Inserts catalog services (and their signature rows) whose `service_id` is not in the
+    /// store yet; rows an administrator already has are never touched. Returns how many were new.
+    async fn import_catalog(&self, catalog: &Catalog) -> Result<usize, StoreError>;
+
+    /// Keeps the time-series tables healthy: partitions ahead, expired data dropped, rollup
+    /// refreshed. Returns what it did, for the log.
+    async fn maintain(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// Opens the store a `[store] url` names (`sqlite:` or `postgres://`).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
+    } else {
+        Err(StoreError::Url {
+            url: url.to_owned(),
+            message: "expected sqlite:PATH or postgres://...".to_owned(),
+        })
+    }
+}
+
+/// The catalog's signatures as `ai_service_signatures` rows: (type, pattern).
+pub(crate) fn signature_rows(service: &crate::catalog::AiService) -> Vec<(&'static str, String)> {
+    let signatures = &service.signatures;
+    let mut rows = Vec::new();
+    rows.extend(signatures.domains.iter().map(|d| ("domain", d.clone())));
+    rows.extend(
+        signatures
+            .api_patterns
+            .iter()
+            .map(|p| ("api_pattern", p.clone())),
+    );
+    rows.extend(
+        signatures
+            .headers
+            .iter()
+            .map(|h| ("header", format!("{}: {}", h.name, h.pattern))),
+    );
+    rows.extend(
+        signatures
+            .ssl_fingerprints
+            .iter()
+            .map(|f| ("ssl_fingerprint", f.clone())),
+    );
+    rows
+}
+
+/// The URL without its password, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://u:secret@db/x"),
+            "postgres://u:***@db/x"
+        );
+        assert_eq!(redact_url("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(
+            redact_url("sqlite://data/aigate.db"),
+            "sqlite://data/aigate.db"
+        );
+    }
+}

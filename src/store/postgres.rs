@@ -1,0 +1,398 @@
+//! PostgreSQL (and TimescaleDB when the extension is there).
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::types::Json;
+use sqlx::{Postgres, QueryBuilder};
+use time::{Date, Duration, Month, OffsetDateTime};
+use tracing::info;
+
+use super::{classify, redact_url, signature_rows, Store, StoreError, TimeSeriesShape};
+use crate::audit::{AuditEventRecord, DecisionRecord};
+use crate::catalog::Catalog;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Retention from the data model.
+const DECISIONS_RETENTION_DAYS: i64 = 90;
+const AUDIT_EVENTS_RETENTION_DAYS: i64 = 7 * 365 + 2;
+/// Monthly partitions are kept this many months ahead of now.
+const MONTHS_AHEAD: i32 = 2;
+
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_lazy(url)
+            .map_err(|error| StoreError::Url {
+                url: redact_url(url),
+                message: error.to_string(),
+            })?;
+        Ok(Self { pool })
+    }
+
+    async fn shape(&self) -> Result<TimeSeriesShape, StoreError> {
+        let timescale: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(if timescale {
+            TimeSeriesShape::Timescale
+        } else {
+            TimeSeriesShape::NativePartitions
+        })
+    }
+
+    /// Creates the monthly partition of `table` that holds `month_start`, moving any rows the
+    /// default partition caught for that month into it (an attach would fail otherwise).
+    async fn ensure_partition(
+        &self,
+        table: &str,
+        month_start: Date,
+    ) -> Result<Option<String>, StoreError> {
+        let name = format!(
+            "{table}_y{:04}m{:02}",
+            month_start.year(),
+            u8::from(month_start.month())
+        );
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = $1)")
+                .bind(&name)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(classify)?;
+        if exists {
+            return Ok(None);
+        }
+        let next = next_month(month_start);
+        let (from, to) = (month_start.to_string(), next.to_string());
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        for statement in [
+            format!("CREATE TABLE {name} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"),
+            format!("INSERT INTO {name} SELECT * FROM {table}_default WHERE timestamp >= '{from}' AND timestamp < '{to}'"),
+            format!("DELETE FROM {table}_default WHERE timestamp >= '{from}' AND timestamp < '{to}'"),
+            format!("ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ('{from}') TO ('{to}')"),
+        ] {
+            sqlx::query(&statement).execute(&mut *tx).await.map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(Some(name))
+    }
+
+    /// Drops whole monthly partitions of `table` that ended before the retention cut-off, and
+    /// expired rows the default partition holds.
+    async fn drop_expired(
+        &self,
+        table: &str,
+        retention_days: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let cutoff = OffsetDateTime::now_utc() - Duration::days(retention_days);
+        let partitions: Vec<String> = sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        let mut dropped = Vec::new();
+        for partition in partitions {
+            let Some(month) = partition_month(table, &partition) else {
+                continue;
+            };
+            if next_month(month) <= cutoff.date() {
+                sqlx::query(&format!("DROP TABLE {partition}"))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(classify)?;
+                dropped.push(partition);
+            }
+        }
+        sqlx::query(&format!("DELETE FROM {table}_default WHERE timestamp < $1"))
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(dropped)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> Result<TimeSeriesShape, StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        let shape = self.shape().await?;
+        if shape == TimeSeriesShape::Timescale {
+            // Continuous aggregates cannot be created inside a transaction, so not in a migration.
+            for statement in [
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS decisions_hourly WITH (timescaledb.continuous) AS \
+                 SELECT time_bucket('1 hour', timestamp) AS hour, user_id, resource_id, decision, \
+                 COUNT(*) AS decision_count, AVG(risk_score) AS avg_risk_score, \
+                 AVG(evaluation_duration_ms) AS avg_duration_ms \
+                 FROM decisions GROUP BY hour, user_id, resource_id, decision WITH NO DATA",
+                "SELECT add_continuous_aggregate_policy('decisions_hourly', \
+                 start_offset => INTERVAL '3 hours', end_offset => INTERVAL '1 hour', \
+                 schedule_interval => INTERVAL '1 hour', if_not_exists => TRUE)",
+            ] {
+                sqlx::query(statement).execute(&self.pool).await.map_err(classify)?;
+            }
+        } else {
+            self.maintain().await?;
+        }
+        Ok(shape)
+    }
+
+    async fn write_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO decisions (decision_id, request_id, timestamp, user_id, user_email, user_department, \
+             action, resource_type, resource_id, resource_name, resource_url, decision, reason, confidence, \
+             risk_score, risk_factors, policies_evaluated, primary_policy_id, source, device_id, ip_address, \
+             user_agent, content_classified, detected_entities, data_classification, evaluation_duration_ms, \
+             explanation) ",
+        );
+        insert.push_values(batch, |mut row, d| {
+            row.push_bind(d.decision_id)
+                .push_bind(d.request_id)
+                .push_bind(d.timestamp)
+                .push_bind(d.user_id)
+                .push_bind(&d.user_email)
+                .push_bind(&d.user_department)
+                .push_bind(&d.action)
+                .push_bind(&d.resource_type)
+                .push_bind(d.resource_id)
+                .push_bind(&d.resource_name)
+                .push_bind(&d.resource_url)
+                .push_bind(&d.decision)
+                .push_bind(&d.reason)
+                .push_bind(d.confidence)
+                .push_bind(d.risk_score)
+                .push_bind(d.risk_factors.as_ref().map(Json))
+                .push_bind(Json(&d.policies_evaluated))
+                .push_bind(d.primary_policy_id)
+                .push_bind(&d.source)
+                .push_bind(d.device_id)
+                .push_bind(d.ip_address.map(|ip| ip.to_string()))
+                .push_unseparated("::inet")
+                .push_bind(&d.user_agent)
+                .push_bind(d.content_classified)
+                .push_bind(d.detected_entities.as_ref().map(Json))
+                .push_bind(&d.data_classification)
+                .push_bind(d.evaluation_duration_ms)
+                .push_bind(d.explanation.as_ref().map(Json));
+        });
+        // A replayed batch may already be partly stored: the primary key makes it exactly-once.
+        insert.push(" ON CONFLICT DO NOTHING");
+        insert.build().execute(&mut *tx).await.map_err(classify)?;
+
+        let violations: Vec<_> = batch
+            .iter()
+            .filter_map(|d| Some((d, d.violation.as_ref()?)))
+            .collect();
+        if !violations.is_empty() {
+            let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
+                "INSERT INTO violations (violation_id, decision_id, timestamp, user_id, user_email, \
+                 user_department, violation_type, policy_id, policy_name, severity, resource_type, \
+                 resource_id, resource_name) ",
+            );
+            insert.push_values(violations, |mut row, (d, v)| {
+                row.push_bind(v.violation_id)
+                    .push_bind(d.decision_id)
+                    .push_bind(d.timestamp)
+                    .push_bind(d.user_id)
+                    .push_bind(&d.user_email)
+                    .push_bind(&d.user_department)
+                    .push_bind(&v.violation_type)
+                    .push_bind(v.policy_id)
+                    .push_bind(&v.policy_name)
+                    .push_bind(&v.severity)
+                    .push_bind(&d.resource_type)
+                    .push_bind(d.resource_id)
+                    .push_bind(&d.resource_name);
+            });
+            insert.push(" ON CONFLICT DO NOTHING");
+            insert.build().execute(&mut *tx).await.map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn write_audit_events(&self, batch: &[AuditEventRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
+            "INSERT INTO audit_events (event_id, timestamp, event_type, severity, actor_id, actor_email, \
+             actor_type, target_type, target_id, target_name, action, result, decision_id, source, \
+             ip_address, event_data, changes) ",
+        );
+        insert.push_values(batch, |mut row, e| {
+            row.push_bind(e.event_id)
+                .push_bind(e.timestamp)
+                .push_bind(&e.event_type)
+                .push_bind(&e.severity)
+                .push_bind(e.actor_id)
+                .push_bind(&e.actor_email)
+                .push_bind(&e.actor_type)
+                .push_bind(&e.target_type)
+                .push_bind(e.target_id)
+                .push_bind(&e.target_name)
+                .push_bind(&e.action)
+                .push_bind(&e.result)
+                .push_bind(e.decision_id)
+                .push_bind(&e.source)
+                .push_bind(e.ip_address.map(|ip| ip.to_string()))
+                .push_unseparated("::inet")
+                .push_bind(e.event_data.as_ref().map(Json))
+                .push_bind(e.changes.as_ref().map(Json));
+        });
+        insert.push(" ON CONFLICT DO NOTHING");
+        insert.build().execute(&self.pool).await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn import_catalog(&self, catalog: &Catalog) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut inserted = 0;
+        for service in catalog.services() {
+            let signatures = serde_json::to_value(&service.signatures).unwrap_or_default();
+            let result = sqlx::query(
+                "INSERT INTO ai_services (service_id, name, vendor, service_type, signatures, risk_tier, \
+                 risk_score, risk_factors, approval_status, approved_for, prohibited_for, certifications, \
+                 data_handling, data_regions, capabilities, pricing_model, documentation_url, \
+                 privacy_policy_url, terms_of_service_url) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+                 ON CONFLICT (service_id) DO NOTHING",
+            )
+            .bind(service.service_id)
+            .bind(&service.name)
+            .bind(&service.vendor)
+            .bind(&service.service_type)
+            .bind(Json(signatures))
+            .bind(service.risk_tier.as_str())
+            .bind(i32::from(service.risk_score))
+            .bind(service.risk_factors.as_ref().map(Json))
+            .bind(service.approval_status.as_str())
+            .bind(&service.approved_for)
+            .bind(&service.prohibited_for)
+            .bind(&service.certifications)
+            .bind(&service.data_handling)
+            .bind(&service.data_regions)
+            .bind(&service.capabilities)
+            .bind(&service.pricing_model)
+            .bind(&service.documentation_url)
+            .bind(&service.privacy_policy_url)
+            .bind(&service.terms_of_service_url)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            if result.rows_affected() == 0 {
+                continue;
+            }
+            inserted += 1;
+            for (kind, pattern) in signature_rows(service) {
+                sqlx::query("INSERT INTO ai_service_signatures (service_id, signature_type, pattern) VALUES ($1, $2, $3)")
+                    .bind(service.service_id)
+                    .bind(kind)
+                    .bind(pattern)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(inserted)
+    }
+
+    async fn maintain(&self) -> Result<Vec<String>, StoreError> {
+        if self.shape().await? == TimeSeriesShape::Timescale {
+            // Retention and the aggregate refresh are TimescaleDB background jobs.
+            return Ok(Vec::new());
+        }
+        let mut done = Vec::new();
+        let today = OffsetDateTime::now_utc().date();
+        let mut month = first_of_month(today);
+        for _ in 0..=MONTHS_AHEAD {
+            for table in ["decisions", "audit_events"] {
+                if let Some(created) = self.ensure_partition(table, month).await? {
+                    done.push(format!("created partition {created}"));
+                }
+            }
+            month = next_month(month);
+        }
+        for (table, days) in [
+            ("decisions", DECISIONS_RETENTION_DAYS),
+            ("audit_events", AUDIT_EVENTS_RETENTION_DAYS),
+        ] {
+            for dropped in self.drop_expired(table, days).await? {
+                done.push(format!("dropped expired partition {dropped}"));
+            }
+        }
+        let populated: bool = sqlx::query_scalar(
+            "SELECT relispopulated FROM pg_class WHERE relname = 'decisions_hourly'",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        let refresh = if populated {
+            "REFRESH MATERIALIZED VIEW CONCURRENTLY decisions_hourly"
+        } else {
+            "REFRESH MATERIALIZED VIEW decisions_hourly"
+        };
+        sqlx::query(refresh)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        for line in &done {
+            info!(action = %line, "Store maintenance.");
+        }
+        Ok(done)
+    }
+}
+
+fn first_of_month(date: Date) -> Date {
+    date.replace_day(1).unwrap_or(date)
+}
+
+fn next_month(month_start: Date) -> Date {
+    let (year, month) = match month_start.month() {
+        Month::December => (month_start.year() + 1, Month::January),
+        month => (month_start.year(), month.next()),
+    };
+    Date::from_calendar_date(year, month, 1).unwrap_or(month_start)
+}
+
+/// `decisions_y2026m11` → 2026-11-01.
+fn partition_month(table: &str, partition: &str) -> Option<Date> {
+    let rest = partition.strip_prefix(table)?.strip_prefix("_y")?;
+    let (year, month) = rest.split_once('m')?;
+    let month = Month::try_from(month.parse::<u8>().ok()?).ok()?;
+    Date::from_calendar_date(year.parse().ok()?, month, 1).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_round_trip() {
+        let month = Date::from_calendar_date(2026, Month::December, 1).unwrap();
+        assert_eq!(
+            partition_month("decisions", "decisions_y2026m12"),
+            Some(month)
+        );
+        assert_eq!(next_month(month).to_string(), "2027-01-01");
+        assert_eq!(partition_month("decisions", "decisions_default"), None);
+        assert_eq!(partition_month("decisions", "audit_events_y2026m12"), None);
+    }
+}

@@ -1,0 +1,265 @@
+//! The embedded SQLite store: zero set-up, one file, same tables as PostgreSQL with mapped types.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Sqlite};
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::{classify, signature_rows, Store, StoreError, TimeSeriesShape};
+use crate::audit::{AuditEventRecord, DecisionRecord};
+use crate::catalog::Catalog;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+const DECISIONS_RETENTION_DAYS: i64 = 90;
+const AUDIT_EVENTS_RETENTION_DAYS: i64 = 7 * 365 + 2;
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let bad_url = |message: String| StoreError::Url {
+            url: url.to_owned(),
+            message,
+        };
+        let path = url
+            .trim_start_matches("sqlite://")
+            .trim_start_matches("sqlite:")
+            .split('?')
+            .next()
+            .unwrap_or_default();
+        if path.is_empty() {
+            return Err(bad_url("no database file path".to_owned()));
+        }
+        if path != ":memory:" {
+            if let Some(parent) = Path::new(path)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                    path: parent.to_owned(),
+                    source,
+                })?;
+            }
+        }
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|error| bad_url(error.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(classify)?;
+        Ok(Self { pool })
+    }
+}
+
+fn text_uuid(id: Option<Uuid>) -> Option<String> {
+    id.map(|id| id.to_string())
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<TimeSeriesShape, StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(TimeSeriesShape::Embedded)
+    }
+
+    async fn write_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT OR IGNORE INTO decisions (decision_id, request_id, timestamp, user_id, user_email, \
+             user_department, action, resource_type, resource_id, resource_name, resource_url, decision, \
+             reason, confidence, risk_score, risk_factors, policies_evaluated, primary_policy_id, source, \
+             device_id, ip_address, user_agent, content_classified, detected_entities, data_classification, \
+             evaluation_duration_ms, explanation) ",
+        );
+        insert.push_values(batch, |mut row, d| {
+            row.push_bind(d.decision_id.to_string())
+                .push_bind(d.request_id.to_string())
+                .push_bind(rfc3339(d.timestamp))
+                .push_bind(d.user_id.to_string())
+                .push_bind(d.user_email.clone())
+                .push_bind(d.user_department.clone())
+                .push_bind(d.action.clone())
+                .push_bind(d.resource_type.clone())
+                .push_bind(text_uuid(d.resource_id))
+                .push_bind(d.resource_name.clone())
+                .push_bind(d.resource_url.clone())
+                .push_bind(d.decision.clone())
+                .push_bind(d.reason.clone())
+                .push_bind(d.confidence)
+                .push_bind(d.risk_score)
+                .push_bind(d.risk_factors.as_ref().map(json_text))
+                .push_bind(json_text(&d.policies_evaluated))
+                .push_bind(text_uuid(d.primary_policy_id))
+                .push_bind(d.source.clone())
+                .push_bind(text_uuid(d.device_id))
+                .push_bind(d.ip_address.map(|ip| ip.to_string()))
+                .push_bind(d.user_agent.clone())
+                .push_bind(d.content_classified)
+                .push_bind(d.detected_entities.as_ref().map(json_text))
+                .push_bind(json_text(&d.data_classification))
+                .push_bind(d.evaluation_duration_ms)
+                .push_bind(d.explanation.as_ref().map(json_text));
+        });
+        insert.build().execute(&mut *tx).await.map_err(classify)?;
+
+        let violations: Vec<_> = batch
+            .iter()
+            .filter_map(|d| Some((d, d.violation.as_ref()?)))
+            .collect();
+        if !violations.is_empty() {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT OR IGNORE INTO violations (violation_id, decision_id, timestamp, user_id, user_email, \
+                 user_department, violation_type, policy_id, policy_name, severity, resource_type, \
+                 resource_id, resource_name) ",
+            );
+            insert.push_values(violations, |mut row, (d, v)| {
+                row.push_bind(v.violation_id.to_string())
+                    .push_bind(d.decision_id.to_string())
+                    .push_bind(rfc3339(d.timestamp))
+                    .push_bind(d.user_id.to_string())
+                    .push_bind(d.user_email.clone())
+                    .push_bind(d.user_department.clone())
+                    .push_bind(v.violation_type.clone())
+                    .push_bind(v.policy_id.to_string())
+                    .push_bind(v.policy_name.clone())
+                    .push_bind(v.severity.clone())
+                    .push_bind(d.resource_type.clone())
+                    .push_bind(text_uuid(d.resource_id))
+                    .push_bind(d.resource_name.clone());
+            });
+            insert.build().execute(&mut *tx).await.map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn write_audit_events(&self, batch: &[AuditEventRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT OR IGNORE INTO audit_events (event_id, timestamp, event_type, severity, actor_id, \
+             actor_email, actor_type, target_type, target_id, target_name, action, result, decision_id, \
+             source, ip_address, event_data, changes) ",
+        );
+        insert.push_values(batch, |mut row, e| {
+            row.push_bind(e.event_id.to_string())
+                .push_bind(rfc3339(e.timestamp))
+                .push_bind(e.event_type.clone())
+                .push_bind(e.severity.clone())
+                .push_bind(text_uuid(e.actor_id))
+                .push_bind(e.actor_email.clone())
+                .push_bind(e.actor_type.clone())
+                .push_bind(e.target_type.clone())
+                .push_bind(text_uuid(e.target_id))
+                .push_bind(e.target_name.clone())
+                .push_bind(e.action.clone())
+                .push_bind(e.result.clone())
+                .push_bind(text_uuid(e.decision_id))
+                .push_bind(e.source.clone())
+                .push_bind(e.ip_address.map(|ip| ip.to_string()))
+                .push_bind(e.event_data.as_ref().map(json_text))
+                .push_bind(e.changes.as_ref().map(json_text));
+        });
+        insert.build().execute(&self.pool).await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn import_catalog(&self, catalog: &Catalog) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut inserted = 0;
+        for service in catalog.services() {
+            let result = sqlx::query(
+                "INSERT OR IGNORE INTO ai_services (service_id, name, vendor, service_type, signatures, \
+                 risk_tier, risk_score, risk_factors, approval_status, approved_for, prohibited_for, \
+                 certifications, data_handling, data_regions, capabilities, pricing_model, \
+                 documentation_url, privacy_policy_url, terms_of_service_url) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(service.service_id.to_string())
+            .bind(&service.name)
+            .bind(&service.vendor)
+            .bind(&service.service_type)
+            .bind(json_text(&service.signatures))
+            .bind(service.risk_tier.as_str())
+            .bind(i32::from(service.risk_score))
+            .bind(service.risk_factors.as_ref().map(json_text))
+            .bind(service.approval_status.as_str())
+            .bind(json_text(&service.approved_for))
+            .bind(json_text(&service.prohibited_for))
+            .bind(json_text(&service.certifications))
+            .bind(&service.data_handling)
+            .bind(json_text(&service.data_regions))
+            .bind(json_text(&service.capabilities))
+            .bind(&service.pricing_model)
+            .bind(&service.documentation_url)
+            .bind(&service.privacy_policy_url)
+            .bind(&service.terms_of_service_url)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            if result.rows_affected() == 0 {
+                continue;
+            }
+            inserted += 1;
+            for (kind, pattern) in signature_rows(service) {
+                sqlx::query("INSERT INTO ai_service_signatures (service_id, signature_type, pattern) VALUES (?, ?, ?)")
+                    .bind(service.service_id.to_string())
+                    .bind(kind)
+                    .bind(pattern)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(inserted)
+    }
+
+    async fn maintain(&self) -> Result<Vec<String>, StoreError> {
+        let mut done = Vec::new();
+        for (table, days) in [
+            ("decisions", DECISIONS_RETENTION_DAYS),
+            ("audit_events", AUDIT_EVENTS_RETENTION_DAYS),
+        ] {
+            let cutoff = rfc3339(OffsetDateTime::now_utc() - Duration::days(days));
+            let deleted = sqlx::query(&format!("DELETE FROM {table} WHERE timestamp < ?"))
+                .bind(cutoff)
+                .execute(&self.pool)
+                .await
+                .map_err(classify)?
+                .rows_affected();
+            if deleted > 0 {
+                done.push(format!("deleted {deleted} expired rows from {table}"));
+            }
+        }
+        Ok(done)
+    }
+}

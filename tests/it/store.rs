@@ -1,0 +1,400 @@
+//! The store and the audit pipeline against real databases: SQLite through the gateway, and a
+//! real PostgreSQL (CI starts it) for migrations, partitions, retention and the outage test.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, Row};
+use tokio::net::{TcpListener, TcpStream};
+
+use aigate::audit::{AuditHandle, AuditRecord, AuditWriterConfig, DecisionRecord, ViolationRecord};
+use aigate::store::{self, TimeSeriesShape};
+
+use crate::support::{upstream_ca, Http, Origin, TestGateway};
+
+/// The PostgreSQL server tests use (`AIGATE_TEST_PG` overrides; CI starts the local cluster).
+fn pg_server() -> String {
+    std::env::var("AIGATE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A fresh, uniquely named database. A passing test drops it (`drop_pg_database`); a failing one
+/// leaves it for inspection.
+async fn fresh_pg_database() -> String {
+    let name = format!("aigate_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server())).await.expect(
+        "PostgreSQL must be running for the store tests (pg_ctlcluster --skip-systemctl-redirect 15 main start)",
+    );
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    format!("{}/{name}", pg_server())
+}
+
+async fn drop_pg_database(url: &str) {
+    let name = url.rsplit('/').next().unwrap();
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server()))
+        .await
+        .unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+fn decision(at: time::OffsetDateTime, deny: bool) -> DecisionRecord {
+    DecisionRecord {
+        decision_id: uuid::Uuid::now_v7(),
+        request_id: uuid::Uuid::now_v7(),
+        timestamp: at,
+        user_id: aigate::audit::ANONYMOUS_USER,
+        user_email: None,
+        user_department: None,
+        action: "send_prompt".into(),
+        resource_type: "ai_service".into(),
+        resource_id: None,
+        resource_name: Some("DeepSeek".into()),
+        resource_url: Some("https://api.deepseek.com/chat/completions".into()),
+        decision: if deny { "DENY" } else { "ALLOW" }.into(),
+        reason: "test".into(),
+        confidence: Some(1.0),
+        risk_score: Some(92),
+        risk_factors: None,
+        policies_evaluated: serde_json::json!([]),
+        primary_policy_id: None,
+        source: Some("proxy".into()),
+        device_id: None,
+        ip_address: Some("10.1.2.3".parse().unwrap()),
+        user_agent: Some("test".into()),
+        content_classified: false,
+        detected_entities: None,
+        data_classification: vec!["PII".into()],
+        evaluation_duration_ms: Some(0),
+        explanation: None,
+        violation: deny.then(|| ViolationRecord {
+            violation_id: uuid::Uuid::now_v7(),
+            violation_type: "unapproved_service".into(),
+            policy_id: aigate::audit::BUILTIN_APPROVAL_POLICY,
+            policy_name: None,
+            severity: "critical".into(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn postgres_migrations_apply_idempotently_with_constraints_and_partitions() {
+    let url = fresh_pg_database().await;
+    let store = store::open(&url).await.unwrap();
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        TimeSeriesShape::NativePartitions
+    );
+    assert_eq!(
+        store.migrate().await.unwrap(),
+        TimeSeriesShape::NativePartitions,
+        "second run is a no-op"
+    );
+
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE '%\\_y%' \
+         AND tablename NOT LIKE '%\\_default' AND tablename NOT LIKE '\\_sqlx%' ORDER BY 1",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    for table in [
+        "ai_service_signatures",
+        "ai_services",
+        "assets",
+        "audit_events",
+        "compliance_controls",
+        "compliance_evidence",
+        "compliance_frameworks",
+        "decisions",
+        "departments",
+        "exceptions",
+        "groups",
+        "integration_sync_logs",
+        "integrations",
+        "notifications",
+        "policies",
+        "policy_conflicts",
+        "policy_control_mappings",
+        "policy_versions",
+        "readiness_assessments",
+        "roles",
+        "shadow_ai_detections",
+        "user_groups",
+        "user_roles",
+        "users",
+        "violations",
+    ] {
+        assert!(
+            tables.contains(&table.to_owned()),
+            "{table} missing: {tables:?}"
+        );
+    }
+    let frameworks: i64 = sqlx::query_scalar("SELECT count(*) FROM compliance_frameworks")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(frameworks, 5, "the data model's seed rows");
+
+    let check = sqlx::query(
+        "INSERT INTO ai_services (name, signatures, risk_tier, risk_score, approval_status) \
+         VALUES ('x', '{}', 'extreme', 10, 'approved')",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap_err();
+    assert!(check.to_string().contains("valid_risk_tier"), "{check}");
+
+    // Decisions land in the partition of their month; an old month's partition is dropped by
+    // the retention job.
+    let now = time::OffsetDateTime::now_utc();
+    store.write_decisions(&[decision(now, true)]).await.unwrap();
+    let partition: String = sqlx::query_scalar("SELECT tableoid::regclass::text FROM decisions")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(
+        partition,
+        format!("decisions_y{:04}m{:02}", now.year(), u8::from(now.month()))
+    );
+    let violations: i64 = sqlx::query_scalar("SELECT count(*) FROM violations")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(violations, 1);
+
+    sqlx::query("CREATE TABLE decisions_y2020m01 PARTITION OF decisions FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let old = time::macros::datetime!(2020-01-15 12:00 UTC);
+    store
+        .write_decisions(&[decision(old, false)])
+        .await
+        .unwrap();
+    let report = store.maintain().await.unwrap();
+    assert!(
+        report
+            .iter()
+            .any(|line| line.contains("decisions_y2020m01")),
+        "{report:?}"
+    );
+    let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM decisions")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(remaining, 1, "only the current decision survives retention");
+    db.close().await.unwrap();
+    drop_pg_database(&url).await;
+}
+
+/// A TCP relay in front of PostgreSQL that the test can cut and restore.
+struct Cuttable {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+}
+
+impl Cuttable {
+    async fn start(target: SocketAddr) -> Cuttable {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let gate = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let gate = gate.clone();
+                tokio::spawn(async move {
+                    if !gate.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (client, server);
+                    let relay = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    let watch = async {
+                        while gate.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! { _ = relay => {}, () = watch => {} }
+                });
+            }
+        });
+        Cuttable { addr, up }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_survive_a_database_outage_exactly_once_in_order() {
+    let url = fresh_pg_database().await;
+    store::open(&url).await.unwrap().migrate().await.unwrap();
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    let relay = Cuttable::start("127.0.0.1:5432".parse().unwrap()).await;
+    let relayed_url = format!("postgres://postgres@{}/{database}", relay.addr);
+    let journal = tempfile::tempdir().unwrap();
+    let audit = AuditHandle::start(
+        store::open(&relayed_url).await.unwrap(),
+        AuditWriterConfig {
+            queue_capacity: 64,
+            batch_size: 50,
+            flush_interval: Duration::from_millis(20),
+            retry_interval: Duration::from_millis(100),
+            journal_dir: journal.path().to_owned(),
+        },
+    )
+    .unwrap();
+
+    let spilled_before = aigate::metrics::AUDIT_SPILLED_TOTAL.get();
+    let replayed_before = aigate::metrics::AUDIT_REPLAYED_TOTAL.get();
+    let mut written = Vec::new();
+    let mut slowest = Duration::ZERO;
+    let mut enqueue = |count: usize, written: &mut Vec<uuid::Uuid>| {
+        for _ in 0..count {
+            let record = decision(time::OffsetDateTime::now_utc(), written.len().is_multiple_of(3));
+            written.push(record.decision_id);
+            let started = Instant::now();
+            audit.record(AuditRecord::Decision(Box::new(record)));
+            slowest = slowest.max(started.elapsed());
+        }
+    };
+    enqueue(200, &mut written);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.up.store(false, Ordering::SeqCst);
+    enqueue(500, &mut written);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    enqueue(300, &mut written);
+    relay.up.store(true, Ordering::SeqCst);
+    audit.shutdown().await;
+
+    assert!(
+        slowest < Duration::from_millis(50),
+        "enqueue blocked for {slowest:?}"
+    );
+    let spilled_now = aigate::metrics::AUDIT_SPILLED_TOTAL.get() - spilled_before;
+    let replayed_now = aigate::metrics::AUDIT_REPLAYED_TOTAL.get() - replayed_before;
+    assert!(
+        spilled_now >= 500,
+        "the outage must have gone through the journal ({spilled_now} spilled)"
+    );
+    assert!(
+        replayed_now >= spilled_now,
+        "{replayed_now} replayed of {spilled_now} spilled"
+    );
+    let spilled = std::fs::metadata(journal.path().join("audit-spill.jsonl"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(spilled, 0, "the journal must be fully replayed");
+
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let rows = sqlx::query("SELECT decision_id FROM decisions")
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+    let stored: std::collections::HashSet<uuid::Uuid> =
+        rows.iter().map(|r| r.get::<uuid::Uuid, _>(0)).collect();
+    assert_eq!(rows.len(), written.len(), "every decision exactly once");
+    assert!(written.iter().all(|id| stored.contains(id)));
+    let violations: i64 = sqlx::query_scalar("SELECT count(*) FROM violations")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(violations as usize, written.len().div_ceil(3));
+    db.close().await.unwrap();
+    drop_pg_database(&url).await;
+}
+
+#[tokio::test]
+async fn the_embedded_store_records_a_denied_request_with_its_violation() {
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let gateway = TestGateway::start(&ca, &[("api.openai.com", origin.addr)]).await;
+    let client = gateway.client(&gateway.ca_pem(), Http::One);
+    let denied = client
+        .post("https://api.deepseek.com/chat/completions?key=secret")
+        .body(r#"{"messages":[{"role":"user","content":"my card is 4111 1111 1111 1111"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let decision_id = denied.headers()["x-aigate-decision-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        client
+            .get("https://api.openai.com/v1/models")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let db_path = gateway.dir.path().join("aigate.db");
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db_path.display()))
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    for _ in 0..50 {
+        rows = sqlx::query(
+            "SELECT decision_id, decision, resource_url, source FROM decisions ORDER BY timestamp",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        if rows.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<String, _>(0), decision_id);
+    assert_eq!(rows[0].get::<String, _>(1), "DENY");
+    assert_eq!(
+        rows[0].get::<String, _>(2),
+        "https://api.deepseek.com/chat/completions",
+        "no query string"
+    );
+    assert_eq!(rows[0].get::<String, _>(3), "proxy");
+    assert_eq!(rows[1].get::<String, _>(1), "ALLOW");
+    let violation: (String, String, String) =
+        sqlx::query_as("SELECT decision_id, violation_type, status FROM violations")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(
+        violation,
+        (
+            decision_id,
+            "unapproved_service".to_owned(),
+            "open".to_owned()
+        )
+    );
+    let services: i64 = sqlx::query_scalar("SELECT count(*) FROM ai_services")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert!(services >= 30, "the catalog is imported on first start");
+    let stored: String = sqlx::query_scalar(
+        "SELECT group_concat(coalesce(reason,'') || coalesce(explanation,'')) FROM decisions",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert!(
+        !stored.contains("4111"),
+        "prompt content must never be stored"
+    );
+}
