@@ -23,6 +23,11 @@ enum Command {
         #[arg(long, short, default_value = "config/aigate.toml")]
         config: PathBuf,
     },
+    /// Apply the store migrations (`[store] url`) and report the time-series shape.
+    Migrate {
+        #[arg(long, short, default_value = "config/aigate.toml")]
+        config: PathBuf,
+    },
     /// Manage the interception CA.
     Ca {
         #[command(subcommand)]
@@ -48,6 +53,20 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(&config),
+        Command::Migrate { config } => {
+            let config = load(&config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let shape = runtime.block_on(async {
+                let store = aigate::store::open(&config.store.url).await?;
+                store.migrate().await
+            })?;
+            eprintln!(
+                "Migrated {}: {}.",
+                aigate::store::redact_url(&config.store.url),
+                shape.describe()
+            );
+            Ok(())
+        }
         Command::Ca {
             command: CaCommand::Init { config },
         } => {

@@ -262,7 +262,10 @@ async fn decisions_survive_a_database_outage_exactly_once_in_order() {
     let mut slowest = Duration::ZERO;
     let mut enqueue = |count: usize, written: &mut Vec<uuid::Uuid>| {
         for _ in 0..count {
-            let record = decision(time::OffsetDateTime::now_utc(), written.len().is_multiple_of(3));
+            let record = decision(
+                time::OffsetDateTime::now_utc(),
+                written.len().is_multiple_of(3),
+            );
             written.push(record.decision_id);
             let started = Instant::now();
             audit.record(AuditRecord::Decision(Box::new(record)));
@@ -397,4 +400,71 @@ async fn the_embedded_store_records_a_denied_request_with_its_violation() {
         !stored.contains("4111"),
         "prompt content must never be stored"
     );
+}
+
+#[tokio::test]
+async fn the_gateway_on_postgres_records_decisions_and_imports_the_catalog_once() {
+    let url = fresh_pg_database().await;
+    let ca = upstream_ca();
+    let store_url = url.clone();
+    let gateway =
+        TestGateway::start_with(&ca, &[], move |config| config.store.url = store_url).await;
+    let client = gateway.client(&gateway.ca_pem(), Http::One);
+    let denied = client
+        .get("https://chat.deepseek.com/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    let decision_id: uuid::Uuid = denied.headers()["x-aigate-decision-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    gateway.gateway.shutdown().await;
+
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let (decision, ip): (String, String) =
+        sqlx::query_as("SELECT decision, host(ip_address) FROM decisions WHERE decision_id = $1")
+            .bind(decision_id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!((decision.as_str(), ip.as_str()), ("DENY", "127.0.0.1"));
+    let violations: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM violations WHERE decision_id = $1")
+            .bind(decision_id)
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(violations, 1);
+
+    // An administrator's change survives a restart: the import never overwrites.
+    sqlx::query("UPDATE ai_services SET approval_status = 'approved' WHERE name = 'DeepSeek'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let store_url = url.clone();
+    let again = TestGateway::start_with(&ca, &[], move |config| config.store.url = store_url).await;
+    again.gateway.shutdown().await;
+    let status: String =
+        sqlx::query_scalar("SELECT approval_status FROM ai_services WHERE name = 'DeepSeek'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(status, "approved");
+    let signatures: i64 = sqlx::query_scalar("SELECT count(*) FROM ai_service_signatures")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let services: i64 = sqlx::query_scalar("SELECT count(*) FROM ai_services")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert!(
+        services >= 30 && signatures > services,
+        "{services} services, {signatures} signatures"
+    );
+    db.close().await.unwrap();
+    drop_pg_database(&url).await;
 }
