@@ -1,0 +1,92 @@
+//! Sustained decision ingest into PostgreSQL through the store, by batch size. Needs the local
+//! PostgreSQL (`AIGATE_BENCH_PG`, default postgres://postgres@127.0.0.1:5432).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark without its fixtures cannot run"
+)]
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use sqlx::Connection;
+
+use aigate::audit::{DecisionRecord, ANONYMOUS_USER};
+
+fn record() -> DecisionRecord {
+    DecisionRecord {
+        decision_id: uuid::Uuid::now_v7(),
+        request_id: uuid::Uuid::now_v7(),
+        timestamp: time::OffsetDateTime::now_utc(),
+        user_id: ANONYMOUS_USER,
+        user_email: Some("alice@example.com".into()),
+        user_department: Some("Engineering".into()),
+        action: "send_prompt".into(),
+        resource_type: "ai_service".into(),
+        resource_id: Some(uuid::Uuid::new_v4()),
+        resource_name: Some("OpenAI API".into()),
+        resource_url: Some("https://api.openai.com/v1/chat/completions".into()),
+        decision: "ALLOW".into(),
+        reason: "OpenAI API is not prohibited.".into(),
+        confidence: Some(1.0),
+        risk_score: Some(55),
+        risk_factors: None,
+        policies_evaluated: serde_json::json!([{"policy_id": "x", "matched": false}]),
+        primary_policy_id: None,
+        source: Some("proxy".into()),
+        device_id: None,
+        ip_address: Some("10.0.0.7".parse().unwrap()),
+        user_agent: Some("python-httpx/0.27".into()),
+        content_classified: false,
+        detected_entities: None,
+        data_classification: Vec::new(),
+        evaluation_duration_ms: Some(0),
+        explanation: None,
+        violation: None,
+    }
+}
+
+fn ingest(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = std::env::var("AIGATE_BENCH_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("aigate_bench_{}", uuid::Uuid::new_v4().simple());
+    let store = runtime.block_on(async {
+        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let store = aigate::store::open(&format!("{server}/{name}"))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store
+    });
+    let mut group = c.benchmark_group("postgres_ingest");
+    group.sample_size(10);
+    for batch_size in [1usize, 100, 1000] {
+        group.throughput(Throughput::Elements(batch_size as u64));
+        group.bench_function(format!("batch_{batch_size}"), |b| {
+            b.iter_batched(
+                || (0..batch_size).map(|_| record()).collect::<Vec<_>>(),
+                |batch| runtime.block_on(store.write_decisions(&batch)).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+    runtime.block_on(async {
+        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .unwrap();
+        sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    });
+}
+
+criterion_group!(benches, ingest);
+criterion_main!(benches);
