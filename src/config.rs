@@ -455,18 +455,7 @@ fn check_host(key: &str, host: &str) -> Result<(), ConfigError> {
             format!("{host:?}: wildcards are not needed, a name matches its subdomains too"),
         ));
     }
-    let name = host.strip_suffix('.').unwrap_or(host);
-    let valid = !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
+    let valid = crate::host::is_dns_name(host);
     if valid {
         Ok(())
     } else {

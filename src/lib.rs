@@ -10,6 +10,7 @@ pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod front;
+pub mod host;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy;

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::host::DomainMap;
 use uuid::Uuid;
 
 /// Why a catalog could not be built. Every variant names the file (or `<catalog>` for services
@@ -162,8 +164,8 @@ struct CatalogFile {
     services: Vec<AiService>,
 }
 
-/// Longest host name we lowercase on the stack; a valid DNS name is at most 253 bytes.
-const MAX_HOST: usize = 253;
+#[cfg(test)]
+const MAX_HOST: usize = crate::host::MAX_DNS_NAME;
 
 // === impl Catalog ===
 
@@ -172,7 +174,7 @@ const MAX_HOST: usize = 253;
 pub struct Catalog {
     services: Vec<Arc<AiService>>,
     /// Normalized domain → index into `services`.
-    by_domain: HashMap<Box<str>, usize>,
+    by_domain: DomainMap<usize>,
 }
 
 impl Catalog {
@@ -297,7 +299,7 @@ impl Catalog {
             for domain in &mut service.signatures.domains {
                 *domain = normalize_domain(domain)
                     .map_err(|message| invalid("signatures.domains", message))?;
-                if let Some(&other) = catalog.by_domain.get(domain.as_str()) {
+                if let Some(&other) = catalog.by_domain.get_exact(domain) {
                     // Listing a domain twice in one service is harmless; two owners are not.
                     if other == index {
                         continue;
@@ -312,9 +314,7 @@ impl Catalog {
                         format!("{domain} is already claimed by {other:?}"),
                     ));
                 }
-                catalog
-                    .by_domain
-                    .insert(domain.clone().into_boxed_str(), index);
+                catalog.by_domain.insert(domain, index);
             }
             catalog.services.push(Arc::new(service));
         }
@@ -338,38 +338,15 @@ impl Catalog {
         if last.is_empty() || last.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        if !host.bytes().any(|b| b.is_ascii_uppercase()) {
-            return self.lookup(host);
-        }
-        // Connection path: lowercase on the stack; only an over-long (invalid) name allocates.
-        if host.len() <= MAX_HOST {
-            let mut buf = [0u8; MAX_HOST];
-            let lowered = buf.get_mut(..host.len())?;
-            lowered.copy_from_slice(host.as_bytes());
-            lowered.make_ascii_lowercase();
-            self.lookup(std::str::from_utf8(lowered).ok()?)
-        } else {
-            self.lookup(&host.to_ascii_lowercase())
-        }
-    }
-
-    /// Probes `host`, then each suffix after a dot, left to right: the first hit is the most
-    /// specific catalog domain. `host` must already be lowercase.
-    fn lookup(&self, host: &str) -> Option<&Arc<AiService>> {
-        let mut suffix = host;
-        loop {
-            if let Some(&index) = self.by_domain.get(suffix) {
-                return self.services.get(index);
-            }
-            suffix = suffix.split_once('.')?.1;
-        }
+        let index = *self.by_domain.find(host)?;
+        self.services.get(index)
     }
 
     /// Every (normalized domain, service) pair, in no particular order.
     pub fn domains(&self) -> impl Iterator<Item = (&str, &Arc<AiService>)> {
         self.by_domain
             .iter()
-            .filter_map(|(domain, &index)| Some((domain.as_ref(), self.services.get(index)?)))
+            .filter_map(|(domain, &index)| Some((domain, self.services.get(index)?)))
     }
 }
 
@@ -398,20 +375,10 @@ fn normalize_domain(domain: &str) -> Result<String, String> {
     }
     let lowered = domain.to_ascii_lowercase();
     let name = lowered.strip_suffix('.').unwrap_or(&lowered);
-    let valid = !name.is_empty()
-        && name.len() <= MAX_HOST
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        });
+    let valid = crate::host::is_dns_name(name);
     if !valid {
         return Err(format!(
-            "{domain:?} is not a valid DNS name (labels of 1-63 letters, digits or inner '-', 253 bytes at most)"
+            "{domain:?} is not a valid DNS name (labels of 1-63 letters, digits, '_' or inner '-', 253 bytes at most)"
         ));
     }
     // A numeric last label means an IP address (or a TLD that cannot exist); hosts ending in one
@@ -625,7 +592,7 @@ mod tests {
             "-a.example",
             "a-.example",
             "a..example",
-            "a_b.example",
+            "a b.example",
             "10.0.0.1",
             "exa mple.com",
         ] {

@@ -348,24 +348,11 @@ fn parse_connect_target(authority: &str) -> Option<ConnectTarget> {
     let port = authority.port_u16().filter(|port| *port != 0)?;
     let host = authority.host();
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let valid = bare.parse::<std::net::IpAddr>().is_ok() || is_dns_name(bare);
+    let valid = bare.parse::<std::net::IpAddr>().is_ok() || crate::host::is_dns_name(bare);
     valid.then(|| ConnectTarget {
         host: bare.trim_end_matches('.').to_ascii_lowercase(),
         port,
     })
-}
-
-fn is_dns_name(host: &str) -> bool {
-    let host = host.strip_suffix('.').unwrap_or(host);
-    !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
 }
 
 async fn write_connect_established(client: &mut TcpStream) -> std::io::Result<()> {

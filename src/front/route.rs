@@ -5,7 +5,6 @@
 //! always wins, and hosts whose clients keep rejecting our leaf (certificate pinning) are learned
 //! into a temporary bypass so the app keeps working through a plain tunnel.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,50 +14,26 @@ use tracing::warn;
 
 use crate::catalog::Catalog;
 use crate::config::{InterceptConfig, InterceptMode};
+use crate::host::DomainMap;
 use crate::metrics;
 
 /// A set of DNS names that also matches every subdomain of each name.
 #[derive(Debug, Default, Clone)]
 pub struct DomainSet {
-    names: HashSet<Box<str>>,
+    names: DomainMap<()>,
 }
 
 impl DomainSet {
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
-        Self {
-            names: names
-                .into_iter()
-                .map(|name| {
-                    name.trim_end_matches('.')
-                        .to_ascii_lowercase()
-                        .into_boxed_str()
-                })
-                .collect(),
+        let mut set = Self::default();
+        for name in names {
+            set.names.insert(name, ());
         }
+        set
     }
 
     pub fn contains(&self, host: &str) -> bool {
-        if self.names.is_empty() {
-            return false;
-        }
-        let host = host.trim_end_matches('.');
-        let lowered;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = host.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            host
-        };
-        let mut suffix = host;
-        loop {
-            if self.names.contains(suffix) {
-                return true;
-            }
-            match suffix.split_once('.') {
-                Some((_, rest)) => suffix = rest,
-                None => return false,
-            }
-        }
+        self.names.find(host).is_some()
     }
 }
 

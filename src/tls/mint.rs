@@ -167,17 +167,7 @@ fn normalize(host: &str) -> Result<String, MintError> {
     if bare.parse::<IpAddr>().is_ok() {
         return Ok(bare.to_owned());
     }
-    let valid = !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
+    let valid = crate::host::is_dns_name(host);
     if valid {
         Ok(host.to_ascii_lowercase())
     } else {
