@@ -4,6 +4,7 @@
 //! The store is only ever called from background tasks (the audit writer, start-up import): the
 //! request path never waits on it.
 
+mod pg_copy;
 mod postgres;
 mod sqlite;
 

@@ -7,7 +7,7 @@ use sqlx::{Postgres, QueryBuilder};
 use time::{Date, Duration, Month, OffsetDateTime};
 use tracing::info;
 
-use super::{classify, redact_url, signature_rows, Store, StoreError, TimeSeriesShape};
+use super::{classify, pg_copy, redact_url, signature_rows, Store, StoreError, TimeSeriesShape};
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::Catalog;
 
@@ -123,45 +123,14 @@ impl PostgresStore {
             .map_err(classify)?;
         Ok(dropped)
     }
-}
 
-#[async_trait]
-impl Store for PostgresStore {
-    async fn migrate(&self) -> Result<TimeSeriesShape, StoreError> {
-        MIGRATOR.run(&self.pool).await?;
-        let shape = self.shape().await?;
-        if shape == TimeSeriesShape::Timescale {
-            // Continuous aggregates cannot be created inside a transaction, so not in a migration.
-            for statement in [
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS decisions_hourly WITH (timescaledb.continuous) AS \
-                 SELECT time_bucket('1 hour', timestamp) AS hour, user_id, resource_id, decision, \
-                 COUNT(*) AS decision_count, AVG(risk_score) AS avg_risk_score, \
-                 AVG(evaluation_duration_ms) AS avg_duration_ms \
-                 FROM decisions GROUP BY hour, user_id, resource_id, decision WITH NO DATA",
-                "SELECT add_continuous_aggregate_policy('decisions_hourly', \
-                 start_offset => INTERVAL '3 hours', end_offset => INTERVAL '1 hour', \
-                 schedule_interval => INTERVAL '1 hour', if_not_exists => TRUE)",
-            ] {
-                sqlx::query(statement).execute(&self.pool).await.map_err(classify)?;
-            }
-        } else {
-            self.maintain().await?;
-        }
-        Ok(shape)
-    }
-
-    async fn write_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
+    /// The idempotent path: multi-row INSERT ... ON CONFLICT DO NOTHING.
+    async fn insert_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
-            "INSERT INTO decisions (decision_id, request_id, timestamp, user_id, user_email, user_department, \
-             action, resource_type, resource_id, resource_name, resource_url, decision, reason, confidence, \
-             risk_score, risk_factors, policies_evaluated, primary_policy_id, source, device_id, ip_address, \
-             user_agent, content_classified, detected_entities, data_classification, evaluation_duration_ms, \
-             explanation) ",
-        );
+        let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+            "INSERT INTO decisions ({}) ",
+            pg_copy::DECISION_COLUMNS
+        ));
         insert.push_values(batch, |mut row, d| {
             row.push_bind(d.decision_id)
                 .push_bind(d.request_id)
@@ -201,11 +170,10 @@ impl Store for PostgresStore {
             .filter_map(|d| Some((d, d.violation.as_ref()?)))
             .collect();
         if !violations.is_empty() {
-            let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(
-                "INSERT INTO violations (violation_id, decision_id, timestamp, user_id, user_email, \
-                 user_department, violation_type, policy_id, policy_name, severity, resource_type, \
-                 resource_id, resource_name) ",
-            );
+            let mut insert: QueryBuilder<Postgres> = QueryBuilder::new(format!(
+                "INSERT INTO violations ({}) ",
+                pg_copy::VIOLATION_COLUMNS
+            ));
             insert.push_values(violations, |mut row, (d, v)| {
                 row.push_bind(v.violation_id)
                     .push_bind(d.decision_id)
@@ -225,6 +193,77 @@ impl Store for PostgresStore {
             insert.build().execute(&mut *tx).await.map_err(classify)?;
         }
         tx.commit().await.map_err(classify)
+    }
+
+    /// The fast path: COPY decisions and violations in one transaction.
+    async fn copy_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError> {
+        let mut rows = String::with_capacity(batch.len() * 512);
+        pg_copy::decision_rows(batch, &mut rows);
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut copy = tx
+            .copy_in_raw(&format!(
+                "COPY decisions ({}) FROM STDIN",
+                pg_copy::DECISION_COLUMNS
+            ))
+            .await
+            .map_err(classify)?;
+        copy.send(rows.as_bytes()).await.map_err(classify)?;
+        copy.finish().await.map_err(classify)?;
+        rows.clear();
+        if pg_copy::violation_rows(batch, &mut rows) > 0 {
+            let mut copy = tx
+                .copy_in_raw(&format!(
+                    "COPY violations ({}) FROM STDIN",
+                    pg_copy::VIOLATION_COLUMNS
+                ))
+                .await
+                .map_err(classify)?;
+            copy.send(rows.as_bytes()).await.map_err(classify)?;
+            copy.finish().await.map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> Result<TimeSeriesShape, StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        let shape = self.shape().await?;
+        if shape == TimeSeriesShape::Timescale {
+            // Continuous aggregates cannot be created inside a transaction, so not in a migration.
+            for statement in [
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS decisions_hourly WITH (timescaledb.continuous) AS \
+                 SELECT time_bucket('1 hour', timestamp) AS hour, user_id, resource_id, decision, \
+                 COUNT(*) AS decision_count, AVG(risk_score) AS avg_risk_score, \
+                 AVG(evaluation_duration_ms) AS avg_duration_ms \
+                 FROM decisions GROUP BY hour, user_id, resource_id, decision WITH NO DATA",
+                "SELECT add_continuous_aggregate_policy('decisions_hourly', \
+                 start_offset => INTERVAL '3 hours', end_offset => INTERVAL '1 hour', \
+                 schedule_interval => INTERVAL '1 hour', if_not_exists => TRUE)",
+            ] {
+                sqlx::query(statement).execute(&self.pool).await.map_err(classify)?;
+            }
+        } else {
+            self.maintain().await?;
+        }
+        Ok(shape)
+    }
+
+    async fn write_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.copy_decisions(batch).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Rejected(sqlx::Error::Database(db)))
+                if db.code().as_deref() == Some("23505") =>
+            {
+                // Some rows are already stored (a replay): the idempotent path below skips them.
+            }
+            Err(error) => return Err(error),
+        }
+        self.insert_decisions(batch).await
     }
 
     async fn write_audit_events(&self, batch: &[AuditEventRecord]) -> Result<(), StoreError> {

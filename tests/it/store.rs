@@ -171,6 +171,22 @@ async fn postgres_migrations_apply_idempotently_with_constraints_and_partitions(
         .unwrap();
     assert_eq!(violations, 1);
 
+    // A replayed batch (COPY collides with stored rows) is written idempotently.
+    let replayed = decision(now, true);
+    store
+        .write_decisions(std::slice::from_ref(&replayed))
+        .await
+        .unwrap();
+    store
+        .write_decisions(&[replayed, decision(now, false)])
+        .await
+        .unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM decisions")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 3, "the replayed row once, the new row once");
+
     sqlx::query("CREATE TABLE decisions_y2020m01 PARTITION OF decisions FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
         .execute(&mut db)
         .await
@@ -191,7 +207,10 @@ async fn postgres_migrations_apply_idempotently_with_constraints_and_partitions(
         .fetch_one(&mut db)
         .await
         .unwrap();
-    assert_eq!(remaining, 1, "only the current decision survives retention");
+    assert_eq!(
+        remaining, 3,
+        "only this month's decisions survive retention"
+    );
     db.close().await.unwrap();
     drop_pg_database(&url).await;
 }
