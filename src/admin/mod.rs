@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::audit::{AuditEventRecord, AuditRecord};
 use crate::metrics;
 use crate::server::Shared;
 
@@ -138,6 +139,25 @@ async fn forget_learned_bypass(
 ) -> Response {
     if shared.router.forget_learned_bypass(&host) {
         info!(%host, "Learned bypass removed by an administrator; the host is intercepted again.");
+        shared.audit.record(AuditRecord::Event(Box::new(AuditEventRecord {
+            event_id: uuid::Uuid::now_v7(),
+            timestamp: time::OffsetDateTime::now_utc(),
+            event_type: "intercept_bypass_removed".to_owned(),
+            severity: "info".to_owned(),
+            actor_id: None,
+            actor_email: None,
+            actor_type: Some("admin_token".to_owned()),
+            target_type: Some("host".to_owned()),
+            target_id: None,
+            target_name: Some(host.clone()),
+            action: "remove_learned_bypass".to_owned(),
+            result: Some("success".to_owned()),
+            decision_id: None,
+            source: Some("admin_api".to_owned()),
+            ip_address: None,
+            event_data: None,
+            changes: Some(serde_json::json!({ "before": { "learned_bypass": true }, "after": { "learned_bypass": false } })),
+        })));
         StatusCode::NO_CONTENT.into_response()
     } else {
         (

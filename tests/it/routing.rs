@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -119,6 +120,29 @@ async fn certificate_pinning_clients_are_learned_into_a_tunnel() {
         .await
         .unwrap();
     assert!(metrics.contains("aigate_learned_bypass_total"));
+
+    let db_path = gateway.dir.path().join("aigate.db");
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db_path.display()))
+        .await
+        .unwrap();
+    let mut learned: Vec<String> = Vec::new();
+    for _ in 0..50 {
+        learned = sqlx::query_scalar(
+            "SELECT target_name FROM audit_events WHERE event_type = 'intercept_bypass_learned'",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
+        if !learned.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        learned,
+        vec!["api.openai.com".to_owned()],
+        "the learned bypass is audited"
+    );
 }
 
 #[tokio::test]
