@@ -50,59 +50,9 @@ fn intercepted_requests(c: &mut Criterion) {
         "https://api.openai.com:{}/v1/chat/completions",
         origin.addr.port()
     );
-    let mut group = c.benchmark_group("post_2k");
-    group.bench_function("direct_h1", |b| {
-        b.iter(|| {
-            runtime.block_on(async {
-                direct
-                    .post(&url)
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap()
-            })
-        })
-    });
     let tunnelled = gateway.client(ca.cert_pem(), Http::One);
-    group.bench_function("tunnelled_h1", |b| {
-        b.iter(|| {
-            runtime.block_on(async {
-                tunnelled
-                    .post("https://tunnel.example/v1/chat/completions")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap()
-            })
-        })
-    });
-    for (name, http) in [
-        ("intercepted_h1", Http::One),
-        ("intercepted_h2", Http::Negotiate),
-    ] {
-        let client = gateway.client(&gateway.ca_pem(), http);
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                runtime.block_on(async {
-                    client
-                        .post("https://api.openai.com/v1/chat/completions")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .unwrap()
-                        .bytes()
-                        .await
-                        .unwrap()
-                })
-            })
-        });
-    }
+    let intercepted_h1 = gateway.client(&gateway.ca_pem(), Http::One);
+    let intercepted_h2 = gateway.client(&gateway.ca_pem(), Http::Negotiate);
     // A new client connection (CONNECT + TLS handshake with a cached leaf) for every request.
     let churn = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(gateway.proxy_url()).unwrap())
@@ -112,21 +62,29 @@ fn intercepted_requests(c: &mut Criterion) {
         .http1_only()
         .build()
         .unwrap();
-    group.bench_function("intercepted_h1_new_connection", |b| {
-        b.iter(|| {
-            runtime.block_on(async {
-                churn
-                    .post("https://api.openai.com/v1/chat/completions")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap()
+    let intercepted_url = "https://api.openai.com/v1/chat/completions";
+    let cases = [
+        ("direct_h1", &direct, url.as_str()),
+        (
+            "tunnelled_h1",
+            &tunnelled,
+            "https://tunnel.example/v1/chat/completions",
+        ),
+        ("intercepted_h1", &intercepted_h1, intercepted_url),
+        ("intercepted_h2", &intercepted_h2, intercepted_url),
+        ("intercepted_h1_new_connection", &churn, intercepted_url),
+    ];
+    let mut group = c.benchmark_group("post_2k");
+    for (name, client, target) in cases {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let response = client.post(target).body(body.clone()).send().await.unwrap();
+                    response.bytes().await.unwrap()
+                })
             })
-        })
-    });
+        });
+    }
     group.finish();
     origin.seen.lock().unwrap().clear();
     let hits = aigate::metrics::CERT_CACHE_HITS.get();

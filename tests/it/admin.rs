@@ -1,7 +1,5 @@
 //! The management listener: health, metrics and the CA download.
 
-use sqlx::Connection;
-
 use crate::support::{upstream_ca, TestGateway};
 
 #[tokio::test]
@@ -121,21 +119,9 @@ async fn admin_routes_require_a_configured_token() {
     );
 
     // The removal is in the audit trail, with its before/after.
-    let db_path = gateway.dir.path().join("aigate.db");
-    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db_path.display()))
-        .await
-        .unwrap();
-    let mut events: Vec<(String, String)> = Vec::new();
-    for _ in 0..50 {
-        events = sqlx::query_as("SELECT event_type, changes FROM audit_events")
-            .fetch_all(&mut db)
-            .await
-            .unwrap();
-        if !events.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let events: Vec<(String, String)> = gateway
+        .rows_eventually("SELECT event_type, changes FROM audit_events", 1)
+        .await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].0, "intercept_bypass_removed");
     assert!(events[0].1.contains("\"before\""), "{}", events[0].1);

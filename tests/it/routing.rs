@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -121,26 +120,15 @@ async fn certificate_pinning_clients_are_learned_into_a_tunnel() {
         .unwrap();
     assert!(metrics.contains("aigate_learned_bypass_total"));
 
-    let db_path = gateway.dir.path().join("aigate.db");
-    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db_path.display()))
-        .await
-        .unwrap();
-    let mut learned: Vec<String> = Vec::new();
-    for _ in 0..50 {
-        learned = sqlx::query_scalar(
+    let learned: Vec<(String,)> = gateway
+        .rows_eventually(
             "SELECT target_name FROM audit_events WHERE event_type = 'intercept_bypass_learned'",
+            1,
         )
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
-        if !learned.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .await;
     assert_eq!(
         learned,
-        vec!["api.openai.com".to_owned()],
+        vec![("api.openai.com".to_owned(),)],
         "the learned bypass is audited"
     );
 }

@@ -364,33 +364,25 @@ async fn the_embedded_store_records_a_denied_request_with_its_violation() {
         200
     );
 
+    let rows: Vec<(String, String, String, String)> = gateway
+        .rows_eventually(
+            "SELECT decision_id, decision, resource_url, source FROM decisions ORDER BY timestamp",
+            2,
+        )
+        .await;
     let db_path = gateway.dir.path().join("aigate.db");
     let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db_path.display()))
         .await
         .unwrap();
-    let mut rows = Vec::new();
-    for _ in 0..50 {
-        rows = sqlx::query(
-            "SELECT decision_id, decision, resource_url, source FROM decisions ORDER BY timestamp",
-        )
-        .fetch_all(&mut db)
-        .await
-        .unwrap();
-        if rows.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0].get::<String, _>(0), decision_id);
-    assert_eq!(rows[0].get::<String, _>(1), "DENY");
+    assert_eq!(rows[0].0, decision_id);
+    assert_eq!(rows[0].1, "DENY");
     assert_eq!(
-        rows[0].get::<String, _>(2),
-        "https://api.deepseek.com/chat/completions",
+        rows[0].2, "https://api.deepseek.com/chat/completions",
         "no query string"
     );
-    assert_eq!(rows[0].get::<String, _>(3), "proxy");
-    assert_eq!(rows[1].get::<String, _>(1), "ALLOW");
+    assert_eq!(rows[0].3, "proxy");
+    assert_eq!(rows[1].1, "ALLOW");
     let violation: (String, String, String) =
         sqlx::query_as("SELECT decision_id, violation_type, status FROM violations")
             .fetch_one(&mut db)

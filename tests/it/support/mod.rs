@@ -182,6 +182,25 @@ impl TestGateway {
         self.dir.path().join("certs/ca.pem")
     }
 
+    /// Rows of `sql` from the gateway's SQLite store, once there are at least `at_least` of
+    /// them: the audit writer is asynchronous by design.
+    pub async fn rows_eventually<T>(&self, sql: &str, at_least: usize) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", self.dir.path().join("aigate.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        for _ in 0..100 {
+            let rows: Vec<T> = sqlx::query_as(sql).fetch_all(&mut db).await.unwrap();
+            if rows.len() >= at_least {
+                return rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("fewer than {at_least} rows after 5 s: {sql}");
+    }
+
     pub fn ca_pem(&self) -> String {
         std::fs::read_to_string(self.ca_pem_path()).unwrap()
     }
