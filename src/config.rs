@@ -203,6 +203,19 @@ pub struct AuditConfig {
     pub retry_interval_ms: u64,
     /// Spill journal and dead-letter file.
     pub journal_dir: PathBuf,
+    /// What a full queue does: park the record for the writer to spill (default), or drop it.
+    pub when_full: WhenFull,
+    /// Records parked beyond the queue before new ones are dropped: a memory bound for when the
+    /// disk cannot keep up either.
+    pub overflow_limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    #[default]
+    Spill,
+    Drop,
 }
 
 impl Default for AuditConfig {
@@ -213,6 +226,8 @@ impl Default for AuditConfig {
             flush_interval_ms: 100,
             retry_interval_ms: 1000,
             journal_dir: PathBuf::from("data/journal"),
+            when_full: WhenFull::Spill,
+            overflow_limit: 1_000_000,
         }
     }
 }

@@ -124,6 +124,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             flush_interval: std::time::Duration::from_millis(config.audit.flush_interval_ms),
             retry_interval: std::time::Duration::from_millis(config.audit.retry_interval_ms),
             journal_dir: config.audit.journal_dir.clone(),
+            overflow_limit: match config.audit.when_full {
+                crate::config::WhenFull::Spill => config.audit.overflow_limit,
+                crate::config::WhenFull::Drop => 0,
+            },
         },
     )
     .map_err(|source| StartError::Journal {

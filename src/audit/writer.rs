@@ -35,6 +35,8 @@ pub struct AuditWriterConfig {
     pub retry_interval: Duration,
     /// Where the spill journal and the dead-letter file live.
     pub journal_dir: PathBuf,
+    /// Records parked beyond the full queue (0: drop instead of parking).
+    pub overflow_limit: usize,
 }
 
 /// The request path's side of the pipeline. Cheap to clone.
@@ -42,6 +44,7 @@ pub struct AuditWriterConfig {
 pub struct AuditHandle {
     queue: mpsc::Sender<AuditRecord>,
     overflow: Arc<Mutex<Vec<AuditRecord>>>,
+    overflow_limit: usize,
     stop: watch::Sender<bool>,
     task: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -59,6 +62,7 @@ impl AuditHandle {
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let overflow = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = watch::channel(false);
+        let overflow_limit = config.overflow_limit;
         let writer = Writer {
             store,
             journal: Journal::new(&config.journal_dir),
@@ -69,6 +73,7 @@ impl AuditHandle {
         Ok(AuditHandle {
             queue,
             overflow,
+            overflow_limit,
             stop,
             task: Arc::new(Mutex::new(Some(task))),
         })
@@ -82,8 +87,14 @@ impl AuditHandle {
                 mpsc::error::TrySendError::Full(record) | mpsc::error::TrySendError::Closed(record),
             ) => {
                 // The writer is behind (or stopping): park the record; the writer spills it.
-                if let Ok(mut overflow) = self.overflow.lock() {
-                    overflow.push(record);
+                let parked = self.overflow.lock().is_ok_and(|mut overflow| {
+                    let room = overflow.len() < self.overflow_limit;
+                    if room {
+                        overflow.push(record);
+                    }
+                    room
+                });
+                if parked {
                     metrics::AUDIT_OVERFLOW_TOTAL.inc();
                 } else {
                     metrics::AUDIT_DROPPED_TOTAL.inc();

@@ -271,6 +271,7 @@ async fn decisions_survive_a_database_outage_exactly_once_in_order() {
             flush_interval: Duration::from_millis(20),
             retry_interval: Duration::from_millis(100),
             journal_dir: journal.path().to_owned(),
+            overflow_limit: 1_000_000,
         },
     )
     .unwrap();
@@ -478,4 +479,46 @@ async fn the_gateway_on_postgres_records_decisions_and_imports_the_catalog_once(
     );
     db.close().await.unwrap();
     drop_pg_database(&url).await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_queue_parks_records_up_to_the_limit_then_drops_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::open(&format!("sqlite://{}", dir.path().join("a.db").display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let audit = AuditHandle::start(
+        store,
+        AuditWriterConfig {
+            queue_capacity: 4,
+            batch_size: 100,
+            flush_interval: Duration::from_millis(10),
+            retry_interval: Duration::from_millis(100),
+            journal_dir: dir.path().join("journal"),
+            overflow_limit: 10,
+        },
+    )
+    .unwrap();
+    let dropped_before = aigate::metrics::AUDIT_DROPPED_TOTAL.get();
+    // On a current-thread runtime the writer cannot run during this loop: 4 fit the queue,
+    // 10 are parked, the other 86 are dropped and counted.
+    for _ in 0..100 {
+        audit.record(AuditRecord::Decision(Box::new(decision(
+            time::OffsetDateTime::now_utc(),
+            false,
+        ))));
+    }
+    assert_eq!(
+        aigate::metrics::AUDIT_DROPPED_TOTAL.get() - dropped_before,
+        86
+    );
+    audit.shutdown().await;
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM decisions")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 14, "queued and parked records are all written");
 }
