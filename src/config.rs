@@ -97,6 +97,9 @@ pub struct AdminConfig {
     /// SHA-256 digests (hex) of the bearer tokens accepted on `/admin/*`; the tokens themselves
     /// are never stored. Empty: every `/admin/*` request is refused.
     pub token_sha256: Vec<String>,
+    /// Gateways (`host:port`) the PAC file sends AI traffic to, in failover order. Empty: this
+    /// gateway's `[proxy] listen`.
+    pub pac_proxies: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -104,6 +107,7 @@ impl Default for AdminConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token_sha256: Vec::new(),
+            pac_proxies: Vec::new(),
         }
     }
 }
@@ -429,6 +433,17 @@ impl Config {
                 ));
             }
         }
+        for (index, proxy) in self.admin.pac_proxies.iter().enumerate() {
+            let key = format!("[admin] pac_proxies[{index}]");
+            let (host, port) = proxy
+                .rsplit_once(':')
+                .ok_or_else(|| invalid(&key, format!("{proxy:?} must be host:port")))?;
+            let host_ok =
+                crate::host::is_dns_name(host) || host.parse::<std::net::IpAddr>().is_ok();
+            if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err(invalid(&key, format!("{proxy:?} must be host:port")));
+            }
+        }
         for (index, host) in self.intercept.extra_hosts.iter().enumerate() {
             check_host(&format!("[intercept] extra_hosts[{index}]"), host)?;
         }
@@ -529,6 +544,14 @@ mod tests {
             (
                 "[admin]\ntoken_sha256 = [\"secret\"]\n",
                 "[admin] token_sha256[0]",
+            ),
+            (
+                "[admin]\npac_proxies = [\"gw.example\"]\n",
+                "[admin] pac_proxies[0]",
+            ),
+            (
+                "[admin]\npac_proxies = [\"gw.example:0\"]\n",
+                "[admin] pac_proxies[0]",
             ),
         ];
         for (text, key) in cases {

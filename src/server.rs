@@ -63,6 +63,8 @@ pub struct Shared {
     pub ca: Arc<CertificateAuthority>,
     pub audit: AuditHandle,
     pub store: Arc<dyn Store>,
+    /// Where the explicit proxy actually listens (the PAC file's default gateway).
+    pub proxy_addr: SocketAddr,
 }
 
 pub struct RunningGateway {
@@ -156,6 +158,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         ca,
         audit,
         store: store.clone(),
+        proxy_addr,
         config,
     });
 

@@ -37,6 +37,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
         .route("/ca.pem", get(ca_pem))
+        .route("/proxy.pac", get(proxy_pac))
         .merge(admin)
         .with_state(shared)
 }
@@ -123,6 +124,35 @@ async fn ca_pem(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             ),
         ],
         shared.ca.cert_pem().to_owned(),
+    )
+}
+
+async fn proxy_pac(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+) -> impl IntoResponse {
+    let configured = &shared.config.admin.pac_proxies;
+    let proxies = if !configured.is_empty() {
+        configured.clone()
+    } else if shared.proxy_addr.ip().is_unspecified() {
+        // A wildcard listener has no address clients can use: offer the name the client used to
+        // reach this listener, with the proxy's port.
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+            .map_or_else(|| "127.0.0.1".to_owned(), |a| a.host().to_owned());
+        vec![format!("{host}:{}", shared.proxy_addr.port())]
+    } else {
+        vec![shared.proxy_addr.to_string()]
+    };
+    let snapshot = shared.snapshot.load();
+    (
+        [
+            (header::CONTENT_TYPE, "application/x-ns-proxy-autoconfig"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        crate::front::pac::render(&snapshot.catalog, &shared.config.intercept, &proxies),
     )
 }
 

@@ -12,6 +12,7 @@
 pub mod explicit;
 pub mod hello;
 pub mod intercept;
+pub mod pac;
 pub mod route;
 pub mod tunnel;
 

@@ -43,6 +43,19 @@ async fn health_metrics_and_ca_download() {
     let pem = client.get(format!("{base}/ca.pem")).send().await.unwrap();
     assert_eq!(pem.headers()["content-type"], "application/x-pem-file");
     assert_eq!(pem.text().await.unwrap(), gateway.ca_pem());
+
+    let pac = client
+        .get(format!("{base}/proxy.pac"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        pac.contains(&format!("PROXY {}; DIRECT", gateway.gateway.proxy_addr)),
+        "{pac}"
+    );
 }
 
 #[tokio::test]
@@ -139,4 +152,69 @@ async fn admin_routes_are_closed_without_configured_tokens() {
         .await
         .unwrap();
     assert_eq!(response.status(), 401);
+}
+
+/// Evaluates the served PAC file with Node.js, with `dnsDomainIs` as browsers define it.
+async fn pac_decisions(pac: &str, hosts: &[&str]) -> Vec<String> {
+    let harness = format!(
+        "function dnsDomainIs(host, domain) {{ return host.length >= domain.length && host.substring(host.length - domain.length) == domain; }}\n{pac}\n\
+         for (const host of {hosts}) console.log(FindProxyForURL('https://' + host + '/', host));",
+        hosts = serde_json::to_string(hosts).unwrap()
+    );
+    let output = tokio::process::Command::new("node")
+        .args(["-e", &harness])
+        .output()
+        .await
+        .expect("node must be installed to evaluate the PAC file");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_pac_file_sends_ai_domains_to_the_gateways_and_the_rest_direct() {
+    let ca = upstream_ca();
+    let gateway = TestGateway::start_with(&ca, &[], |config| {
+        config.admin.pac_proxies = vec![
+            "gw1.corp.example:3128".into(),
+            "gw2.corp.example:3128".into(),
+        ];
+        config.intercept.extra_hosts = vec!["llm.internal.example".into()];
+        config.intercept.bypass = vec!["copilot-proxy.githubusercontent.com".into()];
+    })
+    .await;
+    let response = reqwest::get(format!("http://{}/proxy.pac", gateway.gateway.admin_addr))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/x-ns-proxy-autoconfig"
+    );
+    let pac = response.text().await.unwrap();
+    let via = "PROXY gw1.corp.example:3128; PROXY gw2.corp.example:3128; DIRECT";
+    let decisions = pac_decisions(
+        &pac,
+        &[
+            "api.openai.com",
+            "CHAT.DeepSeek.com",
+            "claude.ai",
+            "a.b.llm.internal.example",
+            "notopenai.com",
+            "example.org",
+            "copilot-proxy.githubusercontent.com",
+            "openai.com.evil.example",
+        ],
+    )
+    .await;
+    assert_eq!(
+        decisions,
+        [via, via, via, via, "DIRECT", "DIRECT", "DIRECT", "DIRECT"]
+    );
 }
