@@ -150,9 +150,16 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         ..ServerConf::default()
     });
 
+    let router = Router::new(&config.intercept);
+    match store.bypass_hosts().await {
+        Ok(hosts) => router.set_permanent_bypass(&hosts),
+        Err(error) => {
+            tracing::warn!(%error, "Cannot load the permanent bypass; starting without it.")
+        }
+    }
     let shared = Arc::new(Shared {
         upstream: Upstream::new(&config.upstream.resolve, vec![proxy_addr, admin_addr]),
-        router: Router::new(&config.intercept),
+        router,
         snapshot: ArcSwap::from_pointee(Snapshot { catalog }),
         minter,
         ca,

@@ -10,7 +10,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, put};
 use axum::{Json, Router};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
@@ -27,6 +27,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route(
             "/admin/bypass/learned/{host}",
             delete(forget_learned_bypass),
+        )
+        .route(
+            "/admin/bypass/permanent/{host}",
+            put(add_permanent_bypass).delete(remove_permanent_bypass),
         )
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
@@ -156,11 +160,133 @@ async fn proxy_pac(
     )
 }
 
-async fn list_bypass(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    Json(serde_json::json!({
-        "configured": shared.config.intercept.bypass,
-        "learned": shared.router.learned_bypass(),
-    }))
+async fn list_bypass(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.store.bypass_hosts().await {
+        Ok(permanent) => Json(serde_json::json!({
+            "configured": shared.config.intercept.bypass,
+            "permanent": permanent,
+            "learned": shared.router.learned_bypass(),
+        }))
+        .into_response(),
+        Err(error) => store_unavailable(&error),
+    }
+}
+
+/// Makes a host a permanent bypass member (kept in the store), ending any learned bypass of it.
+async fn add_permanent_bypass(
+    State(shared): State<Arc<Shared>>,
+    Path(host): Path<String>,
+) -> Response {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if !crate::host::is_dns_name(&host) {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_host",
+            &format!("{host:?} is not a host name"),
+        );
+    }
+    let was_learned = shared.router.forget_learned_bypass(&host);
+    if let Err(error) = shared
+        .store
+        .add_bypass_host(&host, "promoted by an administrator")
+        .await
+    {
+        return store_unavailable(&error);
+    }
+    if let Err(error) = reload_permanent_bypass(&shared).await {
+        return store_unavailable(&error);
+    }
+    info!(%host, was_learned, "Host added to the permanent interception bypass.");
+    audit_bypass_change(
+        &shared,
+        &host,
+        "add_permanent_bypass",
+        serde_json::json!({
+            "before": { "permanent_bypass": false, "learned_bypass": was_learned },
+            "after": { "permanent_bypass": true, "learned_bypass": false },
+        }),
+    );
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn remove_permanent_bypass(
+    State(shared): State<Arc<Shared>>,
+    Path(host): Path<String>,
+) -> Response {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let removed = match shared.store.remove_bypass_host(&host).await {
+        Ok(removed) => removed,
+        Err(error) => return store_unavailable(&error),
+    };
+    if !removed {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("{host} is not in the permanent bypass"),
+        );
+    }
+    if let Err(error) = reload_permanent_bypass(&shared).await {
+        return store_unavailable(&error);
+    }
+    info!(%host, "Host removed from the permanent interception bypass.");
+    audit_bypass_change(
+        &shared,
+        &host,
+        "remove_permanent_bypass",
+        serde_json::json!({
+            "before": { "permanent_bypass": true },
+            "after": { "permanent_bypass": false },
+        }),
+    );
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn reload_permanent_bypass(shared: &Shared) -> Result<(), crate::store::StoreError> {
+    let hosts = shared.store.bypass_hosts().await?;
+    shared.router.set_permanent_bypass(&hosts);
+    Ok(())
+}
+
+fn store_unavailable(error: &crate::store::StoreError) -> Response {
+    warn!(%error, "Admin request failed in the store.");
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the store is unavailable; retry later",
+    )
+}
+
+fn error_response(status: StatusCode, kind: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": { "type": kind, "message": message } })),
+    )
+        .into_response()
+}
+
+/// An admin change to the bypass, with its before/after, in the audit trail.
+fn audit_bypass_change(shared: &Shared, host: &str, action: &str, changes: serde_json::Value) {
+    shared
+        .audit
+        .record(AuditRecord::Event(Box::new(AuditEventRecord {
+            event_id: uuid::Uuid::now_v7(),
+            timestamp: time::OffsetDateTime::now_utc(),
+            event_type: "intercept_bypass_changed".to_owned(),
+            severity: "info".to_owned(),
+            actor_id: None,
+            actor_email: None,
+            actor_type: Some("admin_token".to_owned()),
+            target_type: Some("host".to_owned()),
+            target_id: None,
+            target_name: Some(host.to_owned()),
+            action: action.to_owned(),
+            result: Some("success".to_owned()),
+            decision_id: None,
+            source: Some("admin_api".to_owned()),
+            ip_address: None,
+            event_data: None,
+            changes: Some(changes),
+        })));
 }
 
 async fn forget_learned_bypass(
@@ -169,31 +295,21 @@ async fn forget_learned_bypass(
 ) -> Response {
     if shared.router.forget_learned_bypass(&host) {
         info!(%host, "Learned bypass removed by an administrator; the host is intercepted again.");
-        shared.audit.record(AuditRecord::Event(Box::new(AuditEventRecord {
-            event_id: uuid::Uuid::now_v7(),
-            timestamp: time::OffsetDateTime::now_utc(),
-            event_type: "intercept_bypass_removed".to_owned(),
-            severity: "info".to_owned(),
-            actor_id: None,
-            actor_email: None,
-            actor_type: Some("admin_token".to_owned()),
-            target_type: Some("host".to_owned()),
-            target_id: None,
-            target_name: Some(host.clone()),
-            action: "remove_learned_bypass".to_owned(),
-            result: Some("success".to_owned()),
-            decision_id: None,
-            source: Some("admin_api".to_owned()),
-            ip_address: None,
-            event_data: None,
-            changes: Some(serde_json::json!({ "before": { "learned_bypass": true }, "after": { "learned_bypass": false } })),
-        })));
+        audit_bypass_change(
+            &shared,
+            &host,
+            "remove_learned_bypass",
+            serde_json::json!({
+                "before": { "learned_bypass": true },
+                "after": { "learned_bypass": false },
+            }),
+        );
         StatusCode::NO_CONTENT.into_response()
     } else {
-        (
+        error_response(
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": { "type": "not_found", "message": format!("{host} is not in the learned bypass") } })),
+            "not_found",
+            &format!("{host} is not in the learned bypass"),
         )
-            .into_response()
     }
 }

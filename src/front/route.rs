@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use moka::sync::Cache;
 use tracing::warn;
 
@@ -47,6 +48,8 @@ pub struct Router {
     mode: InterceptMode,
     extra_hosts: DomainSet,
     bypass: DomainSet,
+    /// Promoted by an administrator and kept in the store; swapped whole on change.
+    permanent_bypass: ArcSwap<DomainSet>,
     pinning_threshold: u32,
     /// Handshake aborts per host within the pinning window (entries expire with the window).
     handshake_aborts: Cache<String, Arc<AtomicU32>>,
@@ -60,6 +63,7 @@ impl Router {
             mode: config.mode,
             extra_hosts: DomainSet::new(config.extra_hosts.iter().map(String::as_str)),
             bypass: DomainSet::new(config.bypass.iter().map(String::as_str)),
+            permanent_bypass: ArcSwap::from_pointee(DomainSet::default()),
             pinning_threshold: config.pinning_failure_threshold,
             handshake_aborts: Cache::builder()
                 .max_capacity(100_000)
@@ -73,7 +77,10 @@ impl Router {
     }
 
     pub fn route(&self, catalog: &Catalog, host: &str) -> Route {
-        if self.bypass.contains(host) || self.learned_bypass.contains_key(&normalize(host)) {
+        if self.bypass.contains(host)
+            || self.permanent_bypass.load().contains(host)
+            || self.learned_bypass.contains_key(&normalize(host))
+        {
             return Route::Tunnel;
         }
         let wanted = match self.mode {
@@ -113,6 +120,12 @@ impl Router {
         metrics::LEARNED_BYPASS_TOTAL.inc();
         self.learned_bypass.insert(host, ());
         true
+    }
+
+    /// Replaces the permanent bypass (loaded from the store).
+    pub fn set_permanent_bypass(&self, hosts: &[String]) {
+        self.permanent_bypass
+            .store(Arc::new(DomainSet::new(hosts.iter().map(String::as_str))));
     }
 
     /// Hosts currently in the learned bypass.

@@ -101,6 +101,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// store yet; rows an administrator already has are never touched. Returns how many were new.
     async fn import_catalog(&self, catalog: &Catalog) -> Result<usize, StoreError>;
 
+    /// Hosts in the administrator's permanent interception bypass.
+    async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Adds a host to the permanent bypass (idempotent).
+    async fn add_bypass_host(&self, host: &str, reason: &str) -> Result<(), StoreError>;
+
+    /// Removes a host from the permanent bypass; false when it was not there.
+    async fn remove_bypass_host(&self, host: &str) -> Result<bool, StoreError>;
+
     /// Keeps the time-series tables healthy: partitions ahead, expired data dropped, rollup
     /// refreshed. Returns what it did, for the log.
     async fn maintain(&self) -> Result<Vec<String>, StoreError>;

@@ -353,6 +353,32 @@ impl Store for PostgresStore {
         Ok(inserted)
     }
 
+    async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT host::text FROM intercept_bypass ORDER BY host")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)
+    }
+
+    async fn add_bypass_host(&self, host: &str, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO intercept_bypass (host, reason) VALUES ($1, $2) ON CONFLICT (host) DO NOTHING")
+            .bind(host)
+            .bind(reason)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn remove_bypass_host(&self, host: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM intercept_bypass WHERE host = $1")
+            .bind(host)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(result.rows_affected() > 0)
+    }
+
     async fn maintain(&self) -> Result<Vec<String>, StoreError> {
         if self.shape().await? == TimeSeriesShape::Timescale {
             // Retention and the aggregate refresh are TimescaleDB background jobs.

@@ -243,6 +243,32 @@ impl Store for SqliteStore {
         Ok(inserted)
     }
 
+    async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT host FROM intercept_bypass ORDER BY host")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)
+    }
+
+    async fn add_bypass_host(&self, host: &str, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO intercept_bypass (host, reason) VALUES (?, ?) ON CONFLICT (host) DO NOTHING")
+            .bind(host)
+            .bind(reason)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn remove_bypass_host(&self, host: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM intercept_bypass WHERE host = ?")
+            .bind(host)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(result.rows_affected() > 0)
+    }
+
     async fn maintain(&self) -> Result<Vec<String>, StoreError> {
         let mut done = Vec::new();
         for (table, days) in [

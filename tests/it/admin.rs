@@ -136,7 +136,7 @@ async fn admin_routes_require_a_configured_token() {
         .rows_eventually("SELECT event_type, changes FROM audit_events", 1)
         .await;
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].0, "intercept_bypass_removed");
+    assert_eq!(events[0].0, "intercept_bypass_changed");
     assert!(events[0].1.contains("\"before\""), "{}", events[0].1);
 }
 
@@ -216,5 +216,109 @@ async fn the_pac_file_sends_ai_domains_to_the_gateways_and_the_rest_direct() {
     assert_eq!(
         decisions,
         [via, via, via, via, "DIRECT", "DIRECT", "DIRECT", "DIRECT"]
+    );
+}
+
+#[tokio::test]
+async fn a_learned_bypass_can_be_made_permanent_and_survives_a_restart() {
+    use aigate::front::route::Route;
+    use sha2::Digest;
+    let ca = upstream_ca();
+    let token = "another-admin-token";
+    let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let configure = |digest: String, store_url: String| {
+        move |config: &mut aigate::config::Config| {
+            config.admin.token_sha256 = vec![digest];
+            config.store.url = store_url;
+        }
+    };
+    let gateway =
+        TestGateway::start_with(&ca, &[], configure(digest.clone(), store_url.clone())).await;
+    let base = format!("http://{}/admin/bypass", gateway.gateway.admin_addr);
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        gateway
+            .gateway
+            .shared
+            .router
+            .record_handshake_abort("claude.ai");
+    }
+    let promote = format!("{base}/permanent/claude.ai");
+    assert_eq!(client.put(&promote).send().await.unwrap().status(), 401);
+    assert_eq!(
+        client
+            .put(&promote)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let bad = format!("{base}/permanent/not%20a%20host");
+    assert_eq!(
+        client
+            .put(&bad)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let listed: serde_json::Value = client
+        .get(&base)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["permanent"], serde_json::json!(["claude.ai"]));
+    assert_eq!(listed["learned"], serde_json::json!([]));
+    gateway.gateway.shutdown().await;
+
+    let restarted = TestGateway::start_with(&ca, &[], configure(digest, store_url)).await;
+    let catalog = restarted.gateway.shared.snapshot.load();
+    assert_eq!(
+        restarted
+            .gateway
+            .shared
+            .router
+            .route(&catalog.catalog, "claude.ai"),
+        Route::Tunnel
+    );
+    let base = format!("http://{}/admin/bypass", restarted.gateway.admin_addr);
+    let remove = format!("{base}/permanent/claude.ai");
+    assert_eq!(
+        client
+            .delete(&remove)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        client
+            .delete(&remove)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        restarted
+            .gateway
+            .shared
+            .router
+            .route(&catalog.catalog, "claude.ai"),
+        Route::Intercept
     );
 }
