@@ -269,23 +269,10 @@ fn audit_bypass_change(shared: &Shared, host: &str, action: &str, changes: serde
     shared
         .audit
         .record(AuditRecord::Event(Box::new(AuditEventRecord {
-            event_id: uuid::Uuid::now_v7(),
-            timestamp: time::OffsetDateTime::now_utc(),
-            event_type: "intercept_bypass_changed".to_owned(),
-            severity: "info".to_owned(),
-            actor_id: None,
-            actor_email: None,
             actor_type: Some("admin_token".to_owned()),
-            target_type: Some("host".to_owned()),
-            target_id: None,
-            target_name: Some(host.to_owned()),
-            action: action.to_owned(),
-            result: Some("success".to_owned()),
-            decision_id: None,
             source: Some("admin_api".to_owned()),
-            ip_address: None,
-            event_data: None,
             changes: Some(changes),
+            ..AuditEventRecord::about_host("intercept_bypass_changed", "info", action, host)
         })));
 }
 

@@ -87,6 +87,32 @@ pub struct AuditEventRecord {
     pub changes: Option<serde_json::Value>,
 }
 
+impl AuditEventRecord {
+    /// A successful event about an intercepted (or bypassed) host; callers fill in the actor,
+    /// source and details.
+    pub fn about_host(event_type: &str, severity: &str, action: &str, host: &str) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            timestamp: OffsetDateTime::now_utc(),
+            event_type: event_type.to_owned(),
+            severity: severity.to_owned(),
+            actor_id: None,
+            actor_email: None,
+            actor_type: None,
+            target_type: Some("host".to_owned()),
+            target_id: None,
+            target_name: Some(host.to_owned()),
+            action: action.to_owned(),
+            result: Some("success".to_owned()),
+            decision_id: None,
+            source: None,
+            ip_address: None,
+            event_data: None,
+            changes: None,
+        }
+    }
+}
+
 /// One unit of work for the writer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

@@ -147,24 +147,17 @@ pub async fn intercept(
 /// traffic to it is no longer inspected.
 fn learned_bypass_event(host: &str, client: std::net::IpAddr) -> AuditRecord {
     AuditRecord::Event(Box::new(AuditEventRecord {
-        event_id: uuid::Uuid::now_v7(),
-        timestamp: time::OffsetDateTime::now_utc(),
-        event_type: "intercept_bypass_learned".to_owned(),
-        severity: "warning".to_owned(),
-        actor_id: None,
-        actor_email: None,
         actor_type: Some("system".to_owned()),
-        target_type: Some("host".to_owned()),
-        target_id: None,
-        target_name: Some(host.to_owned()),
-        action: "bypass_interception".to_owned(),
-        result: Some("success".to_owned()),
-        decision_id: None,
         source: Some("proxy".to_owned()),
         ip_address: Some(client),
         event_data: Some(serde_json::json!({
             "reason": "repeated client TLS handshake aborts (certificate pinning)",
         })),
-        changes: None,
+        ..AuditEventRecord::about_host(
+            "intercept_bypass_learned",
+            "warning",
+            "bypass_interception",
+            host,
+        )
     }))
 }
