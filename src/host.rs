@@ -23,6 +23,21 @@ pub fn is_dns_name(name: &str) -> bool {
         })
 }
 
+/// The form hosts are compared and stored in: lowercase, without trailing dots.
+pub fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// An IPv6 literal without its URI brackets (`[::1]` → `::1`); other hosts unchanged.
+pub fn unbracket(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// Whether `host` is an IP address literal, bracketed or not.
+pub fn is_ip_literal(host: &str) -> bool {
+    unbracket(host).parse::<std::net::IpAddr>().is_ok()
+}
+
 /// DNS names mapped to values, where a name also stands for all its subdomains. Lookups are on
 /// the connection path: one hash probe per label suffix, no allocation for names up to 253 bytes.
 #[derive(Debug, Clone)]

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
+use crate::host::normalize;
+
 /// DNS answers are reused this long; short enough to follow upstream failovers.
 const DNS_CACHE_TTL: Duration = Duration::from_secs(30);
 
@@ -58,11 +60,7 @@ impl Upstream {
     pub async fn resolve(&self, host: &str, port: u16) -> Result<SocketAddr, UpstreamError> {
         let addr = match self.overrides.get(normalize(host).as_str()) {
             Some(addr) => *addr,
-            None => match host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-            {
+            None => match crate::host::unbracket(host).parse::<IpAddr>() {
                 Ok(ip) => SocketAddr::new(ip, port),
                 Err(_) => self
                     .dns
@@ -113,10 +111,6 @@ fn canonical(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
-}
-
-fn normalize(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 #[cfg(test)]

@@ -177,7 +177,7 @@ async fn add_permanent_bypass(
     State(shared): State<Arc<Shared>>,
     Path(host): Path<String>,
 ) -> Response {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = crate::host::normalize(&host);
     if !crate::host::is_dns_name(&host) {
         return error_response(
             StatusCode::BAD_REQUEST,
@@ -213,7 +213,7 @@ async fn remove_permanent_bypass(
     State(shared): State<Arc<Shared>>,
     Path(host): Path<String>,
 ) -> Response {
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = crate::host::normalize(&host);
     let removed = match shared.store.remove_bypass_host(&host).await {
         Ok(removed) => removed,
         Err(error) => return store_unavailable(&error),

@@ -347,10 +347,10 @@ fn parse_connect_target(authority: &str) -> Option<ConnectTarget> {
     let authority: http::uri::Authority = authority.parse().ok()?;
     let port = authority.port_u16().filter(|port| *port != 0)?;
     let host = authority.host();
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let valid = bare.parse::<std::net::IpAddr>().is_ok() || crate::host::is_dns_name(bare);
+    let bare = crate::host::unbracket(host);
+    let valid = crate::host::is_ip_literal(bare) || crate::host::is_dns_name(bare);
     valid.then(|| ConnectTarget {
-        host: bare.trim_end_matches('.').to_ascii_lowercase(),
+        host: crate::host::normalize(bare),
         port,
     })
 }

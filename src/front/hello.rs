@@ -142,7 +142,7 @@ fn parse(message: &[u8]) -> Result<ClientHello, HelloError> {
                 if let Some(name) = host_name {
                     let name = std::str::from_utf8(name)
                         .map_err(|_| HelloError::Malformed("SNI is not UTF-8"))?;
-                    result.sni = Some(name.trim_end_matches('.').to_ascii_lowercase());
+                    result.sni = Some(crate::host::normalize(name));
                 }
             }
             TlsExtension::ALPN(protocols) => {

@@ -52,10 +52,6 @@ fn push_list<'a>(script: &mut String, names: impl Iterator<Item = &'a str>) {
             script.push_str(", ");
         }
         // Names are validated DNS names: no quote or backslash can occur.
-        let _ = write!(
-            script,
-            "\"{}\"",
-            name.trim_end_matches('.').to_ascii_lowercase()
-        );
+        let _ = write!(script, "\"{}\"", crate::host::normalize(name));
     }
 }

@@ -15,7 +15,7 @@ use tracing::warn;
 
 use crate::catalog::Catalog;
 use crate::config::{InterceptConfig, InterceptMode};
-use crate::host::DomainMap;
+use crate::host::{is_ip_literal, normalize, DomainMap};
 use crate::metrics;
 
 /// A set of DNS names that also matches every subdomain of each name.
@@ -146,17 +146,6 @@ impl Router {
         self.learned_bypass.invalidate(&host);
         known
     }
-}
-
-fn normalize(host: &str) -> String {
-    host.trim_end_matches('.').to_ascii_lowercase()
-}
-
-fn is_ip_literal(host: &str) -> bool {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-        .is_ok()
 }
 
 #[cfg(test)]

@@ -502,10 +502,7 @@ fn absolute_form_target(header: &RequestHeader) -> std::result::Result<(String, 
         .host()
         .filter(|h| !h.is_empty())
         .ok_or_else(|| "Bad request: the request target has no host.\n".to_owned())?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_ascii_lowercase();
+    let host = crate::host::unbracket(host).to_ascii_lowercase();
     Ok((host, uri.port_u16().unwrap_or(80)))
 }
 

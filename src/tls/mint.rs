@@ -163,7 +163,7 @@ pub(super) fn random_serial() -> [u8; 16] {
 
 fn normalize(host: &str) -> Result<String, MintError> {
     let host = host.trim_end_matches('.');
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let bare = crate::host::unbracket(host);
     if bare.parse::<IpAddr>().is_ok() {
         return Ok(bare.to_owned());
     }
