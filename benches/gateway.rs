@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
-use aigate::catalog::Catalog;
+use aigate::catalog::{Catalog, HeaderSignature, RequestSignals};
 use aigate::config::InterceptConfig;
 use aigate::front::route::Router;
+use aigate::inspect::Inspector;
 use aigate::pipeline::{decide, RequestFacts, Snapshot, Source};
 use aigate::tls::{CertificateAuthority, LeafMinter};
 
@@ -32,7 +33,12 @@ fn routing(c: &mut Criterion) {
 }
 
 fn decision(c: &mut Criterion) {
-    let snapshot = Snapshot { catalog: catalog() };
+    let snapshot = Snapshot {
+        catalog: catalog(),
+        inspector: Arc::new(
+            Inspector::new(&[], 0.5, 10 << 20).unwrap_or_else(|error| panic!("inspector: {error}")),
+        ),
+    };
     let headers = http::HeaderMap::new();
     let body = vec![b'a'; 2048];
     c.bench_function("pipeline/decide_2k", |b| {
@@ -48,9 +54,77 @@ fn decision(c: &mut Criterion) {
                 body_truncated: false,
                 client: None,
                 source: Source::ProxyIntercepted,
+                ja4: None,
             };
             decide(&snapshot, std::hint::black_box(&facts))
         })
+    });
+}
+
+/// 50 services of 200 signatures each (20 domains, 150 API patterns, 30 headers): the size the
+/// fingerprinting target is stated for.
+fn large_catalog() -> Catalog {
+    let template = catalog().services()[0].as_ref().clone();
+    let services = (0..50)
+        .map(|i| {
+            let mut service = template.clone();
+            service.slug = format!("service-{i}");
+            service.service_id = uuid::Uuid::from_u128(i as u128 + 1);
+            service.signatures.domains = (0..20)
+                .map(|d| format!("d{d}.service{i}.example"))
+                .collect();
+            service.signatures.api_patterns = (0..150)
+                .map(|p| match p % 3 {
+                    0 => format!("/v{}/s{i}/endpoint{p}", p % 4),
+                    1 => format!("/api/s{i}/models/*:op{p}"),
+                    _ => format!("/s{i}/projects/*/locations/*/run{p}"),
+                })
+                .collect();
+            service.signatures.headers = (0..30)
+                .map(|h| HeaderSignature {
+                    name: format!("x-s{i}-h{h}"),
+                    pattern: "^v[0-9]+$".into(),
+                })
+                .collect();
+            service
+        })
+        .collect();
+    Catalog::from_services(services).unwrap_or_else(|error| panic!("large catalog: {error}"))
+}
+
+fn fingerprinting(c: &mut Criterion) {
+    let shipped = catalog();
+    let large = large_catalog();
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in [
+        ("content-type", "application/json"),
+        ("user-agent", "OpenAI/Python 1.40.0"),
+        ("accept", "application/json"),
+        ("authorization", "Bearer redacted"),
+        ("openai-organization", "org-123"),
+        ("x-s7-h3", "v2"),
+        ("accept-encoding", "gzip, deflate"),
+        ("x-stainless-lang", "python"),
+    ] {
+        headers.insert(name, http::HeaderValue::from_static(value));
+    }
+    let request = |host, path| RequestSignals {
+        host,
+        path,
+        headers: &headers,
+        ja4: Some("t13d1516h2_8daaf6152771_e5627efa2ab1"),
+    };
+    c.bench_function("fingerprint/shipped_catalog", |b| {
+        let r = request("api.openai.com", "/v1/chat/completions");
+        b.iter(|| shipped.fingerprint(std::hint::black_box(&r)))
+    });
+    c.bench_function("fingerprint/50x200_known_host", |b| {
+        let r = request("d3.service7.example", "/api/s7/models/m-1:op1");
+        b.iter(|| large.fingerprint(std::hint::black_box(&r)))
+    });
+    c.bench_function("fingerprint/50x200_unknown_host", |b| {
+        let r = request("llm.internal.example", "/s9/projects/p/locations/eu/run2/x");
+        b.iter(|| large.fingerprint(std::hint::black_box(&r)))
     });
 }
 
@@ -81,5 +155,5 @@ fn minting(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, routing, decision, minting);
+criterion_group!(benches, routing, fingerprinting, decision, minting);
 criterion_main!(benches);

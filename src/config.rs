@@ -43,8 +43,75 @@ pub struct Config {
     pub store: StoreConfig,
     pub intercept: InterceptConfig,
     pub catalog: CatalogConfig,
+    pub inspect: InspectConfig,
     pub audit: AuditConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InspectConfig {
+    /// Findings below this confidence (0.0-1.0) are not reported.
+    pub min_confidence: f32,
+    /// Custom term lists reported as their own entity type (crown-jewel projects, customers).
+    pub dictionaries: Vec<DictionaryConfig>,
+}
+
+impl Default for InspectConfig {
+    fn default() -> Self {
+        Self {
+            min_confidence: 0.5,
+            dictionaries: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DictionaryConfig {
+    /// The entity type reported, UPPER_SNAKE_CASE (`CROWN_JEWEL`).
+    pub name: String,
+    #[serde(default = "default_dictionary_class")]
+    pub classification: crate::inspect::DataClass,
+    #[serde(default)]
+    pub terms: Vec<String>,
+    /// A file with one term per line (`#` comments), read at start.
+    #[serde(default)]
+    pub terms_file: Option<PathBuf>,
+}
+
+fn default_dictionary_class() -> crate::inspect::DataClass {
+    crate::inspect::DataClass::TradeSecret
+}
+
+impl InspectConfig {
+    /// The dictionaries with their term files read.
+    pub fn load_dictionaries(&self) -> Result<Vec<crate::inspect::Dictionary>, ConfigError> {
+        self.dictionaries
+            .iter()
+            .map(|d| {
+                let mut terms = d.terms.clone();
+                if let Some(path) = &d.terms_file {
+                    let text =
+                        std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                            path: path.clone(),
+                            source,
+                        })?;
+                    terms.extend(
+                        text.lines()
+                            .map(str::trim)
+                            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                            .map(str::to_owned),
+                    );
+                }
+                Ok(crate::inspect::Dictionary {
+                    name: d.name.clone(),
+                    classification: d.classification,
+                    terms,
+                })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -342,6 +409,23 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.inspect.min_confidence) {
+            return Err(invalid(
+                "[inspect] min_confidence",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        for dictionary in &self.inspect.dictionaries {
+            if dictionary.terms.is_empty() && dictionary.terms_file.is_none() {
+                return Err(invalid(
+                    "[inspect] dictionaries",
+                    format!(
+                        "dictionary {:?} has neither terms nor terms_file",
+                        dictionary.name
+                    ),
+                ));
+            }
+        }
         let proxy = &self.proxy;
         if proxy.max_connections == 0 {
             return Err(invalid("[proxy] max_connections", "must be at least 1"));

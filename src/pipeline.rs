@@ -1,10 +1,9 @@
 //! The request pipeline: the one place that knows the order of the decision stages.
 //!
 //! Every plain-HTTP and every intercepted request reaches `decide` once, with its head and the
-//! buffered body prefix, before any byte goes upstream. Today the verdict is the built-in rule
-//! (a service the catalog marks `prohibited` is denied); fingerprinting, inspection, identity and
-//! Rego policy plug in here behind the same signature. `decide` is a plain function of its inputs
-//! so it can be tested and benchmarked without sockets.
+//! buffered body prefix, before any byte goes upstream: fingerprint (which service), inspect
+//! (what is sent), then the verdict. `decide` is a plain function of its inputs so it can be
+//! tested and benchmarked without sockets.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -18,13 +17,15 @@ use crate::audit::{
     severity_for_risk, DecisionRecord, ViolationRecord, ANONYMOUS_USER, BUILTIN_APPROVAL_POLICY,
     BUILTIN_APPROVAL_POLICY_NAME,
 };
-use crate::catalog::{AiService, ApprovalStatus, Catalog};
+use crate::catalog::{AiService, ApprovalStatus, Catalog, Fingerprint, RequestSignals};
+use crate::inspect::{Inspection, Inspector};
 
 /// Everything a request is judged against, swapped atomically on reload; a request holds one
 /// snapshot for its whole life.
 #[derive(Debug)]
 pub struct Snapshot {
     pub catalog: Catalog,
+    pub inspector: Arc<Inspector>,
 }
 
 /// How the request reached the gateway.
@@ -50,6 +51,14 @@ pub struct RequestFacts<'a> {
     pub body_truncated: bool,
     pub client: Option<SocketAddr>,
     pub source: Source,
+    /// JA4 of the client's ClientHello (intercepted requests).
+    pub ja4: Option<&'a str>,
+}
+
+impl RequestFacts<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,18 +93,36 @@ impl fmt::Display for Decision {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Verdict {
     pub decision_id: Uuid,
     pub decision: Decision,
     /// Shown to the user on a block page; never contains request content.
     pub reason: String,
     pub service: Option<Arc<AiService>>,
+    pub fingerprint: Fingerprint,
+    /// What the body holds; `None` when the request has no body. Holds prompt text in memory
+    /// for the request's life only: never logged, only its redacted summary is recorded.
+    pub inspection: Option<Box<Inspection>>,
     pub body_truncated: bool,
 }
 
 pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
-    let service = snapshot.catalog.service_for_host(request.host).cloned();
+    let fingerprint = snapshot.catalog.fingerprint(&RequestSignals {
+        host: request.host,
+        path: request.path,
+        headers: request.headers,
+        ja4: request.ja4,
+    });
+    let inspection = (!request.body.is_empty()).then(|| {
+        Box::new(snapshot.inspector.inspect(
+            request.header("content-type"),
+            request.header("content-encoding"),
+            request.body,
+            request.body_truncated,
+        ))
+    });
+    let service = fingerprint.service.clone();
     let (decision, reason) = match &service {
         Some(service) if service.approval_status == ApprovalStatus::Prohibited => (
             Decision::Deny,
@@ -118,6 +145,8 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
         decision,
         reason,
         service,
+        fingerprint,
+        inspection,
         body_truncated: request.body_truncated,
     }
 }
@@ -130,11 +159,8 @@ pub fn decision_record(
     evaluation: Duration,
 ) -> DecisionRecord {
     let service = verdict.service.as_deref();
-    let action = if request.body.is_empty() {
-        "access_ai_service"
-    } else {
-        "send_prompt"
-    };
+    let inspection = verdict.inspection.as_deref();
+    let action = inspection.map_or("access_ai_service", |i| i.extracted.action().as_str());
     let builtin_matched = verdict.decision != Decision::Allow;
     let violation = builtin_matched.then(|| ViolationRecord {
         violation_id: Uuid::now_v7(),
@@ -143,13 +169,6 @@ pub fn decision_record(
         policy_name: Some(BUILTIN_APPROVAL_POLICY_NAME.to_owned()),
         severity: severity_for_risk(service.map_or(50, |s| s.risk_score)).to_owned(),
     });
-    let header = |name: &str| {
-        request
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
     DecisionRecord {
         decision_id: verdict.decision_id,
         request_id: Uuid::now_v7(),
@@ -172,7 +191,8 @@ pub fn decision_record(
         )),
         decision: verdict.decision.as_column().to_owned(),
         reason: verdict.reason.clone(),
-        confidence: service.map(|_| 1.0),
+        confidence: (verdict.fingerprint.confidence > 0.0)
+            .then_some(f64::from(verdict.fingerprint.confidence)),
         risk_score: service.map(|s| i32::from(s.risk_score)),
         risk_factors: service.and_then(|s| s.risk_factors.clone()),
         policies_evaluated: serde_json::json!([{
@@ -187,15 +207,31 @@ pub fn decision_record(
         }),
         device_id: None,
         ip_address: request.client.map(|c| c.ip()),
-        user_agent: header("user-agent"),
-        content_classified: false,
-        detected_entities: None,
-        data_classification: Vec::new(),
+        user_agent: request.header("user-agent").map(str::to_owned),
+        content_classified: inspection.is_some(),
+        detected_entities: inspection.map(Inspection::detected_entities),
+        data_classification: inspection
+            .map(|i| {
+                i.data_classification()
+                    .iter()
+                    .map(|c| c.as_str().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default(),
         evaluation_duration_ms: Some(i32::try_from(evaluation.as_millis()).unwrap_or(i32::MAX)),
         explanation: Some(serde_json::json!({
             "rule": "catalog_approval_status",
             "service": service.map(|s| s.slug.as_str()),
             "approval_status": service.map(|s| s.approval_status.as_str()),
+            "unknown_ai": verdict.fingerprint.unknown_ai,
+            "signals": verdict.fingerprint.signals,
+            "content": inspection.map(|i| serde_json::json!({
+                "format": i.extracted.format,
+                "prompt_chars": i.extracted.prompt_chars,
+                "entities": i.counts(),
+                "files": i.extracted.files,
+                "problem": i.extracted.problem,
+            })),
             "body_truncated": verdict.body_truncated,
         })),
         violation,
@@ -211,6 +247,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/catalog");
         Snapshot {
             catalog: Catalog::load_dir(&dir).unwrap(),
+            inspector: Arc::new(Inspector::new(&[], 0.5, 1 << 20).unwrap()),
         }
     }
 
@@ -226,6 +263,7 @@ mod tests {
             body_truncated: false,
             client: None,
             source: Source::ProxyIntercepted,
+            ja4: None,
         }
     }
 

@@ -19,6 +19,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::front::route::Router;
 use crate::front::{explicit, FrontContext};
+use crate::inspect::Inspector;
 use crate::metrics;
 use crate::pipeline::Snapshot;
 use crate::proxy::AigateProxy;
@@ -34,6 +35,10 @@ pub enum StartError {
     Mint(#[from] MintError),
     #[error("catalog: {0}")]
     Catalog(#[from] CatalogError),
+    #[error("[inspect] dictionaries: {0}")]
+    Dictionary(#[from] crate::inspect::DetectorError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         key: &'static str,
@@ -150,6 +155,11 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         ..ServerConf::default()
     });
 
+    let inspector = Arc::new(Inspector::new(
+        &config.inspect.load_dictionaries()?,
+        config.inspect.min_confidence,
+        config.proxy.body_buffer_bytes,
+    )?);
     let router = Router::new(&config.intercept);
     match store.bypass_hosts().await {
         Ok(hosts) => router.set_permanent_bypass(&hosts),
@@ -160,7 +170,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let shared = Arc::new(Shared {
         upstream: Upstream::new(&config.upstream.resolve, vec![proxy_addr, admin_addr]),
         router,
-        snapshot: ArcSwap::from_pointee(Snapshot { catalog }),
+        snapshot: ArcSwap::from_pointee(Snapshot { catalog, inspector }),
         minter,
         ca,
         audit,

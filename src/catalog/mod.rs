@@ -6,6 +6,8 @@
 //! previous catalog keeps serving. Host lookups are on the connection path, so they are one hash
 //! probe per label suffix and allocate nothing for lowercase hosts.
 
+pub mod matcher;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::host::DomainMap;
+pub use matcher::{Fingerprint, RequestSignals, Signal, SignalKind};
 use uuid::Uuid;
 
 /// Why a catalog could not be built. Every variant names the file (or `<catalog>` for services
@@ -37,6 +40,8 @@ pub enum CatalogError {
     /// `message` is serde_yaml's, which carries the line and column.
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("catalog signatures: {0}")]
+    Signatures(#[from] matcher::MatcherError),
     #[error("{path}: service {slug:?}: {field}: {message}")]
     Invalid {
         path: PathBuf,
@@ -175,6 +180,8 @@ pub struct Catalog {
     services: Vec<Arc<AiService>>,
     /// Normalized domain → index into `services`.
     by_domain: DomainMap<usize>,
+    /// Compiled path/header/TLS signatures; built with the catalog.
+    matcher: Option<matcher::Matcher>,
 }
 
 impl Catalog {
@@ -318,6 +325,7 @@ impl Catalog {
             }
             catalog.services.push(Arc::new(service));
         }
+        catalog.matcher = Some(matcher::Matcher::build(&catalog.services)?);
         Ok(catalog)
     }
 
@@ -330,6 +338,23 @@ impl Catalog {
     /// wins). Case-insensitive; one trailing dot, a `:port` suffix and IPv6 brackets are ignored;
     /// IP literals never match.
     pub fn service_for_host(&self, host: &str) -> Option<&Arc<AiService>> {
+        self.index_for_host(host).and_then(|i| self.services.get(i))
+    }
+
+    /// Which service a request goes to, from all its signals (see [`matcher`]).
+    pub fn fingerprint(&self, request: &RequestSignals<'_>) -> Fingerprint {
+        let owner = self.index_for_host(request.host);
+        match &self.matcher {
+            Some(matcher) => matcher.fingerprint(&self.services, owner, request),
+            None => Fingerprint {
+                service: owner.and_then(|i| self.services.get(i)).cloned(),
+                confidence: if owner.is_some() { 0.9 } else { 0.0 },
+                ..Fingerprint::default()
+            },
+        }
+    }
+
+    fn index_for_host(&self, host: &str) -> Option<usize> {
         let host = strip_port(host)?;
         let host = host.strip_suffix('.').unwrap_or(host);
         // An IPv4 literal ends in a numeric label, which no DNS top-level domain is (and which
@@ -338,8 +363,7 @@ impl Catalog {
         if last.is_empty() || last.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        let index = *self.by_domain.find(host)?;
-        self.services.get(index)
+        self.by_domain.find(host).copied()
     }
 
     /// Every (normalized domain, service) pair, in no particular order.
@@ -373,7 +397,13 @@ fn normalize_domain(domain: &str) -> Result<String, String> {
             "{domain:?}: no wildcards; subdomains are matched automatically, list the parent domain"
         ));
     }
-    let lowered = domain.to_ascii_lowercase();
+    // Internationalised names are stored in their A-label form, the one SNI and Host carry.
+    let lowered = if domain.is_ascii() {
+        domain.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(domain)
+            .map_err(|_| format!("{domain:?} is not a valid internationalised domain name"))?
+    };
     let name = lowered.strip_suffix('.').unwrap_or(&lowered);
     let valid = crate::host::is_dns_name(name);
     if !valid {

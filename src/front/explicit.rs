@@ -131,6 +131,7 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
         Arc::new(ConnectionMeta {
             client: peer,
             intercepted,
+            ja4: None,
         })
     };
     match head {

@@ -41,6 +41,8 @@ pub struct ClientHello {
     /// The server name the client asked for, lowercased.
     pub sni: Option<String>,
     pub alpn: Vec<Vec<u8>>,
+    /// The JA4 fingerprint of the hello (FoxIO's spec), which identifies the client software.
+    pub ja4: Option<String>,
 }
 
 /// Reads whole TLS records until the first handshake message (the ClientHello) is complete.
@@ -127,12 +129,25 @@ fn parse(message: &[u8]) -> Result<ClientHello, HelloError> {
     };
     let mut result = ClientHello::default();
     let Some(extensions) = hello.ext else {
+        result.ja4 = Some(ja4(&hello, &[], false, &[], &[]));
         return Ok(result);
     };
+    let raw_extensions = extensions;
     let Ok((_, extensions)) = parse_tls_extensions(extensions) else {
         return Err(HelloError::Malformed("ClientHello extensions do not parse"));
     };
-    for extension in extensions {
+    let mut versions = Vec::new();
+    let mut signature_algorithms: &[u16] = &[];
+    for extension in &extensions {
+        match extension {
+            TlsExtension::SupportedVersions(list) => versions = list.iter().map(|v| v.0).collect(),
+            TlsExtension::SignatureAlgorithms(list) => signature_algorithms = list,
+            _ => {}
+        }
+    }
+    let extension_types = extension_types(raw_extensions);
+    let has_sni = extension_types.contains(&0x0000);
+    for extension in extensions.iter().cloned() {
         match extension {
             TlsExtension::SNI(names) => {
                 let host_name = names
@@ -151,7 +166,121 @@ fn parse(message: &[u8]) -> Result<ClientHello, HelloError> {
             _ => {}
         }
     }
+    let max_version = versions.into_iter().filter(|v| !is_grease(*v)).max();
+    let mut hello_for_ja4 = hello;
+    if let Some(version) = max_version {
+        hello_for_ja4.version = tls_parser::TlsVersion(version);
+    }
+    let first_alpn = result.alpn.first().map(Vec::as_slice);
+    result.ja4 = Some(ja4(
+        &hello_for_ja4,
+        &extension_types,
+        has_sni,
+        first_alpn.unwrap_or_default(),
+        signature_algorithms,
+    ));
     Ok(result)
+}
+
+/// GREASE values (RFC 8701) are random per connection and excluded from fingerprints.
+fn is_grease(value: u16) -> bool {
+    value & 0x0f0f == 0x0a0a && value >> 8 == value & 0xff
+}
+
+/// The extension type codes in wire order, read from the raw extensions block.
+fn extension_types(mut raw: &[u8]) -> Vec<u16> {
+    let mut types = Vec::new();
+    while raw.len() >= 4 {
+        let kind = u16::from_be_bytes([raw[0], raw[1]]);
+        let len = usize::from(u16::from_be_bytes([raw[2], raw[3]]));
+        types.push(kind);
+        raw = raw.get(4 + len..).unwrap_or_default();
+    }
+    types
+}
+
+fn truncated_sha256(text: &str) -> String {
+    use sha2::Digest;
+    if text.is_empty() {
+        return "000000000000".to_owned();
+    }
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    hex::encode(&digest[..6])
+}
+
+fn hex_list(values: impl Iterator<Item = u16>) -> String {
+    values
+        .map(|v| format!("{v:04x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// JA4 `a_b_c`: protocol, version, SNI, cipher and extension counts and ALPN; a hash of the
+/// sorted ciphers; a hash of the sorted extensions (without SNI and ALPN) and the signature
+/// algorithms in order. GREASE is ignored throughout.
+fn ja4(
+    hello: &tls_parser::TlsClientHelloContents<'_>,
+    extension_types: &[u16],
+    has_sni: bool,
+    alpn: &[u8],
+    signature_algorithms: &[u16],
+) -> String {
+    let version = match hello.version.0 {
+        0x0304 => "13",
+        0x0303 => "12",
+        0x0302 => "11",
+        0x0301 => "10",
+        0x0300 => "s3",
+        _ => "00",
+    };
+    let mut ciphers: Vec<u16> = hello
+        .ciphers
+        .iter()
+        .map(|c| c.0)
+        .filter(|c| !is_grease(*c))
+        .collect();
+    let extensions: Vec<u16> = extension_types
+        .iter()
+        .copied()
+        .filter(|e| !is_grease(*e))
+        .collect();
+    let alpn_code = match (alpn.first(), alpn.last()) {
+        (Some(&first), Some(&last))
+            if first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric() =>
+        {
+            format!("{}{}", char::from(first), char::from(last))
+        }
+        (Some(&first), Some(&last)) => {
+            let first = format!("{first:02x}");
+            let last = format!("{last:02x}");
+            format!("{}{}", &first[..1], &last[1..])
+        }
+        _ => "00".to_owned(),
+    };
+    let a = format!(
+        "t{version}{}{:02}{:02}{alpn_code}",
+        if has_sni { 'd' } else { 'i' },
+        ciphers.len().min(99),
+        extensions.len().min(99),
+    );
+    ciphers.sort_unstable();
+    let b = truncated_sha256(&hex_list(ciphers.into_iter()));
+    let mut sorted: Vec<u16> = extensions
+        .into_iter()
+        .filter(|&e| e != 0x0000 && e != 0x0010)
+        .collect();
+    sorted.sort_unstable();
+    let mut c_input = hex_list(sorted.into_iter());
+    let signatures: Vec<u16> = signature_algorithms
+        .iter()
+        .copied()
+        .filter(|s| !is_grease(*s))
+        .collect();
+    if !signatures.is_empty() {
+        c_input.push('_');
+        c_input.push_str(&hex_list(signatures.into_iter()));
+    }
+    format!("{a}_{b}_{}", truncated_sha256(&c_input))
 }
 
 #[cfg(test)]
@@ -189,6 +318,26 @@ mod tests {
         assert_eq!(parsed.sni.as_deref(), Some("api.openai.com"));
         assert_eq!(parsed.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
         assert_eq!(buffer, hello);
+        let ja4 = parsed.ja4.unwrap();
+        let parts: Vec<&str> = ja4.split('_').collect();
+        assert_eq!(parts.len(), 3, "{ja4}");
+        assert!(
+            parts[0].starts_with("t13d") && parts[0].ends_with("h2"),
+            "{ja4}"
+        );
+        assert!(parts[1..].iter().all(|p| p.len() == 12), "{ja4}");
+    }
+
+    #[test]
+    fn ja4_ignores_grease_and_hashes_sorted_lists() {
+        assert!(is_grease(0x0a0a) && is_grease(0xfafa) && !is_grease(0x0a0b));
+        // The example from the JA4 specification's cipher section.
+        assert_eq!(
+            truncated_sha256(
+                "002f,0035,009c,009d,1301,1302,1303,c013,c014,c02b,c02c,c02f,c030,cca8,cca9"
+            ),
+            "8daaf6152771"
+        );
     }
 
     #[tokio::test]

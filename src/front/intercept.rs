@@ -99,6 +99,12 @@ pub async fn intercept(
         }
     }
 
+    let meta = Arc::new(ConnectionMeta {
+        client: meta.client,
+        intercepted: meta.intercepted.clone(),
+        ja4: hello.ja4,
+    });
+
     let leaf = match front.shared.minter.certified_key(&target.host).await {
         Ok(leaf) => leaf,
         Err(error) => {

@@ -30,6 +30,8 @@ pub struct ConnectionMeta {
     pub client: SocketAddr,
     /// Set when the stream is the decrypted inside of a CONNECT tunnel.
     pub intercepted: Option<ConnectTarget>,
+    /// JA4 of the client's ClientHello, for intercepted connections.
+    pub ja4: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

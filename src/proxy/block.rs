@@ -92,6 +92,8 @@ mod tests {
             decision: Decision::Deny,
             reason: "<Evil> is prohibited".to_owned(),
             service: None,
+            fingerprint: Default::default(),
+            inspection: None,
             body_truncated: false,
         }
     }

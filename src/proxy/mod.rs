@@ -323,6 +323,7 @@ impl AigateProxy {
             body_truncated: !complete,
             client: meta.as_ref().map(|m| m.client),
             source,
+            ja4: meta.as_ref().and_then(|m| m.ja4.as_deref()),
         };
         let deciding = Instant::now();
         let verdict = pipeline::decide(&snapshot, &facts);

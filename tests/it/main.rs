@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod inspect;
 mod proxy;
 mod routing;
 mod store;

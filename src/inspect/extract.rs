@@ -1,0 +1,630 @@
+//! Prompt extraction: the text a request sends to an AI service, out of whatever body shape the
+//! client used.
+//!
+//! Every string a request carries is inspected, not only the fields a provider documents as the
+//! prompt: a secret in `metadata` leaks just as well. Provider knowledge decides which strings
+//! count as the prompt proper (`prompt_chars`, the format named in the explanation) and which are
+//! binary payloads to skip (base64 images). Each inspected string is a [`Segment`] that remembers
+//! where it came from, so redaction can write masked values back into a still-valid body.
+
+use std::io::Read;
+use std::ops::Range;
+
+use bytes::Bytes;
+
+/// What the request does with the AI service, the `decisions.action` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    SendPrompt,
+    UploadFile,
+    AccessService,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::SendPrompt => "send_prompt",
+            Action::UploadFile => "upload_file",
+            Action::AccessService => "access_ai_service",
+        }
+    }
+}
+
+/// Where one inspected string came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A JSON string leaf, by RFC 6901 pointer.
+    Json(String),
+    /// A byte range of the (decoded) body holding plain text.
+    Body(Range<usize>),
+    /// The value of an `application/x-www-form-urlencoded` field.
+    Form(String),
+    /// A `multipart/form-data` part, by position.
+    Part(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Byte range within [`Extracted::text`].
+    pub range: Range<usize>,
+    pub origin: Origin,
+    /// Part of the prompt proper (a provider's message field), not just another string.
+    pub prompt: bool,
+}
+
+/// A file part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FileUpload {
+    pub name: String,
+    pub content_type: Option<String>,
+    pub size: usize,
+    /// Its content was text-like and inspected with the rest.
+    pub inspected: bool,
+}
+
+#[derive(Clone, Default)]
+pub struct Extracted {
+    /// All inspected strings, joined by `\n`.
+    pub text: String,
+    pub segments: Vec<Segment>,
+    /// Characters of the prompt proper (provider message fields, or all text for plain bodies).
+    pub prompt_chars: usize,
+    pub files: Vec<FileUpload>,
+    /// `openai_chat`, `anthropic_messages`, `gemini`, `json`, `form`, `multipart`, `text`, ...
+    pub format: &'static str,
+    /// The body was cut at the inspection cap (by the proxy or while decoding).
+    pub truncated: bool,
+    /// Why part of the body could not be read (bad JSON, corrupt gzip); never request content.
+    pub problem: Option<String>,
+    /// The body after content decoding, when it was encoded (redaction rewrites this one).
+    pub decoded: Option<Bytes>,
+}
+
+/// Prompt text must never reach a log line, so `Debug` shows the shape only.
+impl std::fmt::Debug for Extracted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extracted")
+            .field("format", &self.format)
+            .field("text_bytes", &self.text.len())
+            .field("segments", &self.segments.len())
+            .field("prompt_chars", &self.prompt_chars)
+            .field("files", &self.files)
+            .field("truncated", &self.truncated)
+            .field("problem", &self.problem)
+            .finish()
+    }
+}
+
+impl Extracted {
+    pub fn action(&self) -> Action {
+        if !self.files.is_empty() {
+            Action::UploadFile
+        } else if self.text.is_empty() {
+            Action::AccessService
+        } else {
+            Action::SendPrompt
+        }
+    }
+
+    fn push(&mut self, value: &str, origin: Origin, prompt: bool) {
+        if value.is_empty() {
+            return;
+        }
+        if !self.text.is_empty() {
+            self.text.push('\n');
+        }
+        let start = self.text.len();
+        self.text.push_str(value);
+        if prompt {
+            self.prompt_chars += value.chars().count();
+        }
+        self.segments.push(Segment {
+            range: start..self.text.len(),
+            origin,
+            prompt,
+        });
+    }
+}
+
+/// Key paths (array positions as `*`) whose strings are the prompt proper, with the provider
+/// shape they identify. OpenAI-compatible APIs (Mistral, Groq, DeepSeek, Azure) share the first.
+const PROMPT_PATHS: &[(&str, &str)] = &[
+    ("messages.*.content", "openai_chat"),
+    ("messages.*.content.*.text", "openai_chat"),
+    ("prompt", "openai_completions"),
+    ("prompt.*", "openai_completions"),
+    ("input", "openai_responses"),
+    ("input.*", "openai_responses"),
+    ("input.*.content", "openai_responses"),
+    ("input.*.content.*.text", "openai_responses"),
+    ("instructions", "openai_responses"),
+    ("system", "anthropic_messages"),
+    ("system.*.text", "anthropic_messages"),
+    ("messages.*.content.*.content", "anthropic_messages"),
+    ("messages.*.content.*.content.*.text", "anthropic_messages"),
+    ("contents.*.parts.*.text", "gemini"),
+    ("systemInstruction.parts.*.text", "gemini"),
+    ("system_instruction.parts.*.text", "gemini"),
+    ("messages.*.content.parts.*", "chatgpt_web"),
+    ("message", "cohere_chat"),
+    ("preamble", "cohere_chat"),
+    ("chat_history.*.message", "cohere_chat"),
+    ("query", "search"),
+    ("inputs", "huggingface"),
+];
+
+/// Strings this long made only of base64 characters are payloads (images, audio), not text.
+const BINARY_STRING_MIN: usize = 256;
+
+/// Reads the prompt out of `body`. `content_type` and `content_encoding` are the request's
+/// headers; `limit` bounds the decoded size; `truncated` says the proxy cut the body already.
+pub fn extract(
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    body: &[u8],
+    limit: usize,
+    truncated: bool,
+) -> Extracted {
+    let mut out = Extracted {
+        truncated,
+        format: "empty",
+        ..Extracted::default()
+    };
+    if body.is_empty() {
+        return out;
+    }
+    let decoded = match content_encoding
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
+    {
+        None => None,
+        Some(encoding) => match decode(encoding, body, limit) {
+            Ok((bytes, cut)) => {
+                out.truncated |= cut;
+                Some(Bytes::from(bytes))
+            }
+            Err(problem) => {
+                // A truncated prefix of a compressed body ends mid-stream; what decoded is kept.
+                out.problem = Some(problem);
+                out.format = "undecodable";
+                return out;
+            }
+        },
+    };
+    let body: &[u8] = decoded.as_deref().unwrap_or(body);
+    let mime = content_type
+        .and_then(|c| c.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if mime.contains("json")
+        || (mime.is_empty() || mime == "text/plain") && matches!(first, Some(b'{' | b'['))
+    {
+        extract_json(&mut out, body);
+    } else if mime == "application/x-www-form-urlencoded" {
+        out.format = "form";
+        for (name, value) in form_urlencoded::parse(body) {
+            out.push(&value, Origin::Form(name.into_owned()), true);
+        }
+    } else if mime == "multipart/form-data" {
+        extract_multipart(&mut out, content_type.unwrap_or_default(), body, limit);
+    } else if mime.is_empty() || mime.starts_with("text/") || is_text_like(&mime) {
+        out.format = "text";
+        let text = String::from_utf8_lossy(body);
+        out.push(&text, Origin::Body(0..body.len()), true);
+    } else {
+        out.format = "binary";
+    }
+    out.decoded = decoded;
+    out
+}
+
+fn extract_json(out: &mut Extracted, body: &[u8]) {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => {
+            out.format = "json";
+            let mut path = String::new();
+            let mut pointer = String::new();
+            walk_json(out, &value, &mut path, &mut pointer);
+        }
+        Err(error) => {
+            // A prefix cut at the cap is not valid JSON; inspect it as text rather than not at all.
+            if !out.truncated {
+                out.problem = Some(format!(
+                    "body is not valid JSON ({error}); inspected as text"
+                ));
+            }
+            out.format = "text";
+            let text = String::from_utf8_lossy(body);
+            out.push(&text, Origin::Body(0..body.len()), true);
+        }
+    }
+}
+
+fn walk_json(
+    out: &mut Extracted,
+    value: &serde_json::Value,
+    path: &mut String,
+    pointer: &mut String,
+) {
+    match value {
+        serde_json::Value::String(s) => {
+            if is_binary_payload(s) {
+                return;
+            }
+            let provider = PROMPT_PATHS
+                .iter()
+                .find(|(p, _)| *p == path.as_str())
+                .map(|(_, f)| *f);
+            if let Some(provider) = provider {
+                // Several providers share the OpenAI message paths; a path only one of them
+                // uses (Anthropic's `system`, Gemini's `contents`) is the better name.
+                if out.format == "json" || out.format.starts_with("openai_") {
+                    out.format = provider;
+                }
+            }
+            out.push(s, Origin::Json(pointer.clone()), provider.is_some());
+        }
+        serde_json::Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                let (path_len, pointer_len) = (path.len(), pointer.len());
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push('*');
+                pointer.push('/');
+                pointer.push_str(&index.to_string());
+                walk_json(out, item, path, pointer);
+                path.truncate(path_len);
+                pointer.truncate(pointer_len);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (key, item) in map {
+                let (path_len, pointer_len) = (path.len(), pointer.len());
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                pointer.push('/');
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                walk_json(out, item, path, pointer);
+                path.truncate(path_len);
+                pointer.truncate(pointer_len);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_binary_payload(s: &str) -> bool {
+    if s.starts_with("data:") && s.contains(";base64,") {
+        return true;
+    }
+    s.len() >= BINARY_STRING_MIN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+}
+
+fn is_text_like(mime: &str) -> bool {
+    matches!(
+        mime,
+        "application/xml"
+            | "application/x-yaml"
+            | "application/yaml"
+            | "application/javascript"
+            | "application/x-sh"
+            | "application/sql"
+            | "application/csv"
+            | "application/x-ndjson"
+    ) || mime.ends_with("+xml")
+        || mime.ends_with("+json")
+}
+
+fn is_text_file(content_type: Option<&str>, name: &str) -> bool {
+    let by_type = content_type
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|t| t.starts_with("text/") || t.contains("json") || is_text_like(&t));
+    let extension = name
+        .rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    by_type
+        || matches!(
+            extension.as_str(),
+            "txt"
+                | "md"
+                | "csv"
+                | "tsv"
+                | "json"
+                | "yaml"
+                | "yml"
+                | "xml"
+                | "log"
+                | "py"
+                | "rs"
+                | "js"
+                | "ts"
+                | "java"
+                | "go"
+                | "c"
+                | "h"
+                | "cpp"
+                | "sql"
+                | "sh"
+                | "env"
+                | "ini"
+                | "toml"
+                | "conf"
+                | "pem"
+                | "key"
+                | "html"
+        )
+}
+
+fn extract_multipart(out: &mut Extracted, content_type: &str, body: &[u8], limit: usize) {
+    out.format = "multipart";
+    let boundary = match multer::parse_boundary(content_type) {
+        Ok(boundary) => boundary,
+        Err(error) => {
+            out.problem = Some(format!("multipart body without a usable boundary: {error}"));
+            return;
+        }
+    };
+    let stream = futures::stream::once(futures::future::ready(Ok::<Bytes, std::io::Error>(
+        Bytes::copy_from_slice(body),
+    )));
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit as u64));
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    // The whole body is in memory, so every future here is ready at once: no I/O, no waiting.
+    futures::executor::block_on(async {
+        let mut index = 0;
+        loop {
+            let field = match multipart.next_field().await {
+                Ok(Some(field)) => field,
+                Ok(None) => break,
+                Err(error) => {
+                    if !out.truncated {
+                        out.problem = Some(format!("multipart body ends early: {error}"));
+                    }
+                    break;
+                }
+            };
+            let file_name = field.file_name().map(str::to_owned);
+            let part_type = field.content_type().map(|m| m.to_string());
+            let bytes = match field.bytes().await {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    if !out.truncated {
+                        out.problem = Some(format!("multipart part {index} unreadable: {error}"));
+                    }
+                    break;
+                }
+            };
+            match file_name {
+                Some(name) => {
+                    let inspected = is_text_file(part_type.as_deref(), &name);
+                    if inspected {
+                        out.push(&String::from_utf8_lossy(&bytes), Origin::Part(index), true);
+                    }
+                    out.files.push(FileUpload {
+                        name,
+                        content_type: part_type,
+                        size: bytes.len(),
+                        inspected,
+                    });
+                }
+                None => out.push(&String::from_utf8_lossy(&bytes), Origin::Part(index), true),
+            }
+            index += 1;
+        }
+    });
+}
+
+/// Undoes `Content-Encoding` (codings listed in the order applied) up to `limit` bytes.
+/// Returns the bytes and whether they were cut at the limit.
+fn decode(encoding: &str, body: &[u8], limit: usize) -> Result<(Vec<u8>, bool), String> {
+    let mut data = body.to_vec();
+    let mut cut = false;
+    for coding in encoding.split(',').rev() {
+        let coding = coding.trim().to_ascii_lowercase();
+        let reader: Box<dyn Read + '_> = match coding.as_str() {
+            "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(data.as_slice())),
+            "deflate" => Box::new(flate2::read::ZlibDecoder::new(data.as_slice())),
+            "br" => Box::new(brotli::Decompressor::new(data.as_slice(), 8192)),
+            "zstd" => Box::new(
+                zstd::stream::read::Decoder::new(data.as_slice())
+                    .map_err(|e| format!("zstd body could not be decoded: {e}"))?,
+            ),
+            "identity" | "" => continue,
+            other => return Err(format!("unsupported Content-Encoding {other:?}")),
+        };
+        let mut decoded = Vec::new();
+        let read = reader.take(limit as u64 + 1).read_to_end(&mut decoded);
+        if let Err(error) = read {
+            // A body cut at the cap ends mid-stream: keep what decoded.
+            if decoded.is_empty() {
+                return Err(format!("{coding} body could not be decoded: {error}"));
+            }
+            cut = true;
+        }
+        if decoded.len() > limit {
+            decoded.truncate(limit);
+            cut = true;
+        }
+        data = decoded;
+    }
+    Ok((data, cut))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const LIMIT: usize = 1 << 20;
+
+    fn json(body: &str) -> Extracted {
+        extract(
+            Some("application/json"),
+            None,
+            body.as_bytes(),
+            LIMIT,
+            false,
+        )
+    }
+
+    #[test]
+    fn openai_chat_messages_are_the_prompt() {
+        let out = json(
+            r#"{"model":"gpt-4o","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hello"},{"type":"image_url","image_url":{"url":"data:image/png;base64,AAAA"}}]}]}"#,
+        );
+        assert_eq!(out.format, "openai_chat");
+        assert_eq!(out.prompt_chars, "be brief".len() + "hello".len());
+        assert!(out.text.contains("be brief") && out.text.contains("hello"));
+        assert!(!out.text.contains("base64"));
+        assert_eq!(out.action(), Action::SendPrompt);
+        let hello = out
+            .segments
+            .iter()
+            .find(|s| &out.text[s.range.clone()] == "hello")
+            .unwrap();
+        assert_eq!(
+            hello.origin,
+            Origin::Json("/messages/1/content/0/text".into())
+        );
+    }
+
+    #[test]
+    fn provider_shapes_are_recognised() {
+        assert_eq!(json(r#"{"system":"s","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#).format, "anthropic_messages");
+        assert_eq!(
+            json(r#"{"contents":[{"parts":[{"text":"hi"}]}]}"#).format,
+            "gemini"
+        );
+        assert_eq!(
+            json(r#"{"input":"hi","model":"gpt-4.1"}"#).format,
+            "openai_responses"
+        );
+        assert_eq!(json(r#"{"action":"next","messages":[{"content":{"content_type":"text","parts":["hi"]}}]}"#).format, "chatgpt_web");
+        let generic = json(r#"{"anything":{"deep":["a secret here"]}}"#);
+        assert_eq!(generic.format, "json");
+        assert_eq!(generic.prompt_chars, 0);
+        assert!(
+            generic.text.contains("a secret here"),
+            "every string leaf is inspected"
+        );
+    }
+
+    #[test]
+    fn forms_and_plain_text() {
+        let form = extract(
+            Some("application/x-www-form-urlencoded"),
+            None,
+            b"q=hello+world&x=1",
+            LIMIT,
+            false,
+        );
+        assert_eq!(form.format, "form");
+        assert!(form.text.contains("hello world"));
+        let text = extract(Some("text/plain"), None, b"just text", LIMIT, false);
+        assert_eq!((text.format, text.text.as_str()), ("text", "just text"));
+        let binary = extract(Some("image/png"), None, b"\x89PNG", LIMIT, false);
+        assert_eq!(binary.format, "binary");
+        assert_eq!(binary.action(), Action::AccessService);
+    }
+
+    #[test]
+    fn multipart_reports_files_and_inspects_text_ones() {
+        let body = "--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"notes.txt\"\r\nContent-Type: text/plain\r\n\r\nSSN 123-45-6789\r\n\
+                    --XyZ\r\nContent-Disposition: form-data; name=\"img\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n\x01\x02\x03\r\n\
+                    --XyZ--\r\n";
+        let out = extract(
+            Some("multipart/form-data; boundary=XyZ"),
+            None,
+            body.as_bytes(),
+            LIMIT,
+            false,
+        );
+        assert_eq!(out.action(), Action::UploadFile);
+        assert_eq!(out.files.len(), 2);
+        assert_eq!(out.files[0].name, "notes.txt");
+        assert!(out.files[0].inspected);
+        assert!(!out.files[1].inspected);
+        assert_eq!(out.files[1].size, 3);
+        assert!(out.text.contains("SSN 123-45-6789"));
+        assert!(out.problem.is_none(), "{:?}", out.problem);
+    }
+
+    #[test]
+    fn encodings_are_decoded_within_the_limit() {
+        let raw = br#"{"messages":[{"role":"user","content":"compressed prompt"}]}"#;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(raw).unwrap();
+        let gz = gz.finish().unwrap();
+        let out = extract(Some("application/json"), Some("gzip"), &gz, LIMIT, false);
+        assert!(out.text.contains("compressed prompt"));
+        assert_eq!(out.decoded.as_deref(), Some(&raw[..]));
+
+        let zst = zstd::encode_all(&raw[..], 3).unwrap();
+        assert!(
+            extract(Some("application/json"), Some("zstd"), &zst, LIMIT, false)
+                .text
+                .contains("compressed prompt")
+        );
+
+        let mut br = Vec::new();
+        brotli::CompressorWriter::new(&mut br, 4096, 5, 22)
+            .write_all(raw)
+            .unwrap();
+        assert!(
+            extract(Some("application/json"), Some("br"), &br, LIMIT, false)
+                .text
+                .contains("compressed prompt")
+        );
+
+        let bomb = zstd::encode_all(&vec![b'a'; 100_000][..], 3).unwrap();
+        let out = extract(Some("text/plain"), Some("zstd"), &bomb, 1000, false);
+        assert!(out.truncated);
+        assert_eq!(out.text.len(), 1000);
+
+        let bad = extract(
+            Some("application/json"),
+            Some("gzip"),
+            b"not gzip",
+            LIMIT,
+            false,
+        );
+        assert!(bad.problem.unwrap().contains("gzip"));
+        let unknown = extract(
+            Some("application/json"),
+            Some("compress"),
+            b"x",
+            LIMIT,
+            false,
+        );
+        assert!(unknown.problem.unwrap().contains("compress"));
+    }
+
+    #[test]
+    fn a_truncated_json_prefix_is_inspected_as_text() {
+        let out = extract(
+            Some("application/json"),
+            None,
+            br#"{"messages":[{"content":"card 4111"#,
+            LIMIT,
+            true,
+        );
+        assert_eq!(out.format, "text");
+        assert!(out.text.contains("card 4111"));
+        assert!(out.problem.is_none());
+    }
+}
