@@ -28,6 +28,19 @@ enum Command {
         #[arg(long, short, default_value = "config/aigate.toml")]
         config: PathBuf,
     },
+    /// Print the PII and secrets found in text or a request body read from stdin (values are
+    /// shown redacted, with their byte offsets).
+    Classify {
+        /// Print the `detected_entities` JSON a decision would store.
+        #[arg(long)]
+        json: bool,
+        /// Treat stdin as a body of this content type (default: JSON if it parses, else text).
+        #[arg(long)]
+        content_type: Option<String>,
+        /// Config whose `[inspect]` dictionaries and threshold apply; defaults when absent.
+        #[arg(long, short, default_value = "config/aigate.toml")]
+        config: PathBuf,
+    },
     /// Manage the interception CA.
     Ca {
         #[command(subcommand)]
@@ -67,6 +80,11 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Classify {
+            json,
+            content_type,
+            config,
+        } => classify(&config, json, content_type.as_deref()),
         Command::Ca {
             command: CaCommand::Init { config },
         } => {
@@ -123,6 +141,62 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     })
 }
 
+fn classify(
+    config: &std::path::Path,
+    json: bool,
+    content_type: Option<&str>,
+) -> anyhow::Result<()> {
+    use std::io::Read;
+    let config = if config.exists() {
+        load(config)?
+    } else {
+        Config::default()
+    };
+    let inspector = aigate::inspect::Inspector::new(
+        &config.inspect.load_dictionaries()?,
+        config.inspect.min_confidence,
+        config.proxy.body_buffer_bytes,
+    )?;
+    let mut input = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .context("reading stdin")?;
+    let looks_json = serde_json::from_slice::<serde_json::Value>(&input).is_ok();
+    let content_type = content_type.unwrap_or(if looks_json {
+        "application/json"
+    } else {
+        "text/plain"
+    });
+    let inspection = inspector.inspect(Some(content_type), None, &input, false);
+    let entities = inspection.detected_entities();
+    if json {
+        let report = serde_json::json!({
+            "format": inspection.extracted.format,
+            "action": inspection.extracted.action().as_str(),
+            "data_classification": inspection.data_classification().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            "detected_entities": entities,
+        });
+        print_stdout(&format!("{report:#}\n"));
+        return Ok(());
+    }
+    let mut out = String::new();
+    for entity in entities.as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<16} {:>5.2}  {:>6}..{:<6} {}\n",
+            entity["type"].as_str().unwrap_or_default(),
+            entity["confidence"].as_f64().unwrap_or_default(),
+            entity["start"],
+            entity["end"],
+            entity["value"].as_str().unwrap_or_default(),
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("No entities found.\n");
+    }
+    print_stdout(&out);
+    Ok(())
+}
+
 fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
@@ -136,7 +210,7 @@ fn init_logging(config: &Config) {
     }
 }
 
-#[expect(clippy::print_stdout, reason = "the CLI's output is the PEM itself")]
+#[expect(clippy::print_stdout, reason = "the CLI's output is the report itself")]
 fn print_stdout(text: &str) {
     print!("{text}");
 }

@@ -41,7 +41,7 @@ pub struct EntityCount {
     #[serde(rename = "type")]
     pub kind: String,
     pub count: usize,
-    pub confidence: f32,
+    pub confidence: f64,
 }
 
 impl Inspector {
@@ -177,8 +177,9 @@ impl Inspection {
     }
 }
 
-fn round2(value: f32) -> f32 {
-    (value * 100.0).round() / 100.0
+/// Two decimals, as f64: an f32 printed through JSON would read 0.9900000095367432.
+fn round2(value: f32) -> f64 {
+    (f64::from(value) * 100.0).round() / 100.0
 }
 
 #[cfg(test)]

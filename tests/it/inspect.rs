@@ -229,3 +229,39 @@ fn labelled_corpus_precision_and_recall() {
         misses.join("\n")
     );
 }
+
+#[test]
+fn the_classify_command_prints_redacted_findings() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .args(["classify", "--json", "--config", "/nonexistent/aigate.toml"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"card 4111 1111 1111 1111, token ghp_0123456789abcdefghijABCDEFGHIJ012345")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let types: Vec<&str> = report["detected_entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["CREDIT_CARD", "GITHUB_TOKEN"]);
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        !printed.contains("4111 1111") && !printed.contains("0123456789abc"),
+        "{printed}"
+    );
+    assert_eq!(
+        report["data_classification"],
+        serde_json::json!(["financial", "credentials"])
+    );
+}
