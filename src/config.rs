@@ -44,8 +44,30 @@ pub struct Config {
     pub intercept: InterceptConfig,
     pub catalog: CatalogConfig,
     pub inspect: InspectConfig,
+    pub policy: PolicyConfig,
     pub audit: AuditConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Policies (`NAME.yaml` + `NAME.rego`) loaded at start and on `POST /admin/reload`.
+    pub dir: PathBuf,
+    /// What an evaluation error does: "closed" (DENY, reason `policy_error`) or "open".
+    pub fail_mode: crate::policy::FailMode,
+    /// Decision when no policy matches, per approval status of the service.
+    pub defaults: crate::policy::Defaults,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("config/policies"),
+            fail_mode: crate::policy::FailMode::Closed,
+            defaults: crate::policy::Defaults::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

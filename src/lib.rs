@@ -14,6 +14,7 @@ pub mod host;
 pub mod inspect;
 pub mod metrics;
 pub mod pipeline;
+pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod store;

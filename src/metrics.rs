@@ -240,3 +240,17 @@ mod tests {
         }
     }
 }
+
+pub static POLICY_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_policy_errors_total",
+        "Policy evaluations that failed (the fail mode applied).",
+    )
+});
+pub static POLICY_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "aigate_policy_reloads_total",
+        "Snapshot reloads of policies, catalog and exceptions, by result.",
+        &["result"],
+    )
+});

@@ -5,7 +5,6 @@
 //! (what is sent), then the verdict. `decide` is a plain function of its inputs so it can be
 //! tested and benchmarked without sockets.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +12,15 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use serde_json::{json, Value};
+
 use crate::audit::{
     severity_for_risk, DecisionRecord, ViolationRecord, ANONYMOUS_USER, BUILTIN_APPROVAL_POLICY,
     BUILTIN_APPROVAL_POLICY_NAME,
 };
-use crate::catalog::{AiService, ApprovalStatus, Catalog, Fingerprint, RequestSignals};
-use crate::inspect::{Inspection, Inspector};
+use crate::catalog::{AiService, Catalog, Fingerprint, RequestSignals};
+use crate::inspect::{DataClass, Inspection, Inspector};
+use crate::policy::{Exceptions, Outcome, PolicySet, Subject};
 
 /// Everything a request is judged against, swapped atomically on reload; a request holds one
 /// snapshot for its whole life.
@@ -26,6 +28,8 @@ use crate::inspect::{Inspection, Inspector};
 pub struct Snapshot {
     pub catalog: Catalog,
     pub inspector: Arc<Inspector>,
+    pub policies: PolicySet,
+    pub exceptions: Exceptions,
 }
 
 /// How the request reached the gateway.
@@ -61,37 +65,7 @@ impl RequestFacts<'_> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Allow,
-    Deny,
-    Review,
-}
-
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Allow => "allow",
-            Decision::Deny => "deny",
-            Decision::Review => "review",
-        }
-    }
-
-    /// The spelling of the `decisions.decision` column.
-    pub fn as_column(self) -> &'static str {
-        match self {
-            Decision::Allow => "ALLOW",
-            Decision::Deny => "DENY",
-            Decision::Review => "REVIEW",
-        }
-    }
-}
-
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::policy::Decision;
 
 #[derive(Debug)]
 pub struct Verdict {
@@ -104,6 +78,9 @@ pub struct Verdict {
     /// What the body holds; `None` when the request has no body. Holds prompt text in memory
     /// for the request's life only: never logged, only its redacted summary is recorded.
     pub inspection: Option<Box<Inspection>>,
+    pub outcome: Outcome,
+    /// The input facts the policies saw (without content), for the explanation.
+    pub facts: Value,
     pub body_truncated: bool,
 }
 
@@ -123,32 +100,131 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
         ))
     });
     let service = fingerprint.service.clone();
-    let (decision, reason) = match &service {
-        Some(service) if service.approval_status == ApprovalStatus::Prohibited => (
-            Decision::Deny,
-            format!(
-                "{} is prohibited by your organization's AI usage policy.",
-                service.name
-            ),
-        ),
-        Some(service) => (
-            Decision::Allow,
-            format!("{} is not prohibited.", service.name),
-        ),
-        None => (
-            Decision::Allow,
-            "Not an AI service in the catalog.".to_owned(),
-        ),
+    let input = policy_input(request, &fingerprint, inspection.as_deref());
+    let data_types: Vec<String> = inspection
+        .as_deref()
+        .map(|i| {
+            let mut types: Vec<String> = i.counts().into_iter().map(|c| c.kind).collect();
+            types.extend(
+                i.data_classification()
+                    .iter()
+                    .map(|c| c.as_str().to_owned()),
+            );
+            types
+        })
+        .unwrap_or_default();
+    let approval_status = match (&service, fingerprint.unknown_ai) {
+        (Some(service), _) => Some(service.approval_status.as_str()),
+        (None, true) => Some("unknown"),
+        (None, false) => None,
     };
+    let subject = Subject {
+        user_id: ANONYMOUS_USER,
+        service_id: service.as_ref().map(|s| s.service_id),
+        service_slug: service.as_ref().map(|s| s.slug.as_str()),
+        approval_status,
+        data_types,
+        ..Subject::default()
+    };
+    let outcome = snapshot.policies.evaluate(
+        &subject,
+        &input,
+        &snapshot.exceptions,
+        OffsetDateTime::now_utc(),
+    );
+    let mut facts = input;
+    if let Some(object) = facts.as_object_mut() {
+        // The explanation keeps what the rules saw, minus request headers (cookies, tokens).
+        if let Some(request) = object.get_mut("request").and_then(Value::as_object_mut) {
+            request.remove("headers");
+        }
+    }
     Verdict {
         decision_id: Uuid::now_v7(),
-        decision,
-        reason,
+        decision: outcome.decision,
+        reason: outcome.reason.clone(),
         service,
         fingerprint,
         inspection,
+        outcome,
+        facts,
         body_truncated: request.body_truncated,
     }
+}
+
+/// The policy input document of DESIGN.md section 3. Content appears as counts and types only.
+fn policy_input(
+    request: &RequestFacts<'_>,
+    fingerprint: &Fingerprint,
+    inspection: Option<&Inspection>,
+) -> Value {
+    let service = fingerprint.service.as_deref();
+    let resource = match service {
+        Some(s) => json!({
+            "type": "ai_service", "id": s.service_id, "name": s.name, "vendor": s.vendor,
+            "service_type": s.service_type, "risk_tier": s.risk_tier.as_str(), "risk_score": s.risk_score,
+            "approval_status": s.approval_status.as_str(), "approved_for": s.approved_for,
+            "prohibited_for": s.prohibited_for, "capabilities": s.capabilities,
+            "data_handling": s.data_handling, "certifications": s.certifications, "data_regions": s.data_regions,
+        }),
+        None if fingerprint.unknown_ai => json!({
+            "type": "ai_service", "id": null, "name": request.host, "vendor": null, "service_type": null,
+            "risk_tier": "high", "risk_score": 70, "approval_status": "unknown", "approved_for": [],
+            "prohibited_for": [], "capabilities": [], "data_handling": null, "certifications": [], "data_regions": [],
+        }),
+        None => json!({
+            "type": "url", "id": null, "name": request.host, "approval_status": null, "approved_for": [],
+            "prohibited_for": [], "capabilities": [], "certifications": [], "data_regions": [],
+        }),
+    };
+    let headers: serde_json::Map<String, Value> = request
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "authorization" | "cookie" | "proxy-authorization" | "x-api-key"
+            )
+        })
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), Value::from(value.to_str().ok()?)))
+        })
+        .collect();
+    let content = match inspection {
+        Some(i) => json!({
+            "classified": true,
+            "entities": i.counts(),
+            "data_classification": i.data_classification().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            "prompt_chars": i.extracted.prompt_chars,
+            "truncated": i.extracted.truncated,
+            "files": i.extracted.files,
+        }),
+        None => {
+            json!({"classified": false, "entities": [], "data_classification": [], "prompt_chars": 0,
+                       "truncated": false, "files": []})
+        }
+    };
+    json!({
+        "user": {"id": ANONYMOUS_USER, "email": null, "department": null, "groups": [], "roles": [],
+                 "risk_score": 0, "clearance_level": null, "employee_type": null, "authenticated": false},
+        "device": {"id": null, "hostname": null, "crown_jewel": false, "sensitivity": null,
+                   "compliance_status": null, "data_classification": []},
+        "resource": resource,
+        "request": {
+            "method": request.method, "scheme": request.scheme, "host": request.host, "port": request.port,
+            "path": request.path, "url": format!("{}://{}{}", request.scheme, request.host, request.path),
+            "headers": headers, "content_type": request.header("content-type"),
+            "body_bytes": request.body.len(),
+            "action": inspection.map_or("access_ai_service", |i| i.extracted.action().as_str()),
+        },
+        "content": content,
+        "context": {
+            "time": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+            "source_ip": request.client.map(|c| c.ip().to_string()),
+            "mode": "proxy",
+            "location_type": "corporate",
+        },
+    })
 }
 
 /// The audit record of one decided request. Holds the URL without its query string and never
@@ -161,13 +237,25 @@ pub fn decision_record(
     let service = verdict.service.as_deref();
     let inspection = verdict.inspection.as_deref();
     let action = inspection.map_or("access_ai_service", |i| i.extracted.action().as_str());
-    let builtin_matched = verdict.decision != Decision::Allow;
-    let violation = builtin_matched.then(|| ViolationRecord {
+    let outcome = &verdict.outcome;
+    let classes: Vec<DataClass> = inspection
+        .map(Inspection::data_classification)
+        .unwrap_or_default();
+    let class_names: Vec<&str> = classes.iter().map(|c| c.as_str()).collect();
+    let risk = crate::policy::risk_score(service.map(|s| s.risk_score), &class_names, 0);
+    let violation = (verdict.decision != Decision::Allow).then(|| ViolationRecord {
         violation_id: Uuid::now_v7(),
-        violation_type: "unapproved_service".to_owned(),
-        policy_id: BUILTIN_APPROVAL_POLICY,
-        policy_name: Some(BUILTIN_APPROVAL_POLICY_NAME.to_owned()),
-        severity: severity_for_risk(service.map_or(50, |s| s.risk_score)).to_owned(),
+        violation_type: violation_type(outcome),
+        // The column is NOT NULL: a default decision names the built-in approval rule.
+        policy_id: outcome
+            .primary
+            .as_ref()
+            .map_or(BUILTIN_APPROVAL_POLICY, |(id, _)| *id),
+        policy_name: Some(outcome.primary.as_ref().map_or_else(
+            || BUILTIN_APPROVAL_POLICY_NAME.to_owned(),
+            |(_, name)| name.clone(),
+        )),
+        severity: severity_for_risk(u8::try_from(risk).unwrap_or(100)).to_owned(),
     });
     DecisionRecord {
         decision_id: verdict.decision_id,
@@ -193,15 +281,15 @@ pub fn decision_record(
         reason: verdict.reason.clone(),
         confidence: (verdict.fingerprint.confidence > 0.0)
             .then_some(f64::from(verdict.fingerprint.confidence)),
-        risk_score: service.map(|s| i32::from(s.risk_score)),
+        risk_score: Some(risk),
         risk_factors: service.and_then(|s| s.risk_factors.clone()),
-        policies_evaluated: serde_json::json!([{
-            "policy_id": BUILTIN_APPROVAL_POLICY,
-            "policy_name": BUILTIN_APPROVAL_POLICY_NAME,
-            "matched": builtin_matched,
-            "priority": 0,
-        }]),
-        primary_policy_id: builtin_matched.then_some(BUILTIN_APPROVAL_POLICY),
+        policies_evaluated: outcome
+            .evaluated
+            .iter()
+            .map(|r| json!({"policy_id": r.policy_id, "policy_name": r.policy_name, "priority": r.priority,
+                            "matched": r.deny || r.review || r.allow, "exception_id": r.exception_id}))
+            .collect(),
+        primary_policy_id: outcome.primary.as_ref().map(|(id, _)| *id),
         source: Some(match request.source {
             Source::ProxyPlain | Source::ProxyIntercepted => "proxy".to_owned(),
         }),
@@ -219,23 +307,36 @@ pub fn decision_record(
             })
             .unwrap_or_default(),
         evaluation_duration_ms: Some(i32::try_from(evaluation.as_millis()).unwrap_or(i32::MAX)),
-        explanation: Some(serde_json::json!({
-            "rule": "catalog_approval_status",
-            "service": service.map(|s| s.slug.as_str()),
-            "approval_status": service.map(|s| s.approval_status.as_str()),
-            "unknown_ai": verdict.fingerprint.unknown_ai,
-            "signals": verdict.fingerprint.signals,
-            "content": inspection.map(|i| serde_json::json!({
-                "format": i.extracted.format,
-                "prompt_chars": i.extracted.prompt_chars,
-                "entities": i.counts(),
-                "files": i.extracted.files,
-                "problem": i.extracted.problem,
-            })),
-            "body_truncated": verdict.body_truncated,
-        })),
+        explanation: Some(crate::policy::explanation(
+            outcome,
+            json!({
+                "service": service.map(|s| s.slug.as_str()),
+                "unknown_ai": verdict.fingerprint.unknown_ai,
+                "signals": verdict.fingerprint.signals,
+                "content": inspection.map(|i| json!({
+                    "format": i.extracted.format,
+                    "problem": i.extracted.problem,
+                })),
+                "input": verdict.facts,
+                "body_truncated": verdict.body_truncated,
+            }),
+        )),
         violation,
     }
+}
+
+/// The `violations.violation_type` of a stopped request: the deciding policy's own type, else
+/// what the stop was about.
+fn violation_type(outcome: &Outcome) -> String {
+    if let Some(kind) = &outcome.violation_type {
+        return kind.clone();
+    }
+    match (outcome.decision, outcome.primary.is_some()) {
+        (Decision::Review, _) => "review_required",
+        (_, true) => "policy_violation",
+        (_, false) => "unapproved_service",
+    }
+    .to_owned()
 }
 
 #[cfg(test)]
@@ -248,6 +349,16 @@ mod tests {
         Snapshot {
             catalog: Catalog::load_dir(&dir).unwrap(),
             inspector: Arc::new(Inspector::new(&[], 0.5, 1 << 20).unwrap()),
+            policies: PolicySet::compile(
+                &crate::policy::load_dir(
+                    &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies"),
+                )
+                .unwrap(),
+                crate::policy::Defaults::default(),
+                crate::policy::FailMode::Closed,
+            )
+            .unwrap(),
+            exceptions: Exceptions::default(),
         }
     }
 
@@ -277,16 +388,53 @@ mod tests {
     }
 
     #[test]
-    fn other_services_and_unknown_hosts_are_allowed() {
+    fn unapproved_services_need_review_and_plain_hosts_pass() {
         let headers = http::HeaderMap::new();
         let snapshot = snapshot();
+        let openai = decide(&snapshot, &facts("api.openai.com", &headers));
         assert_eq!(
-            decide(&snapshot, &facts("api.openai.com", &headers)).decision,
-            Decision::Allow
+            openai.decision,
+            Decision::Review,
+            "the shipped catalog approves nothing"
         );
-        let unknown = decide(&snapshot, &facts("example.org", &headers));
-        assert_eq!(unknown.decision, Decision::Allow);
-        assert!(unknown.service.is_none());
+        let mut shadow = facts("llm.internal.example", &headers);
+        assert_eq!(
+            decide(&snapshot, &shadow).decision,
+            Decision::Review,
+            "unknown AI API"
+        );
+        shadow.path = "/index.html";
+        let plain = decide(&snapshot, &shadow);
+        assert_eq!(plain.decision, Decision::Allow);
+        assert!(plain.service.is_none());
+    }
+
+    #[test]
+    fn a_secret_is_denied_by_the_credentials_policy() {
+        let headers = http::HeaderMap::new();
+        let mut request = facts("api.openai.com", &headers);
+        request.body = br#"{"messages":[{"role":"user","content":"key AKIAIOSFODNN7EXAMPLE"}]}"#;
+        let verdict = decide(&snapshot(), &request);
+        assert_eq!(verdict.decision, Decision::Deny);
+        assert_eq!(
+            verdict.outcome.primary.as_ref().unwrap().1,
+            "No credentials or secrets to AI services"
+        );
+        assert!(
+            verdict.reason.contains("AWS_ACCESS_KEY"),
+            "{}",
+            verdict.reason
+        );
+        let record = decision_record(&request, &verdict, Duration::from_micros(5));
+        assert_eq!(
+            record.violation.unwrap().violation_type,
+            "credential_exposure"
+        );
+        assert!(!record
+            .explanation
+            .unwrap()
+            .to_string()
+            .contains("AKIAIOSFODNN7EXAMPLE"));
     }
 
     #[test]
@@ -303,8 +451,15 @@ mod tests {
         );
         let violation = record.violation.unwrap();
         assert_eq!(violation.violation_type, "unapproved_service");
-        assert_eq!(violation.severity, "critical");
-        assert_eq!(record.primary_policy_id, Some(BUILTIN_APPROVAL_POLICY));
+        assert_eq!(
+            violation.policy_name.as_deref(),
+            Some("Block prohibited AI services")
+        );
+        assert_eq!(record.primary_policy_id, Some(violation.policy_id));
+        assert!(record
+            .policies_evaluated
+            .as_array()
+            .is_some_and(|p| !p.is_empty()));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::front::{explicit, FrontContext};
 use crate::inspect::Inspector;
 use crate::metrics;
 use crate::pipeline::Snapshot;
+use crate::policy::{Exceptions, PolicySet};
 use crate::proxy::AigateProxy;
 use crate::store::{self, Store, StoreError};
 use crate::tls::{CaError, CertificateAuthority, LeafMinter, MintError};
@@ -35,6 +36,10 @@ pub enum StartError {
     Mint(#[from] MintError),
     #[error("catalog: {0}")]
     Catalog(#[from] CatalogError),
+    #[error("[policy] dir: {0}")]
+    PolicyLoad(#[from] crate::policy::PolicyLoadError),
+    #[error("[policy]: {0}")]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("[inspect] dictionaries: {0}")]
     Dictionary(#[from] crate::inspect::DetectorError),
     #[error(transparent)]
@@ -160,6 +165,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         config.inspect.min_confidence,
         config.proxy.body_buffer_bytes,
     )?);
+    let policies = load_policies(&config)?;
+    tracing::info!(active = policies.len(), dir = %config.policy.dir.display(), "Policies compiled.");
     let router = Router::new(&config.intercept);
     match store.bypass_hosts().await {
         Ok(hosts) => router.set_permanent_bypass(&hosts),
@@ -170,7 +177,12 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let shared = Arc::new(Shared {
         upstream: Upstream::new(&config.upstream.resolve, vec![proxy_addr, admin_addr]),
         router,
-        snapshot: ArcSwap::from_pointee(Snapshot { catalog, inspector }),
+        snapshot: ArcSwap::from_pointee(Snapshot {
+            catalog,
+            inspector,
+            policies,
+            exceptions: Exceptions::default(),
+        }),
         minter,
         ca,
         audit,
@@ -312,4 +324,46 @@ fn upstream_roots_bundle(
         .map_err(StartError::RootsBundle)?;
     file.flush().map_err(StartError::RootsBundle)?;
     Ok(Some(file))
+}
+
+fn load_policies(config: &Config) -> Result<PolicySet, StartError> {
+    let definitions = crate::policy::load_dir(&config.policy.dir)?;
+    Ok(PolicySet::compile(
+        &definitions,
+        config.policy.defaults.clone(),
+        config.policy.fail_mode,
+    )?)
+}
+
+/// What a reload swapped in.
+#[derive(Debug, serde::Serialize)]
+pub struct Reloaded {
+    pub services: usize,
+    pub policies: usize,
+}
+
+/// Rebuilds the catalog and the policies from their directories and swaps them in atomically.
+/// On any error the running snapshot stays; requests in flight keep the snapshot they hold.
+pub fn reload(shared: &Shared) -> Result<Reloaded, StartError> {
+    let result = (|| {
+        let catalog = Catalog::load_dir(&shared.config.catalog.dir)?;
+        let policies = load_policies(&shared.config)?;
+        let current = shared.snapshot.load();
+        let reloaded = Reloaded {
+            services: catalog.services().len(),
+            policies: policies.len(),
+        };
+        shared.snapshot.store(Arc::new(Snapshot {
+            catalog,
+            inspector: Arc::clone(&current.inspector),
+            policies,
+            exceptions: Exceptions::default(),
+        }));
+        Ok(reloaded)
+    })();
+    let label = if result.is_ok() { "ok" } else { "rejected" };
+    crate::metrics::POLICY_RELOADS
+        .with_label_values(&[label])
+        .inc();
+    result
 }

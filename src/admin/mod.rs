@@ -32,6 +32,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/admin/bypass/permanent/{host}",
             put(add_permanent_bypass).delete(remove_permanent_bypass),
         )
+        .route("/admin/reload", axum::routing::post(reload))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             require_token,
@@ -239,6 +240,29 @@ async fn remove_permanent_bypass(
         }),
     );
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// Rebuilds catalog and policies; a bad file leaves the running snapshot in place and the
+/// error (file, policy, line) in the response.
+async fn reload(State(shared): State<Arc<Shared>>) -> Response {
+    match crate::server::reload(&shared) {
+        Ok(reloaded) => {
+            tracing::info!(
+                services = reloaded.services,
+                policies = reloaded.policies,
+                "Snapshot reloaded."
+            );
+            Json(reloaded).into_response()
+        }
+        Err(error) => {
+            warn!(%error, "Reload rejected; the previous snapshot keeps serving.");
+            error_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reload_rejected",
+                &error.to_string(),
+            )
+        }
+    }
 }
 
 async fn reload_permanent_bypass(shared: &Shared) -> Result<(), crate::store::StoreError> {

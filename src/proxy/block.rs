@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 
-use crate::pipeline::Verdict;
+use crate::pipeline::{Decision, Verdict};
 
 /// True when the client prefers HTML (a browser navigation) over JSON.
 pub fn wants_html(accept: Option<&http::HeaderValue>) -> bool {
@@ -35,11 +35,16 @@ pub fn render(verdict: &Verdict, html: bool) -> pingora::Result<(ResponseHeader,
 }
 
 fn json_error(verdict: &Verdict) -> String {
+    let kind = match verdict.decision {
+        Decision::Review => "review_required",
+        _ => "policy_violation",
+    };
     serde_json::json!({
         "error": {
-            "type": "policy_violation",
+            "type": kind,
             "code": verdict.decision.as_str(),
             "message": verdict.reason,
+            "policy": verdict.outcome.primary.as_ref().map(|(_, name)| name.as_str()),
             "service": verdict.service.as_ref().map(|s| s.name.as_str()),
             "decision_id": verdict.decision_id.to_string(),
         }
@@ -58,9 +63,13 @@ fn html_page(verdict: &Verdict) -> String {
          <title>Blocked by your organization's AI policy</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
          h1{{font-size:1.5rem}}.id{{color:#666;font-size:.85rem}}</style></head>\n\
-         <body><h1>Access to {service} is blocked</h1>\n<p>{reason}</p>\n\
+         <body><h1>{headline}</h1>\n<p>{reason}</p>\n\
          <p>If you need this service for your work, contact your security team and quote the reference below.</p>\n\
          <p class=\"id\">Reference: {id}</p></body></html>\n",
+        headline = match verdict.decision {
+            Decision::Review => format!("Use of {service} needs review"),
+            _ => format!("Access to {service} is blocked"),
+        },
         reason = escape(&verdict.reason),
         id = verdict.decision_id,
     )
@@ -84,7 +93,6 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::Decision;
 
     fn verdict() -> Verdict {
         Verdict {
@@ -94,6 +102,19 @@ mod tests {
             service: None,
             fingerprint: Default::default(),
             inspection: None,
+            outcome: crate::policy::Outcome {
+                decision: Decision::Deny,
+                reason: "<Evil> is prohibited".to_owned(),
+                primary: None,
+                evaluated: Vec::new(),
+                redact: false,
+                inject_headers: Vec::new(),
+                exceptions_used: Vec::new(),
+                policy_error: false,
+                violation_type: None,
+                default_for: Some("prohibited"),
+            },
+            facts: serde_json::Value::Null,
             body_truncated: false,
         }
     }

@@ -106,7 +106,7 @@ async fn an_unknown_host_speaking_an_ai_api_is_flagged_as_shadow_ai() {
         )
         .await;
     let explanation: serde_json::Value = serde_json::from_str(&rows[0].0).unwrap();
-    assert_eq!(explanation["unknown_ai"], true, "{explanation}");
+    assert_eq!(explanation["facts"]["unknown_ai"], true, "{explanation}");
     assert!(rows[0].1.is_none());
 }
 

@@ -161,6 +161,12 @@ impl TestGateway {
         config.admin.listen = "127.0.0.1:0".parse().unwrap();
         config.tls.ca_dir = dir.path().join("certs");
         config.catalog.dir = repo_path("config/catalog");
+        // The shipped catalog approves nothing, so the shipped policies would put every request
+        // under review; transport tests run with every shipped policy but the review one and
+        // unapproved services allowed by default. Policy tests restore the shipped set.
+        config.policy.dir = shipped_policies_without(dir.path(), &["review-unapproved-ai"]);
+        config.policy.defaults.review_required = aigate::policy::Decision::Allow;
+        config.policy.defaults.unknown = aigate::policy::Decision::Allow;
         config.upstream.extra_roots = vec![roots];
         config.store.url = format!("sqlite://{}", dir.path().join("aigate.db").display());
         config.audit.journal_dir = dir.path().join("journal");
@@ -172,6 +178,14 @@ impl TestGateway {
         config.validate().unwrap();
         let gateway = aigate::server::start(config).await.unwrap();
         TestGateway { gateway, dir }
+    }
+
+    /// Reinstates the shipped policy set and defaults (for policy tests).
+    pub fn shipped_policies(config: &mut Config) {
+        config.policy = aigate::config::PolicyConfig {
+            dir: repo_path("config/policies"),
+            ..Default::default()
+        };
     }
 
     pub fn proxy_url(&self) -> String {
@@ -229,4 +243,19 @@ pub enum Http {
 /// The CA that signs the local origins' certificates (the gateway is told to trust it).
 pub fn upstream_ca() -> CertificateAuthority {
     CertificateAuthority::generate_in_memory("aigate test upstream CA").unwrap()
+}
+
+/// A copy of `config/policies` in `dir` without the named policies.
+pub fn shipped_policies_without(dir: &Path, excluded: &[&str]) -> PathBuf {
+    let target = dir.join("policies");
+    std::fs::create_dir_all(&target).unwrap();
+    for entry in std::fs::read_dir(repo_path("config/policies")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if excluded.iter().any(|e| name.starts_with(e)) {
+            continue;
+        }
+        std::fs::copy(&path, target.join(name)).unwrap();
+    }
+    target
 }

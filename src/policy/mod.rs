@@ -1,0 +1,564 @@
+//! The policy engine: Rego policies (regorus, in process) decide ALLOW / DENY / REVIEW.
+//!
+//! A [`PolicySet`] is compiled once per snapshot: every active `opa` policy becomes its own
+//! regorus engine (its `rule_metadata` is its `data.metadata`, so policies cannot see each
+//! other's data). Engines are cloned once per worker thread and reused until the next snapshot,
+//! so evaluation takes no lock. The combination rule is the contract of DESIGN.md section 3:
+//! in-scope policies by descending priority, the highest one whose deny/review/allow holds
+//! decides (deny > review > allow within it, most restrictive among equals), approved
+//! exceptions cancel a policy's match, no match falls back to the service's approval status,
+//! and an evaluation error applies the fail mode.
+
+pub mod definition;
+pub mod exception;
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+pub use definition::{load_dir, PolicyDefinition, PolicyLoadError, Scope};
+pub use exception::{ExceptionRule, Exceptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Allow,
+    Review,
+    Deny,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Deny => "deny",
+            Decision::Review => "review",
+        }
+    }
+
+    /// The spelling of the `decisions.decision` column.
+    pub fn as_column(self) -> &'static str {
+        match self {
+            Decision::Allow => "ALLOW",
+            Decision::Deny => "DENY",
+            Decision::Review => "REVIEW",
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an evaluation error does to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// DENY with reason `policy_error` (the default).
+    Closed,
+    /// Treat the failing policy as not matching.
+    Open,
+}
+
+/// Decisions when no policy matches, by the service's approval status.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    pub approved: Decision,
+    pub prohibited: Decision,
+    pub review_required: Decision,
+    pub unknown: Decision,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            approved: Decision::Allow,
+            prohibited: Decision::Deny,
+            review_required: Decision::Review,
+            unknown: Decision::Review,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("policy {name:?} ({id}): {message}")]
+    Compile {
+        id: Uuid,
+        name: String,
+        message: String,
+    },
+    #[error("policy {name:?} ({id}): rule_engine {engine:?} is not supported yet (only \"opa\")")]
+    UnsupportedEngine {
+        id: Uuid,
+        name: String,
+        engine: String,
+    },
+}
+
+struct CompiledPolicy {
+    definition: Arc<PolicyDefinition>,
+    /// `data.<package>`: one query evaluates every rule of the module.
+    query: String,
+}
+
+/// Every active policy of a snapshot, compiled.
+pub struct PolicySet {
+    generation: u64,
+    policies: Vec<CompiledPolicy>,
+    engines: Vec<regorus::Engine>,
+    defaults: Defaults,
+    fail_mode: FailMode,
+}
+
+impl fmt::Debug for PolicySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicySet")
+            .field("generation", &self.generation)
+            .field(
+                "policies",
+                &self
+                    .policies
+                    .iter()
+                    .map(|p| &p.definition.name)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's clones of the current set's engines (regorus evaluation needs `&mut`).
+    static ENGINES: RefCell<(u64, Vec<regorus::Engine>)> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// One policy's verdict on one request.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PolicyResult {
+    pub policy_id: Uuid,
+    pub policy_name: String,
+    pub priority: i32,
+    pub deny: bool,
+    pub review: bool,
+    pub allow: bool,
+    pub reasons: Vec<String>,
+    pub redact: bool,
+    /// `violation_type` from the module or its `rule_metadata`, for the violation row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub violation_type: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inject_headers: Vec<(String, String)>,
+    /// The approved exception that cancelled this policy's match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exception_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl PolicyResult {
+    fn outcome(&self) -> Option<Decision> {
+        if self.exception_id.is_some() {
+            return None;
+        }
+        if self.deny {
+            Some(Decision::Deny)
+        } else if self.review {
+            Some(Decision::Review)
+        } else if self.allow {
+            Some(Decision::Allow)
+        } else {
+            None
+        }
+    }
+}
+
+/// What the policy stage concluded.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub reason: String,
+    /// The policy that decided; `None` when the default applied.
+    pub primary: Option<(Uuid, String)>,
+    pub evaluated: Vec<PolicyResult>,
+    pub redact: bool,
+    pub inject_headers: Vec<(String, String)>,
+    pub exceptions_used: Vec<Uuid>,
+    pub policy_error: bool,
+    /// The deciding policy's `violation_type`, if it names one.
+    pub violation_type: Option<String>,
+    /// The approval status whose default decided, when no policy matched.
+    pub default_for: Option<&'static str>,
+}
+
+/// Facts the scope and exception filters read (the Rego input carries the same and more).
+#[derive(Debug, Clone, Default)]
+pub struct Subject<'a> {
+    pub user_id: Uuid,
+    pub user_email: Option<&'a str>,
+    pub department: Option<&'a str>,
+    pub groups: &'a [String],
+    pub service_id: Option<Uuid>,
+    pub service_slug: Option<&'a str>,
+    /// `approved`, `prohibited`, `review_required`, `unknown`; `None` for non-AI traffic.
+    pub approval_status: Option<&'a str>,
+    /// Entity types and classifications found in the content (for exception `data_types`).
+    pub data_types: Vec<String>,
+}
+
+impl PolicySet {
+    /// Compiles every policy of `definitions` that is `active`. A policy that does not compile,
+    /// or fails on a sample input, is an error naming it.
+    pub fn compile(
+        definitions: &[PolicyDefinition],
+        defaults: Defaults,
+        fail_mode: FailMode,
+    ) -> Result<PolicySet, PolicyError> {
+        let mut policies = Vec::new();
+        let mut engines = Vec::new();
+        for definition in definitions.iter().filter(|d| d.status == "active") {
+            let (engine, query) = compile_one(definition)?;
+            policies.push(CompiledPolicy {
+                definition: Arc::new(definition.clone()),
+                query,
+            });
+            engines.push(engine);
+        }
+        // Highest priority first; the order is stable for equal priorities.
+        let mut order: Vec<usize> = (0..policies.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(policies[i].definition.priority));
+        let mut sorted_policies = Vec::with_capacity(policies.len());
+        let mut sorted_engines = Vec::with_capacity(engines.len());
+        let mut policies: Vec<Option<CompiledPolicy>> = policies.into_iter().map(Some).collect();
+        let mut engines: Vec<Option<regorus::Engine>> = engines.into_iter().map(Some).collect();
+        for i in order {
+            if let (Some(p), Some(e)) = (policies[i].take(), engines[i].take()) {
+                sorted_policies.push(p);
+                sorted_engines.push(e);
+            }
+        }
+        Ok(PolicySet {
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            policies: sorted_policies,
+            engines: sorted_engines,
+            defaults,
+            fail_mode,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// Evaluates the in-scope policies against `input` (the DESIGN.md input document).
+    pub fn evaluate(
+        &self,
+        subject: &Subject<'_>,
+        input: &Value,
+        exceptions: &Exceptions,
+        now: OffsetDateTime,
+    ) -> Outcome {
+        let regorus_input = regorus::Value::from(input.clone());
+        let mut evaluated = Vec::new();
+        ENGINES.with(|cell| {
+            let mut local = cell.borrow_mut();
+            if local.0 != self.generation {
+                *local = (self.generation, self.engines.clone());
+            }
+            for (policy, engine) in self.policies.iter().zip(local.1.iter_mut()) {
+                let definition = &policy.definition;
+                if !definition.in_effect(now) || !definition.scope.covers(subject) {
+                    continue;
+                }
+                let mut result = evaluate_one(engine, &policy.query, &regorus_input, definition);
+                if result.outcome().is_some() {
+                    result.exception_id = exceptions.covering(subject, definition.policy_id, now);
+                }
+                evaluated.push(result);
+            }
+        });
+        self.combine(subject, evaluated)
+    }
+
+    fn combine(&self, subject: &Subject<'_>, evaluated: Vec<PolicyResult>) -> Outcome {
+        let exceptions_used: Vec<Uuid> = evaluated.iter().filter_map(|r| r.exception_id).collect();
+        let failed = evaluated.iter().find(|r| r.error.is_some());
+        if let (Some(failed), FailMode::Closed) = (failed, self.fail_mode) {
+            return Outcome {
+                decision: Decision::Deny,
+                reason: format!(
+                    "policy_error: policy {:?} could not be evaluated",
+                    failed.policy_name
+                ),
+                primary: Some((failed.policy_id, failed.policy_name.clone())),
+                redact: false,
+                inject_headers: Vec::new(),
+                exceptions_used,
+                policy_error: true,
+                violation_type: Some("policy_error".to_owned()),
+                default_for: None,
+                evaluated,
+            };
+        }
+        // The highest priority with any match decides; among its equals, the most restrictive.
+        let top = evaluated
+            .iter()
+            .filter(|r| r.outcome().is_some())
+            .map(|r| r.priority)
+            .max();
+        let winner = top.and_then(|top| {
+            evaluated
+                .iter()
+                .filter(|r| r.priority == top)
+                .filter_map(|r| r.outcome().map(|o| (o, r)))
+                .max_by_key(|(o, _)| *o)
+        });
+        // Obligations of every matching ALLOW-side policy apply to a forwarded request.
+        let redact = evaluated
+            .iter()
+            .any(|r| r.redact && r.exception_id.is_none());
+        let inject_headers = evaluated
+            .iter()
+            .flat_map(|r| r.inject_headers.iter().cloned())
+            .collect();
+        match winner {
+            Some((decision, result)) => Outcome {
+                decision,
+                reason: result.reasons.first().cloned().unwrap_or_else(|| {
+                    format!(
+                        "{} by policy {:?}.",
+                        decision_word(decision),
+                        result.policy_name
+                    )
+                }),
+                primary: Some((result.policy_id, result.policy_name.clone())),
+                redact,
+                inject_headers,
+                exceptions_used,
+                policy_error: false,
+                violation_type: result.violation_type.clone(),
+                default_for: None,
+                evaluated,
+            },
+            None => {
+                let (decision, status) = match subject.approval_status {
+                    Some("approved") => (self.defaults.approved, "approved"),
+                    Some("prohibited") => (self.defaults.prohibited, "prohibited"),
+                    Some("review_required") => (self.defaults.review_required, "review_required"),
+                    Some(_) => (self.defaults.unknown, "unknown"),
+                    None => (Decision::Allow, "not_ai"),
+                };
+                let reason = match (decision, subject.service_slug) {
+                    (_, None) if status == "not_ai" => "Not an AI service.".to_owned(),
+                    (Decision::Allow, _) => "No policy restricts this request.".to_owned(),
+                    (Decision::Deny, _) => "This AI service is prohibited by your organization.".to_owned(),
+                    (Decision::Review, _) => "This AI service has not been approved yet; a business justification is required.".to_owned(),
+                };
+                Outcome {
+                    decision,
+                    reason,
+                    primary: None,
+                    redact,
+                    inject_headers,
+                    exceptions_used,
+                    policy_error: false,
+                    violation_type: None,
+                    default_for: Some(status),
+                    evaluated,
+                }
+            }
+        }
+    }
+}
+
+fn decision_word(decision: Decision) -> &'static str {
+    match decision {
+        Decision::Allow => "Allowed",
+        Decision::Deny => "Denied",
+        Decision::Review => "Review required",
+    }
+}
+
+fn compile_one(definition: &PolicyDefinition) -> Result<(regorus::Engine, String), PolicyError> {
+    let error = |message: String| PolicyError::Compile {
+        id: definition.policy_id,
+        name: definition.name.clone(),
+        message,
+    };
+    if definition.rule_engine != "opa" {
+        return Err(PolicyError::UnsupportedEngine {
+            id: definition.policy_id,
+            name: definition.name.clone(),
+            engine: definition.rule_engine.clone(),
+        });
+    }
+    let source = format!("policy:{}", definition.name);
+    // Rego v1 first; modules written for OPA 0.x (`import future.keywords`) parse as v0.
+    let mut engine = regorus::Engine::new();
+    let package = match engine.add_policy(source.clone(), definition.rule_content.clone()) {
+        Ok(package) => package,
+        Err(v1_error) => {
+            engine = regorus::Engine::new();
+            engine.set_rego_v0(true);
+            engine
+                .add_policy(source, definition.rule_content.clone())
+                .map_err(|_| error(v1_error.to_string()))?
+        }
+    };
+    let metadata = definition
+        .rule_metadata
+        .clone()
+        .unwrap_or_else(|| json!({}));
+    engine
+        .add_data(regorus::Value::from(json!({ "metadata": metadata })))
+        .map_err(|e| error(format!("rule_metadata: {e}")))?;
+    let query = if package.starts_with("data.") {
+        package
+    } else {
+        format!("data.{package}")
+    };
+    // A module that compiles but fails on a well-formed input would fail every request.
+    let mut probe = engine.clone();
+    probe.set_input(regorus::Value::from(sample_input()));
+    probe
+        .eval_query(query.clone(), false)
+        .map_err(|e| error(format!("evaluation on a sample input failed: {e}")))?;
+    Ok((engine, query))
+}
+
+fn evaluate_one(
+    engine: &mut regorus::Engine,
+    query: &str,
+    input: &regorus::Value,
+    definition: &PolicyDefinition,
+) -> PolicyResult {
+    let mut result = PolicyResult {
+        policy_id: definition.policy_id,
+        policy_name: definition.name.clone(),
+        priority: definition.priority,
+        deny: false,
+        review: false,
+        allow: false,
+        reasons: Vec::new(),
+        redact: false,
+        violation_type: None,
+        inject_headers: Vec::new(),
+        exception_id: None,
+        error: None,
+    };
+    engine.set_input(input.clone());
+    let value = match engine.eval_query(query.to_owned(), false) {
+        Ok(results) => results
+            .result
+            .into_iter()
+            .next()
+            .and_then(|r| r.expressions.into_iter().next())
+            .map(|e| e.value),
+        Err(error) => {
+            crate::metrics::POLICY_ERRORS.inc();
+            tracing::warn!(policy = %definition.name, %error, "Policy evaluation failed.");
+            result.error = Some(error.to_string());
+            return result;
+        }
+    };
+    let Some(document) = value.and_then(|v| serde_json::to_value(&v).ok()) else {
+        return result;
+    };
+    result.deny = document.get("deny") == Some(&Value::Bool(true));
+    result.review = document.get("review") == Some(&Value::Bool(true));
+    result.allow = document.get("allow") == Some(&Value::Bool(true));
+    result.redact = document.get("redact") == Some(&Value::Bool(true));
+    if let Some(reason) = document.get("reason").and_then(Value::as_str) {
+        result.reasons.push(reason.to_owned());
+    }
+    if let Some(reasons) = document.get("reasons").and_then(Value::as_array) {
+        result
+            .reasons
+            .extend(reasons.iter().filter_map(Value::as_str).map(str::to_owned));
+    }
+    if !(result.deny || result.review || result.allow) {
+        // Reasons of a rule that did not fire explain nothing.
+        result.reasons.clear();
+    }
+    result.violation_type = document
+        .get("violation_type")
+        .or_else(|| {
+            definition
+                .rule_metadata
+                .as_ref()
+                .and_then(|m| m.get("violation_type"))
+        })
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(headers) = document.get("inject_headers").and_then(Value::as_object) {
+        result.inject_headers = headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect();
+    }
+    result
+}
+
+/// A well-formed input used to probe policies at load time.
+pub fn sample_input() -> Value {
+    json!({
+        "user": {"id": Uuid::nil(), "email": null, "department": null, "groups": [], "roles": [],
+                 "risk_score": 0, "clearance_level": null, "employee_type": null, "authenticated": false},
+        "device": {"id": null, "hostname": null, "crown_jewel": false, "sensitivity": null,
+                   "compliance_status": null, "data_classification": []},
+        "resource": {"type": "ai_service", "id": Uuid::nil(), "name": "Sample", "vendor": null,
+                     "service_type": "llm", "risk_tier": "medium", "risk_score": 50,
+                     "approval_status": "unknown", "approved_for": [], "prohibited_for": [],
+                     "capabilities": [], "data_handling": null, "certifications": [], "data_regions": []},
+        "request": {"method": "POST", "scheme": "https", "host": "example.com", "port": 443,
+                    "path": "/", "url": "https://example.com/", "headers": {}, "content_type": null,
+                    "body_bytes": 0, "action": "access_ai_service"},
+        "content": {"classified": false, "entities": [], "data_classification": [], "prompt_chars": 0,
+                    "truncated": false, "files": []},
+        "context": {"time": "2025-01-01T00:00:00Z", "source_ip": null, "mode": "proxy", "location_type": "corporate"},
+    })
+}
+
+/// Risk of one request, 0-100: the service's own risk, raised by what the content holds and by
+/// the user's risk score.
+pub fn risk_score(service_risk: Option<u8>, classes: &[&str], user_risk: i32) -> i32 {
+    let base = i32::from(service_risk.unwrap_or(30));
+    let content: i32 = classes
+        .iter()
+        .map(|c| match *c {
+            "credentials" => 40,
+            "trade_secret" | "PHI" => 30,
+            "PII" | "financial" => 20,
+            _ => 10,
+        })
+        .sum();
+    (base / 2 + content.min(50) + user_risk.clamp(0, 100) / 5).clamp(0, 100)
+}
+
+/// Per-policy counts for the explanation: which rules fired, with the facts they saw.
+pub fn explanation(outcome: &Outcome, facts: Value) -> Value {
+    json!({
+        "decided_by": outcome.primary.as_ref().map(|(id, name)| json!({"policy_id": id, "policy_name": name})),
+        "default_for_approval_status": outcome.default_for,
+        "policy_error": outcome.policy_error,
+        "policies": outcome.evaluated,
+        "exceptions_used": outcome.exceptions_used,
+        "facts": facts,
+    })
+}
+
+#[cfg(test)]
+mod tests;

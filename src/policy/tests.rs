@@ -1,0 +1,321 @@
+use super::*;
+use std::path::Path;
+use time::macros::datetime;
+
+fn shipped() -> Vec<PolicyDefinition> {
+    load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies")).unwrap()
+}
+
+fn policy(name: &str, priority: i32, rego: &str) -> PolicyDefinition {
+    PolicyDefinition {
+        policy_id: Uuid::new_v4(),
+        name: name.to_owned(),
+        description: None,
+        version: "1.0.0".into(),
+        status: "active".into(),
+        priority,
+        policy_type: "technical".into(),
+        framework: None,
+        article_reference: None,
+        rule_engine: "opa".into(),
+        rule_content: rego.to_owned(),
+        rule_file: None,
+        rule_metadata: None,
+        scope: Scope::default(),
+        effective_date: datetime!(2020-01-01 0:00 UTC),
+        expiry_date: None,
+        tags: Vec::new(),
+    }
+}
+
+fn subject(status: Option<&'static str>) -> Subject<'static> {
+    Subject {
+        service_slug: status.map(|_| "svc"),
+        service_id: status.map(|_| Uuid::from_u128(7)),
+        approval_status: status,
+        ..Subject::default()
+    }
+}
+
+const NOW: OffsetDateTime = datetime!(2026-06-01 0:00 UTC);
+
+fn input_with(capabilities: &[&str], entity_types: &[&str]) -> Value {
+    let mut input = sample_input();
+    input["resource"]["capabilities"] = json!(capabilities);
+    input["resource"]["approval_status"] = json!("approved");
+    input["content"]["entities"] = entity_types
+        .iter()
+        .map(|t| json!({"type": t, "count": 1, "confidence": 0.9}))
+        .collect();
+    input
+}
+
+fn set(policies: Vec<PolicyDefinition>) -> PolicySet {
+    PolicySet::compile(&policies, Defaults::default(), FailMode::Closed).unwrap()
+}
+
+#[test]
+fn the_eu_ai_act_policy_denies_social_scoring() {
+    let policies = set(shipped());
+    let none = Exceptions::default();
+    let outcome = policies.evaluate(
+        &subject(Some("approved")),
+        &input_with(&["social_scoring"], &[]),
+        &none,
+        NOW,
+    );
+    assert_eq!(outcome.decision, Decision::Deny);
+    assert_eq!(
+        outcome.primary.unwrap().1,
+        "EU AI Act - Prohibited AI Systems"
+    );
+    let outcome = policies.evaluate(
+        &subject(Some("approved")),
+        &input_with(&["text_generation"], &[]),
+        &none,
+        NOW,
+    );
+    assert_eq!(outcome.decision, Decision::Allow);
+}
+
+#[test]
+fn highest_priority_match_decides_and_equal_priorities_take_the_most_restrictive() {
+    let deny = "package a\ndeny if input.resource.risk_score > 10";
+    let allow = "package b\nallow if true";
+    let review = "package c\nreview if true";
+    let none = Exceptions::default();
+    let input = sample_input();
+    let outcome = set(vec![
+        policy("deny-low", 10, deny),
+        policy("allow-high", 20, allow),
+    ])
+    .evaluate(&subject(Some("unknown")), &input, &none, NOW);
+    assert_eq!(
+        (outcome.decision, outcome.primary.unwrap().1.as_str()),
+        (Decision::Allow, "allow-high")
+    );
+    let outcome = set(vec![
+        policy("allow", 20, allow),
+        policy("review", 20, review),
+    ])
+    .evaluate(&subject(Some("unknown")), &input, &none, NOW);
+    assert_eq!(outcome.decision, Decision::Review);
+    let within = "package d\nallow if true\ndeny if true";
+    let outcome = set(vec![policy("both", 5, within)]).evaluate(
+        &subject(Some("approved")),
+        &input,
+        &none,
+        NOW,
+    );
+    assert_eq!(
+        outcome.decision,
+        Decision::Deny,
+        "deny > allow within one policy"
+    );
+}
+
+#[test]
+fn no_match_falls_back_to_the_approval_status() {
+    let policies = set(vec![policy("never", 1, "package n\ndeny if false")]);
+    let none = Exceptions::default();
+    let input = sample_input();
+    for (status, expected) in [
+        (Some("approved"), Decision::Allow),
+        (Some("prohibited"), Decision::Deny),
+        (Some("review_required"), Decision::Review),
+        (Some("unknown"), Decision::Review),
+        (None, Decision::Allow),
+    ] {
+        let outcome = policies.evaluate(&subject(status), &input, &none, NOW);
+        assert_eq!(outcome.decision, expected, "{status:?}");
+        assert!(outcome.primary.is_none());
+    }
+}
+
+#[test]
+fn scope_and_dates_filter_policies() {
+    let mut scoped = policy("finance-only", 10, "package s\ndeny if true");
+    scoped.scope.departments = vec!["finance".into()];
+    let mut expired = policy("expired", 10, "package e\ndeny if true");
+    expired.expiry_date = Some(datetime!(2026-01-01 0:00 UTC));
+    let mut future = policy("future", 10, "package f\ndeny if true");
+    future.effective_date = datetime!(2027-01-01 0:00 UTC);
+    let mut draft = policy("draft", 10, "package g\ndeny if true");
+    draft.status = "draft".into();
+    let policies = set(vec![scoped, expired, future, draft]);
+    let none = Exceptions::default();
+    let outcome = policies.evaluate(&subject(Some("approved")), &sample_input(), &none, NOW);
+    assert_eq!(outcome.decision, Decision::Allow);
+    assert!(outcome.evaluated.is_empty());
+    let finance = Subject {
+        department: Some("Finance"),
+        ..subject(Some("approved"))
+    };
+    assert_eq!(
+        policies
+            .evaluate(&finance, &sample_input(), &none, NOW)
+            .decision,
+        Decision::Deny
+    );
+}
+
+fn exception(
+    policy_id: Uuid,
+    status: &str,
+    until: Option<OffsetDateTime>,
+    max_uses: Option<u64>,
+    data_types: &[&str],
+) -> ExceptionRule {
+    ExceptionRule {
+        exception_id: Uuid::new_v4(),
+        status: status.into(),
+        user_id: Some(Uuid::nil()),
+        department_id: None,
+        group_id: None,
+        policy_id: Some(policy_id),
+        ai_service_id: None,
+        effective_from: None,
+        effective_until: until,
+        max_uses,
+        data_types: data_types.iter().map(|s| (*s).to_owned()).collect(),
+        uses: AtomicU64::new(0),
+    }
+}
+
+#[test]
+fn exceptions_cancel_a_match_within_their_conditions() {
+    let deny = policy("deny", 10, "package x\ndeny if true");
+    let id = deny.policy_id;
+    let policies = set(vec![deny]);
+    let input = sample_input();
+    let user = subject(Some("approved"));
+    let decide = |exceptions: &Exceptions, subject: &Subject<'_>| {
+        policies.evaluate(subject, &input, exceptions, NOW).decision
+    };
+
+    assert_eq!(
+        decide(
+            &Exceptions::new(vec![exception(id, "approved", None, None, &[])]),
+            &user
+        ),
+        Decision::Allow
+    );
+    assert_eq!(
+        decide(
+            &Exceptions::new(vec![exception(id, "revoked", None, None, &[])]),
+            &user
+        ),
+        Decision::Deny
+    );
+    assert_eq!(
+        decide(
+            &Exceptions::new(vec![exception(id, "pending", None, None, &[])]),
+            &user
+        ),
+        Decision::Deny
+    );
+    let expired = exception(
+        id,
+        "approved",
+        Some(datetime!(2026-01-01 0:00 UTC)),
+        None,
+        &[],
+    );
+    assert_eq!(
+        decide(&Exceptions::new(vec![expired]), &user),
+        Decision::Deny
+    );
+    let twice = Exceptions::new(vec![exception(id, "approved", None, Some(2), &[])]);
+    assert_eq!(decide(&twice, &user), Decision::Allow);
+    assert_eq!(decide(&twice, &user), Decision::Allow);
+    assert_eq!(decide(&twice, &user), Decision::Deny, "max_uses exhausted");
+    let non_pii = Exceptions::new(vec![exception(id, "approved", None, None, &["EMAIL"])]);
+    let with_card = Subject {
+        data_types: vec!["CREDIT_CARD".into()],
+        ..subject(Some("approved"))
+    };
+    assert_eq!(
+        decide(&non_pii, &with_card),
+        Decision::Deny,
+        "data_types not allowed"
+    );
+    let with_email = Subject {
+        data_types: vec!["EMAIL".into()],
+        ..subject(Some("approved"))
+    };
+    assert_eq!(decide(&non_pii, &with_email), Decision::Allow);
+}
+
+#[test]
+fn evaluation_errors_apply_the_fail_mode() {
+    // Compiles and passes the load probe, fails when the request carries a string risk score.
+    let fragile = policy(
+        "fragile",
+        10,
+        "package f\ndeny if to_number(input.user.risk_score) > 50",
+    );
+    let mut input = sample_input();
+    input["user"]["risk_score"] = json!("high");
+    let closed =
+        PolicySet::compile(&[fragile.clone()], Defaults::default(), FailMode::Closed).unwrap();
+    let outcome = closed.evaluate(
+        &subject(Some("approved")),
+        &input,
+        &Exceptions::default(),
+        NOW,
+    );
+    assert_eq!(outcome.decision, Decision::Deny);
+    assert!(
+        outcome.policy_error && outcome.reason.starts_with("policy_error"),
+        "{}",
+        outcome.reason
+    );
+    let open = PolicySet::compile(&[fragile], Defaults::default(), FailMode::Open).unwrap();
+    assert_eq!(
+        open.evaluate(
+            &subject(Some("approved")),
+            &input,
+            &Exceptions::default(),
+            NOW
+        )
+        .decision,
+        Decision::Allow
+    );
+}
+
+#[test]
+fn bad_policies_are_rejected_with_name_and_line() {
+    let broken = policy("broken", 1, "package b\n\ndeny if {\n  input.x ==\n}");
+    let error = PolicySet::compile(&[broken], Defaults::default(), FailMode::Closed)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("\"broken\"") && error.contains("policy:broken:5:1"),
+        "{error}"
+    );
+    let mut cedar = policy("cedar-one", 1, "permit(principal, action, resource);");
+    cedar.rule_engine = "cedar".into();
+    let error = PolicySet::compile(&[cedar], Defaults::default(), FailMode::Closed)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("cedar-one") && error.contains("not supported yet"),
+        "{error}"
+    );
+}
+
+#[test]
+fn reasons_and_obligations_are_read() {
+    let rego = "package r\nreview if true\nreason := \"needs a look\"\ninject_headers := {\"x-tenant\": \"corp\"}";
+    let outcome = set(vec![policy("r", 1, rego)]).evaluate(
+        &subject(Some("approved")),
+        &sample_input(),
+        &Exceptions::default(),
+        NOW,
+    );
+    assert_eq!(outcome.reason, "needs a look");
+    assert_eq!(
+        outcome.inject_headers,
+        vec![("x-tenant".to_owned(), "corp".to_owned())]
+    );
+}
