@@ -33,12 +33,59 @@ fn routing(c: &mut Criterion) {
 }
 
 fn decision(c: &mut Criterion) {
+    let policies =
+        aigate::policy::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies"))
+            .unwrap_or_else(|error| panic!("policies: {error}"));
     let snapshot = Snapshot {
         catalog: catalog(),
         inspector: Arc::new(
             Inspector::new(&[], 0.5, 10 << 20).unwrap_or_else(|error| panic!("inspector: {error}")),
         ),
+        policies: aigate::policy::PolicySet::compile(
+            &policies,
+            aigate::policy::Defaults::default(),
+            aigate::policy::FailMode::Closed,
+        )
+        .unwrap_or_else(|error| panic!("compile: {error}")),
+        exceptions: aigate::policy::Exceptions::default(),
     };
+    // The policy stage alone, with its latency distribution (criterion reports means).
+    let input = aigate::policy::sample_input();
+    let subject = aigate::policy::Subject {
+        service_slug: Some("chatgpt"),
+        approval_status: Some("review_required"),
+        ..Default::default()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let mut samples: Vec<u128> = (0..20_000)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            std::hint::black_box(snapshot.policies.evaluate(
+                &subject,
+                &input,
+                &snapshot.exceptions,
+                now,
+            ));
+            started.elapsed().as_nanos()
+        })
+        .collect();
+    samples.sort_unstable();
+    eprintln!(
+        "policy/evaluate_shipped ({} policies): p50 {:.1} µs, p99 {:.1} µs",
+        snapshot.policies.len(),
+        samples[samples.len() / 2] as f64 / 1000.0,
+        samples[samples.len() * 99 / 100] as f64 / 1000.0
+    );
+    c.bench_function("policy/evaluate_shipped", |b| {
+        b.iter(|| {
+            snapshot.policies.evaluate(
+                &subject,
+                std::hint::black_box(&input),
+                &snapshot.exceptions,
+                now,
+            )
+        })
+    });
     let headers = http::HeaderMap::new();
     let body = vec![b'a'; 2048];
     c.bench_function("pipeline/decide_2k", |b| {

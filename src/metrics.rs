@@ -219,6 +219,20 @@ pub fn render() -> String {
     String::from_utf8(buffer).unwrap_or_default()
 }
 
+pub static POLICY_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_policy_errors_total",
+        "Policy evaluations that failed (the fail mode applied).",
+    )
+});
+pub static POLICY_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "aigate_policy_reloads_total",
+        "Snapshot reloads of policies, catalog and exceptions, by result.",
+        &["result"],
+    )
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,17 +254,3 @@ mod tests {
         }
     }
 }
-
-pub static POLICY_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter(
-        "aigate_policy_errors_total",
-        "Policy evaluations that failed (the fail mode applied).",
-    )
-});
-pub static POLICY_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(
-        "aigate_policy_reloads_total",
-        "Snapshot reloads of policies, catalog and exceptions, by result.",
-        &["result"],
-    )
-});

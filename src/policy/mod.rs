@@ -106,8 +106,26 @@ pub enum PolicyError {
 
 struct CompiledPolicy {
     definition: Arc<PolicyDefinition>,
-    /// `data.<package>`: one query evaluates every rule of the module.
-    query: String,
+    rules: RulePaths,
+}
+
+/// Full paths (`data.<package>.<rule>`) of the contract rules the module declares. Each is
+/// evaluated with `eval_rule`, about 1 µs, where a whole-package `eval_query` costs 4-7 µs.
+#[derive(Debug, Default)]
+struct RulePaths {
+    verdicts: Vec<(Verdict, String)>,
+    reason: Option<String>,
+    reasons: Option<String>,
+    redact: Option<String>,
+    violation_type: Option<String>,
+    inject_headers: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    Deny,
+    Review,
+    Allow,
 }
 
 /// Every active policy of a snapshot, compiled.
@@ -167,7 +185,7 @@ pub struct PolicyResult {
 
 impl PolicyResult {
     fn outcome(&self) -> Option<Decision> {
-        if self.exception_id.is_some() {
+        if self.exception_id.is_some() || self.error.is_some() {
             return None;
         }
         if self.deny {
@@ -226,10 +244,10 @@ impl PolicySet {
         let mut policies = Vec::new();
         let mut engines = Vec::new();
         for definition in definitions.iter().filter(|d| d.status == "active") {
-            let (engine, query) = compile_one(definition)?;
+            let (engine, rules) = compile_one(definition)?;
             policies.push(CompiledPolicy {
                 definition: Arc::new(definition.clone()),
-                query,
+                rules,
             });
             engines.push(engine);
         }
@@ -283,7 +301,7 @@ impl PolicySet {
                 if !definition.in_effect(now) || !definition.scope.covers(subject) {
                     continue;
                 }
-                let mut result = evaluate_one(engine, &policy.query, &regorus_input, definition);
+                let mut result = evaluate_one(engine, &policy.rules, &regorus_input, definition);
                 if result.outcome().is_some() {
                     result.exception_id = exceptions.covering(subject, definition.policy_id, now);
                 }
@@ -392,7 +410,7 @@ fn decision_word(decision: Decision) -> &'static str {
     }
 }
 
-fn compile_one(definition: &PolicyDefinition) -> Result<(regorus::Engine, String), PolicyError> {
+fn compile_one(definition: &PolicyDefinition) -> Result<(regorus::Engine, RulePaths), PolicyError> {
     let error = |message: String| PolicyError::Compile {
         id: definition.policy_id,
         name: definition.name.clone(),
@@ -436,12 +454,32 @@ fn compile_one(definition: &PolicyDefinition) -> Result<(regorus::Engine, String
     probe
         .eval_query(query.clone(), false)
         .map_err(|e| error(format!("evaluation on a sample input failed: {e}")))?;
-    Ok((engine, query))
+    // The whole package evaluated, so a rule that now fails to evaluate is one not declared.
+    let mut declared = |name: &str| {
+        let path = format!("{query}.{name}");
+        probe.eval_rule(path.clone()).is_ok().then_some(path)
+    };
+    let mut rules = RulePaths::default();
+    for (verdict, name) in [
+        (Verdict::Deny, "deny"),
+        (Verdict::Review, "review"),
+        (Verdict::Allow, "allow"),
+    ] {
+        if let Some(path) = declared(name) {
+            rules.verdicts.push((verdict, path));
+        }
+    }
+    rules.reason = declared("reason");
+    rules.reasons = declared("reasons");
+    rules.redact = declared("redact");
+    rules.violation_type = declared("violation_type");
+    rules.inject_headers = declared("inject_headers");
+    Ok((engine, rules))
 }
 
 fn evaluate_one(
     engine: &mut regorus::Engine,
-    query: &str,
+    rules: &RulePaths,
     input: &regorus::Value,
     definition: &PolicyDefinition,
 ) -> PolicyResult {
@@ -460,54 +498,66 @@ fn evaluate_one(
         error: None,
     };
     engine.set_input(input.clone());
-    let value = match engine.eval_query(query.to_owned(), false) {
-        Ok(results) => results
-            .result
-            .into_iter()
-            .next()
-            .and_then(|r| r.expressions.into_iter().next())
-            .map(|e| e.value),
-        Err(error) => {
-            crate::metrics::POLICY_ERRORS.inc();
-            tracing::warn!(policy = %definition.name, %error, "Policy evaluation failed.");
-            result.error = Some(error.to_string());
-            return result;
+    let mut eval = |path: &String| -> Result<Option<Value>, String> {
+        let value = engine.eval_rule(path.clone()).map_err(|e| e.to_string())?;
+        Ok(serde_json::to_value(&value).ok().filter(|v| !v.is_null()))
+    };
+    let outcome = (|| -> Result<(), String> {
+        for (verdict, path) in &rules.verdicts {
+            let fired = eval(path)? == Some(Value::Bool(true));
+            match verdict {
+                Verdict::Deny => result.deny = fired,
+                Verdict::Review => result.review = fired,
+                Verdict::Allow => result.allow = fired,
+            }
         }
-    };
-    let Some(document) = value.and_then(|v| serde_json::to_value(&v).ok()) else {
-        return result;
-    };
-    result.deny = document.get("deny") == Some(&Value::Bool(true));
-    result.review = document.get("review") == Some(&Value::Bool(true));
-    result.allow = document.get("allow") == Some(&Value::Bool(true));
-    result.redact = document.get("redact") == Some(&Value::Bool(true));
-    if let Some(reason) = document.get("reason").and_then(Value::as_str) {
-        result.reasons.push(reason.to_owned());
-    }
-    if let Some(reasons) = document.get("reasons").and_then(Value::as_array) {
-        result
-            .reasons
-            .extend(reasons.iter().filter_map(Value::as_str).map(str::to_owned));
-    }
-    if !(result.deny || result.review || result.allow) {
-        // Reasons of a rule that did not fire explain nothing.
-        result.reasons.clear();
-    }
-    result.violation_type = document
-        .get("violation_type")
-        .or_else(|| {
+        if let Some(path) = &rules.redact {
+            result.redact = eval(path)? == Some(Value::Bool(true));
+        }
+        if let Some(path) = &rules.inject_headers {
+            if let Some(Value::Object(headers)) = eval(path)? {
+                result.inject_headers = headers
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
+                    .collect();
+            }
+        }
+        if !(result.deny || result.review || result.allow) {
+            // Reasons of rules that did not fire explain nothing; skip evaluating them.
+            return Ok(());
+        }
+        if let Some(path) = &rules.reason {
+            if let Some(Value::String(reason)) = eval(path)? {
+                result.reasons.push(reason);
+            }
+        }
+        if let Some(path) = &rules.reasons {
+            if let Some(Value::Array(reasons)) = eval(path)? {
+                result.reasons.extend(
+                    reasons
+                        .into_iter()
+                        .filter_map(|r| r.as_str().map(str::to_owned)),
+                );
+            }
+        }
+        let declared_type = match &rules.violation_type {
+            Some(path) => eval(path)?.and_then(|v| v.as_str().map(str::to_owned)),
+            None => None,
+        };
+        result.violation_type = declared_type.or_else(|| {
             definition
                 .rule_metadata
                 .as_ref()
                 .and_then(|m| m.get("violation_type"))
-        })
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    if let Some(headers) = document.get("inject_headers").and_then(Value::as_object) {
-        result.inject_headers = headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-            .collect();
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        });
+        Ok(())
+    })();
+    if let Err(error) = outcome {
+        crate::metrics::POLICY_ERRORS.inc();
+        tracing::warn!(policy = %definition.name, %error, "Policy evaluation failed.");
+        result.error = Some(error);
     }
     result
 }

@@ -256,8 +256,12 @@ fn evaluation_errors_apply_the_fail_mode() {
     );
     let mut input = sample_input();
     input["user"]["risk_score"] = json!("high");
-    let closed =
-        PolicySet::compile(&[fragile.clone()], Defaults::default(), FailMode::Closed).unwrap();
+    let closed = PolicySet::compile(
+        std::slice::from_ref(&fragile),
+        Defaults::default(),
+        FailMode::Closed,
+    )
+    .unwrap();
     let outcome = closed.evaluate(
         &subject(Some("approved")),
         &input,

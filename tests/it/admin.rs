@@ -60,10 +60,9 @@ async fn health_metrics_and_ca_download() {
 
 #[tokio::test]
 async fn admin_routes_require_a_configured_token() {
-    use sha2::Digest;
     let ca = upstream_ca();
     let token = "s3cret-admin-token";
-    let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let digest = crate::support::sha256_hex(token);
     let gateway =
         TestGateway::start_with(&ca, &[], |config| config.admin.token_sha256 = vec![digest]).await;
     let url = format!("http://{}/admin/bypass", gateway.gateway.admin_addr);
@@ -222,10 +221,9 @@ async fn the_pac_file_sends_ai_domains_to_the_gateways_and_the_rest_direct() {
 #[tokio::test]
 async fn a_learned_bypass_can_be_made_permanent_and_survives_a_restart() {
     use aigate::front::route::Route;
-    use sha2::Digest;
     let ca = upstream_ca();
     let token = "another-admin-token";
-    let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let digest = crate::support::sha256_hex(token);
     let dir = tempfile::tempdir().unwrap();
     let store_url = format!("sqlite://{}", dir.path().join("shared.db").display());
     let configure = |digest: String, store_url: String| {

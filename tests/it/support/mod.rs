@@ -259,3 +259,9 @@ pub fn shipped_policies_without(dir: &Path, excluded: &[&str]) -> PathBuf {
     }
     target
 }
+
+/// The `[admin] token_sha256` entry for `token`.
+pub fn sha256_hex(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
