@@ -58,6 +58,41 @@ pub struct PolicyConfig {
     pub fail_mode: crate::policy::FailMode,
     /// Decision when no policy matches, per approval status of the service.
     pub defaults: crate::policy::Defaults,
+    /// Insert policy files the store lacks at start and on reload (never overwrites).
+    pub import: bool,
+    /// How often the store is polled for changed policies and exceptions.
+    pub reload_interval_secs: u64,
+    /// A REVIEW: "coach" (coaching page / 403 JSON) or "allow_and_flag" (forward, open a
+    /// violation for later review).
+    pub review_action: ReviewAction,
+    /// How long the exception a user's business justification creates lasts.
+    pub justification_exception_secs: u64,
+    /// Status of that exception: "approved" (effective at once) or "pending" (an administrator
+    /// approves it).
+    pub justification_status: JustificationStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewAction {
+    Coach,
+    AllowAndFlag,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JustificationStatus {
+    Approved,
+    Pending,
+}
+
+impl JustificationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JustificationStatus::Approved => "approved",
+            JustificationStatus::Pending => "pending",
+        }
+    }
 }
 
 impl Default for PolicyConfig {
@@ -66,6 +101,11 @@ impl Default for PolicyConfig {
             dir: PathBuf::from("config/policies"),
             fail_mode: crate::policy::FailMode::Closed,
             defaults: crate::policy::Defaults::default(),
+            import: true,
+            reload_interval_secs: 5,
+            review_action: ReviewAction::Coach,
+            justification_exception_secs: 3600,
+            justification_status: JustificationStatus::Approved,
         }
     }
 }
@@ -431,6 +471,18 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.policy.reload_interval_secs == 0 {
+            return Err(invalid(
+                "[policy] reload_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if !(60..=30 * 86_400).contains(&self.policy.justification_exception_secs) {
+            return Err(invalid(
+                "[policy] justification_exception_secs",
+                "must be between 60 and 2592000 (30 days)",
+            ));
+        }
         if !(0.0..=1.0).contains(&self.inspect.min_confidence) {
             return Err(invalid(
                 "[inspect] min_confidence",

@@ -83,7 +83,8 @@ pub struct RunningGateway {
     pub shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    maintenance: JoinHandle<()>,
+    /// Store maintenance and the policy reloader: aborted at shutdown.
+    background: Vec<JoinHandle<()>>,
     /// Upstream trust bundle pingora reads by path; deleted when the gateway stops.
     _roots_bundle: Option<tempfile::NamedTempFile>,
 }
@@ -92,7 +93,10 @@ impl RunningGateway {
     /// Stops accepting, waits for the listeners to close, then drains the audit queue.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        self.maintenance.abort();
+        for task in &self.background {
+            task.abort();
+        }
+        flush_exception_uses(&self.shared).await;
         for task in self.tasks {
             let _ = task.await;
         }
@@ -165,8 +169,12 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         config.inspect.min_confidence,
         config.proxy.body_buffer_bytes,
     )?);
-    let policies = load_policies(&config)?;
-    tracing::info!(active = policies.len(), dir = %config.policy.dir.display(), "Policies compiled.");
+    let (policies, exceptions) = load_policy_state(&config, store.as_ref()).await?;
+    tracing::info!(
+        active = policies.len(),
+        exceptions = exceptions.len(),
+        "Policies compiled."
+    );
     let router = Router::new(&config.intercept);
     match store.bypass_hosts().await {
         Ok(hosts) => router.set_permanent_bypass(&hosts),
@@ -181,7 +189,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             catalog,
             inspector,
             policies,
-            exceptions: Exceptions::default(),
+            exceptions,
         }),
         minter,
         ca,
@@ -212,7 +220,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         tokio::spawn(explicit::serve(proxy_listener, front)),
         tokio::spawn(admin::serve(admin_listener, shared.clone(), shutdown_rx)),
     ];
-    let maintenance = tokio::spawn(maintain_store(store, maintenance_every));
+    let background = vec![
+        tokio::spawn(maintain_store(store, maintenance_every)),
+        tokio::spawn(watch_policies(shared.clone())),
+    ];
     info!(proxy = %proxy_addr, admin = %admin_addr, "Gateway listening.");
     Ok(RunningGateway {
         proxy_addr,
@@ -220,7 +231,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         shared,
         shutdown: shutdown_tx,
         tasks,
-        maintenance,
+        background,
         _roots_bundle: roots_bundle,
     })
 }
@@ -326,13 +337,42 @@ fn upstream_roots_bundle(
     Ok(Some(file))
 }
 
-fn load_policies(config: &Config) -> Result<PolicySet, StartError> {
-    let definitions = crate::policy::load_dir(&config.policy.dir)?;
-    Ok(PolicySet::compile(
+/// The policies and approved exceptions of a new snapshot: the store's (after importing policy
+/// files it lacks) when it answers, the policy files alone when it does not.
+async fn load_policy_state(
+    config: &Config,
+    store: &dyn Store,
+) -> Result<(PolicySet, Exceptions), StartError> {
+    let files = crate::policy::load_dir(&config.policy.dir)?;
+    let from_store = async {
+        if config.policy.import {
+            let inserted = store.import_policies(&files).await?;
+            if inserted > 0 {
+                info!(
+                    inserted,
+                    "Policy files imported into the store (existing rows untouched)."
+                );
+            }
+        }
+        Ok::<_, crate::store::StoreError>((
+            store.load_policies().await?,
+            store.load_exceptions().await?,
+        ))
+    };
+    let (definitions, exceptions) = match from_store.await {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            tracing::warn!(%error, dir = %config.policy.dir.display(), "Cannot read policies from the store; serving the policy files without exceptions.");
+            (files, Vec::new())
+        }
+    };
+    let policies = PolicySet::compile(
         &definitions,
         config.policy.defaults.clone(),
         config.policy.fail_mode,
-    )?)
+    )?;
+    let exceptions = Exceptions::new(exceptions.into_iter().map(Into::into).collect());
+    Ok((policies, exceptions))
 }
 
 /// What a reload swapped in.
@@ -340,30 +380,81 @@ fn load_policies(config: &Config) -> Result<PolicySet, StartError> {
 pub struct Reloaded {
     pub services: usize,
     pub policies: usize,
+    pub exceptions: usize,
 }
 
-/// Rebuilds the catalog and the policies from their directories and swaps them in atomically.
-/// On any error the running snapshot stays; requests in flight keep the snapshot they hold.
-pub fn reload(shared: &Shared) -> Result<Reloaded, StartError> {
-    let result = (|| {
+/// Rebuilds catalog, policies and exceptions and swaps them in atomically. On any error the
+/// running snapshot stays; requests in flight keep the snapshot they hold.
+pub async fn reload(shared: &Shared) -> Result<Reloaded, StartError> {
+    flush_exception_uses(shared).await;
+    let result = async {
         let catalog = Catalog::load_dir(&shared.config.catalog.dir)?;
-        let policies = load_policies(&shared.config)?;
-        let current = shared.snapshot.load();
+        let (policies, exceptions) =
+            load_policy_state(&shared.config, shared.store.as_ref()).await?;
         let reloaded = Reloaded {
             services: catalog.services().len(),
             policies: policies.len(),
+            exceptions: exceptions.len(),
         };
+        let inspector = Arc::clone(&shared.snapshot.load().inspector);
         shared.snapshot.store(Arc::new(Snapshot {
             catalog,
-            inspector: Arc::clone(&current.inspector),
+            inspector,
             policies,
-            exceptions: Exceptions::default(),
+            exceptions,
         }));
         Ok(reloaded)
-    })();
+    }
+    .await;
     let label = if result.is_ok() { "ok" } else { "rejected" };
     crate::metrics::POLICY_RELOADS
         .with_label_values(&[label])
         .inc();
     result
+}
+
+/// Writes exception uses counted in memory back to `usage_count`.
+async fn flush_exception_uses(shared: &Shared) {
+    let uses = shared.snapshot.load().exceptions.drain_uses();
+    if uses.is_empty() {
+        return;
+    }
+    if let Err(error) = shared.store.add_exception_uses(&uses).await {
+        tracing::warn!(%error, exceptions = uses.len(), "Cannot record exception uses; the counts are lost.");
+    }
+}
+
+/// Polls the store's policy revision (SQLite has no notifications; PostgreSQL uses the same
+/// path for now) and reloads when policies or exceptions changed.
+async fn watch_policies(shared: Arc<Shared>) {
+    let every = std::time::Duration::from_secs(shared.config.policy.reload_interval_secs);
+    let mut seen = shared.store.policy_revision().await.ok();
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        flush_exception_uses(&shared).await;
+        let revision = match shared.store.policy_revision().await {
+            Ok(revision) => revision,
+            Err(error) => {
+                tracing::debug!(%error, "Cannot poll the policy revision.");
+                continue;
+            }
+        };
+        if seen.as_ref() == Some(&revision) {
+            continue;
+        }
+        match reload(&shared).await {
+            Ok(reloaded) => info!(
+                policies = reloaded.policies,
+                exceptions = reloaded.exceptions,
+                "Policies or exceptions changed in the store; snapshot reloaded."
+            ),
+            Err(error) => {
+                tracing::error!(%error, "A changed policy was rejected; the previous snapshot keeps serving.")
+            }
+        }
+        // A rejected revision is not retried until it changes again.
+        seen = Some(revision);
+    }
 }

@@ -245,7 +245,7 @@ async fn remove_permanent_bypass(
 /// Rebuilds catalog and policies; a bad file leaves the running snapshot in place and the
 /// error (file, policy, line) in the response.
 async fn reload(State(shared): State<Arc<Shared>>) -> Response {
-    match crate::server::reload(&shared) {
+    match crate::server::reload(&shared).await {
         Ok(reloaded) => {
             tracing::info!(
                 services = reloaded.services,

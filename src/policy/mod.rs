@@ -22,9 +22,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 pub use definition::{load_dir, PolicyDefinition, PolicyLoadError, Scope};
-pub use exception::{ExceptionRule, Exceptions};
+pub use exception::{ExceptionRecord, ExceptionRule, Exceptions, NewException};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Allow,
@@ -302,13 +304,32 @@ impl PolicySet {
                     continue;
                 }
                 let mut result = evaluate_one(engine, &policy.rules, &regorus_input, definition);
-                if result.outcome().is_some() {
-                    result.exception_id = exceptions.covering(subject, definition.policy_id, now);
+                if let Some(decision) = result.outcome() {
+                    result.exception_id =
+                        exceptions.covering(subject, Some(definition.policy_id), decision, now);
                 }
                 evaluated.push(result);
             }
         });
-        self.combine(subject, evaluated)
+        let mut outcome = self.combine(subject, evaluated);
+        if outcome.primary.is_none() && outcome.decision != Decision::Allow && !outcome.policy_error
+        {
+            // Every match was excused by an exception: the exception is the allowance, the
+            // default for unmatched requests does not re-impose what it lifted. Otherwise a
+            // whole-service exception may lift the service's default.
+            let excused = !outcome.exceptions_used.is_empty();
+            let covering = if excused {
+                None
+            } else {
+                exceptions.covering(subject, None, outcome.decision, now)
+            };
+            if excused || covering.is_some() {
+                outcome.decision = Decision::Allow;
+                outcome.reason = "Allowed by an approved exception.".to_owned();
+                outcome.exceptions_used.extend(covering);
+            }
+        }
+        outcome
     }
 
     fn combine(&self, subject: &Subject<'_>, evaluated: Vec<PolicyResult>) -> Outcome {

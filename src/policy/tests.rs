@@ -178,7 +178,9 @@ fn exception(
         effective_until: until,
         max_uses,
         data_types: data_types.iter().map(|s| (*s).to_owned()).collect(),
+        decisions: Vec::new(),
         uses: AtomicU64::new(0),
+        unflushed: AtomicU64::new(0),
     }
 }
 

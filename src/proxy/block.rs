@@ -13,9 +13,15 @@ pub fn wants_html(accept: Option<&http::HeaderValue>) -> bool {
         .is_some_and(|accept| accept.contains("text/html"))
 }
 
-pub fn render(verdict: &Verdict, html: bool) -> pingora::Result<(ResponseHeader, Bytes)> {
+/// The stop page or error for `verdict`; `return_to` is where a coaching form sends the user
+/// back to (a local path).
+pub fn render(
+    verdict: &Verdict,
+    html: bool,
+    return_to: &str,
+) -> pingora::Result<(ResponseHeader, Bytes)> {
     let body = if html {
-        html_page(verdict)
+        html_page(verdict, return_to)
     } else {
         json_error(verdict)
     };
@@ -52,7 +58,7 @@ fn json_error(verdict: &Verdict) -> String {
     .to_string()
 }
 
-fn html_page(verdict: &Verdict) -> String {
+fn html_page(verdict: &Verdict, return_to: &str) -> String {
     let service = verdict
         .service
         .as_ref()
@@ -64,8 +70,21 @@ fn html_page(verdict: &Verdict) -> String {
          <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
          h1{{font-size:1.5rem}}.id{{color:#666;font-size:.85rem}}</style></head>\n\
          <body><h1>{headline}</h1>\n<p>{reason}</p>\n\
-         <p>If you need this service for your work, contact your security team and quote the reference below.</p>\n\
+         {next_step}\n\
          <p class=\"id\">Reference: {id}</p></body></html>\n",
+        next_step = match verdict.decision {
+            Decision::Review => format!(
+                "<form method=\"post\" action=\"{action}\">\
+                 <p><label for=\"j\">Why do you need this service for your work?</label></p>\
+                 <textarea id=\"j\" name=\"justification\" required minlength=\"10\" maxlength=\"2000\" rows=\"4\" cols=\"60\"></textarea>\
+                 <input type=\"hidden\" name=\"return_to\" value=\"{return_to}\">\
+                 <p><button type=\"submit\">Continue with a business justification</button></p></form>\
+                 <p>Your justification is recorded and reviewed by your security team. Do not paste confidential data.</p>",
+                action = super::coach::JUSTIFY_PATH,
+                return_to = escape(return_to),
+            ),
+            _ => "<p>If you need this service for your work, contact your security team and quote the reference below.</p>".to_owned(),
+        },
         headline = match verdict.decision {
             Decision::Review => format!("Use of {service} needs review"),
             _ => format!("Access to {service} is blocked"),
@@ -122,7 +141,7 @@ mod tests {
     #[test]
     fn json_error_is_openai_shaped() {
         let verdict = verdict();
-        let (header, body) = render(&verdict, false).unwrap();
+        let (header, body) = render(&verdict, false, "/").unwrap();
         assert_eq!(header.status.as_u16(), 403);
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value["error"]["type"], "policy_violation");
@@ -135,7 +154,7 @@ mod tests {
 
     #[test]
     fn html_page_escapes_text() {
-        let (_, body) = render(&verdict(), true).unwrap();
+        let (_, body) = render(&verdict(), true, "/").unwrap();
         let page = std::str::from_utf8(&body).unwrap();
         assert!(page.contains("&lt;Evil&gt;"));
         assert!(!page.contains("<Evil>"));

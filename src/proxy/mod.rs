@@ -13,6 +13,7 @@
 //! `request_body_filter`.
 
 pub mod block;
+pub mod coach;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::{debug, info, warn};
 
 use crate::audit::{AuditRecord, DecisionRecord};
+use crate::config::ReviewAction;
 use crate::front::ConnectionMeta;
 use crate::metrics;
 use crate::pipeline::{self, Decision, RequestFacts, Source, Verdict};
@@ -311,6 +313,18 @@ impl AigateProxy {
         let (body, complete) = read_body_prefix(session, cap).await?;
         let inspected = &body[..body.len().min(cap)];
         let snapshot = self.shared.snapshot.load();
+        if session.req_header().method == http::Method::POST
+            && session.req_header().uri.path() == coach::JUSTIFY_PATH
+        {
+            let host = ctx.target.as_ref().map_or("", |t| t.host.as_str());
+            let client = meta.as_ref().map(|m| m.client);
+            return match coach::justify(&self.shared, &snapshot, host, inspected, client).await {
+                coach::Reply::Redirect(location) => redirect(session, &location).await,
+                coach::Reply::Refused(status, message) => {
+                    respond_text(session, status, message).await
+                }
+            };
+        }
         let (header, target) = (session.req_header(), ctx.target.as_ref());
         let facts = RequestFacts {
             method: header.method.as_str(),
@@ -332,7 +346,9 @@ impl AigateProxy {
         ctx.verdict = Some(verdict);
         ctx.record = Some(record);
 
-        if decision != Decision::Allow {
+        let review_forwarded = decision == Decision::Review
+            && self.shared.config.policy.review_action == ReviewAction::AllowAndFlag;
+        if decision != Decision::Allow && !review_forwarded {
             if !complete {
                 // The rest of the body is still on the wire; this connection cannot carry another request.
                 session.set_keepalive(None);
@@ -340,8 +356,15 @@ impl AigateProxy {
             let Some(verdict) = ctx.verdict.as_ref() else {
                 return Ok(Answer::Forward);
             };
-            let html = block::wants_html(session.req_header().headers.get("accept"));
-            let (header, body) = block::render(verdict, html)?;
+            let request = session.req_header();
+            let html = block::wants_html(request.headers.get("accept"));
+            // The coaching form sends the user back to the page they asked for.
+            let return_to = if request.method == http::Method::GET {
+                request.uri.path_and_query().map_or("/", |p| p.as_str())
+            } else {
+                "/"
+            };
+            let (header, body) = block::render(verdict, html, return_to)?;
             session
                 .write_response_header(Box::new(header), false)
                 .await?;
@@ -548,6 +571,17 @@ fn upstream_failure(kind: &ErrorType) -> &'static str {
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => "the upstream timed out",
         _ => "upstream error",
     }
+}
+
+async fn redirect(session: &mut Session, location: &str) -> Result<Answer> {
+    let mut header = ResponseHeader::build(303, Some(3))?;
+    header.insert_header("location", location)?;
+    header.insert_header("content-length", "0")?;
+    header.insert_header("cache-control", "no-store")?;
+    session
+        .write_response_header(Box::new(header), true)
+        .await?;
+    Ok(Answer::Done)
 }
 
 async fn respond_text(

@@ -12,6 +12,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use uuid::Uuid;
+
+use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
+
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::Catalog;
 
@@ -25,6 +29,12 @@ pub enum StoreError {
     Rejected(#[source] sqlx::Error),
     #[error("migrating the store: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored {table} row {id}: {message}")]
+    Corrupt {
+        table: &'static str,
+        id: String,
+        message: String,
+    },
     #[error("preparing {path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -110,6 +120,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Removes a host from the permanent bypass; false when it was not there.
     async fn remove_bypass_host(&self, host: &str) -> Result<bool, StoreError>;
 
+    /// Inserts policies whose `policy_id` is not in the store yet; never overwrites a row an
+    /// administrator changed. Returns how many were new.
+    async fn import_policies(&self, policies: &[PolicyDefinition]) -> Result<usize, StoreError>;
+
+    /// Every policy row (the engine keeps the active ones).
+    async fn load_policies(&self) -> Result<Vec<PolicyDefinition>, StoreError>;
+
+    /// Exceptions with status `approved` (the only ones that can cancel a match).
+    async fn load_exceptions(&self) -> Result<Vec<ExceptionRecord>, StoreError>;
+
+    async fn insert_exception(&self, exception: &NewException) -> Result<(), StoreError>;
+
+    /// Adds uses to `usage_count` and stamps `last_used`.
+    async fn add_exception_uses(&self, uses: &[(Uuid, u64)]) -> Result<(), StoreError>;
+
+    /// Changes whenever a policy or exception row is added or changed (not on usage counts):
+    /// what the reloader polls.
+    async fn policy_revision(&self) -> Result<String, StoreError>;
+
     /// Keeps the time-series tables healthy: partitions ahead, expired data dropped, rollup
     /// refreshed. Returns what it did, for the log.
     async fn maintain(&self) -> Result<Vec<String>, StoreError>;
@@ -167,6 +196,22 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Reads a stored timestamp written either by the gateway (RFC 3339) or by SQL defaults and
+/// administrators (`YYYY-MM-DD HH:MM:SS[.fff]`, UTC).
+pub(crate) fn parse_timestamp(text: &str) -> Option<time::OffsetDateTime> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(at) = time::OffsetDateTime::parse(text, &Rfc3339) {
+        return Some(at);
+    }
+    let format = time::macros::format_description!(
+        version = 2,
+        "[year]-[month]-[day][first [T] [ ]][hour]:[minute]:[second][optional [.[subsecond]]]"
+    );
+    time::PrimitiveDateTime::parse(text, format)
+        .ok()
+        .map(|at| at.assume_utc())
 }
 
 #[cfg(test)]

@@ -10,6 +10,9 @@ use tracing::info;
 use super::{classify, pg_copy, redact_url, signature_rows, Store, StoreError, TimeSeriesShape};
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::Catalog;
+use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
+use time::PrimitiveDateTime;
+use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -353,6 +356,219 @@ impl Store for PostgresStore {
         Ok(inserted)
     }
 
+    async fn import_policies(&self, policies: &[PolicyDefinition]) -> Result<usize, StoreError> {
+        let mut inserted = 0;
+        for policy in policies {
+            let result = sqlx::query(
+                "INSERT INTO policies (policy_id, name, description, version, status, priority, policy_type, \
+                 framework, article_reference, rule_engine, rule_content, rule_metadata, scope, created_by, \
+                 updated_by, effective_date, expiry_date, tags) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17) \
+                 ON CONFLICT (policy_id) DO NOTHING",
+            )
+            .bind(policy.policy_id)
+            .bind(&policy.name)
+            .bind(&policy.description)
+            .bind(&policy.version)
+            .bind(&policy.status)
+            .bind(policy.priority)
+            .bind(&policy.policy_type)
+            .bind(&policy.framework)
+            .bind(&policy.article_reference)
+            .bind(&policy.rule_engine)
+            .bind(&policy.rule_content)
+            .bind(policy.rule_metadata.clone().map(Json))
+            .bind(Json(&policy.scope))
+            .bind(Uuid::nil())
+            .bind(utc(policy.effective_date))
+            .bind(policy.expiry_date.map(utc))
+            .bind(&policy.tags)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+            inserted += usize::try_from(result.rows_affected()).unwrap_or(0);
+        }
+        Ok(inserted)
+    }
+
+    async fn load_policies(&self) -> Result<Vec<PolicyDefinition>, StoreError> {
+        type Row = (
+            Uuid,
+            String,
+            Option<String>,
+            String,
+            String,
+            i32,
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            Option<serde_json::Value>,
+            serde_json::Value,
+            PrimitiveDateTime,
+            Option<PrimitiveDateTime>,
+            Option<Vec<String>>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT policy_id, name, description, version, status, priority, policy_type, framework, \
+             article_reference, rule_engine, rule_content, rule_metadata, scope, effective_date, expiry_date, tags \
+             FROM policies ORDER BY priority DESC, name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.into_iter()
+            .map(
+                |(
+                    policy_id,
+                    name,
+                    description,
+                    version,
+                    status,
+                    priority,
+                    policy_type,
+                    framework,
+                    article_reference,
+                    rule_engine,
+                    rule_content,
+                    rule_metadata,
+                    scope,
+                    effective_date,
+                    expiry_date,
+                    tags,
+                )| {
+                    Ok(PolicyDefinition {
+                        scope: serde_json::from_value(scope).map_err(|e| StoreError::Corrupt {
+                            table: "policies",
+                            id: policy_id.to_string(),
+                            message: format!("scope: {e}"),
+                        })?,
+                        policy_id,
+                        name,
+                        description,
+                        version,
+                        status,
+                        priority,
+                        policy_type,
+                        framework,
+                        article_reference,
+                        rule_engine,
+                        rule_content,
+                        rule_file: None,
+                        rule_metadata,
+                        effective_date: effective_date.assume_utc(),
+                        expiry_date: expiry_date.map(PrimitiveDateTime::assume_utc),
+                        tags: tags.unwrap_or_default(),
+                    })
+                },
+            )
+            .collect()
+    }
+
+    async fn load_exceptions(&self) -> Result<Vec<ExceptionRecord>, StoreError> {
+        type Row = (
+            Uuid,
+            String,
+            Option<Uuid>,
+            Option<Uuid>,
+            Option<Uuid>,
+            Option<Uuid>,
+            Option<Uuid>,
+            Option<serde_json::Value>,
+            Option<PrimitiveDateTime>,
+            Option<PrimitiveDateTime>,
+            Option<i32>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT exception_id, status, user_id, department_id, group_id, policy_id, ai_service_id, \
+             conditions, effective_from, effective_until, usage_count FROM exceptions WHERE status = 'approved'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    exception_id,
+                    status,
+                    user_id,
+                    department_id,
+                    group_id,
+                    policy_id,
+                    ai_service_id,
+                    conditions,
+                    from,
+                    until,
+                    uses,
+                )| ExceptionRecord {
+                    exception_id,
+                    status,
+                    user_id,
+                    department_id,
+                    group_id,
+                    policy_id,
+                    ai_service_id,
+                    conditions,
+                    effective_from: from.map(PrimitiveDateTime::assume_utc),
+                    effective_until: until.map(PrimitiveDateTime::assume_utc),
+                    usage_count: i64::from(uses.unwrap_or(0)),
+                },
+            )
+            .collect())
+    }
+
+    async fn insert_exception(&self, exception: &NewException) -> Result<(), StoreError> {
+        let approved = exception.status == "approved";
+        sqlx::query(
+            "INSERT INTO exceptions (exception_id, exception_type, reason, justification, user_id, policy_id, \
+             ai_service_id, status, requested_by, requested_at, approved_at, effective_from, effective_until, conditions) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $12, $13)",
+        )
+        .bind(exception.exception_id)
+        .bind(exception.exception_type)
+        .bind(&exception.reason)
+        .bind(&exception.justification)
+        .bind(exception.user_id)
+        .bind(exception.policy_id)
+        .bind(exception.ai_service_id)
+        .bind(exception.status)
+        .bind(exception.requested_by)
+        .bind(utc(exception.effective_from))
+        .bind(approved.then(|| utc(exception.effective_from)))
+        .bind(exception.effective_until.map(utc))
+        .bind(exception.conditions.clone().map(Json))
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn add_exception_uses(&self, uses: &[(Uuid, u64)]) -> Result<(), StoreError> {
+        for (id, count) in uses {
+            sqlx::query("UPDATE exceptions SET usage_count = COALESCE(usage_count, 0) + $1, last_used = now() WHERE exception_id = $2")
+                .bind(i32::try_from(*count).unwrap_or(i32::MAX))
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    async fn policy_revision(&self) -> Result<String, StoreError> {
+        sqlx::query_scalar(
+            "SELECT (SELECT count(*)::text || '|' || COALESCE(max(updated_at)::text, '') FROM policies) \
+             || '/' || (SELECT count(*)::text || '|' || COALESCE(max(requested_at)::text, '') || '|' \
+             || COALESCE(max(approved_at)::text, '') || '|' || COALESCE(max(revoked_at)::text, '') || '|' \
+             || COALESCE(sum(length(status)), 0)::text FROM exceptions)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
     async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError> {
         sqlx::query_scalar("SELECT host::text FROM intercept_bypass ORDER BY host")
             .fetch_all(&self.pool)
@@ -443,6 +659,12 @@ fn partition_month(table: &str, partition: &str) -> Option<Date> {
     let (year, month) = rest.split_once('m')?;
     let month = Month::try_from(month.parse::<u8>().ok()?).ok()?;
     Date::from_calendar_date(year.parse().ok()?, month, 1).ok()
+}
+
+/// The data model's `TIMESTAMP` columns hold UTC without an offset.
+fn utc(at: OffsetDateTime) -> PrimitiveDateTime {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    PrimitiveDateTime::new(at.date(), at.time())
 }
 
 #[cfg(test)]

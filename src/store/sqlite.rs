@@ -12,9 +12,10 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::{classify, signature_rows, Store, StoreError, TimeSeriesShape};
+use super::{classify, parse_timestamp, signature_rows, Store, StoreError, TimeSeriesShape};
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::Catalog;
+use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -241,6 +242,246 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(classify)?;
         Ok(inserted)
+    }
+
+    async fn import_policies(&self, policies: &[PolicyDefinition]) -> Result<usize, StoreError> {
+        let mut inserted = 0;
+        let system = Uuid::nil().to_string();
+        for policy in policies {
+            let result = sqlx::query(
+                "INSERT OR IGNORE INTO policies (policy_id, name, description, version, status, priority, \
+                 policy_type, framework, article_reference, rule_engine, rule_content, rule_metadata, scope, \
+                 created_by, updated_by, effective_date, expiry_date, tags) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(policy.policy_id.to_string())
+            .bind(&policy.name)
+            .bind(&policy.description)
+            .bind(&policy.version)
+            .bind(&policy.status)
+            .bind(policy.priority)
+            .bind(&policy.policy_type)
+            .bind(&policy.framework)
+            .bind(&policy.article_reference)
+            .bind(&policy.rule_engine)
+            .bind(&policy.rule_content)
+            .bind(policy.rule_metadata.as_ref().map(json_text))
+            .bind(json_text(&policy.scope))
+            .bind(&system)
+            .bind(&system)
+            .bind(rfc3339(policy.effective_date))
+            .bind(policy.expiry_date.map(rfc3339))
+            .bind(json_text(&policy.tags))
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+            inserted += usize::try_from(result.rows_affected()).unwrap_or(0);
+        }
+        Ok(inserted)
+    }
+
+    async fn load_policies(&self) -> Result<Vec<PolicyDefinition>, StoreError> {
+        type Row = (
+            String,
+            String,
+            Option<String>,
+            String,
+            String,
+            i32,
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            Option<String>,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT policy_id, name, description, version, status, priority, policy_type, framework, \
+             article_reference, rule_engine, rule_content, rule_metadata, scope, effective_date, expiry_date, tags \
+             FROM policies ORDER BY priority DESC, name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.into_iter()
+            .map(
+                |(
+                    id,
+                    name,
+                    description,
+                    version,
+                    status,
+                    priority,
+                    policy_type,
+                    framework,
+                    article_reference,
+                    rule_engine,
+                    rule_content,
+                    rule_metadata,
+                    scope,
+                    effective_date,
+                    expiry_date,
+                    tags,
+                )| {
+                    let corrupt = |message: String| StoreError::Corrupt {
+                        table: "policies",
+                        id: id.clone(),
+                        message,
+                    };
+                    Ok(PolicyDefinition {
+                        policy_id: Uuid::parse_str(&id)
+                            .map_err(|e| corrupt(format!("policy_id: {e}")))?,
+                        rule_metadata: rule_metadata
+                            .map(|m| serde_json::from_str(&m))
+                            .transpose()
+                            .map_err(|e| corrupt(format!("rule_metadata: {e}")))?,
+                        scope: serde_json::from_str(&scope)
+                            .map_err(|e| corrupt(format!("scope: {e}")))?,
+                        effective_date: parse_timestamp(&effective_date)
+                            .ok_or_else(|| corrupt(format!("effective_date {effective_date:?}")))?,
+                        expiry_date: expiry_date.as_deref().and_then(parse_timestamp),
+                        tags: tags
+                            .and_then(|t| serde_json::from_str(&t).ok())
+                            .unwrap_or_default(),
+                        name,
+                        description,
+                        version,
+                        status,
+                        priority,
+                        policy_type,
+                        framework,
+                        article_reference,
+                        rule_engine,
+                        rule_content,
+                        rule_file: None,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    async fn load_exceptions(&self) -> Result<Vec<ExceptionRecord>, StoreError> {
+        type Row = (
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT exception_id, status, user_id, department_id, group_id, policy_id, ai_service_id, \
+             conditions, effective_from, effective_until, usage_count FROM exceptions WHERE status = 'approved'",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.into_iter()
+            .map(
+                |(
+                    id,
+                    status,
+                    user,
+                    department,
+                    group,
+                    policy,
+                    service,
+                    conditions,
+                    from,
+                    until,
+                    uses,
+                )| {
+                    let corrupt = |message: String| StoreError::Corrupt {
+                        table: "exceptions",
+                        id: id.clone(),
+                        message,
+                    };
+                    let uuid = |text: Option<String>, field: &str| {
+                        text.map(|t| Uuid::parse_str(&t))
+                            .transpose()
+                            .map_err(|e| corrupt(format!("{field}: {e}")))
+                    };
+                    Ok(ExceptionRecord {
+                        exception_id: Uuid::parse_str(&id)
+                            .map_err(|e| corrupt(format!("exception_id: {e}")))?,
+                        status,
+                        user_id: uuid(user, "user_id")?,
+                        department_id: uuid(department, "department_id")?,
+                        group_id: uuid(group, "group_id")?,
+                        policy_id: uuid(policy, "policy_id")?,
+                        ai_service_id: uuid(service, "ai_service_id")?,
+                        conditions: conditions
+                            .map(|c| serde_json::from_str(&c))
+                            .transpose()
+                            .map_err(|e| corrupt(format!("conditions: {e}")))?,
+                        effective_from: from.as_deref().and_then(parse_timestamp),
+                        effective_until: until.as_deref().and_then(parse_timestamp),
+                        usage_count: uses.unwrap_or(0),
+                    })
+                },
+            )
+            .collect()
+    }
+
+    async fn insert_exception(&self, exception: &NewException) -> Result<(), StoreError> {
+        let approved = exception.status == "approved";
+        sqlx::query(
+            "INSERT INTO exceptions (exception_id, exception_type, reason, justification, user_id, policy_id, \
+             ai_service_id, status, requested_by, requested_at, approved_at, effective_from, effective_until, conditions) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(exception.exception_id.to_string())
+        .bind(exception.exception_type)
+        .bind(&exception.reason)
+        .bind(&exception.justification)
+        .bind(exception.user_id.to_string())
+        .bind(text_uuid(exception.policy_id))
+        .bind(text_uuid(exception.ai_service_id))
+        .bind(exception.status)
+        .bind(exception.requested_by.to_string())
+        .bind(rfc3339(exception.effective_from))
+        .bind(approved.then(|| rfc3339(exception.effective_from)))
+        .bind(rfc3339(exception.effective_from))
+        .bind(exception.effective_until.map(rfc3339))
+        .bind(exception.conditions.as_ref().map(json_text))
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn add_exception_uses(&self, uses: &[(Uuid, u64)]) -> Result<(), StoreError> {
+        let now = rfc3339(OffsetDateTime::now_utc());
+        for (id, count) in uses {
+            sqlx::query("UPDATE exceptions SET usage_count = COALESCE(usage_count, 0) + ?, last_used = ? WHERE exception_id = ?")
+                .bind(i64::try_from(*count).unwrap_or(i64::MAX))
+                .bind(&now)
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(classify)?;
+        }
+        Ok(())
+    }
+
+    async fn policy_revision(&self) -> Result<String, StoreError> {
+        sqlx::query_scalar(
+            "SELECT (SELECT count(*) || '|' || COALESCE(max(updated_at), '') || '|' || COALESCE(sum(length(rule_content) + priority + length(status)), 0) FROM policies) \
+             || '/' || (SELECT count(*) || '|' || COALESCE(max(requested_at), '') || '|' || COALESCE(max(approved_at), '') \
+             || '|' || COALESCE(max(revoked_at), '') || '|' || COALESCE(sum(length(status)), 0) FROM exceptions)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)
     }
 
     async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError> {

@@ -20,6 +20,7 @@ async fn gateway_with(catalog_yaml: &str, hosts: &[&'static str]) -> (TestGatewa
     std::fs::write(catalog_dir.join("test.yaml"), catalog_yaml).unwrap();
     let gateway = TestGateway::start_with(&ca, &resolve, |config| {
         TestGateway::shipped_policies(config);
+        config.policy.reload_interval_secs = 1;
         config.catalog.dir = catalog_dir;
     })
     .await;
@@ -130,7 +131,7 @@ async fn an_unapproved_service_asks_api_clients_for_review() {
 }
 
 #[tokio::test]
-async fn a_policy_change_is_enforced_after_reload_without_restart() {
+async fn policy_changes_in_files_and_in_the_store_apply_without_restart() {
     let catalog = test_service("goodai", "good.example", "approved", &["text_generation"]);
     let ca = upstream_ca();
     let origin = Origin::start_tls(&ca, &["good.example"]).await;
@@ -141,60 +142,173 @@ async fn a_policy_change_is_enforced_after_reload_without_restart() {
     let gateway = TestGateway::start_with(&ca, &[("good.example", origin.addr)], |config| {
         TestGateway::shipped_policies(config);
         config.policy.dir = policy_dir.clone();
+        config.policy.reload_interval_secs = 1;
         config.catalog.dir = catalog_dir.clone();
         config.admin.token_sha256 = vec![crate::support::sha256_hex(token)];
     })
     .await;
+    let url = "https://good.example/v1/chat/completions";
     let body = r#"{"messages":[{"role":"user","content":"hello"}]}"#;
-    assert_eq!(
-        post_json(&gateway, "https://good.example/v1/chat/completions", body)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(post_json(&gateway, url, body).await.0, 200);
 
+    // A new policy file is imported into the store and enforced on POST /admin/reload.
     std::fs::write(
-        policy_dir.join("night-freeze.yaml"),
+        policy_dir.join("freeze.yaml"),
         format!(
             "policy_id: {}\nname: Change freeze\nversion: 1.0.0\nstatus: active\npriority: 950\npolicy_type: organizational\n\
-             rule_file: night-freeze.rego\neffective_date: 2020-01-01T00:00:00Z\n",
+             rule_file: freeze.rego\neffective_date: 2020-01-01T00:00:00Z\n",
             uuid::Uuid::new_v4()
         ),
     )
     .unwrap();
     std::fs::write(
-        policy_dir.join("night-freeze.rego"),
+        policy_dir.join("freeze.rego"),
         "package freeze\ndeny if input.request.host == \"good.example\"\nreason := \"frozen\"\n",
     )
     .unwrap();
     let admin = reqwest::Client::new();
-    let url = format!("http://{}/admin/reload", gateway.gateway.admin_addr);
-    let reloaded = admin.post(&url).bearer_auth(token).send().await.unwrap();
+    let reload_url = format!("http://{}/admin/reload", gateway.gateway.admin_addr);
+    let reloaded = admin
+        .post(&reload_url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reloaded.status(), 200);
-    let (status, error) =
-        post_json(&gateway, "https://good.example/v1/chat/completions", body).await;
+    let (status, error) = post_json(&gateway, url, body).await;
     assert_eq!(
         (status, error["error"]["policy"].as_str()),
         (403, Some("Change freeze"))
     );
 
-    // A broken policy is rejected with its name and line; the previous snapshot keeps serving.
-    std::fs::write(
-        policy_dir.join("night-freeze.rego"),
-        "package freeze\ndeny if {\n",
-    )
-    .unwrap();
-    let rejected = admin.post(&url).bearer_auth(token).send().await.unwrap();
+    // An administrator archives it with plain SQL: the reloader sees the change by itself.
+    assert_eq!(
+        gateway
+            .execute("UPDATE policies SET status = 'archived' WHERE name = 'Change freeze'")
+            .await,
+        1
+    );
+    let mut status = 0;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        status = post_json(&gateway, url, body).await.0;
+        if status == 200 {
+            break;
+        }
+    }
+    assert_eq!(
+        status, 200,
+        "the archived policy stops applying without a restart"
+    );
+
+    // A broken policy in the store is refused with its name and line; the running set serves on.
+    gateway
+        .execute("UPDATE policies SET status = 'active', rule_content = 'package freeze\ndeny if {\n' WHERE name = 'Change freeze'")
+        .await;
+    let rejected = admin
+        .post(&reload_url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(rejected.status(), 422);
     let message = rejected.text().await.unwrap();
     assert!(
         message.contains("policy:Change freeze:"),
         "name and line: {message}"
     );
-    assert_eq!(
-        post_json(&gateway, "https://good.example/v1/chat/completions", body)
-            .await
-            .0,
-        403
+    assert_eq!(post_json(&gateway, url, body).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_business_justification_lifts_a_review_but_never_a_denial() {
+    let catalog = test_service(
+        "newai",
+        "new.example",
+        "review_required",
+        &["text_generation"],
     );
+    let (gateway, origin) = gateway_with(&catalog, &["new.example"]).await;
+    let browser = gateway.client(&gateway.ca_pem(), Http::One);
+    let page = browser
+        .get("https://new.example/chat?x=1")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 403);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("/.aigate/justify")
+            && html.contains("name=\"return_to\" value=\"/chat?x=1\""),
+        "{html}"
+    );
+
+    let too_short = browser
+        .post("https://new.example/.aigate/justify")
+        .form(&[("justification", "need"), ("return_to", "/chat?x=1")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_short.status(), 400);
+    let no_redirects = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(gateway.proxy_url()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(gateway.ca_pem().as_bytes()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .http1_only()
+        .build()
+        .unwrap();
+    let justified = no_redirects
+        .post("https://new.example/.aigate/justify")
+        .form(&[
+            ("justification", "Evaluating it for the Q3 vendor review"),
+            ("return_to", "/chat?x=1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(justified.status(), 303);
+    assert_eq!(justified.headers()["location"], "/chat?x=1");
+    assert!(
+        origin.requests().is_empty(),
+        "the justification itself never reaches the service"
+    );
+
+    let retried = browser
+        .get("https://new.example/chat?x=1")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 200, "the exception lifts the review");
+    let (status, _) = post_json(
+        &gateway,
+        "https://new.example/v1/chat/completions",
+        r#"{"messages":[{"role":"user","content":"key AKIAIOSFODNN7EXAMPLE"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "a justification never lifts a denial");
+
+    let exceptions: Vec<(String, String, Option<String>)> = gateway
+        .rows_eventually(
+            "SELECT status, justification, effective_until FROM exceptions",
+            1,
+        )
+        .await;
+    assert_eq!(exceptions[0].0, "approved");
+    assert!(exceptions[0].2.is_some());
+    let events: Vec<(String,)> = gateway
+        .rows_eventually(
+            "SELECT event_type FROM audit_events WHERE event_type = 'exception_requested'",
+            1,
+        )
+        .await;
+    assert_eq!(events.len(), 1);
+    let uses: Vec<(i64,)> = gateway
+        .rows_eventually(
+            "SELECT usage_count FROM exceptions WHERE usage_count > 0",
+            1,
+        )
+        .await;
+    assert!(uses[0].0 >= 1, "uses are written back to the store");
 }

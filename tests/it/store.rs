@@ -522,3 +522,97 @@ async fn a_full_queue_parks_records_up_to_the_limit_then_drops_and_counts() {
         .unwrap();
     assert_eq!(stored, 14, "queued and parked records are all written");
 }
+
+/// Policies and exceptions round-trip through both stores the same way: import never overwrites,
+/// the revision moves on every change an administrator makes, uses are counted.
+#[tokio::test]
+async fn policies_and_exceptions_round_trip_in_both_stores() {
+    let pg_url = fresh_pg_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}", dir.path().join("policies.db").display());
+    let shipped = aigate::policy::load_dir(&crate::support::repo_path("config/policies")).unwrap();
+    for url in [&pg_url, &sqlite_url] {
+        let store = store::open(url).await.unwrap();
+        store.migrate().await.unwrap();
+        assert_eq!(
+            store.import_policies(&shipped).await.unwrap(),
+            shipped.len(),
+            "{url}"
+        );
+        assert_eq!(
+            store.import_policies(&shipped).await.unwrap(),
+            0,
+            "import is idempotent: {url}"
+        );
+        let loaded = store.load_policies().await.unwrap();
+        assert_eq!(loaded.len(), shipped.len());
+        let eu = loaded
+            .iter()
+            .find(|p| p.name == "EU AI Act - Prohibited AI Systems")
+            .unwrap();
+        let original = shipped
+            .iter()
+            .find(|p| p.policy_id == eu.policy_id)
+            .unwrap();
+        assert_eq!(eu.rule_content, original.rule_content);
+        assert_eq!(eu.effective_date, original.effective_date);
+        assert_eq!(eu.rule_metadata, original.rule_metadata);
+        assert_eq!(eu.priority, 1000);
+
+        let before = store.policy_revision().await.unwrap();
+        let now = time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap();
+        let exception = aigate::policy::NewException {
+            exception_id: uuid::Uuid::now_v7(),
+            exception_type: "temporary",
+            reason: "test".into(),
+            justification: "a business reason".into(),
+            user_id: uuid::Uuid::nil(),
+            ai_service_id: None,
+            policy_id: Some(eu.policy_id),
+            conditions: Some(serde_json::json!({"max_uses": 3, "decisions": ["review"]})),
+            status: "approved",
+            requested_by: uuid::Uuid::nil(),
+            effective_from: now,
+            effective_until: Some(now + time::Duration::hours(1)),
+        };
+        store.insert_exception(&exception).await.unwrap();
+        let after = store.policy_revision().await.unwrap();
+        assert_ne!(before, after, "a new exception changes the revision: {url}");
+        store
+            .add_exception_uses(&[(exception.exception_id, 2)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.policy_revision().await.unwrap(),
+            after,
+            "uses do not trigger reloads"
+        );
+        let exceptions = store.load_exceptions().await.unwrap();
+        assert_eq!(exceptions.len(), 1);
+        assert_eq!(exceptions[0].usage_count, 2);
+        assert_eq!(exceptions[0].policy_id, Some(eu.policy_id));
+        assert_eq!(
+            exceptions[0].effective_until,
+            Some(now + time::Duration::hours(1)),
+            "{url}"
+        );
+        let rule = aigate::policy::ExceptionRule::from(exceptions[0].clone());
+        assert_eq!(
+            (rule.max_uses, rule.decisions.clone()),
+            (Some(3), vec![aigate::policy::Decision::Review])
+        );
+    }
+    // An edit made with plain SQL moves the revision (the trigger stamps updated_at).
+    let pg = store::open(&pg_url).await.unwrap();
+    let before = pg.policy_revision().await.unwrap();
+    let mut db = sqlx::PgConnection::connect(&pg_url).await.unwrap();
+    sqlx::query("UPDATE policies SET priority = 999 WHERE priority = 1000")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    assert_ne!(pg.policy_revision().await.unwrap(), before);
+    drop(db);
+    drop_pg_database(&pg_url).await;
+}

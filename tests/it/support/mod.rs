@@ -188,6 +188,18 @@ impl TestGateway {
         };
     }
 
+    /// Runs one statement on the gateway's SQLite store, as an administrator with SQL would.
+    pub async fn execute(&self, sql: &str) -> u64 {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", self.dir.path().join("aigate.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query(sql)
+            .execute(&mut db)
+            .await
+            .unwrap()
+            .rows_affected()
+    }
+
     pub fn proxy_url(&self) -> String {
         format!("http://{}", self.gateway.proxy_addr)
     }
