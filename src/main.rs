@@ -41,10 +41,35 @@ enum Command {
         #[arg(long, short, default_value = "config/aigate.toml")]
         config: PathBuf,
     },
+    /// Work on Rego policies without the proxy.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Manage the interception CA.
     Ca {
         #[command(subcommand)]
         command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Run the `test_*` rules of the `*_test.rego` files in DIR (default: `[policy] dir`).
+    Test {
+        dir: Option<PathBuf>,
+        #[arg(long, short, default_value = "config/aigate.toml")]
+        config: PathBuf,
+    },
+    /// Print the decision and explanation the policies reach on an input document (JSON).
+    Eval {
+        #[arg(long)]
+        input: PathBuf,
+        /// Policy directory (default: `[policy] dir`).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, short, default_value = "config/aigate.toml")]
+        config: PathBuf,
     },
 }
 
@@ -78,6 +103,55 @@ fn main() -> anyhow::Result<()> {
                 aigate::store::redact_url(&config.store.url),
                 shape.describe()
             );
+            Ok(())
+        }
+        Command::Policy {
+            command: PolicyCommand::Test { dir, config },
+        } => {
+            let dir = dir.unwrap_or(load_or_default(&config)?.policy.dir);
+            let results = aigate::policy::testing::run(&dir)?;
+            let mut report = String::new();
+            for case in &results {
+                match &case.failure {
+                    None => report.push_str(&format!("PASS {}\n", case.name)),
+                    Some(why) => report.push_str(&format!("FAIL {}: {why}\n", case.name)),
+                }
+            }
+            let failed = results.iter().filter(|c| c.failure.is_some()).count();
+            report.push_str(&format!(
+                "{} passed, {failed} failed\n",
+                results.len() - failed
+            ));
+            print_stdout(&report);
+            if failed > 0 {
+                anyhow::bail!("{failed} policy test(s) failed");
+            }
+            Ok(())
+        }
+        Command::Policy {
+            command: PolicyCommand::Eval { input, dir, config },
+        } => {
+            let config = load_or_default(&config)?;
+            let dir = dir.unwrap_or(config.policy.dir);
+            let definitions = aigate::policy::load_dir(&dir)?;
+            let set = aigate::policy::PolicySet::compile(
+                &definitions,
+                config.policy.defaults,
+                config.policy.fail_mode,
+            )?;
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("reading {}", input.display()))?;
+            let document: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a JSON input document", input.display()))?;
+            let outcome =
+                aigate::policy::eval_input(&set, &document, time::OffsetDateTime::now_utc());
+            let report = serde_json::json!({
+                "decision": outcome.decision.as_column(),
+                "reason": outcome.reason,
+                "policy": outcome.primary.as_ref().map(|(_, name)| name),
+                "explanation": aigate::policy::explanation(&outcome, serde_json::Value::Null),
+            });
+            print_stdout(&format!("{report:#}\n"));
             Ok(())
         }
         Command::Classify {
@@ -141,17 +215,23 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     })
 }
 
+/// The config at `path`, or the defaults when the (default) path does not exist: the offline
+/// tools work in any directory.
+fn load_or_default(path: &std::path::Path) -> anyhow::Result<Config> {
+    if path.exists() {
+        load(path)
+    } else {
+        Ok(Config::default())
+    }
+}
+
 fn classify(
     config: &std::path::Path,
     json: bool,
     content_type: Option<&str>,
 ) -> anyhow::Result<()> {
     use std::io::Read;
-    let config = if config.exists() {
-        load(config)?
-    } else {
-        Config::default()
-    };
+    let config = load_or_default(config)?;
     let inspector = aigate::inspect::Inspector::new(
         &config.inspect.load_dictionaries()?,
         config.inspect.min_confidence,

@@ -11,6 +11,7 @@
 
 pub mod definition;
 pub mod exception;
+pub mod testing;
 
 use std::cell::RefCell;
 use std::fmt;
@@ -601,6 +602,43 @@ pub fn sample_input() -> Value {
                     "truncated": false, "files": []},
         "context": {"time": "2025-01-01T00:00:00Z", "source_ip": null, "mode": "proxy", "location_type": "corporate"},
     })
+}
+
+/// `aigate policy eval`: the decision `definitions` reach on `input` (a DESIGN.md input
+/// document), with the subject read from the input itself.
+pub fn eval_input(set: &PolicySet, input: &Value, now: OffsetDateTime) -> Outcome {
+    let text = |pointer: &str| input.pointer(pointer).and_then(Value::as_str);
+    let groups: Vec<String> = input
+        .pointer("/user/groups")
+        .and_then(Value::as_array)
+        .map(|g| {
+            g.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let data_types = input
+        .pointer("/content/entities")
+        .and_then(Value::as_array)
+        .map(|e| {
+            e.iter()
+                .filter_map(|v| v.get("type")?.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let subject = Subject {
+        user_id: text("/user/id")
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .unwrap_or_default(),
+        user_email: text("/user/email"),
+        department: text("/user/department"),
+        groups: &groups,
+        service_id: text("/resource/id").and_then(|id| Uuid::parse_str(id).ok()),
+        service_slug: text("/resource/slug").or_else(|| text("/resource/name")),
+        approval_status: text("/resource/approval_status"),
+        data_types,
+    };
+    set.evaluate(&subject, input, &Exceptions::default(), now)
 }
 
 /// Risk of one request, 0-100: the service's own risk, raised by what the content holds and by

@@ -312,3 +312,56 @@ async fn a_business_justification_lifts_a_review_but_never_a_denial() {
         .await;
     assert!(uses[0].0 >= 1, "uses are written back to the store");
 }
+
+#[test]
+fn the_policy_commands_test_and_evaluate_without_the_proxy() {
+    let bin = env!("CARGO_BIN_EXE_aigate");
+    let policies = crate::support::repo_path("config/policies");
+    let tested = std::process::Command::new(bin)
+        .args(["policy", "test"])
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(
+        tested.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    assert!(String::from_utf8_lossy(&tested.stdout).contains(" 0 failed"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    let mut document = aigate::policy::sample_input();
+    document["resource"]["capabilities"] = serde_json::json!(["social_scoring"]);
+    std::fs::write(&input, document.to_string()).unwrap();
+    let evaluated = std::process::Command::new(bin)
+        .args(["policy", "eval", "--input"])
+        .arg(&input)
+        .arg("--dir")
+        .arg(&policies)
+        .output()
+        .unwrap();
+    assert!(
+        evaluated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&evaluated.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&evaluated.stdout).unwrap();
+    assert_eq!(report["decision"], "DENY");
+    assert_eq!(report["policy"], "EU AI Act - Prohibited AI Systems");
+
+    // A failing policy test fails the command.
+    std::fs::write(dir.path().join("p.rego"), "package p\ndeny if false\n").unwrap();
+    std::fs::write(
+        dir.path().join("p_test.rego"),
+        "package p_test\nimport data.p\ntest_denies if p.deny\n",
+    )
+    .unwrap();
+    let failing = std::process::Command::new(bin)
+        .args(["policy", "test"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!failing.status.success());
+    assert!(String::from_utf8_lossy(&failing.stdout).contains("FAIL data.p_test.test_denies"));
+}
