@@ -127,53 +127,31 @@ impl Inspection {
         classes
     }
 
-    /// The body with every finding masked, still a valid body of its content type; `None` when
-    /// there is nothing to mask or the shape cannot be rewritten (multipart).
-    pub fn redacted_body(&self, original: &[u8]) -> Option<Vec<u8>> {
-        if self.entities.is_empty() {
+    /// `raw` (the body as received) with every finding masked in place by a mask of the same
+    /// length, so the body stays valid (JSON strings stay strings) and keeps its length.
+    /// `None` when a finding cannot be located byte for byte (escaped in JSON, or the body is
+    /// compressed): the caller must not forward such a body unmasked.
+    pub fn masked_in_place(&self, raw: &[u8]) -> Option<Vec<u8>> {
+        if self.extracted.decoded.is_some() {
             return None;
         }
-        let body = self.extracted.decoded.as_deref().unwrap_or(original);
-        let extracted = &self.extracted;
-        let masked = |range: &std::ops::Range<usize>| -> String {
-            let local: Vec<Entity> = self
-                .entities
-                .iter()
-                .filter(|e| e.start >= range.start && e.end <= range.end)
-                .map(|e| Entity {
-                    start: e.start - range.start,
-                    end: e.end - range.start,
-                    ..e.clone()
-                })
-                .collect();
-            redact::redact_text(&extracted.text[range.clone()], &local)
-        };
-        match extracted.segments.first().map(|s| &s.origin) {
-            Some(Origin::Json(_)) => {
-                let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
-                for segment in &extracted.segments {
-                    if let Origin::Json(pointer) = &segment.origin {
-                        if let Some(slot) = value.pointer_mut(pointer) {
-                            *slot = serde_json::Value::String(masked(&segment.range));
-                        }
-                    }
-                }
-                serde_json::to_vec(&value).ok()
+        let mut body = raw.to_vec();
+        for entity in &self.entities {
+            let value = self.extracted.text.get(entity.start..entity.end)?;
+            let mask = redact::mask_same_length(&entity.kind, value);
+            let mut found = false;
+            let mut from = 0;
+            while let Some(at) = memchr::memmem::find(&body[from..], value.as_bytes()) {
+                let at = from + at;
+                body[at..at + value.len()].copy_from_slice(mask.as_bytes());
+                from = at + value.len();
+                found = true;
             }
-            Some(Origin::Body(_)) => extracted
-                .segments
-                .first()
-                .map(|s| masked(&s.range).into_bytes()),
-            Some(Origin::Form(_)) => {
-                let mut form = form_urlencoded::Serializer::new(String::new());
-                let pairs = form_urlencoded::parse(body).filter(|(_, v)| !v.is_empty());
-                for ((name, _), segment) in pairs.zip(&extracted.segments) {
-                    form.append_pair(&name, &masked(&segment.range));
-                }
-                Some(form.finish().into_bytes())
+            if !found {
+                return None;
             }
-            Some(Origin::Part(_)) | None => None,
         }
+        Some(body)
     }
 }
 
@@ -209,27 +187,27 @@ mod tests {
     }
 
     #[test]
-    fn redacted_json_body_stays_valid_and_masks_every_leaf() {
-        let body = br#"{"model":"m","messages":[{"role":"user","content":"SSN: 123-45-6789"},{"role":"user","content":"mail \"jane@example.com\""}]}"#;
+    fn in_place_masks_keep_length_and_validity() {
+        let body = br#"{"messages":[{"role":"user","content":"card 4111 1111 1111 1111, mail jane@example.com"}]}"#;
         let inspection = inspector().inspect(Some("application/json"), None, body, false);
-        let redacted = inspection.redacted_body(body).unwrap();
-        let value: serde_json::Value = serde_json::from_slice(&redacted).unwrap();
-        assert_eq!(value["messages"][0]["content"], "SSN: ***-**-6789");
-        assert_eq!(value["messages"][1]["content"], "mail \"j***@example.com\"");
-        assert_eq!(value["model"], "m");
-    }
-
-    #[test]
-    fn redacted_form_and_text_bodies() {
-        let form = b"q=card+4111111111111111&lang=en";
-        let inspection =
-            inspector().inspect(Some("application/x-www-form-urlencoded"), None, form, false);
-        let redacted = String::from_utf8(inspection.redacted_body(form).unwrap()).unwrap();
-        assert_eq!(redacted, "q=card+****1111&lang=en");
-        let text = b"key AKIAIOSFODNN7EXAMPLE";
-        let inspection = inspector().inspect(Some("text/plain"), None, text, false);
-        assert_eq!(inspection.redacted_body(text).unwrap(), b"key AKIA****");
-        let clean = inspector().inspect(Some("text/plain"), None, b"nothing here", false);
-        assert!(clean.redacted_body(b"nothing here").is_none());
+        let masked = inspection.masked_in_place(body).unwrap();
+        assert_eq!(masked.len(), body.len());
+        let value: serde_json::Value = serde_json::from_slice(&masked).unwrap();
+        assert_eq!(
+            value["messages"][0]["content"],
+            "card **** **** **** 1111, mail j***@example.com"
+        );
+        let escaped = br#"{"content":"mail \u006aane@example.com"}"#;
+        let inspection = inspector().inspect(Some("application/json"), None, escaped, false);
+        assert_eq!(inspection.entities.len(), 1, "{:?}", inspection.entities);
+        let e = &inspection.entities[0];
+        assert_eq!(
+            &inspection.extracted.text[e.start..e.end],
+            "jane@example.com"
+        );
+        assert!(
+            inspection.masked_in_place(escaped).is_none(),
+            "an escaped finding cannot be located"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! forwards. Each form keeps just enough to recognise the value for an investigator (last four
 //! card digits, the mail domain, a token's public prefix) and never enough to use it.
 
-use super::detect::{Entity, EntityType};
+use super::detect::EntityType;
 
 const MASK: &str = "****";
 
@@ -82,24 +82,48 @@ fn public_prefix(value: &str) -> &str {
     value.get(..cut).unwrap_or_default()
 }
 
-/// `text` with every finding's span replaced by its redacted form. `entities` must be the
-/// ordered, non-overlapping output of the detector for this very text.
-pub fn redact_text(text: &str, entities: &[Entity]) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut cursor = 0;
-    for entity in entities {
-        let (Some(before), Some(value)) = (
-            text.get(cursor..entity.start),
-            text.get(entity.start..entity.end),
-        ) else {
-            continue;
-        };
-        out.push_str(before);
-        out.push_str(&redacted_value(&entity.kind, value));
-        cursor = entity.end;
-    }
-    out.push_str(text.get(cursor..).unwrap_or_default());
-    out
+/// A mask of exactly `value`'s length (so a body keeps its `Content-Length`): letters and
+/// digits become `*`, except what the stored form also shows (last four digits of a card or
+/// account, the mail domain, a token's vendor prefix). Separators and punctuation stay.
+pub fn mask_same_length(kind: &EntityType, value: &str) -> String {
+    let keep_from = match kind {
+        EntityType::CreditCard | EntityType::Iban | EntityType::UsSsn => {
+            let mut alnum_seen = 0;
+            value
+                .char_indices()
+                .rev()
+                .find(|(_, c)| {
+                    if c.is_ascii_alphanumeric() {
+                        alnum_seen += 1;
+                    }
+                    alnum_seen == 4
+                })
+                .map_or(value.len(), |(i, _)| i)
+        }
+        EntityType::Email => value.find('@').unwrap_or(value.len()),
+        _ => value.len(),
+    };
+    let keep_until = match kind {
+        EntityType::AwsAccessKey
+        | EntityType::GithubToken
+        | EntityType::GitlabToken
+        | EntityType::SlackToken
+        | EntityType::StripeKey
+        | EntityType::OpenaiKey
+        | EntityType::AnthropicKey => public_prefix(value).len(),
+        EntityType::Email => 1.min(value.len()),
+        _ => 0,
+    };
+    value
+        .char_indices()
+        .map(|(i, c)| {
+            if i < keep_until || i >= keep_from || !c.is_alphanumeric() {
+                c
+            } else {
+                '*'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -148,25 +172,26 @@ mod tests {
     }
 
     #[test]
-    fn text_redaction_replaces_spans_in_order() {
-        let text = "card 4111111111111111 and mail a@b.io";
-        let entities = vec![
-            Entity {
-                kind: EntityType::CreditCard,
-                start: 5,
-                end: 21,
-                confidence: 0.9,
-            },
-            Entity {
-                kind: EntityType::Email,
-                start: 31,
-                end: 37,
-                confidence: 0.9,
-            },
-        ];
+    fn same_length_masks_keep_only_what_the_stored_form_shows() {
         assert_eq!(
-            redact_text(text, &entities),
-            "card ****1111 and mail a***@b.io"
+            mask_same_length(&EntityType::CreditCard, "4111 1111 1111 1111"),
+            "**** **** **** 1111"
+        );
+        assert_eq!(
+            mask_same_length(&EntityType::Email, "jane@example.com"),
+            "j***@example.com"
+        );
+        assert_eq!(
+            mask_same_length(&EntityType::UsSsn, "123-45-6789"),
+            "***-**-6789"
+        );
+        assert_eq!(
+            mask_same_length(&EntityType::GithubToken, "ghp_abc123"),
+            "ghp_******"
+        );
+        assert_eq!(
+            mask_same_length(&EntityType::GenericSecret, "p@ss-W0rd!"),
+            "*@**-****!"
         );
     }
 }

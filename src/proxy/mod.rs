@@ -65,7 +65,12 @@ pub struct Target {
 
 /// Carried into the nested pass of a large-body subrequest: the parent already decided.
 #[derive(Debug)]
-struct DecidedTarget(Target);
+struct DecidedTarget {
+    target: Target,
+    /// Policy `inject_headers`: the subrequest re-reads the client's original head, so they
+    /// are applied again in the nested pass.
+    inject_headers: Vec<(String, String)>,
+}
 
 #[derive(Debug, Default)]
 pub struct RequestCtx {
@@ -99,14 +104,16 @@ impl ProxyHttp for AigateProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         ctx.started = Some(Instant::now());
-        if let Some(decided) = session
+        let decided = session
             .subrequest_ctx
             .as_ref()
             .and_then(|sub| sub.user_ctx())
             .and_then(|user| user.downcast_ref::<DecidedTarget>())
-        {
-            ctx.target = Some(decided.0.clone());
+            .map(|d| (d.target.clone(), d.inject_headers.clone()));
+        if let Some((target, headers)) = decided {
+            ctx.target = Some(target);
             ctx.nested = true;
+            inject_headers(session, headers);
             return Ok(false);
         }
         match self.admit(session, ctx).await? {
@@ -399,6 +406,52 @@ impl AigateProxy {
             }
         }
 
+        let Some(verdict) = ctx.verdict.as_ref() else {
+            return Ok(Answer::Forward);
+        };
+        // Obligations of the policies that allowed the request.
+        inject_headers(session, verdict.outcome.inject_headers.clone());
+        if verdict.outcome.redact && decision == Decision::Allow {
+            if !complete {
+                // The unread rest of the body cannot be masked, so it must not be sent.
+                return respond_text(
+                    session,
+                    413,
+                    "Payload too large: a policy requires sensitive data to be masked, and this body exceeds what the gateway can inspect.\n",
+                )
+                .await;
+            }
+            let findings = verdict
+                .inspection
+                .as_ref()
+                .is_some_and(|i| !i.entities.is_empty());
+            // Masks keep the body's length: pingora replays the client's original head.
+            let redacted = verdict
+                .inspection
+                .as_ref()
+                .and_then(|i| i.masked_in_place(&body));
+            if findings && redacted.is_none() {
+                return respond_text(
+                    session,
+                    422,
+                    "A policy requires sensitive data to be masked, and this body cannot be rewritten (compressed, or the data is escaped); remove the sensitive data and retry.\n",
+                )
+                .await;
+            }
+            if let Some(redacted) = redacted {
+                if let Some(record) = ctx.record.as_mut() {
+                    if let Some(explanation) =
+                        record.explanation.as_mut().and_then(|e| e.as_object_mut())
+                    {
+                        explanation.insert("body_redacted".into(), serde_json::Value::Bool(true));
+                    }
+                }
+                self.forward_as_subrequest(session, ctx, Bytes::from(redacted))
+                    .await?;
+                return Ok(Answer::Done);
+            }
+        }
+
         if !complete {
             ctx.unreplayed_body = Some(body);
         } else if body.len() > RETRY_BUFFER_LIMIT {
@@ -428,7 +481,14 @@ impl AigateProxy {
         };
         let sub_ctx = SubrequestCtx::builder()
             .body_mode(BodyMode::ExpectBody)
-            .user_ctx(Box::new(DecidedTarget(target)))
+            .user_ctx(Box::new(DecidedTarget {
+                target,
+                inject_headers: ctx
+                    .verdict
+                    .as_ref()
+                    .map(|v| v.outcome.inject_headers.clone())
+                    .unwrap_or_default(),
+            }))
             .build();
         let (subrequest, handle) = spawner.create_subrequest(session.as_downstream(), sub_ctx);
         let state = pipe_subrequest(
@@ -570,6 +630,14 @@ fn upstream_failure(kind: &ErrorType) -> &'static str {
         ErrorType::ConnectNoRoute => "no route to host",
         ErrorType::ReadTimedout | ErrorType::WriteTimedout => "the upstream timed out",
         _ => "upstream error",
+    }
+}
+
+fn inject_headers(session: &mut Session, headers: Vec<(String, String)>) {
+    for (name, value) in headers {
+        if let Err(error) = session.req_header_mut().insert_header(name.clone(), value) {
+            warn!(header = %name, %error, "A policy's inject_headers entry is not a valid header; skipped.");
+        }
     }
 }
 

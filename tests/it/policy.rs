@@ -365,3 +365,59 @@ fn the_policy_commands_test_and_evaluate_without_the_proxy() {
     assert!(!failing.status.success());
     assert!(String::from_utf8_lossy(&failing.stdout).contains("FAIL data.p_test.test_denies"));
 }
+
+#[tokio::test]
+async fn redact_and_inject_headers_obligations_shape_the_forwarded_request() {
+    let catalog = test_service("goodai", "good.example", "approved", &["text_generation"]);
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["good.example"]).await;
+    let catalog_dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(catalog_dir.join("test.yaml"), &catalog).unwrap();
+    let policy_dir = crate::support::shipped_policies_without(&catalog_dir, &[]);
+    std::fs::write(
+        policy_dir.join("mask.yaml"),
+        format!(
+            "policy_id: {}\nname: Mask personal data\nversion: 1.0.0\nstatus: active\npriority: 650\npolicy_type: technical\n\
+             rule_file: mask.rego\neffective_date: 2020-01-01T00:00:00Z\n",
+            uuid::Uuid::new_v4()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        policy_dir.join("mask.rego"),
+        "package mask\nallow if input.resource.approval_status == \"approved\"\nredact if \"PII\" in input.content.data_classification\n\
+         inject_headers := {\"chatgpt-allowed-workspace-id\": \"ws-corp\"}\n",
+    )
+    .unwrap();
+    let gateway = TestGateway::start_with(&ca, &[("good.example", origin.addr)], |config| {
+        TestGateway::shipped_policies(config);
+        config.policy.dir = policy_dir.clone();
+        config.catalog.dir = catalog_dir.clone();
+    })
+    .await;
+    let body = r#"{"messages":[{"role":"user","content":"Reply to jane.doe@example.com about 123-45-6789 (SSN)"}]}"#;
+    let (status, _) = post_json(&gateway, "https://good.example/v1/chat/completions", body).await;
+    assert_eq!(status, 200);
+    let seen = origin.requests();
+    let forwarded: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(
+        forwarded["messages"][0]["content"],
+        "Reply to j***.***@example.com about ***-**-6789 (SSN)",
+        "the upstream gets valid JSON with the entities masked"
+    );
+    assert_eq!(
+        seen[0]
+            .headers
+            .get("chatgpt-allowed-workspace-id")
+            .map(|v| v.to_str().unwrap()),
+        Some("ws-corp")
+    );
+    let rows: Vec<(String,)> = gateway
+        .rows_eventually("SELECT explanation FROM decisions", 1)
+        .await;
+    assert!(
+        rows[0].0.contains("\"body_redacted\":true"),
+        "{}",
+        rows[0].0
+    );
+}
