@@ -119,6 +119,20 @@ impl EntityType {
         }
     }
 
+    /// A token whose vendor prefix (`ghp_`, `sk-ant-`, `AKIA`) identifies it.
+    pub fn is_vendor_token(&self) -> bool {
+        matches!(
+            self,
+            EntityType::AwsAccessKey
+                | EntityType::GithubToken
+                | EntityType::GitlabToken
+                | EntityType::SlackToken
+                | EntityType::StripeKey
+                | EntityType::OpenaiKey
+                | EntityType::AnthropicKey
+        )
+    }
+
     pub fn is_secret(&self) -> bool {
         self.classification() == DataClass::Credentials
     }
@@ -128,14 +142,6 @@ impl EntityType {
     fn rank(&self) -> u8 {
         match self {
             EntityType::PrivateKey => 9,
-            EntityType::AwsAccessKey
-            | EntityType::GithubToken
-            | EntityType::GitlabToken
-            | EntityType::SlackToken
-            | EntityType::StripeKey
-            | EntityType::OpenaiKey
-            | EntityType::AnthropicKey
-            | EntityType::Jwt => 8,
             EntityType::CreditCard | EntityType::Iban | EntityType::UsSsn => 7,
             EntityType::Email | EntityType::IpAddress => 6,
             EntityType::GenericSecret => 5,
@@ -143,6 +149,8 @@ impl EntityType {
             EntityType::UsPassport | EntityType::DriverLicense | EntityType::DateOfBirth => 3,
             EntityType::Phone => 2,
             EntityType::Person => 1,
+            // Vendor tokens and JWTs.
+            _ => 8,
         }
     }
 }

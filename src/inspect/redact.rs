@@ -41,13 +41,6 @@ pub fn redacted_value(kind: &EntityType, value: &str) -> String {
                 format!("{first}:{MASK}")
             }
         }
-        EntityType::AwsAccessKey
-        | EntityType::GithubToken
-        | EntityType::GitlabToken
-        | EntityType::SlackToken
-        | EntityType::StripeKey
-        | EntityType::OpenaiKey
-        | EntityType::AnthropicKey => format!("{}{MASK}", public_prefix(value)),
         EntityType::Jwt => format!("eyJ{MASK}"),
         EntityType::PrivateKey => {
             let header = value.lines().next().unwrap_or_default();
@@ -66,6 +59,8 @@ pub fn redacted_value(kind: &EntityType, value: &str) -> String {
                 .collect();
             initials
         }
+        // Vendor tokens: the prefix says which vendor, nothing more.
+        _ => format!("{}{MASK}", public_prefix(value)),
     }
 }
 
@@ -104,13 +99,7 @@ pub fn mask_same_length(kind: &EntityType, value: &str) -> String {
         _ => value.len(),
     };
     let keep_until = match kind {
-        EntityType::AwsAccessKey
-        | EntityType::GithubToken
-        | EntityType::GitlabToken
-        | EntityType::SlackToken
-        | EntityType::StripeKey
-        | EntityType::OpenaiKey
-        | EntityType::AnthropicKey => public_prefix(value).len(),
+        kind if kind.is_vendor_token() => public_prefix(value).len(),
         EntityType::Email => 1.min(value.len()),
         _ => 0,
     };

@@ -11,20 +11,52 @@ fn test_service(slug: &str, domain: &str, approval: &str, capabilities: &[&str])
     )
 }
 
-async fn gateway_with(catalog_yaml: &str, hosts: &[&'static str]) -> (TestGateway, Origin) {
+/// A gateway over a one-file catalog and a copy of the shipped policies (plus `extra`
+/// policies, as `(name, priority, rego)`), polling the store every second. Returns the policy
+/// directory too, for tests that change it.
+async fn policy_gateway(
+    catalog_yaml: &str,
+    host: &'static str,
+    extra: &[(&str, i32, &str)],
+    adjust: impl FnOnce(&mut aigate::config::Config),
+) -> (TestGateway, Origin, std::path::PathBuf) {
     let ca = upstream_ca();
-    let origin = Origin::start_tls(&ca, hosts).await;
-    let resolve: Vec<(&str, std::net::SocketAddr)> =
-        hosts.iter().map(|h| (*h, origin.addr)).collect();
+    let origin = Origin::start_tls(&ca, &[host]).await;
     let catalog_dir = tempfile::tempdir().unwrap().keep();
     std::fs::write(catalog_dir.join("test.yaml"), catalog_yaml).unwrap();
-    let gateway = TestGateway::start_with(&ca, &resolve, |config| {
+    let policy_dir = crate::support::shipped_policies_without(&catalog_dir, &[]);
+    for (name, priority, rego) in extra {
+        write_policy(&policy_dir, name, *priority, rego);
+    }
+    let gateway = TestGateway::start_with(&ca, &[(host, origin.addr)], |config| {
         TestGateway::shipped_policies(config);
+        config.policy.dir = policy_dir.clone();
         config.policy.reload_interval_secs = 1;
         config.catalog.dir = catalog_dir;
+        adjust(config);
     })
     .await;
+    (gateway, origin, policy_dir)
+}
+
+async fn gateway_with(catalog_yaml: &str, host: &'static str) -> (TestGateway, Origin) {
+    let (gateway, origin, _) = policy_gateway(catalog_yaml, host, &[], |_| {}).await;
     (gateway, origin)
+}
+
+/// `NAME.yaml` + `NAME.rego`: an active policy named `name`.
+fn write_policy(dir: &std::path::Path, name: &str, priority: i32, rego: &str) {
+    let file = name.to_lowercase().replace(' ', "-");
+    std::fs::write(
+        dir.join(format!("{file}.yaml")),
+        format!(
+            "policy_id: {}\nname: {name}\nversion: 1.0.0\nstatus: active\npriority: {priority}\n\
+             policy_type: organizational\nrule_file: {file}.rego\neffective_date: 2020-01-01T00:00:00Z\n",
+            uuid::Uuid::new_v4()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.join(format!("{file}.rego")), rego).unwrap();
 }
 
 async fn post_json(gateway: &TestGateway, url: &str, body: &str) -> (u16, serde_json::Value) {
@@ -46,7 +78,7 @@ async fn post_json(gateway: &TestGateway, url: &str, body: &str) -> (u16, serde_
 #[tokio::test]
 async fn the_eu_ai_act_policy_denies_a_social_scoring_service() {
     let catalog = test_service("scorer", "scorer.example", "approved", &["social_scoring"]);
-    let (gateway, origin) = gateway_with(&catalog, &["scorer.example"]).await;
+    let (gateway, origin) = gateway_with(&catalog, "scorer.example").await;
     let (status, error) = post_json(
         &gateway,
         "https://scorer.example/v1/chat/completions",
@@ -72,7 +104,7 @@ async fn the_eu_ai_act_policy_denies_a_social_scoring_service() {
 #[tokio::test]
 async fn a_secret_sent_to_an_approved_service_is_denied_naming_the_policy() {
     let catalog = test_service("goodai", "good.example", "approved", &["text_generation"]);
-    let (gateway, origin) = gateway_with(&catalog, &["good.example"]).await;
+    let (gateway, origin) = gateway_with(&catalog, "good.example").await;
     let (status, _) = post_json(
         &gateway,
         "https://good.example/v1/chat/completions",
@@ -114,7 +146,7 @@ async fn an_unapproved_service_asks_api_clients_for_review() {
         "review_required",
         &["text_generation"],
     );
-    let (gateway, origin) = gateway_with(&catalog, &["new.example"]).await;
+    let (gateway, origin) = gateway_with(&catalog, "new.example").await;
     let (status, error) = post_json(
         &gateway,
         "https://new.example/v1/chat/completions",
@@ -133,17 +165,8 @@ async fn an_unapproved_service_asks_api_clients_for_review() {
 #[tokio::test]
 async fn policy_changes_in_files_and_in_the_store_apply_without_restart() {
     let catalog = test_service("goodai", "good.example", "approved", &["text_generation"]);
-    let ca = upstream_ca();
-    let origin = Origin::start_tls(&ca, &["good.example"]).await;
-    let catalog_dir = tempfile::tempdir().unwrap().keep();
-    std::fs::write(catalog_dir.join("test.yaml"), &catalog).unwrap();
-    let policy_dir = crate::support::shipped_policies_without(&catalog_dir, &[]);
     let token = "reload-token";
-    let gateway = TestGateway::start_with(&ca, &[("good.example", origin.addr)], |config| {
-        TestGateway::shipped_policies(config);
-        config.policy.dir = policy_dir.clone();
-        config.policy.reload_interval_secs = 1;
-        config.catalog.dir = catalog_dir.clone();
+    let (gateway, _origin, policy_dir) = policy_gateway(&catalog, "good.example", &[], |config| {
         config.admin.token_sha256 = vec![crate::support::sha256_hex(token)];
     })
     .await;
@@ -152,20 +175,12 @@ async fn policy_changes_in_files_and_in_the_store_apply_without_restart() {
     assert_eq!(post_json(&gateway, url, body).await.0, 200);
 
     // A new policy file is imported into the store and enforced on POST /admin/reload.
-    std::fs::write(
-        policy_dir.join("freeze.yaml"),
-        format!(
-            "policy_id: {}\nname: Change freeze\nversion: 1.0.0\nstatus: active\npriority: 950\npolicy_type: organizational\n\
-             rule_file: freeze.rego\neffective_date: 2020-01-01T00:00:00Z\n",
-            uuid::Uuid::new_v4()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        policy_dir.join("freeze.rego"),
+    write_policy(
+        &policy_dir,
+        "Change freeze",
+        950,
         "package freeze\ndeny if input.request.host == \"good.example\"\nreason := \"frozen\"\n",
-    )
-    .unwrap();
+    );
     let admin = reqwest::Client::new();
     let reload_url = format!("http://{}/admin/reload", gateway.gateway.admin_addr);
     let reloaded = admin
@@ -228,7 +243,7 @@ async fn a_business_justification_lifts_a_review_but_never_a_denial() {
         "review_required",
         &["text_generation"],
     );
-    let (gateway, origin) = gateway_with(&catalog, &["new.example"]).await;
+    let (gateway, origin) = gateway_with(&catalog, "new.example").await;
     let browser = gateway.client(&gateway.ca_pem(), Http::One);
     let page = browser
         .get("https://new.example/chat?x=1")
@@ -369,31 +384,15 @@ fn the_policy_commands_test_and_evaluate_without_the_proxy() {
 #[tokio::test]
 async fn redact_and_inject_headers_obligations_shape_the_forwarded_request() {
     let catalog = test_service("goodai", "good.example", "approved", &["text_generation"]);
-    let ca = upstream_ca();
-    let origin = Origin::start_tls(&ca, &["good.example"]).await;
-    let catalog_dir = tempfile::tempdir().unwrap().keep();
-    std::fs::write(catalog_dir.join("test.yaml"), &catalog).unwrap();
-    let policy_dir = crate::support::shipped_policies_without(&catalog_dir, &[]);
-    std::fs::write(
-        policy_dir.join("mask.yaml"),
-        format!(
-            "policy_id: {}\nname: Mask personal data\nversion: 1.0.0\nstatus: active\npriority: 650\npolicy_type: technical\n\
-             rule_file: mask.rego\neffective_date: 2020-01-01T00:00:00Z\n",
-            uuid::Uuid::new_v4()
-        ),
+    let mask = "package mask\nallow if input.resource.approval_status == \"approved\"\n\
+                redact if \"PII\" in input.content.data_classification\n\
+                inject_headers := {\"chatgpt-allowed-workspace-id\": \"ws-corp\"}\n";
+    let (gateway, origin, _) = policy_gateway(
+        &catalog,
+        "good.example",
+        &[("Mask personal data", 650, mask)],
+        |_| {},
     )
-    .unwrap();
-    std::fs::write(
-        policy_dir.join("mask.rego"),
-        "package mask\nallow if input.resource.approval_status == \"approved\"\nredact if \"PII\" in input.content.data_classification\n\
-         inject_headers := {\"chatgpt-allowed-workspace-id\": \"ws-corp\"}\n",
-    )
-    .unwrap();
-    let gateway = TestGateway::start_with(&ca, &[("good.example", origin.addr)], |config| {
-        TestGateway::shipped_policies(config);
-        config.policy.dir = policy_dir.clone();
-        config.catalog.dir = catalog_dir.clone();
-    })
     .await;
     let body = r#"{"messages":[{"role":"user","content":"Reply to jane.doe@example.com about 123-45-6789 (SSN)"}]}"#;
     let (status, _) = post_json(&gateway, "https://good.example/v1/chat/completions", body).await;
