@@ -166,6 +166,7 @@ fn policy_input(
             "approval_status": s.approval_status.as_str(), "approved_for": s.approved_for,
             "prohibited_for": s.prohibited_for, "capabilities": s.capabilities,
             "data_handling": s.data_handling, "certifications": s.certifications, "data_regions": s.data_regions,
+            "slug": s.slug, "tenant_restriction_headers": s.tenant_restriction_headers,
         }),
         None if fingerprint.unknown_ai => json!({
             "type": "ai_service", "id": null, "name": request.host, "vendor": null, "service_type": null,

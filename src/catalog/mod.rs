@@ -161,6 +161,10 @@ pub struct AiService {
     pub privacy_policy_url: Option<String>,
     #[serde(default)]
     pub terms_of_service_url: Option<String>,
+    /// Request headers the vendor documents for tenant restriction (allow the corporate
+    /// workspace, block personal accounts); a policy sets their values with `inject_headers`.
+    #[serde(default)]
+    pub tenant_restriction_headers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -452,6 +456,7 @@ mod tests {
             documentation_url: None,
             privacy_policy_url: None,
             terms_of_service_url: None,
+            tenant_restriction_headers: Vec::new(),
         }
     }
 

@@ -325,3 +325,32 @@ fn reasons_and_obligations_are_read() {
         vec![("x-tenant".to_owned(), "corp".to_owned())]
     );
 }
+
+#[test]
+fn the_tenant_policy_injects_the_vendors_headers_once_activated() {
+    let mut policies = shipped();
+    let tenant = policies
+        .iter_mut()
+        .find(|p| p.name == "Corporate tenant only")
+        .unwrap();
+    assert_eq!(
+        tenant.status, "draft",
+        "shipped inactive until the tenant ids are filled in"
+    );
+    tenant.status = "active".into();
+    let mut input = input_with(&["text_generation"], &[]);
+    input["resource"]["tenant_restriction_headers"] = json!(["ChatGPT-Allowed-Workspace-Id"]);
+    let outcome = set(policies).evaluate(
+        &subject(Some("approved")),
+        &input,
+        &Exceptions::default(),
+        NOW,
+    );
+    assert_eq!(
+        outcome.inject_headers,
+        vec![(
+            "ChatGPT-Allowed-Workspace-Id".to_owned(),
+            "<your-chatgpt-workspace-id>".to_owned()
+        )]
+    );
+}
