@@ -66,7 +66,7 @@ fn html_page(verdict: &Verdict, return_to: &str) -> String {
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>Blocked by your organization's AI policy</title>\
+         <title>{title}</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
          h1{{font-size:1.5rem}}.id{{color:#666;font-size:.85rem}}</style></head>\n\
          <body><h1>{headline}</h1>\n<p>{reason}</p>\n\
@@ -84,6 +84,10 @@ fn html_page(verdict: &Verdict, return_to: &str) -> String {
                 return_to = escape(return_to),
             ),
             _ => "<p>If you need this service for your work, contact your security team and quote the reference below.</p>".to_owned(),
+        },
+        title = match verdict.decision {
+            Decision::Review => "Review required by your organization's AI policy",
+            _ => "Blocked by your organization's AI policy",
         },
         headline = match verdict.decision {
             Decision::Review => format!("Use of {service} needs review"),
