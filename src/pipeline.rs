@@ -124,6 +124,7 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
         service_slug: service.as_ref().map(|s| s.slug.as_str()),
         approval_status,
         data_types,
+        host: Some(request.host),
         ..Subject::default()
     };
     let outcome = snapshot.policies.evaluate(

@@ -67,6 +67,16 @@ impl From<ExceptionRecord> for ExceptionRule {
                         .collect()
                 })
                 .unwrap_or_default(),
+            hosts: conditions
+                .get("hosts")
+                .and_then(serde_json::Value::as_array)
+                .map(|hosts| {
+                    hosts
+                        .iter()
+                        .filter_map(|h| h.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default(),
             decisions: conditions
                 .get("decisions")
                 .and_then(|d| serde_json::from_value(d.clone()).ok())
@@ -94,6 +104,9 @@ pub struct ExceptionRule {
     /// `conditions.data_types`: the entity types or classifications the exception allows;
     /// content with anything else is not covered. Empty: any content.
     pub data_types: Vec<String>,
+    /// `conditions.hosts`: only requests to these hosts (how an AI service outside the catalog
+    /// is named). Empty: any host.
+    pub hosts: Vec<String>,
     /// `conditions.decisions`: the outcomes it may cancel (`["review"]` for a user's own
     /// justification, so it never lifts a DENY). Empty: any.
     pub decisions: Vec<Decision>,
@@ -137,7 +150,13 @@ impl ExceptionRule {
                     .iter()
                     .any(|allowed| allowed.eq_ignore_ascii_case(t))
             });
-        self.status == "approved" && who && what && outcome && when && data
+        let host = self.hosts.is_empty()
+            || subject.host.is_some_and(|h| {
+                self.hosts
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(h))
+            });
+        self.status == "approved" && who && what && outcome && when && data && host
     }
 
     /// Takes one use if any is left.

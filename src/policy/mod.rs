@@ -234,6 +234,8 @@ pub struct Subject<'a> {
     pub approval_status: Option<&'a str>,
     /// Entity types and classifications found in the content (for exception `data_types`).
     pub data_types: Vec<String>,
+    /// The request's host, for exceptions that name hosts.
+    pub host: Option<&'a str>,
 }
 
 impl PolicySet {
@@ -637,6 +639,7 @@ pub fn eval_input(set: &PolicySet, input: &Value, now: OffsetDateTime) -> Outcom
         service_slug: text("/resource/slug").or_else(|| text("/resource/name")),
         approval_status: text("/resource/approval_status"),
         data_types,
+        host: text("/request/host"),
     };
     set.evaluate(&subject, input, &Exceptions::default(), now)
 }

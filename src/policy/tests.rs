@@ -178,6 +178,7 @@ fn exception(
         effective_until: until,
         max_uses,
         data_types: data_types.iter().map(|s| (*s).to_owned()).collect(),
+        hosts: Vec::new(),
         decisions: Vec::new(),
         uses: AtomicU64::new(0),
         unflushed: AtomicU64::new(0),

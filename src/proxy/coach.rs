@@ -3,7 +3,8 @@
 //!
 //! The form posts to a path the gateway reserves on every intercepted host, so the browser
 //! stays on the service's origin and no cross-site request is involved. The service is taken
-//! from the host the request was made to, never from the form.
+//! from the host the request was made to, never from the form; a host outside the catalog
+//! (shadow AI) is excused by name.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -38,12 +39,10 @@ pub async fn justify(
     form: &[u8],
     client: Option<SocketAddr>,
 ) -> Reply {
-    let Some(service) = snapshot.catalog.service_for_host(host) else {
-        return Reply::Refused(
-            400,
-            "Justifications are accepted only for AI services in the catalog.\n".into(),
-        );
-    };
+    // A catalog service is excused by id (all its domains); an AI service outside the catalog
+    // by its host name.
+    let service = snapshot.catalog.service_for_host(host);
+    let service_name = service.map_or(host, |s| s.name.as_str());
     let mut justification = String::new();
     let mut return_to = String::from("/");
     for (name, value) in form_urlencoded::parse(form) {
@@ -101,23 +100,23 @@ pub async fn justify(
     let exception = NewException {
         exception_id: Uuid::now_v7(),
         exception_type: "temporary",
-        reason: format!(
-            "Business justification given on the review page of {}",
-            service.name
-        ),
+        reason: format!("Business justification given on the review page of {service_name}"),
         justification,
         user_id: ANONYMOUS_USER,
-        ai_service_id: Some(service.service_id),
+        ai_service_id: service.map(|s| s.service_id),
         policy_id: verdict.outcome.primary.as_ref().map(|(id, _)| *id),
         // A user's own justification lifts a review, never a denial.
-        conditions: Some(serde_json::json!({ "decisions": ["review"] })),
+        conditions: Some(match service {
+            Some(_) => serde_json::json!({ "decisions": ["review"] }),
+            None => serde_json::json!({ "decisions": ["review"], "hosts": [host] }),
+        }),
         status: config.justification_status.as_str(),
         requested_by: ANONYMOUS_USER,
         effective_from: now,
         effective_until: Some(now + lasts),
     };
     if let Err(error) = shared.store.insert_exception(&exception).await {
-        tracing::warn!(%error, service = %service.slug, "Cannot store a review justification.");
+        tracing::warn!(%error, service = service_name, "Cannot store a review justification.");
         return Reply::Refused(
             503,
             "The justification could not be recorded; try again shortly.\n".into(),
@@ -131,14 +130,18 @@ pub async fn justify(
         decision_id: Some(verdict.decision_id),
         event_data: Some(serde_json::json!({
             "exception_id": exception.exception_id,
-            "service": service.slug,
+            "service": service.map_or(host, |s| s.slug.as_str()),
             "policy_id": exception.policy_id,
             "status": exception.status,
             "effective_until": exception.effective_until.and_then(|u| u.format(&time::format_description::well_known::Rfc3339).ok()),
         })),
         ..AuditEventRecord::about_host("exception_requested", "info", "justify_review", host)
     })));
-    tracing::info!(service = %service.slug, status = exception.status, "Review justified; temporary exception created.");
+    tracing::info!(
+        service = service_name,
+        status = exception.status,
+        "Review justified; temporary exception created."
+    );
     if let Err(error) = crate::server::reload(shared).await {
         tracing::warn!(%error, "Reload after a justification failed; the exception applies at the next reload.");
     }

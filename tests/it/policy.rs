@@ -420,3 +420,90 @@ async fn redact_and_inject_headers_obligations_shape_the_forwarded_request() {
         rows[0].0
     );
 }
+
+#[tokio::test]
+async fn an_unknown_ai_service_is_coached_and_a_justification_lets_the_user_through() {
+    // Not in the catalog; intercepted because the operator listed it, recognised by its API path.
+    // Two services share the OpenAI path, so the path alone names neither: shadow AI.
+    let catalog = test_service("one", "one.example", "approved", &["text_generation"])
+        + test_service("two", "two.example", "approved", &["text_generation"])
+            .trim_start_matches("services:\n");
+    let (gateway, origin, _) = policy_gateway(&catalog, "llm.internal.example", &[], |config| {
+        config.intercept.extra_hosts = vec!["llm.internal.example".into()];
+    })
+    .await;
+    let browser = gateway.client(&gateway.ca_pem(), Http::One);
+    let page = browser
+        .get("https://llm.internal.example/v1/chat/completions")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 403);
+    assert!(page.text().await.unwrap().contains("/.aigate/justify"));
+
+    let justified = browser
+        .post("https://llm.internal.example/.aigate/justify")
+        .form(&[
+            (
+                "justification",
+                "Trying our internal model gateway for the pilot",
+            ),
+            ("return_to", "/v1/chat/completions"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    // reqwest follows the 303 back to the page, which is now allowed and reaches the origin.
+    assert_eq!(justified.status(), 200);
+    assert_eq!(origin.requests().len(), 1);
+    let exceptions: Vec<(Option<String>, String)> = gateway
+        .rows_eventually("SELECT ai_service_id, conditions FROM exceptions", 1)
+        .await;
+    assert!(exceptions[0].0.is_none());
+    assert!(
+        exceptions[0].1.contains("llm.internal.example"),
+        "{}",
+        exceptions[0].1
+    );
+    let other_host = browser
+        .get("https://other-llm.example/v1/chat/completions")
+        .send()
+        .await;
+    assert!(
+        other_host.is_err() || other_host.unwrap().status() != 200,
+        "the exception names one host"
+    );
+}
+
+#[tokio::test]
+async fn allow_and_flag_forwards_a_review_and_opens_a_violation() {
+    let catalog = test_service(
+        "newai",
+        "new.example",
+        "review_required",
+        &["text_generation"],
+    );
+    let (gateway, origin, _) = policy_gateway(&catalog, "new.example", &[], |config| {
+        config.policy.review_action = aigate::config::ReviewAction::AllowAndFlag;
+    })
+    .await;
+    let (status, _) = post_json(
+        &gateway,
+        "https://new.example/v1/chat/completions",
+        r#"{"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(origin.requests().len(), 1);
+    let rows: Vec<(String, String, String)> = gateway
+        .rows_eventually(
+            "SELECT d.decision, v.violation_type, v.status FROM decisions d JOIN violations v USING (decision_id)",
+            1,
+        )
+        .await;
+    assert_eq!(
+        rows[0],
+        ("REVIEW".into(), "review_required".into(), "open".into())
+    );
+}
