@@ -424,15 +424,26 @@ async fn flush_exception_uses(shared: &Shared) {
     }
 }
 
-/// Polls the store's policy revision (SQLite has no notifications; PostgreSQL uses the same
-/// path for now) and reloads when policies or exceptions changed.
+/// Reloads when policies or exceptions change: on a PostgreSQL notification at once, and by
+/// polling the store's revision (SQLite's only way; PostgreSQL's safety net for notifications
+/// lost while the listener reconnected).
 async fn watch_policies(shared: Arc<Shared>) {
     let every = std::time::Duration::from_secs(shared.config.policy.reload_interval_secs);
+    let mut notifications = shared.store.change_notifications().await;
     let mut seen = shared.store.policy_revision().await.ok();
     let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
     loop {
-        ticker.tick().await;
+        let notified = match notifications.as_mut() {
+            Some(rx) => tokio::select! {
+                _ = ticker.tick() => false,
+                message = rx.recv() => message.is_some(),
+            },
+            None => {
+                ticker.tick().await;
+                false
+            }
+        };
         flush_exception_uses(&shared).await;
         let revision = match shared.store.policy_revision().await {
             Ok(revision) => revision,
@@ -441,13 +452,14 @@ async fn watch_policies(shared: Arc<Shared>) {
                 continue;
             }
         };
-        if seen.as_ref() == Some(&revision) {
+        if !notified && seen.as_ref() == Some(&revision) {
             continue;
         }
         match reload(&shared).await {
             Ok(reloaded) => info!(
                 policies = reloaded.policies,
                 exceptions = reloaded.exceptions,
+                notified,
                 "Policies or exceptions changed in the store; snapshot reloaded."
             ),
             Err(error) => {

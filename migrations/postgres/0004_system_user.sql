@@ -18,3 +18,21 @@ $$ LANGUAGE plpgsql;
 DROP TRIGGER IF EXISTS policies_touch_updated_at ON policies;
 CREATE TRIGGER policies_touch_updated_at BEFORE UPDATE ON policies
 FOR EACH ROW EXECUTE FUNCTION aigate_touch_updated_at();
+
+-- Gateways LISTEN on aigate_reload: a change to policies, exceptions or the catalog reaches
+-- every gateway of a fleet at once instead of at its next poll. Row triggers: an import that
+-- inserts nothing (ON CONFLICT DO NOTHING) must not notify, or reloads would feed themselves.
+CREATE OR REPLACE FUNCTION aigate_notify_reload() RETURNS trigger AS $$
+BEGIN
+    PERFORM pg_notify('aigate_reload', TG_TABLE_NAME);
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql;
+
+DROP TRIGGER IF EXISTS policies_notify_reload ON policies;
+CREATE TRIGGER policies_notify_reload AFTER INSERT OR UPDATE OR DELETE ON policies
+FOR EACH ROW EXECUTE FUNCTION aigate_notify_reload();
+
+DROP TRIGGER IF EXISTS exceptions_notify_reload ON exceptions;
+CREATE TRIGGER exceptions_notify_reload AFTER INSERT OR DELETE OR UPDATE OF status, effective_from, effective_until, conditions ON exceptions
+FOR EACH ROW EXECUTE FUNCTION aigate_notify_reload();

@@ -139,6 +139,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// what the reloader polls.
     async fn policy_revision(&self) -> Result<String, StoreError>;
 
+    /// A channel that receives a message whenever policies or exceptions change, for stores that
+    /// can push (PostgreSQL `LISTEN aigate_reload`); `None` where polling is the only way.
+    async fn change_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        None
+    }
+
     /// Keeps the time-series tables healthy: partitions ahead, expired data dropped, rollup
     /// refreshed. Returns what it did, for the log.
     async fn maintain(&self) -> Result<Vec<String>, StoreError>;

@@ -569,6 +569,41 @@ impl Store for PostgresStore {
         .map_err(classify)
     }
 
+    async fn change_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "Cannot LISTEN for policy changes; polling only.");
+                return None;
+            }
+        };
+        if let Err(error) = listener.listen("aigate_reload").await {
+            tracing::warn!(%error, "Cannot LISTEN for policy changes; polling only.");
+            return None;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    // A full channel already holds a pending reload: this change is in it.
+                    Ok(_) => {
+                        if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) =
+                            tx.try_send(())
+                        {
+                            return;
+                        }
+                    }
+                    // sqlx reconnects on the next recv; changes made meanwhile reach the poller.
+                    Err(error) => {
+                        tracing::debug!(%error, "Policy change listener lost its connection; reconnecting.");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Some(rx)
+    }
+
     async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError> {
         sqlx::query_scalar("SELECT host::text FROM intercept_bypass ORDER BY host")
             .fetch_all(&self.pool)

@@ -616,3 +616,57 @@ async fn policies_and_exceptions_round_trip_in_both_stores() {
     drop(db);
     drop_pg_database(&pg_url).await;
 }
+
+/// On PostgreSQL a policy change reaches the gateway by NOTIFY, long before its next poll.
+#[tokio::test]
+async fn a_policy_inserted_in_postgres_is_enforced_at_once_through_notify() {
+    let url = fresh_pg_database().await;
+    let ca = upstream_ca();
+    let origin = crate::support::Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let store_url = url.clone();
+    let gateway = TestGateway::start_with(&ca, &[("api.openai.com", origin.addr)], move |config| {
+        config.store.url = store_url;
+        config.policy.reload_interval_secs = 3600;
+    })
+    .await;
+    let client = gateway.client(&gateway.ca_pem(), Http::One);
+    let call = || async {
+        client
+            .post("https://api.openai.com/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(r#"{"messages":[{"role":"user","content":"hello"}]}"#)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(call().await, 200);
+
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO policies (policy_id, name, version, status, priority, policy_type, rule_engine, rule_content, \
+         scope, created_by, updated_by, effective_date) VALUES ($1, 'Weekend freeze', '1.0.0', 'active', 990, \
+         'organizational', 'opa', 'package freeze\ndeny if true', '{}', $2, $2, '2020-01-01')",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(uuid::Uuid::nil())
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let mut status = 0;
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = call().await;
+        if status == 403 {
+            break;
+        }
+    }
+    assert_eq!(
+        status, 403,
+        "the notification reloads the policies (the poll is an hour away)"
+    );
+    gateway.gateway.shutdown().await;
+    drop(db);
+    drop_pg_database(&url).await;
+}
