@@ -23,6 +23,12 @@ enum Command {
         #[arg(long, short, default_value = "config/aigate.toml")]
         config: PathBuf,
     },
+    /// Validate a config and everything it names (catalog, policies, dictionaries) without
+    /// starting; exits non-zero with the problem named.
+    CheckConfig {
+        #[arg(long, short, default_value = "config/aigate.toml")]
+        config: PathBuf,
+    },
     /// Apply the store migrations (`[store] url`) and report the time-series shape.
     Migrate {
         #[arg(long, short, default_value = "config/aigate.toml")]
@@ -103,6 +109,19 @@ fn main() -> anyhow::Result<()> {
                 aigate::store::redact_url(&config.store.url),
                 shape.describe()
             );
+            Ok(())
+        }
+        Command::CheckConfig { config: path } => {
+            let config = load(&path)?;
+            let summary = aigate::server::check(&config)?;
+            print_stdout(&format!(
+                "{}: ok ({} services, {} policies of which {} active, {} dictionaries)\n",
+                path.display(),
+                summary.services,
+                summary.policies,
+                summary.active_policies,
+                summary.dictionaries
+            ));
             Ok(())
         }
         Command::Policy {
@@ -198,21 +217,54 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
         let mut gateway = aigate::server::start(config).await?;
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            _ = gateway.wait() => anyhow::bail!("a listener stopped unexpectedly"),
-            signal = tokio::signal::ctrl_c() => {
-                signal.context("waiting for SIGINT")?;
-                tracing::info!("SIGINT received; shutting down.");
-            }
-            _ = terminate.recv() => tracing::info!("SIGTERM received; shutting down."),
+        let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        // Under systemd (Type=notify): ready once listening, and a watchdog ping while the
+        // runtime is alive. Outside systemd these are no-ops.
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
+        if let Some(interval) = sd_notify::watchdog_enabled() {
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(interval / 2);
+                loop {
+                    ticker.tick().await;
+                    notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+                }
+            });
         }
+        loop {
+            tokio::select! {
+                _ = gateway.wait() => anyhow::bail!("a listener stopped unexpectedly"),
+                signal = tokio::signal::ctrl_c() => {
+                    signal.context("waiting for SIGINT")?;
+                    tracing::info!("SIGINT received; shutting down.");
+                    break;
+                }
+                _ = terminate.recv() => {
+                    tracing::info!("SIGTERM received; shutting down.");
+                    break;
+                }
+                _ = hangup.recv() => {
+                    // Listeners, store and CA are fixed for the process; what operators change
+                    // day to day (catalog, policies, exceptions) reloads in place.
+                    match aigate::server::reload(&gateway.shared).await {
+                        Ok(reloaded) => tracing::info!(services = reloaded.services, policies = reloaded.policies, exceptions = reloaded.exceptions, "SIGHUP: snapshot reloaded; other config changes need a restart."),
+                        Err(error) => tracing::error!(%error, "SIGHUP: reload rejected; the previous snapshot keeps serving."),
+                    }
+                }
+            }
+        }
+        notify_systemd(&[sd_notify::NotifyState::Stopping]);
         gateway.shutdown().await;
         Ok(())
     })
+}
+
+fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(error) = sd_notify::notify(state) {
+        tracing::warn!(%error, "Cannot notify systemd.");
+    }
 }
 
 /// The config at `path`, or the defaults when the (default) path does not exist: the offline

@@ -375,6 +375,40 @@ async fn load_policy_state(
     Ok((policies, exceptions))
 }
 
+/// What `aigate check-config` verified.
+#[derive(Debug)]
+pub struct CheckSummary {
+    pub services: usize,
+    pub policies: usize,
+    pub active_policies: usize,
+    pub dictionaries: usize,
+}
+
+/// Everything `start` would load from files, loaded and compiled without binding or touching
+/// the store: a config that passes starts (store and listeners permitting).
+pub fn check(config: &Config) -> Result<CheckSummary, StartError> {
+    config.validate()?;
+    let catalog = Catalog::load_dir(&config.catalog.dir)?;
+    let definitions = crate::policy::load_dir(&config.policy.dir)?;
+    let compiled = PolicySet::compile(
+        &definitions,
+        config.policy.defaults.clone(),
+        config.policy.fail_mode,
+    )?;
+    let dictionaries = config.inspect.load_dictionaries()?;
+    Inspector::new(
+        &dictionaries,
+        config.inspect.min_confidence,
+        config.proxy.body_buffer_bytes,
+    )?;
+    Ok(CheckSummary {
+        services: catalog.services().len(),
+        policies: definitions.len(),
+        active_policies: compiled.len(),
+        dictionaries: dictionaries.len(),
+    })
+}
+
 /// What a reload swapped in.
 #[derive(Debug, serde::Serialize)]
 pub struct Reloaded {

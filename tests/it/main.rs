@@ -7,6 +7,7 @@ mod support;
 
 mod admin;
 mod inspect;
+mod lifecycle;
 mod policy;
 mod proxy;
 mod routing;
