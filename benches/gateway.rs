@@ -87,6 +87,7 @@ fn decision(c: &mut Criterion) {
         })
     });
     let headers = http::HeaderMap::new();
+    let anonymous = aigate::identity::Identity::anonymous();
     let body = vec![b'a'; 2048];
     c.bench_function("pipeline/decide_2k", |b| {
         b.iter(|| {
@@ -102,6 +103,7 @@ fn decision(c: &mut Criterion) {
                 client: None,
                 source: Source::ProxyIntercepted,
                 ja4: None,
+                identity: &anonymous,
             };
             decide(&snapshot, std::hint::black_box(&facts))
         })
@@ -175,6 +177,45 @@ fn fingerprinting(c: &mut Criterion) {
     });
 }
 
+/// Identity on a warm cache: trusted header → user context, source IP → device.
+fn identity(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|error| panic!("runtime: {error}"));
+    let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let resolver = runtime.block_on(async {
+        let store = aigate::store::open(&url).await.unwrap_or_else(|error| panic!("store: {error}"));
+        store.migrate().await.unwrap_or_else(|error| panic!("migrate: {error}"));
+        use sqlx::Connection;
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap_or_else(|error| panic!("db: {error}"));
+        for statement in [
+                "INSERT INTO departments (department_id, name) VALUES ('11111111-1111-4111-8111-111111111111', 'Engineering')",
+                "INSERT INTO users (user_id, email, department_id, employee_type) VALUES ('22222222-2222-4222-8222-222222222222', 'dev@corp.example', '11111111-1111-4111-8111-111111111111', 'full_time')",
+                "INSERT INTO assets (asset_id, asset_type, ip_addresses, owner_id) VALUES ('33333333-3333-4333-8333-333333333333', 'laptop', '[\"10.1.2.3\"]', '22222222-2222-4222-8222-222222222222')",
+        ] {
+            sqlx::query(statement).execute(&mut db).await.unwrap_or_else(|error| panic!("seed: {error}"));
+        }
+        let config = aigate::config::IdentityConfig {
+            trusted_networks: vec!["10.0.0.0/8".parse().unwrap_or_else(|error| panic!("net: {error}"))],
+            ..Default::default()
+        };
+        aigate::identity::Resolver::new(store, &config)
+    });
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "x-authenticated-user",
+        http::HeaderValue::from_static("dev@corp.example"),
+    );
+    let ip: std::net::IpAddr = [10, 1, 2, 3].into();
+    let warm = runtime.block_on(resolver.identify(Some(ip), &headers));
+    assert!(
+        warm.user.is_some() && warm.device.is_some(),
+        "bench fixtures must resolve"
+    );
+    c.bench_function("identity/warm_header_and_device", |b| {
+        b.iter(|| runtime.block_on(resolver.identify(Some(ip), std::hint::black_box(&headers))))
+    });
+}
+
 fn minting(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|error| panic!("runtime: {error}"));
     let ca = Arc::new(
@@ -202,5 +243,12 @@ fn minting(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, routing, fingerprinting, decision, minting);
+criterion_group!(
+    benches,
+    routing,
+    fingerprinting,
+    identity,
+    decision,
+    minting
+);
 criterion_main!(benches);

@@ -45,8 +45,54 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub inspect: InspectConfig,
     pub policy: PolicyConfig,
+    pub identity: IdentityConfig,
     pub audit: AuditConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    /// Attribution methods, first hit wins; nothing matching means anonymous.
+    pub order: Vec<AttributionMethod>,
+    /// Header an authenticating proxy or SSO agent sets to the user's email.
+    pub trusted_header: String,
+    /// Source networks whose `trusted_header` is believed. Empty: the header is never trusted
+    /// (it is still stripped before forwarding).
+    pub trusted_networks: Vec<ipnet::IpNet>,
+    pub cache_ttl_secs: u64,
+    pub cache_capacity: u64,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            order: vec![
+                AttributionMethod::TrustedHeader,
+                AttributionMethod::SourceIp,
+            ],
+            trusted_header: "x-authenticated-user".to_owned(),
+            trusted_networks: Vec::new(),
+            cache_ttl_secs: 300,
+            cache_capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttributionMethod {
+    TrustedHeader,
+    SourceIp,
+}
+
+impl AttributionMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttributionMethod::TrustedHeader => "trusted_header",
+            AttributionMethod::SourceIp => "source_ip",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -471,6 +517,18 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if http::HeaderName::from_bytes(self.identity.trusted_header.as_bytes()).is_err() {
+            return Err(invalid(
+                "[identity] trusted_header",
+                "is not a valid header name",
+            ));
+        }
+        if self.identity.cache_ttl_secs == 0 || self.identity.cache_capacity == 0 {
+            return Err(invalid(
+                "[identity] cache_ttl_secs / cache_capacity",
+                "must be at least 1",
+            ));
+        }
         if self.policy.reload_interval_secs == 0 {
             return Err(invalid(
                 "[policy] reload_interval_secs",

@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod config;
 pub mod front;
 pub mod host;
+pub mod identity;
 pub mod inspect;
 pub mod metrics;
 pub mod pipeline;

@@ -19,6 +19,7 @@ use crate::audit::{
     BUILTIN_APPROVAL_POLICY_NAME,
 };
 use crate::catalog::{AiService, Catalog, Fingerprint, RequestSignals};
+use crate::identity::Identity;
 use crate::inspect::{DataClass, Inspection, Inspector};
 use crate::policy::{Exceptions, Outcome, PolicySet, Subject};
 
@@ -57,6 +58,8 @@ pub struct RequestFacts<'a> {
     pub source: Source,
     /// JA4 of the client's ClientHello (intercepted requests).
     pub ja4: Option<&'a str>,
+    /// Who sent it.
+    pub identity: &'a Identity,
 }
 
 impl RequestFacts<'_> {
@@ -118,14 +121,17 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
         (None, true) => Some("unknown"),
         (None, false) => None,
     };
+    let user = request.identity.user.as_deref();
     let subject = Subject {
-        user_id: ANONYMOUS_USER,
+        user_id: user.map_or(ANONYMOUS_USER, |u| u.id),
+        user_email: user.map(|u| u.email.as_str()),
+        department: user.and_then(|u| u.department.as_deref()),
+        groups: user.map_or(&[], |u| u.groups.as_slice()),
         service_id: service.as_ref().map(|s| s.service_id),
         service_slug: service.as_ref().map(|s| s.slug.as_str()),
         approval_status,
         data_types,
         host: Some(request.host),
-        ..Subject::default()
     };
     let outcome = snapshot.policies.evaluate(
         &subject,
@@ -206,11 +212,33 @@ fn policy_input(
                        "truncated": false, "files": []})
         }
     };
+    let identity = request.identity;
+    let user = match identity.user.as_deref() {
+        Some(u) => json!({
+            "id": u.id, "email": u.email, "department": u.department, "department_chain": u.department_chain,
+            "groups": u.groups, "roles": u.roles, "risk_score": u.risk_score, "clearance_level": u.clearance_level,
+            "employee_type": u.employee_type, "status": u.status, "suspended": u.status == "suspended",
+            "allowed_ai_services": u.allowed_ai_services, "prohibited_ai_services": u.prohibited_ai_services,
+            "authenticated": true, "method": identity.method,
+        }),
+        None => {
+            json!({"id": ANONYMOUS_USER, "email": null, "department": null, "department_chain": [], "groups": [],
+                       "roles": [], "risk_score": 0, "clearance_level": null, "employee_type": null, "status": null,
+                       "suspended": false, "allowed_ai_services": [], "prohibited_ai_services": [],
+                       "authenticated": false, "method": identity.method})
+        }
+    };
+    let device = match identity.device.as_deref() {
+        Some(d) => {
+            json!({"id": d.id, "hostname": d.hostname, "crown_jewel": d.crown_jewel, "sensitivity": d.sensitivity,
+                          "compliance_status": d.compliance_status, "data_classification": d.data_classification})
+        }
+        None => json!({"id": null, "hostname": null, "crown_jewel": false, "sensitivity": null,
+                       "compliance_status": null, "data_classification": []}),
+    };
     json!({
-        "user": {"id": ANONYMOUS_USER, "email": null, "department": null, "groups": [], "roles": [],
-                 "risk_score": 0, "clearance_level": null, "employee_type": null, "authenticated": false},
-        "device": {"id": null, "hostname": null, "crown_jewel": false, "sensitivity": null,
-                   "compliance_status": null, "data_classification": []},
+        "user": user,
+        "device": device,
         "resource": resource,
         "request": {
             "method": request.method, "scheme": request.scheme, "host": request.host, "port": request.port,
@@ -263,9 +291,9 @@ pub fn decision_record(
         decision_id: verdict.decision_id,
         request_id: Uuid::now_v7(),
         timestamp: OffsetDateTime::now_utc(),
-        user_id: ANONYMOUS_USER,
-        user_email: None,
-        user_department: None,
+        user_id: request.identity.user.as_ref().map_or(ANONYMOUS_USER, |u| u.id),
+        user_email: request.identity.user.as_ref().map(|u| u.email.clone()),
+        user_department: request.identity.user.as_ref().and_then(|u| u.department.clone()),
         action: action.to_owned(),
         resource_type: if service.is_some() {
             "ai_service"
@@ -295,7 +323,7 @@ pub fn decision_record(
         source: Some(match request.source {
             Source::ProxyPlain | Source::ProxyIntercepted => "proxy".to_owned(),
         }),
-        device_id: None,
+        device_id: request.identity.device.as_ref().map(|d| d.id),
         ip_address: request.client.map(|c| c.ip()),
         user_agent: request.header("user-agent").map(str::to_owned),
         content_classified: inspection.is_some(),
@@ -346,6 +374,12 @@ mod tests {
     use super::*;
     use std::path::Path;
 
+    static ANONYMOUS: Identity = Identity {
+        user: None,
+        device: None,
+        method: "anonymous",
+    };
+
     fn snapshot() -> Snapshot {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/catalog");
         Snapshot {
@@ -377,6 +411,7 @@ mod tests {
             client: None,
             source: Source::ProxyIntercepted,
             ja4: None,
+            identity: &ANONYMOUS,
         }
     }
 

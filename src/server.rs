@@ -67,6 +67,8 @@ pub enum StartError {
 pub struct Shared {
     pub config: Config,
     pub snapshot: ArcSwap<Snapshot>,
+    /// Who is behind each request (cached store lookups).
+    pub identity: crate::identity::Resolver,
     pub router: Router,
     pub upstream: Upstream,
     pub minter: LeafMinter,
@@ -184,6 +186,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     }
     let shared = Arc::new(Shared {
         upstream: Upstream::new(&config.upstream.resolve, vec![proxy_addr, admin_addr]),
+        identity: crate::identity::Resolver::new(store.clone(), &config.identity),
         router,
         snapshot: ArcSwap::from_pointee(Snapshot {
             catalog,
@@ -431,6 +434,7 @@ pub async fn reload(shared: &Shared) -> Result<Reloaded, StartError> {
             exceptions: exceptions.len(),
         };
         let inspector = Arc::clone(&shared.snapshot.load().inspector);
+        shared.identity.invalidate();
         shared.snapshot.store(Arc::new(Snapshot {
             catalog,
             inspector,

@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::audit::{AuditEventRecord, AuditRecord, ANONYMOUS_USER};
+use crate::identity::Identity;
 use crate::pipeline::{self, Decision, RequestFacts, Snapshot, Source};
 use crate::policy::NewException;
 use crate::server::Shared;
@@ -38,6 +39,7 @@ pub async fn justify(
     host: &str,
     form: &[u8],
     client: Option<SocketAddr>,
+    identity: &Identity,
 ) -> Reply {
     // A catalog service is excused by id (all its domains); an AI service outside the catalog
     // by its host name.
@@ -80,6 +82,7 @@ pub async fn justify(
         client,
         source: Source::ProxyIntercepted,
         ja4: None,
+        identity,
     };
     let verdict = pipeline::decide(snapshot, &facts);
     match verdict.decision {
@@ -95,6 +98,7 @@ pub async fn justify(
     }
 
     let config = &shared.config.policy;
+    let user_id = identity.user.as_ref().map_or(ANONYMOUS_USER, |u| u.id);
     let now = OffsetDateTime::now_utc();
     let lasts = Duration::from_secs(config.justification_exception_secs);
     let exception = NewException {
@@ -102,7 +106,7 @@ pub async fn justify(
         exception_type: "temporary",
         reason: format!("Business justification given on the review page of {service_name}"),
         justification,
-        user_id: ANONYMOUS_USER,
+        user_id,
         ai_service_id: service.map(|s| s.service_id),
         policy_id: verdict.outcome.primary.as_ref().map(|(id, _)| *id),
         // A user's own justification lifts a review, never a denial.
@@ -111,7 +115,7 @@ pub async fn justify(
             None => serde_json::json!({ "decisions": ["review"], "hosts": [host] }),
         }),
         status: config.justification_status.as_str(),
-        requested_by: ANONYMOUS_USER,
+        requested_by: user_id,
         effective_from: now,
         effective_until: Some(now + lasts),
     };
@@ -123,7 +127,8 @@ pub async fn justify(
         );
     }
     shared.audit.record(AuditRecord::Event(Box::new(AuditEventRecord {
-        actor_id: Some(ANONYMOUS_USER),
+        actor_id: Some(user_id),
+        actor_email: identity.user.as_ref().map(|u| u.email.clone()),
         actor_type: Some("user".to_owned()),
         source: Some("proxy".to_owned()),
         ip_address: client.map(|c| c.ip()),

@@ -174,6 +174,8 @@ impl ProxyHttp for AigateProxy {
         // Proxy credentials and proxy hop headers are for us, never for the origin.
         request.remove_header("proxy-authorization");
         request.remove_header("proxy-connection");
+        // Whoever set it, the identity header is the gateway's business only.
+        request.remove_header(self.shared.identity.trusted_header());
         if let Some(target) = ctx.target.as_ref() {
             normalize_to_origin_form(request, target)?;
         }
@@ -319,13 +321,20 @@ impl AigateProxy {
         let cap = self.shared.config.proxy.body_buffer_bytes;
         let (body, complete) = read_body_prefix(session, cap).await?;
         let inspected = &body[..body.len().min(cap)];
+        let client = meta.as_ref().map(|m| m.client);
+        let identity = self
+            .shared
+            .identity
+            .identify(client.map(|c| c.ip()), &session.req_header().headers)
+            .await;
         let snapshot = self.shared.snapshot.load();
         if session.req_header().method == http::Method::POST
             && session.req_header().uri.path() == coach::JUSTIFY_PATH
         {
             let host = ctx.target.as_ref().map_or("", |t| t.host.as_str());
-            let client = meta.as_ref().map(|m| m.client);
-            return match coach::justify(&self.shared, &snapshot, host, inspected, client).await {
+            return match coach::justify(&self.shared, &snapshot, host, inspected, client, &identity)
+                .await
+            {
                 coach::Reply::Redirect(location) => redirect(session, &location).await,
                 coach::Reply::Refused(status, message) => {
                     respond_text(session, status, message).await
@@ -342,9 +351,10 @@ impl AigateProxy {
             headers: &header.headers,
             body: inspected,
             body_truncated: !complete,
-            client: meta.as_ref().map(|m| m.client),
+            client,
             source,
             ja4: meta.as_ref().and_then(|m| m.ja4.as_deref()),
+            identity: &identity,
         };
         let deciding = Instant::now();
         let verdict = pipeline::decide(&snapshot, &facts);

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 use uuid::Uuid;
 
+use crate::identity::{DeviceContext, UserContext};
 use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
 
 use crate::audit::{AuditEventRecord, DecisionRecord};
@@ -138,6 +139,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Changes whenever a policy or exception row is added or changed (not on usage counts):
     /// what the reloader polls.
     async fn policy_revision(&self) -> Result<String, StoreError>;
+
+    /// The user with this email (case-insensitive), with department chain, groups, unexpired
+    /// roles and service lists; `None` when unknown.
+    async fn user_context_by_email(&self, email: &str) -> Result<Option<UserContext>, StoreError>;
+
+    async fn user_context_by_id(&self, id: Uuid) -> Result<Option<UserContext>, StoreError>;
+
+    /// The active asset holding `ip`, with its owner.
+    async fn device_by_ip(&self, ip: std::net::IpAddr)
+        -> Result<Option<DeviceContext>, StoreError>;
 
     /// A channel that receives a message whenever policies or exceptions change, for stores that
     /// can push (PostgreSQL `LISTEN aigate_reload`); `None` where polling is the only way.

@@ -10,6 +10,7 @@ use tracing::info;
 use super::{classify, pg_copy, redact_url, signature_rows, Store, StoreError, TimeSeriesShape};
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::Catalog;
+use crate::identity::{DeviceContext, UserContext};
 use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
 use time::PrimitiveDateTime;
 use uuid::Uuid;
@@ -602,6 +603,140 @@ impl Store for PostgresStore {
             }
         });
         Some(rx)
+    }
+
+    async fn user_context_by_email(&self, email: &str) -> Result<Option<UserContext>, StoreError> {
+        let id: Option<Uuid> =
+            sqlx::query_scalar("SELECT user_id FROM users WHERE lower(email) = lower($1)")
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+        match id {
+            Some(id) => self.user_context_by_id(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn user_context_by_id(&self, id: Uuid) -> Result<Option<UserContext>, StoreError> {
+        type Row = (
+            String,
+            Option<Uuid>,
+            Option<i32>,
+            Option<String>,
+            Option<String>,
+            String,
+        );
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT email, department_id, risk_score, clearance_level, employee_type, status FROM users WHERE user_id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        let Some((email, department_id, risk_score, clearance_level, employee_type, status)) = row
+        else {
+            return Ok(None);
+        };
+        let mut user = UserContext {
+            id,
+            email,
+            department_id,
+            risk_score: risk_score.unwrap_or(50),
+            clearance_level,
+            employee_type,
+            status,
+            ..UserContext::default()
+        };
+        // The department and its parents, nearest first (depth-bounded against cycles).
+        let chain: Vec<(String, Option<Vec<String>>, Option<Vec<String>>)> = sqlx::query_as(
+            "WITH RECURSIVE chain(department_id, name, parent, allowed, prohibited, depth) AS ( \
+               SELECT department_id, name, parent_department_id, allowed_ai_services, prohibited_ai_services, 0 \
+               FROM departments WHERE department_id = $1 \
+               UNION ALL \
+               SELECT d.department_id, d.name, d.parent_department_id, d.allowed_ai_services, d.prohibited_ai_services, c.depth + 1 \
+               FROM departments d JOIN chain c ON d.department_id = c.parent WHERE c.depth < 16) \
+             SELECT name, allowed, prohibited FROM chain ORDER BY depth",
+        )
+        .bind(department_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        for (depth, (name, allowed, prohibited)) in chain.into_iter().enumerate() {
+            if depth == 0 {
+                user.department = Some(name.clone());
+                user.allowed_ai_services.extend(allowed.unwrap_or_default());
+                user.prohibited_ai_services
+                    .extend(prohibited.unwrap_or_default());
+            }
+            user.department_chain.push(name);
+        }
+        let groups: Vec<(Uuid, String, Option<Vec<String>>, Option<Vec<String>>)> = sqlx::query_as(
+            "SELECT g.group_id, g.name, g.allowed_ai_services, g.prohibited_ai_services FROM groups g \
+             JOIN user_groups ug ON ug.group_id = g.group_id WHERE ug.user_id = $1 ORDER BY g.name",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        for (group_id, name, allowed, prohibited) in groups {
+            user.group_ids.push(group_id);
+            user.groups.push(name);
+            user.allowed_ai_services.extend(allowed.unwrap_or_default());
+            user.prohibited_ai_services
+                .extend(prohibited.unwrap_or_default());
+        }
+        user.roles = sqlx::query_scalar(
+            "SELECT r.name FROM roles r JOIN user_roles ur ON ur.role_id = r.role_id \
+             WHERE ur.user_id = $1 AND (ur.expires_at IS NULL OR ur.expires_at > now() AT TIME ZONE 'UTC') ORDER BY r.name",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(Some(user))
+    }
+
+    async fn device_by_ip(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Result<Option<DeviceContext>, StoreError> {
+        type Row = (
+            Uuid,
+            Option<String>,
+            Option<bool>,
+            Option<String>,
+            Option<String>,
+            Option<Vec<String>>,
+            Option<Uuid>,
+        );
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT asset_id, hostname, crown_jewel, sensitivity, compliance_status, data_classification, owner_id \
+             FROM assets WHERE $1::inet = ANY(ip_addresses) AND status = 'active' LIMIT 1",
+        )
+        .bind(ip.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(row.map(
+            |(
+                id,
+                hostname,
+                crown_jewel,
+                sensitivity,
+                compliance_status,
+                classification,
+                owner_id,
+            )| DeviceContext {
+                id,
+                hostname,
+                crown_jewel: crown_jewel.unwrap_or(false),
+                sensitivity,
+                compliance_status,
+                data_classification: classification.unwrap_or_default(),
+                owner_id,
+            },
+        ))
     }
 
     async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError> {

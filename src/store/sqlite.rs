@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::{classify, parse_timestamp, signature_rows, Store, StoreError, TimeSeriesShape};
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::Catalog;
+use crate::identity::{DeviceContext, UserContext};
 use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -66,6 +67,129 @@ impl SqliteStore {
             .await
             .map_err(classify)?;
         Ok(Self { pool })
+    }
+}
+
+fn parse_uuid(table: &'static str, row: &str, text: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(text).map_err(|e| StoreError::Corrupt {
+        table,
+        id: row.to_owned(),
+        message: format!("{text:?}: {e}"),
+    })
+}
+
+/// A list column stored as JSON text (`["a","b"]`), tolerating a comma-separated value.
+fn text_list(text: Option<String>) -> Vec<String> {
+    let Some(text) = text else {
+        return Vec::new();
+    };
+    serde_json::from_str(&text).unwrap_or_else(|_| {
+        text.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}
+
+impl SqliteStore {
+    async fn user_context(
+        &self,
+        clause: &str,
+        value: String,
+    ) -> Result<Option<UserContext>, StoreError> {
+        type Row = (
+            String,
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            String,
+        );
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "SELECT user_id, email, department_id, risk_score, clearance_level, employee_type, status FROM users WHERE {clause}"
+        ))
+        .bind(value)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        let Some((id, email, department_id, risk_score, clearance_level, employee_type, status)) =
+            row
+        else {
+            return Ok(None);
+        };
+        let mut user = UserContext {
+            id: parse_uuid("users", &id, &id)?,
+            email,
+            department_id: department_id
+                .as_deref()
+                .map(|d| parse_uuid("users", &id, d))
+                .transpose()?,
+            risk_score: i32::try_from(risk_score.unwrap_or(50)).unwrap_or(50),
+            clearance_level,
+            employee_type,
+            status,
+            ..UserContext::default()
+        };
+        // The department and its parents, nearest first (bounded against cycles).
+        let mut next = department_id;
+        while let Some(department) = next.take() {
+            if user.department_chain.len() >= 16 {
+                break;
+            }
+            type Department = (String, Option<String>, Option<String>, Option<String>);
+            let row: Option<Department> = sqlx::query_as(
+                "SELECT name, parent_department_id, allowed_ai_services, prohibited_ai_services FROM departments WHERE department_id = ?",
+            )
+            .bind(&department)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+            let Some((name, parent, allowed, prohibited)) = row else {
+                break;
+            };
+            if user.department_chain.is_empty() {
+                user.department = Some(name.clone());
+                user.allowed_ai_services.extend(text_list(allowed));
+                user.prohibited_ai_services.extend(text_list(prohibited));
+            }
+            user.department_chain.push(name);
+            next = parent;
+        }
+        let groups: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT g.group_id, g.name, g.allowed_ai_services, g.prohibited_ai_services FROM groups g \
+             JOIN user_groups ug ON ug.group_id = g.group_id WHERE ug.user_id = ? ORDER BY g.name",
+        )
+        .bind(&id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        for (group_id, name, allowed, prohibited) in groups {
+            user.group_ids
+                .push(parse_uuid("groups", &group_id, &group_id)?);
+            user.groups.push(name);
+            user.allowed_ai_services.extend(text_list(allowed));
+            user.prohibited_ai_services.extend(text_list(prohibited));
+        }
+        let roles: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT r.name, ur.expires_at FROM roles r JOIN user_roles ur ON ur.role_id = r.role_id WHERE ur.user_id = ? ORDER BY r.name",
+        )
+        .bind(&id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        let now = OffsetDateTime::now_utc();
+        user.roles = roles
+            .into_iter()
+            .filter(|(_, expires)| {
+                expires
+                    .as_deref()
+                    .and_then(parse_timestamp)
+                    .is_none_or(|at| at > now)
+            })
+            .map(|(name, _)| name)
+            .collect();
+        Ok(Some(user))
     }
 }
 
@@ -482,6 +606,62 @@ impl Store for SqliteStore {
         .fetch_one(&self.pool)
         .await
         .map_err(classify)
+    }
+
+    async fn user_context_by_email(&self, email: &str) -> Result<Option<UserContext>, StoreError> {
+        self.user_context("lower(email) = lower(?)", email.to_owned())
+            .await
+    }
+
+    async fn user_context_by_id(&self, id: Uuid) -> Result<Option<UserContext>, StoreError> {
+        self.user_context("user_id = ?", id.to_string()).await
+    }
+
+    async fn device_by_ip(
+        &self,
+        ip: std::net::IpAddr,
+    ) -> Result<Option<DeviceContext>, StoreError> {
+        type Row = (
+            String,
+            Option<String>,
+            Option<bool>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT a.asset_id, a.hostname, a.crown_jewel, a.sensitivity, a.compliance_status, a.data_classification, a.owner_id \
+             FROM assets a, json_each(a.ip_addresses) ip WHERE ip.value = ? AND a.status = 'active' LIMIT 1",
+        )
+        .bind(ip.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        let Some((
+            id,
+            hostname,
+            crown_jewel,
+            sensitivity,
+            compliance_status,
+            classification,
+            owner,
+        )) = row
+        else {
+            return Ok(None);
+        };
+        Ok(Some(DeviceContext {
+            id: parse_uuid("assets", &id, &id)?,
+            hostname,
+            crown_jewel: crown_jewel.unwrap_or(false),
+            sensitivity,
+            compliance_status,
+            data_classification: text_list(classification),
+            owner_id: owner
+                .as_deref()
+                .map(|o| parse_uuid("assets", &id, o))
+                .transpose()?,
+        }))
     }
 
     async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError> {
