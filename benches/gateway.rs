@@ -198,6 +198,8 @@ fn identity(c: &mut Criterion) {
             trusted_networks: vec!["10.0.0.0/8".parse().unwrap_or_else(|error| panic!("net: {error}"))],
             ..Default::default()
         };
+        let hash = aigate::identity::hash_password("bench password").unwrap_or_else(|error| panic!("hash: {error}"));
+        store.set_proxy_credential("dev@corp.example", &hash).await.unwrap_or_else(|error| panic!("credential: {error}"));
         aigate::identity::Resolver::new(store, &config)
     });
     let mut headers = http::HeaderMap::new();
@@ -206,13 +208,34 @@ fn identity(c: &mut Criterion) {
         http::HeaderValue::from_static("dev@corp.example"),
     );
     let ip: std::net::IpAddr = [10, 1, 2, 3].into();
-    let warm = runtime.block_on(resolver.identify(Some(ip), &headers));
-    assert!(
-        warm.user.is_some() && warm.device.is_some(),
-        "bench fixtures must resolve"
+    let claims = aigate::identity::Claims {
+        client: Some(ip),
+        headers: &headers,
+        tunnel_user: None,
+        proxy_auth_applies: true,
+    };
+    let mut basic = http::HeaderMap::new();
+    basic.insert(
+        http::header::PROXY_AUTHORIZATION,
+        // dev@corp.example:bench password
+        http::HeaderValue::from_static("Basic ZGV2QGNvcnAuZXhhbXBsZTpiZW5jaCBwYXNzd29yZA=="),
     );
+    let basic_claims = aigate::identity::Claims {
+        client: Some([192, 0, 2, 1].into()),
+        headers: &basic,
+        ..claims
+    };
+    for claims in [&claims, &basic_claims] {
+        let warm = runtime
+            .block_on(resolver.identify(claims))
+            .unwrap_or_else(|error| panic!("identify: {error}"));
+        assert!(warm.user.is_some(), "bench fixtures must resolve");
+    }
     c.bench_function("identity/warm_header_and_device", |b| {
-        b.iter(|| runtime.block_on(resolver.identify(Some(ip), std::hint::black_box(&headers))))
+        b.iter(|| runtime.block_on(resolver.identify(std::hint::black_box(&claims))))
+    });
+    c.bench_function("identity/warm_proxy_basic", |b| {
+        b.iter(|| runtime.block_on(resolver.identify(std::hint::black_box(&basic_claims))))
     });
 }
 

@@ -60,6 +60,11 @@ pub struct IdentityConfig {
     /// Source networks whose `trusted_header` is believed. Empty: the header is never trusted
     /// (it is still stripped before forwarding).
     pub trusted_networks: Vec<ipnet::IpNet>,
+    /// Explicit-mode requests must carry valid `Proxy-Authorization: Basic` credentials (or be
+    /// attributed by the trusted header); otherwise the proxy answers 407.
+    pub require_proxy_auth: bool,
+    /// Realm named in the `Proxy-Authenticate` challenge.
+    pub proxy_auth_realm: String,
     pub cache_ttl_secs: u64,
     pub cache_capacity: u64,
 }
@@ -69,10 +74,13 @@ impl Default for IdentityConfig {
         Self {
             order: vec![
                 AttributionMethod::TrustedHeader,
+                AttributionMethod::ProxyBasic,
                 AttributionMethod::SourceIp,
             ],
             trusted_header: "x-authenticated-user".to_owned(),
             trusted_networks: Vec::new(),
+            require_proxy_auth: false,
+            proxy_auth_realm: "aigate".to_owned(),
             cache_ttl_secs: 300,
             cache_capacity: 100_000,
         }
@@ -83,6 +91,7 @@ impl Default for IdentityConfig {
 #[serde(rename_all = "snake_case")]
 pub enum AttributionMethod {
     TrustedHeader,
+    ProxyBasic,
     SourceIp,
 }
 
@@ -90,6 +99,7 @@ impl AttributionMethod {
     pub fn as_str(self) -> &'static str {
         match self {
             AttributionMethod::TrustedHeader => "trusted_header",
+            AttributionMethod::ProxyBasic => "proxy_basic",
             AttributionMethod::SourceIp => "source_ip",
         }
     }
@@ -521,6 +531,26 @@ impl Config {
             return Err(invalid(
                 "[identity] trusted_header",
                 "is not a valid header name",
+            ));
+        }
+        if self.identity.require_proxy_auth
+            && !self.identity.order.contains(&AttributionMethod::ProxyBasic)
+        {
+            return Err(invalid(
+                "[identity] require_proxy_auth",
+                "needs \"proxy_basic\" in [identity] order",
+            ));
+        }
+        if self.identity.proxy_auth_realm.is_empty()
+            || self
+                .identity
+                .proxy_auth_realm
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            return Err(invalid(
+                "[identity] proxy_auth_realm",
+                "must be non-empty, without quotes, backslashes or control characters",
             ));
         }
         if self.identity.cache_ttl_secs == 0 || self.identity.cache_capacity == 0 {

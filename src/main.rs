@@ -57,6 +57,29 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Users, departments, groups, roles and assets.
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DirectoryCommand {
+    /// Upsert users, departments, groups, roles and assets from a JSON or CSV export (README
+    /// "Directory import"), all or nothing; the run is recorded in integration_sync_logs.
+    Import {
+        file: PathBuf,
+        #[arg(long, short, default_value = "config/aigate.toml")]
+        config: PathBuf,
+    },
+    /// Set a user's proxy password (`Proxy-Authorization: Basic`, user name = email), read from
+    /// the first line of stdin; only an argon2id hash is stored.
+    SetPassword {
+        email: String,
+        #[arg(long, short, default_value = "config/aigate.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,6 +201,45 @@ fn main() -> anyhow::Result<()> {
             content_type,
             config,
         } => classify(&config, json, content_type.as_deref()),
+        Command::Directory {
+            command: DirectoryCommand::Import { file, config },
+        } => {
+            let store = open_migrated_store(&load(&config)?)?;
+            let report = store
+                .runtime
+                .block_on(aigate::identity::directory::import(&*store.store, &file))?;
+            eprintln!(
+                "Imported {}: {} records, {} created, {} updated.",
+                file.display(),
+                report.fetched,
+                report.created,
+                report.updated
+            );
+            Ok(())
+        }
+        Command::Directory {
+            command: DirectoryCommand::SetPassword { email, config },
+        } => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.len() < 8 {
+                anyhow::bail!("the password must be at least 8 characters");
+            }
+            let hash = aigate::identity::hash_password(password)
+                .map_err(|error| anyhow::anyhow!("hashing the password: {error}"))?;
+            let store = open_migrated_store(&load(&config)?)?;
+            if !store
+                .runtime
+                .block_on(store.store.set_proxy_credential(&email, &hash))?
+            {
+                anyhow::bail!("no user with email {email}; import the directory first");
+            }
+            eprintln!("Proxy password set for {email}.");
+            Ok(())
+        }
         Command::Ca {
             command: CaCommand::Init { config },
         } => {
@@ -202,6 +264,22 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+struct OpenStore {
+    runtime: tokio::runtime::Runtime,
+    store: std::sync::Arc<dyn aigate::store::Store>,
+}
+
+/// The configured store, migrated, for the administrative subcommands.
+fn open_migrated_store(config: &Config) -> anyhow::Result<OpenStore> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let store = runtime.block_on(async {
+        let store = aigate::store::open(&config.store.url).await?;
+        store.migrate().await?;
+        Ok::<_, aigate::store::StoreError>(store)
+    })?;
+    Ok(OpenStore { runtime, store })
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {

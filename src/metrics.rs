@@ -55,6 +55,13 @@ pub static CONNECTIONS_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["reason"],
     )
 });
+pub static PROXY_AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "aigate_proxy_auth_failures_total",
+        "Requests and CONNECTs answered 407, by reason (missing or rejected credentials).",
+        &["reason"],
+    )
+});
 pub static REQUESTS_TOTAL: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "aigate_requests_total",
@@ -191,6 +198,7 @@ pub fn init() {
     }
     LazyLock::force(&CONNECTIONS_ACTIVE);
     LazyLock::force(&CONNECTIONS_REJECTED);
+    LazyLock::force(&PROXY_AUTH_FAILURES);
     LazyLock::force(&TUNNELS_TOTAL);
     LazyLock::force(&INTERCEPTS_TOTAL);
     LazyLock::force(&CERT_CACHE_HITS);

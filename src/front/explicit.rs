@@ -81,6 +81,8 @@ enum Head {
     Connect {
         target: ConnectTarget,
         head_len: usize,
+        /// The CONNECT's own headers (credentials, trusted identity header).
+        headers: http::HeaderMap,
     },
     Plain,
 }
@@ -127,16 +129,36 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
         }
     };
 
-    let meta = |intercepted| {
-        Arc::new(ConnectionMeta {
-            client: peer,
-            intercepted,
-            ja4: None,
-        })
-    };
     match head {
-        Head::Plain => hand_to_proxy(&front, client, &buffer, meta(None)).await,
-        Head::Connect { target, head_len } => {
+        Head::Plain => {
+            let meta = Arc::new(ConnectionMeta {
+                client: peer,
+                intercepted: None,
+                ja4: None,
+                tunnel_user: None,
+            });
+            hand_to_proxy(&front, client, &buffer, meta).await
+        }
+        Head::Connect {
+            target,
+            head_len,
+            headers,
+        } => {
+            let identity = &front.shared.identity;
+            let tunnel_user = match identity
+                .authenticate_tunnel(Some(peer.ip()), &headers)
+                .await
+            {
+                Ok(user) => user,
+                Err(refusal) => {
+                    metrics::PROXY_AUTH_FAILURES
+                        .with_label_values(&[refusal.metric_label()])
+                        .inc();
+                    info!(host = %target.host, %refusal, "CONNECT refused: proxy authentication.");
+                    let _ = write_proxy_auth_required(&mut client, &identity.challenge()).await;
+                    return;
+                }
+            };
             let pending = buffer.split_off(head_len);
             let snapshot = front.shared.snapshot.load();
             match front.shared.router.route(&snapshot.catalog, &target.host) {
@@ -145,7 +167,12 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
                     if write_connect_established(&mut client).await.is_err() {
                         return;
                     }
-                    let meta = meta(Some(target.clone()));
+                    let meta = Arc::new(ConnectionMeta {
+                        client: peer,
+                        intercepted: Some(target.clone()),
+                        ja4: None,
+                        tunnel_user,
+                    });
                     intercept::intercept(&front, client, pending, target, meta).await;
                 }
             }
@@ -317,7 +344,20 @@ async fn read_head(
                     "CONNECT needs a host:port target.\n",
                     "bad_connect",
                 ))?;
-                return Ok(Head::Connect { target, head_len });
+                let mut map = http::HeaderMap::with_capacity(request.headers.len());
+                for header in request.headers.iter() {
+                    if let (Ok(name), Ok(value)) = (
+                        http::HeaderName::from_bytes(header.name.as_bytes()),
+                        http::HeaderValue::from_bytes(header.value),
+                    ) {
+                        map.append(name, value);
+                    }
+                }
+                return Ok(Head::Connect {
+                    target,
+                    head_len,
+                    headers: map,
+                });
             }
             Ok(httparse::Status::Partial) if buffer.len() > max_bytes => return Err(too_large()),
             Ok(httparse::Status::Partial) => {}
@@ -360,6 +400,16 @@ async fn write_connect_established(client: &mut TcpStream) -> std::io::Result<()
     client
         .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         .await
+}
+
+async fn write_proxy_auth_required(client: &mut TcpStream, challenge: &str) -> std::io::Result<()> {
+    let message = "Proxy authentication required: sign in with your corporate account.\n";
+    let response = format!(
+        "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: {challenge}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}",
+        message.len()
+    );
+    client.write_all(response.as_bytes()).await?;
+    client.shutdown().await
 }
 
 async fn write_status(

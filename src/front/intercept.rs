@@ -103,6 +103,7 @@ pub async fn intercept(
         client: meta.client,
         intercepted: meta.intercepted.clone(),
         ja4: hello.ja4,
+        tunnel_user: meta.tunnel_user,
     });
 
     let leaf = match front.shared.minter.certified_key(&target.host).await {

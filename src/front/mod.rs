@@ -32,6 +32,8 @@ pub struct ConnectionMeta {
     pub intercepted: Option<ConnectTarget>,
     /// JA4 of the client's ClientHello, for intercepted connections.
     pub ja4: Option<String>,
+    /// Who the CONNECT authenticated as (proxy credentials or trusted header).
+    pub tunnel_user: Option<crate::identity::TunnelUser>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

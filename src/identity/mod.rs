@@ -3,9 +3,13 @@
 //!
 //! Attribution methods are tried in the configured order, first hit wins: a trusted header set
 //! by an authenticating proxy (honoured only from trusted networks, always stripped before
-//! forwarding), then the client's source IP matched to an active asset and its owner. Nothing
-//! matching means anonymous (the nil user, `authenticated = false`). Contexts come from the
-//! store through moka caches: a burst of requests for one user is one store query.
+//! forwarding), `Proxy-Authorization: Basic` checked against argon2 hashes (explicit mode), then
+//! the client's source IP matched to an active asset and its owner. Nothing matching means
+//! anonymous (the nil user, `authenticated = false`). Contexts come from the store through moka
+//! caches: a burst of requests for one user is one store query.
+
+mod credentials;
+pub mod directory;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,7 +19,10 @@ use moka::future::Cache;
 use uuid::Uuid;
 
 use crate::config::{AttributionMethod, IdentityConfig};
-use crate::store::Store;
+use sha2::Digest;
+
+use crate::store::{Store, StoreError};
+pub use credentials::hash_password;
 
 /// `input.user` of the policy contract.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -50,6 +57,48 @@ pub struct DeviceContext {
     pub data_classification: Vec<String>,
     #[serde(skip)]
     pub owner_id: Option<Uuid>,
+}
+
+/// What a request offers to be attributed by.
+#[derive(Debug, Clone, Copy)]
+pub struct Claims<'a> {
+    pub client: Option<IpAddr>,
+    pub headers: &'a http::HeaderMap,
+    /// Who authenticated the CONNECT the request arrived through.
+    pub tunnel_user: Option<TunnelUser>,
+    /// Proxy authentication applies: a plain request to the explicit listener (the CONNECT of an
+    /// intercepted tunnel was already checked; a transparent client cannot answer a 407).
+    pub proxy_auth_applies: bool,
+}
+
+/// The user a CONNECT authenticated as, carried for every request inside the tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelUser {
+    pub user_id: Uuid,
+    pub method: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyAuthError {
+    #[error("proxy authentication required")]
+    Required,
+    #[error("proxy credentials rejected")]
+    Rejected,
+}
+
+impl ProxyAuthError {
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            ProxyAuthError::Required => "missing",
+            ProxyAuthError::Rejected => "rejected",
+        }
+    }
+}
+
+enum ProxyCredentials {
+    Absent,
+    Valid(Uuid),
+    Invalid,
 }
 
 /// Who a request is attributed to.
@@ -95,6 +144,8 @@ pub struct Resolver {
     users_by_email: Cache<String, Option<Arc<UserContext>>>,
     users_by_id: Cache<Uuid, Option<Arc<UserContext>>>,
     devices_by_ip: Cache<IpAddr, Option<Arc<DeviceContext>>>,
+    /// SHA-256 of a `Proxy-Authorization` value → the user it proves, or `None` for wrong ones.
+    credentials: Cache<[u8; 32], Option<Uuid>>,
 }
 
 impl Resolver {
@@ -106,6 +157,7 @@ impl Resolver {
             users_by_email: bounded_cache(config),
             users_by_id: bounded_cache(config),
             devices_by_ip: bounded_cache(config),
+            credentials: bounded_cache(config),
         }
     }
 
@@ -116,47 +168,176 @@ impl Resolver {
 
     /// Drops every cached context (on reload, so directory changes apply).
     pub fn invalidate(&self) {
+        self.credentials.invalidate_all();
         self.users_by_email.invalidate_all();
         self.users_by_id.invalidate_all();
         self.devices_by_ip.invalidate_all();
     }
 
-    pub async fn identify(&self, client: Option<IpAddr>, headers: &http::HeaderMap) -> Identity {
-        let device = match client {
+    /// Attributes a request. `claims.tunnel_user` (who opened the CONNECT the request arrived
+    /// through) wins: the CONNECT already went through the ordered methods. Fails only when proxy
+    /// authentication applies and the credentials are wrong, or required and missing.
+    pub async fn identify(&self, claims: &Claims<'_>) -> Result<Identity, ProxyAuthError> {
+        let device = match claims.client {
             Some(ip) => self.device(ip).await,
             None => None,
         };
+        if let Some(tunnel) = claims.tunnel_user {
+            if let Some(user) = self.user_by_id(tunnel.user_id).await {
+                return Ok(Identity {
+                    user: Some(user),
+                    device,
+                    method: tunnel.method,
+                });
+            }
+        }
         for method in &self.config.order {
             let user = match method {
-                AttributionMethod::TrustedHeader => {
-                    let trusted =
-                        client.is_some_and(|ip| self.trusted.iter().any(|net| net.contains(&ip)));
-                    let email = headers
-                        .get(self.config.trusted_header.as_str())
-                        .and_then(|v| v.to_str().ok())
-                        .map(|v| v.trim().to_ascii_lowercase())
-                        .filter(|v| !v.is_empty());
-                    match (trusted, email) {
-                        (true, Some(email)) => self.user_by_email(email).await,
-                        _ => None,
+                AttributionMethod::TrustedHeader => self.trusted_header_user(claims).await,
+                AttributionMethod::ProxyBasic if claims.proxy_auth_applies => {
+                    match self.check_proxy_credentials(claims.headers).await {
+                        ProxyCredentials::Valid(id) => self.user_by_id(id).await,
+                        ProxyCredentials::Invalid => self.rejected()?,
+                        ProxyCredentials::Absent => None,
                     }
                 }
+                AttributionMethod::ProxyBasic => None,
                 AttributionMethod::SourceIp => match device.as_ref().and_then(|d| d.owner_id) {
                     Some(owner) => self.user_by_id(owner).await,
                     None => None,
                 },
             };
             if let Some(user) = user {
-                return Identity {
+                let identity = Identity {
                     user: Some(user),
                     device,
                     method: method.as_str(),
                 };
+                return self.required(claims, identity);
             }
         }
-        Identity {
-            device,
-            ..Identity::anonymous()
+        self.required(
+            claims,
+            Identity {
+                device,
+                ..Identity::anonymous()
+            },
+        )
+    }
+
+    /// Who a CONNECT authenticates as, by the credential-bearing methods only (the source IP is
+    /// looked up per request). `Ok(None)`: nobody, and that is allowed.
+    pub async fn authenticate_tunnel(
+        &self,
+        client: Option<IpAddr>,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<TunnelUser>, ProxyAuthError> {
+        let claims = Claims {
+            client,
+            headers,
+            tunnel_user: None,
+            proxy_auth_applies: true,
+        };
+        for method in &self.config.order {
+            let user = match method {
+                AttributionMethod::TrustedHeader => self.trusted_header_user(&claims).await,
+                AttributionMethod::ProxyBasic => {
+                    match self.check_proxy_credentials(headers).await {
+                        ProxyCredentials::Valid(id) => self.user_by_id(id).await,
+                        ProxyCredentials::Invalid => self.rejected()?,
+                        ProxyCredentials::Absent => None,
+                    }
+                }
+                AttributionMethod::SourceIp => None,
+            };
+            if let Some(user) = user {
+                return Ok(Some(TunnelUser {
+                    user_id: user.id,
+                    method: method.as_str(),
+                }));
+            }
+        }
+        if self.config.require_proxy_auth {
+            return Err(ProxyAuthError::Required);
+        }
+        Ok(None)
+    }
+
+    /// `Proxy-Authenticate` challenge for a 407.
+    pub fn challenge(&self) -> String {
+        format!(
+            "Basic realm=\"{}\", charset=\"UTF-8\"",
+            self.config.proxy_auth_realm
+        )
+    }
+
+    /// Wrong credentials: a 407 when authentication is required; otherwise the request is
+    /// simply not attributed by them (a client still configured for another proxy keeps working).
+    fn rejected(&self) -> Result<Option<Arc<UserContext>>, ProxyAuthError> {
+        if self.config.require_proxy_auth {
+            Err(ProxyAuthError::Rejected)
+        } else {
+            tracing::debug!(
+                "Ignoring proxy credentials that do not match (authentication not required)."
+            );
+            Ok(None)
+        }
+    }
+
+    fn required(
+        &self,
+        claims: &Claims<'_>,
+        identity: Identity,
+    ) -> Result<Identity, ProxyAuthError> {
+        let credentialed = matches!(identity.method, "trusted_header" | "proxy_basic");
+        if self.config.require_proxy_auth && claims.proxy_auth_applies && !credentialed {
+            return Err(ProxyAuthError::Required);
+        }
+        Ok(identity)
+    }
+
+    async fn trusted_header_user(&self, claims: &Claims<'_>) -> Option<Arc<UserContext>> {
+        let trusted = claims
+            .client
+            .is_some_and(|ip| self.trusted.iter().any(|net| net.contains(&ip)));
+        if !trusted {
+            return None;
+        }
+        let email = claims
+            .headers
+            .get(self.config.trusted_header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .filter(|v| !v.is_empty())?;
+        self.user_by_email(email).await
+    }
+
+    /// Checks `Proxy-Authorization: Basic`. Argon2 is deliberately slow, so outcomes are cached
+    /// by a digest of the header (never the password itself), good and bad alike: a client
+    /// retrying wrong credentials costs one verification per TTL, not one per request.
+    async fn check_proxy_credentials(&self, headers: &http::HeaderMap) -> ProxyCredentials {
+        let Some(value) = headers.get(http::header::PROXY_AUTHORIZATION) else {
+            return ProxyCredentials::Absent;
+        };
+        let Some((username, password)) = credentials::parse_basic(value.as_bytes()) else {
+            return ProxyCredentials::Invalid;
+        };
+        let digest: [u8; 32] = sha2::Sha256::digest(value.as_bytes()).into();
+        let store = Arc::clone(&self.store);
+        let verified = self
+            .credentials
+            .try_get_with(digest, async move {
+                let stored = store.proxy_credential(&username).await?;
+                Ok::<_, StoreError>(credentials::verify(stored, password).await)
+            })
+            .await;
+        match verified {
+            Ok(Some(user)) => ProxyCredentials::Valid(user),
+            Ok(None) => ProxyCredentials::Invalid,
+            Err(error) => {
+                tracing::warn!(%error, "Proxy credential lookup failed; refusing the credentials.");
+                ProxyCredentials::Invalid
+            }
         }
     }
 

@@ -33,6 +33,7 @@ use tracing::{debug, info, warn};
 use crate::audit::{AuditRecord, DecisionRecord};
 use crate::config::ReviewAction;
 use crate::front::ConnectionMeta;
+use crate::identity::Claims;
 use crate::metrics;
 use crate::pipeline::{self, Decision, RequestFacts, Source, Verdict};
 use crate::server::Shared;
@@ -318,15 +319,33 @@ impl AigateProxy {
             addr: None,
         });
 
+        let client = meta.as_ref().map(|m| m.client);
+        let claims = Claims {
+            client: client.map(|c| c.ip()),
+            headers: &session.req_header().headers,
+            tunnel_user: meta.as_ref().and_then(|m| m.tunnel_user),
+            proxy_auth_applies: meta.as_ref().is_none_or(|m| m.intercepted.is_none()),
+        };
+        let identity = match self.shared.identity.identify(&claims).await {
+            Ok(identity) => identity,
+            Err(refusal) => {
+                info!(%refusal, "Proxy authentication failed.");
+                metrics::PROXY_AUTH_FAILURES
+                    .with_label_values(&[refusal.metric_label()])
+                    .inc();
+                let challenge = self.shared.identity.challenge();
+                return respond_with(
+                    session,
+                    407,
+                    &[("proxy-authenticate", challenge.as_str())],
+                    "Proxy authentication required: sign in with your corporate account.\n",
+                )
+                .await;
+            }
+        };
         let cap = self.shared.config.proxy.body_buffer_bytes;
         let (body, complete) = read_body_prefix(session, cap).await?;
         let inspected = &body[..body.len().min(cap)];
-        let client = meta.as_ref().map(|m| m.client);
-        let identity = self
-            .shared
-            .identity
-            .identify(client.map(|c| c.ip()), &session.req_header().headers)
-            .await;
         let snapshot = self.shared.snapshot.load();
         if session.req_header().method == http::Method::POST
             && session.req_header().uri.path() == coach::JUSTIFY_PATH
@@ -667,9 +686,21 @@ async fn respond_text(
     status: u16,
     message: impl Into<String>,
 ) -> Result<Answer> {
+    respond_with(session, status, &[], message).await
+}
+
+async fn respond_with(
+    session: &mut Session,
+    status: u16,
+    extra_headers: &[(&'static str, &str)],
+    message: impl Into<String>,
+) -> Result<Answer> {
     let message = message.into();
-    let mut header = ResponseHeader::build(status, Some(3))?;
+    let mut header = ResponseHeader::build(status, Some(3 + extra_headers.len()))?;
     header.insert_header("content-type", "text/plain; charset=utf-8")?;
+    for (name, value) in extra_headers {
+        header.insert_header(*name, *value)?;
+    }
     header.insert_header("content-length", message.len().to_string())?;
     // The body may still be unread; do not try to reuse this connection.
     session.set_keepalive(None);

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 
 use uuid::Uuid;
 
+use crate::identity::directory::{DirectoryKeys, DirectoryPlan};
 use crate::identity::{DeviceContext, UserContext};
 use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
 
@@ -150,6 +151,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn device_by_ip(&self, ip: std::net::IpAddr)
         -> Result<Option<DeviceContext>, StoreError>;
 
+    /// The user id and argon2 PHC hash stored for a proxy user name (case-insensitive).
+    async fn proxy_credential(&self, username: &str) -> Result<Option<(Uuid, String)>, StoreError>;
+
+    /// Sets the proxy password hash of the user with this email (the email is the user name);
+    /// false when there is no such user.
+    async fn set_proxy_credential(
+        &self,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Keys of the directory rows already stored, for matching an import.
+    async fn directory_keys(&self) -> Result<DirectoryKeys, StoreError>;
+
+    /// Upserts a resolved directory import in one transaction: all or nothing.
+    async fn apply_directory(&self, plan: &DirectoryPlan) -> Result<(), StoreError>;
+
+    /// Records a directory import run in `integrations` / `integration_sync_logs`.
+    async fn record_directory_sync(&self, sync: &DirectorySync) -> Result<(), StoreError>;
+
     /// A channel that receives a message whenever policies or exceptions change, for stores that
     /// can push (PostgreSQL `LISTEN aigate_reload`); `None` where polling is the only way.
     async fn change_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
@@ -159,6 +180,27 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Keeps the time-series tables healthy: partitions ahead, expired data dropped, rollup
     /// refreshed. Returns what it did, for the log.
     async fn maintain(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// One run of `aigate directory import`, as `integration_sync_logs` records it.
+#[derive(Debug, Clone)]
+pub struct DirectorySync {
+    /// okta, azure_ad, crowdstrike, file, ...
+    pub provider: String,
+    /// The integration's name (one row per name).
+    pub name: String,
+    /// `identity` for people, `cmdb` for an asset-only export.
+    pub integration_type: &'static str,
+    pub file: String,
+    pub started_at: time::OffsetDateTime,
+    pub completed_at: time::OffsetDateTime,
+    /// `success` or `failure`.
+    pub status: &'static str,
+    pub fetched: i32,
+    pub created: i32,
+    pub updated: i32,
+    pub failed: i32,
+    pub error: Option<String>,
 }
 
 /// Opens the store a `[store] url` names (`sqlite:` or `postgres://`).

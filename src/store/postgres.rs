@@ -7,9 +7,13 @@ use sqlx::{Postgres, QueryBuilder};
 use time::{Date, Duration, Month, OffsetDateTime};
 use tracing::info;
 
-use super::{classify, pg_copy, redact_url, signature_rows, Store, StoreError, TimeSeriesShape};
+use super::{
+    classify, pg_copy, redact_url, signature_rows, DirectorySync, Store, StoreError,
+    TimeSeriesShape,
+};
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::Catalog;
+use crate::identity::directory::{DirectoryKeys, DirectoryPlan};
 use crate::identity::{DeviceContext, UserContext};
 use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
 use time::PrimitiveDateTime;
@@ -737,6 +741,287 @@ impl Store for PostgresStore {
                 owner_id,
             },
         ))
+    }
+
+    async fn proxy_credential(&self, username: &str) -> Result<Option<(Uuid, String)>, StoreError> {
+        sqlx::query_as(
+            "SELECT user_id, password_hash FROM proxy_credentials WHERE lower(username) = lower($1)",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn set_proxy_credential(
+        &self,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO proxy_credentials (user_id, username, password_hash) \
+             SELECT user_id, lower(email), $1 FROM users WHERE lower(email) = lower($2) \
+             ON CONFLICT (user_id) DO UPDATE SET password_hash = EXCLUDED.password_hash, updated_at = NOW()",
+        )
+        .bind(password_hash)
+        .bind(email)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn directory_keys(&self) -> Result<DirectoryKeys, StoreError> {
+        async fn pairs(
+            pool: &PgPool,
+            sql: &str,
+        ) -> Result<std::collections::HashMap<String, Uuid>, StoreError> {
+            let rows: Vec<(String, Uuid)> = sqlx::query_as(sql)
+                .fetch_all(pool)
+                .await
+                .map_err(classify)?;
+            Ok(rows.into_iter().collect())
+        }
+        let pool = &self.pool;
+        Ok(DirectoryKeys {
+            departments_by_name: pairs(pool, "SELECT name, department_id FROM departments").await?,
+            roles_by_name: pairs(pool, "SELECT name, role_id FROM roles").await?,
+            groups_by_external_id: pairs(
+                pool,
+                "SELECT external_id, group_id FROM groups WHERE external_id IS NOT NULL",
+            )
+            .await?,
+            groups_by_name: pairs(pool, "SELECT name, group_id FROM groups").await?,
+            users_by_external_id: pairs(
+                pool,
+                "SELECT external_id, user_id FROM users WHERE external_id IS NOT NULL",
+            )
+            .await?,
+            users_by_email: pairs(pool, "SELECT lower(email), user_id FROM users").await?,
+            assets_by_external_id: pairs(
+                pool,
+                "SELECT external_id, asset_id FROM assets WHERE external_id IS NOT NULL",
+            )
+            .await?,
+        })
+    }
+
+    async fn apply_directory(&self, plan: &DirectoryPlan) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        // Parents and managers are set in a second pass: a row may name one inserted after it.
+        for d in &plan.departments {
+            sqlx::query(
+                "INSERT INTO departments (department_id, name, cost_center, allowed_ai_services, prohibited_ai_services, business_unit, region) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (department_id) DO UPDATE SET name = EXCLUDED.name, \
+                 cost_center = EXCLUDED.cost_center, allowed_ai_services = EXCLUDED.allowed_ai_services, \
+                 prohibited_ai_services = EXCLUDED.prohibited_ai_services, business_unit = EXCLUDED.business_unit, \
+                 region = EXCLUDED.region, updated_at = NOW()",
+            )
+            .bind(d.id)
+            .bind(d.entry.name.trim())
+            .bind(&d.entry.cost_center)
+            .bind(&d.entry.allowed_ai_services)
+            .bind(&d.entry.prohibited_ai_services)
+            .bind(&d.entry.business_unit)
+            .bind(&d.entry.region)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        for d in &plan.departments {
+            sqlx::query(
+                "UPDATE departments SET parent_department_id = $1 WHERE department_id = $2",
+            )
+            .bind(d.parent_id)
+            .bind(d.id)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        for r in &plan.roles {
+            sqlx::query(
+                "INSERT INTO roles (role_id, name, description, permissions) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (role_id) DO UPDATE SET description = EXCLUDED.description, \
+                 permissions = EXCLUDED.permissions, updated_at = NOW()",
+            )
+            .bind(r.id)
+            .bind(r.entry.name.trim())
+            .bind(&r.entry.description)
+            .bind(Json(&r.entry.permissions))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        for g in &plan.groups {
+            sqlx::query(
+                "INSERT INTO groups (group_id, external_id, name, description, group_type, allowed_ai_services, prohibited_ai_services) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (group_id) DO UPDATE SET name = EXCLUDED.name, \
+                 description = EXCLUDED.description, group_type = EXCLUDED.group_type, \
+                 allowed_ai_services = EXCLUDED.allowed_ai_services, prohibited_ai_services = EXCLUDED.prohibited_ai_services, \
+                 updated_at = NOW()",
+            )
+            .bind(g.id)
+            .bind(g.entry.external_id.trim())
+            .bind(g.entry.name.trim())
+            .bind(&g.entry.description)
+            .bind(&g.entry.group_type)
+            .bind(&g.entry.allowed_ai_services)
+            .bind(&g.entry.prohibited_ai_services)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        for u in &plan.users {
+            sqlx::query(
+                "INSERT INTO users (user_id, external_id, email, first_name, last_name, display_name, department_id, \
+                 job_title, employee_type, risk_score, clearance_level, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (user_id) DO UPDATE SET external_id = EXCLUDED.external_id, email = EXCLUDED.email, \
+                 first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, display_name = EXCLUDED.display_name, \
+                 department_id = EXCLUDED.department_id, job_title = EXCLUDED.job_title, employee_type = EXCLUDED.employee_type, \
+                 risk_score = EXCLUDED.risk_score, clearance_level = EXCLUDED.clearance_level, status = EXCLUDED.status, \
+                 deactivated_at = CASE WHEN EXCLUDED.status = 'active' THEN NULL ELSE COALESCE(users.deactivated_at, NOW()) END, \
+                 updated_at = NOW()",
+            )
+            .bind(u.id)
+            .bind(&u.entry.external_id)
+            .bind(&u.entry.email)
+            .bind(&u.entry.first_name)
+            .bind(&u.entry.last_name)
+            .bind(&u.entry.display_name)
+            .bind(u.department_id)
+            .bind(&u.entry.job_title)
+            .bind(&u.entry.employee_type)
+            .bind(u.risk_score)
+            .bind(&u.entry.clearance_level)
+            .bind(&u.status)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        for u in &plan.users {
+            sqlx::query("UPDATE users SET manager_id = $1 WHERE user_id = $2")
+                .bind(u.manager_id)
+                .bind(u.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if let Some(groups) = &u.group_ids {
+                sqlx::query("DELETE FROM user_groups WHERE user_id = $1")
+                    .bind(u.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                sqlx::query(
+                    "INSERT INTO user_groups (user_id, group_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING",
+                )
+                .bind(u.id)
+                .bind(groups)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            }
+            if let Some(roles) = &u.roles {
+                sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+                    .bind(u.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                for (role, expires) in roles {
+                    sqlx::query(
+                        "INSERT INTO user_roles (user_id, role_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(u.id)
+                    .bind(role)
+                    .bind(expires.map(utc))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                }
+            }
+        }
+        for a in &plan.assets {
+            let ips: Vec<String> = a.ip_addresses.iter().map(ToString::to_string).collect();
+            sqlx::query(
+                "INSERT INTO assets (asset_id, external_id, asset_type, hostname, ip_addresses, mac_addresses, serial_number, \
+                 owner_id, department_id, os, os_version, compliance_status, crown_jewel, sensitivity, data_classification, status) \
+                 VALUES ($1, $2, $3, $4, $5::inet[], $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT (asset_id) DO UPDATE SET \
+                 asset_type = EXCLUDED.asset_type, hostname = EXCLUDED.hostname, ip_addresses = EXCLUDED.ip_addresses, \
+                 mac_addresses = EXCLUDED.mac_addresses, serial_number = EXCLUDED.serial_number, owner_id = EXCLUDED.owner_id, \
+                 department_id = EXCLUDED.department_id, os = EXCLUDED.os, os_version = EXCLUDED.os_version, \
+                 compliance_status = EXCLUDED.compliance_status, crown_jewel = EXCLUDED.crown_jewel, \
+                 sensitivity = EXCLUDED.sensitivity, data_classification = EXCLUDED.data_classification, \
+                 status = EXCLUDED.status, updated_at = NOW()",
+            )
+            .bind(a.id)
+            .bind(&a.entry.external_id)
+            .bind(a.entry.asset_type.trim())
+            .bind(&a.entry.hostname)
+            .bind(ips)
+            .bind(&a.entry.mac_addresses)
+            .bind(&a.entry.serial_number)
+            .bind(a.owner_id)
+            .bind(a.department_id)
+            .bind(&a.entry.os)
+            .bind(&a.entry.os_version)
+            .bind(&a.entry.compliance_status)
+            .bind(a.entry.crown_jewel)
+            .bind(&a.entry.sensitivity)
+            .bind(&a.entry.data_classification)
+            .bind(&a.status)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn record_directory_sync(&self, sync: &DirectorySync) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let existing: Option<Uuid> = sqlx::query_scalar(
+            "SELECT integration_id FROM integrations WHERE name = $1 AND provider = $2 LIMIT 1",
+        )
+        .bind(&sync.name)
+        .bind(&sync.provider)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let integration = existing.unwrap_or_else(Uuid::new_v4);
+        sqlx::query(
+            "INSERT INTO integrations (integration_id, name, integration_type, provider, config, last_sync_at, last_sync_status, last_sync_error, health_status) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (integration_id) DO UPDATE SET config = EXCLUDED.config, \
+             last_sync_at = EXCLUDED.last_sync_at, last_sync_status = EXCLUDED.last_sync_status, \
+             last_sync_error = EXCLUDED.last_sync_error, health_status = EXCLUDED.health_status, updated_at = NOW()",
+        )
+        .bind(integration)
+        .bind(&sync.name)
+        .bind(sync.integration_type)
+        .bind(&sync.provider)
+        .bind(Json(serde_json::json!({"source": "file", "path": sync.file})))
+        .bind(utc(sync.completed_at))
+        .bind(sync.status)
+        .bind(&sync.error)
+        .bind(if sync.status == "success" { "healthy" } else { "unhealthy" })
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO integration_sync_logs (integration_id, sync_started_at, sync_completed_at, status, \
+             records_fetched, records_created, records_updated, records_deleted, records_failed, error_message) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9)",
+        )
+        .bind(integration)
+        .bind(utc(sync.started_at))
+        .bind(utc(sync.completed_at))
+        .bind(sync.status)
+        .bind(sync.fetched)
+        .bind(sync.created)
+        .bind(sync.updated)
+        .bind(sync.failed)
+        .bind(&sync.error)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)
     }
 
     async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError> {

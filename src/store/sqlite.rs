@@ -12,9 +12,12 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::{classify, parse_timestamp, signature_rows, Store, StoreError, TimeSeriesShape};
+use super::{
+    classify, parse_timestamp, signature_rows, DirectorySync, Store, StoreError, TimeSeriesShape,
+};
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::Catalog;
+use crate::identity::directory::{DirectoryKeys, DirectoryPlan};
 use crate::identity::{DeviceContext, UserContext};
 use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
 
@@ -662,6 +665,302 @@ impl Store for SqliteStore {
                 .map(|o| parse_uuid("assets", &id, o))
                 .transpose()?,
         }))
+    }
+
+    async fn proxy_credential(&self, username: &str) -> Result<Option<(Uuid, String)>, StoreError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT c.user_id, c.password_hash FROM proxy_credentials c WHERE c.username = ?",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        row.map(|(id, hash)| Ok((parse_uuid("proxy_credentials", &id, &id)?, hash)))
+            .transpose()
+    }
+
+    async fn set_proxy_credential(
+        &self,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO proxy_credentials (user_id, username, password_hash) \
+             SELECT user_id, lower(email), ? FROM users WHERE lower(email) = lower(?) \
+             ON CONFLICT(user_id) DO UPDATE SET password_hash = excluded.password_hash, updated_at = CURRENT_TIMESTAMP",
+        )
+        .bind(password_hash)
+        .bind(email)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn directory_keys(&self) -> Result<DirectoryKeys, StoreError> {
+        async fn pairs(
+            pool: &SqlitePool,
+            table: &'static str,
+            sql: &str,
+        ) -> Result<std::collections::HashMap<String, Uuid>, StoreError> {
+            let rows: Vec<(String, String)> = sqlx::query_as(sql)
+                .fetch_all(pool)
+                .await
+                .map_err(classify)?;
+            rows.into_iter()
+                .map(|(key, id)| Ok((key, parse_uuid(table, &id, &id)?)))
+                .collect()
+        }
+        let pool = &self.pool;
+        Ok(DirectoryKeys {
+            departments_by_name: pairs(
+                pool,
+                "departments",
+                "SELECT name, department_id FROM departments",
+            )
+            .await?,
+            roles_by_name: pairs(pool, "roles", "SELECT name, role_id FROM roles").await?,
+            groups_by_external_id: pairs(
+                pool,
+                "groups",
+                "SELECT external_id, group_id FROM groups WHERE external_id IS NOT NULL",
+            )
+            .await?,
+            groups_by_name: pairs(pool, "groups", "SELECT name, group_id FROM groups").await?,
+            users_by_external_id: pairs(
+                pool,
+                "users",
+                "SELECT external_id, user_id FROM users WHERE external_id IS NOT NULL",
+            )
+            .await?,
+            users_by_email: pairs(pool, "users", "SELECT lower(email), user_id FROM users").await?,
+            assets_by_external_id: pairs(
+                pool,
+                "assets",
+                "SELECT external_id, asset_id FROM assets WHERE external_id IS NOT NULL",
+            )
+            .await?,
+        })
+    }
+
+    async fn apply_directory(&self, plan: &DirectoryPlan) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        // Parents and managers are set in a second pass: a row may name one inserted after it.
+        for d in &plan.departments {
+            sqlx::query(
+                "INSERT INTO departments (department_id, name, cost_center, allowed_ai_services, prohibited_ai_services, business_unit, region) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(department_id) DO UPDATE SET name = excluded.name, \
+                 cost_center = excluded.cost_center, allowed_ai_services = excluded.allowed_ai_services, \
+                 prohibited_ai_services = excluded.prohibited_ai_services, business_unit = excluded.business_unit, \
+                 region = excluded.region, updated_at = CURRENT_TIMESTAMP",
+            )
+            .bind(d.id.to_string())
+            .bind(d.entry.name.trim())
+            .bind(&d.entry.cost_center)
+            .bind(json_text(&d.entry.allowed_ai_services))
+            .bind(json_text(&d.entry.prohibited_ai_services))
+            .bind(&d.entry.business_unit)
+            .bind(&d.entry.region)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        for d in &plan.departments {
+            sqlx::query("UPDATE departments SET parent_department_id = ? WHERE department_id = ?")
+                .bind(text_uuid(d.parent_id))
+                .bind(d.id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        for r in &plan.roles {
+            sqlx::query(
+                "INSERT INTO roles (role_id, name, description, permissions) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT(role_id) DO UPDATE SET description = excluded.description, \
+                 permissions = excluded.permissions, updated_at = CURRENT_TIMESTAMP",
+            )
+            .bind(r.id.to_string())
+            .bind(r.entry.name.trim())
+            .bind(&r.entry.description)
+            .bind(json_text(&r.entry.permissions))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        for g in &plan.groups {
+            sqlx::query(
+                "INSERT INTO groups (group_id, external_id, name, description, group_type, allowed_ai_services, prohibited_ai_services) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(group_id) DO UPDATE SET name = excluded.name, \
+                 description = excluded.description, group_type = excluded.group_type, \
+                 allowed_ai_services = excluded.allowed_ai_services, prohibited_ai_services = excluded.prohibited_ai_services, \
+                 updated_at = CURRENT_TIMESTAMP",
+            )
+            .bind(g.id.to_string())
+            .bind(g.entry.external_id.trim())
+            .bind(g.entry.name.trim())
+            .bind(&g.entry.description)
+            .bind(&g.entry.group_type)
+            .bind(json_text(&g.entry.allowed_ai_services))
+            .bind(json_text(&g.entry.prohibited_ai_services))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        for u in &plan.users {
+            let id = u.id.to_string();
+            sqlx::query(
+                "INSERT INTO users (user_id, external_id, email, first_name, last_name, display_name, department_id, \
+                 job_title, employee_type, risk_score, clearance_level, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT(user_id) DO UPDATE SET external_id = excluded.external_id, email = excluded.email, \
+                 first_name = excluded.first_name, last_name = excluded.last_name, display_name = excluded.display_name, \
+                 department_id = excluded.department_id, job_title = excluded.job_title, employee_type = excluded.employee_type, \
+                 risk_score = excluded.risk_score, clearance_level = excluded.clearance_level, status = excluded.status, \
+                 deactivated_at = CASE WHEN excluded.status = 'active' THEN NULL ELSE COALESCE(users.deactivated_at, CURRENT_TIMESTAMP) END, \
+                 updated_at = CURRENT_TIMESTAMP",
+            )
+            .bind(&id)
+            .bind(&u.entry.external_id)
+            .bind(&u.entry.email)
+            .bind(&u.entry.first_name)
+            .bind(&u.entry.last_name)
+            .bind(&u.entry.display_name)
+            .bind(text_uuid(u.department_id))
+            .bind(&u.entry.job_title)
+            .bind(&u.entry.employee_type)
+            .bind(u.risk_score)
+            .bind(&u.entry.clearance_level)
+            .bind(&u.status)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        for u in &plan.users {
+            let id = u.id.to_string();
+            sqlx::query("UPDATE users SET manager_id = ? WHERE user_id = ?")
+                .bind(text_uuid(u.manager_id))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            if let Some(groups) = &u.group_ids {
+                sqlx::query("DELETE FROM user_groups WHERE user_id = ?")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                for group in groups {
+                    sqlx::query(
+                        "INSERT OR IGNORE INTO user_groups (user_id, group_id) VALUES (?, ?)",
+                    )
+                    .bind(&id)
+                    .bind(group.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                }
+            }
+            if let Some(roles) = &u.roles {
+                sqlx::query("DELETE FROM user_roles WHERE user_id = ?")
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                for (role, expires) in roles {
+                    sqlx::query("INSERT OR IGNORE INTO user_roles (user_id, role_id, expires_at) VALUES (?, ?, ?)")
+                        .bind(&id)
+                        .bind(role.to_string())
+                        .bind(expires.map(rfc3339))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                }
+            }
+        }
+        for a in &plan.assets {
+            let ips: Vec<String> = a.ip_addresses.iter().map(ToString::to_string).collect();
+            sqlx::query(
+                "INSERT INTO assets (asset_id, external_id, asset_type, hostname, ip_addresses, mac_addresses, serial_number, \
+                 owner_id, department_id, os, os_version, compliance_status, crown_jewel, sensitivity, data_classification, status) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(asset_id) DO UPDATE SET \
+                 asset_type = excluded.asset_type, hostname = excluded.hostname, ip_addresses = excluded.ip_addresses, \
+                 mac_addresses = excluded.mac_addresses, serial_number = excluded.serial_number, owner_id = excluded.owner_id, \
+                 department_id = excluded.department_id, os = excluded.os, os_version = excluded.os_version, \
+                 compliance_status = excluded.compliance_status, crown_jewel = excluded.crown_jewel, \
+                 sensitivity = excluded.sensitivity, data_classification = excluded.data_classification, \
+                 status = excluded.status, updated_at = CURRENT_TIMESTAMP",
+            )
+            .bind(a.id.to_string())
+            .bind(&a.entry.external_id)
+            .bind(a.entry.asset_type.trim())
+            .bind(&a.entry.hostname)
+            .bind(json_text(&ips))
+            .bind(json_text(&a.entry.mac_addresses))
+            .bind(&a.entry.serial_number)
+            .bind(text_uuid(a.owner_id))
+            .bind(text_uuid(a.department_id))
+            .bind(&a.entry.os)
+            .bind(&a.entry.os_version)
+            .bind(&a.entry.compliance_status)
+            .bind(a.entry.crown_jewel)
+            .bind(&a.entry.sensitivity)
+            .bind(json_text(&a.entry.data_classification))
+            .bind(&a.status)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn record_directory_sync(&self, sync: &DirectorySync) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let existing: Option<String> = sqlx::query_scalar(
+            "SELECT integration_id FROM integrations WHERE name = ? AND provider = ? LIMIT 1",
+        )
+        .bind(&sync.name)
+        .bind(&sync.provider)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let integration = existing.unwrap_or_else(|| Uuid::new_v4().to_string());
+        let config = serde_json::json!({"source": "file", "path": sync.file}).to_string();
+        sqlx::query(
+            "INSERT INTO integrations (integration_id, name, integration_type, provider, config, last_sync_at, last_sync_status, last_sync_error, health_status) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(integration_id) DO UPDATE SET config = excluded.config, \
+             last_sync_at = excluded.last_sync_at, last_sync_status = excluded.last_sync_status, \
+             last_sync_error = excluded.last_sync_error, health_status = excluded.health_status, updated_at = CURRENT_TIMESTAMP",
+        )
+        .bind(&integration)
+        .bind(&sync.name)
+        .bind(sync.integration_type)
+        .bind(&sync.provider)
+        .bind(config)
+        .bind(rfc3339(sync.completed_at))
+        .bind(sync.status)
+        .bind(&sync.error)
+        .bind(if sync.status == "success" { "healthy" } else { "unhealthy" })
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO integration_sync_logs (log_id, integration_id, sync_started_at, sync_completed_at, status, \
+             records_fetched, records_created, records_updated, records_deleted, records_failed, error_message) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        )
+        .bind(Uuid::new_v4().to_string())
+        .bind(&integration)
+        .bind(rfc3339(sync.started_at))
+        .bind(rfc3339(sync.completed_at))
+        .bind(sync.status)
+        .bind(sync.fetched)
+        .bind(sync.created)
+        .bind(sync.updated)
+        .bind(sync.failed)
+        .bind(&sync.error)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)
     }
 
     async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError> {

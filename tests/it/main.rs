@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod identity;
 mod inspect;
 mod lifecycle;
 mod policy;

@@ -22,7 +22,7 @@ fn pg_server() -> String {
 
 /// A fresh, uniquely named database. A passing test drops it (`drop_pg_database`); a failing one
 /// leaves it for inspection.
-async fn fresh_pg_database() -> String {
+pub(crate) async fn fresh_pg_database() -> String {
     let name = format!("aigate_test_{}", uuid::Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server())).await.expect(
         "PostgreSQL must be running for the store tests (pg_ctlcluster --skip-systemctl-redirect 15 main start)",
@@ -34,7 +34,7 @@ async fn fresh_pg_database() -> String {
     format!("{}/{name}", pg_server())
 }
 
-async fn drop_pg_database(url: &str) {
+pub(crate) async fn drop_pg_database(url: &str) {
     let name = url.rsplit('/').next().unwrap();
     let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server()))
         .await
