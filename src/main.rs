@@ -57,10 +57,39 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Administration of the management API.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Users, departments, groups, roles and assets.
     Directory {
         #[command(subcommand)]
         command: DirectoryCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Management API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Issue a token for a role (admin, policy_author, auditor, readonly); printed once on
+    /// stdout, only its SHA-256 is stored.
+    Create {
+        #[arg(long)]
+        role: String,
+        /// Who the token is for (recorded as the actor of its changes).
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[arg(long, short, default_value = "config/aigate.toml")]
+        config: PathBuf,
     },
 }
 
@@ -201,6 +230,28 @@ fn main() -> anyhow::Result<()> {
             content_type,
             config,
         } => classify(&config, json, content_type.as_deref()),
+        Command::Admin {
+            command:
+                AdminCommand::Token {
+                    command: TokenCommand::Create { role, name, config },
+                },
+        } => {
+            let store = open_migrated_store(&load(&config)?)?;
+            let token = aigate::admin::auth::generate_token();
+            let digest = aigate::admin::auth::token_sha256(&token);
+            if store
+                .runtime
+                .block_on(store.store.create_admin_token(&name, &role, &digest))?
+                .is_none()
+            {
+                anyhow::bail!(
+                    "no role named {role:?} (built in: admin, policy_author, auditor, readonly)"
+                );
+            }
+            print_stdout(&format!("{token}\n"));
+            eprintln!("Token for {name} with role {role} created; it is not shown again.");
+            Ok(())
+        }
         Command::Directory {
             command: DirectoryCommand::Import { file, config },
         } => {

@@ -1,50 +1,107 @@
-//! The management listener: health, readiness, Prometheus metrics and the CA certificate (all
-//! public by nature), and the token-protected `/admin/*` surface.
+//! The management listener: health, readiness, Prometheus metrics, the CA certificate and the
+//! PAC file (public by nature), and the token-protected administration API and dashboard.
 //!
-//! Bound to loopback by default. `/admin/*` requires `Authorization: Bearer <token>` whose SHA-256
-//! is listed in `[admin] token_sha256`; with no token configured it is closed, not open.
+//! Bound to loopback by default. Everything but the public endpoints requires `Authorization:
+//! Bearer <token>` mapped to a role (`auth`); every write leaves an `audit_events` row. The
+//! router is built with utoipa-axum, so each route is in the OpenAPI document served at
+//! `/openapi.json` by construction.
+
+mod api;
+pub mod auth;
+mod dashboard;
+mod exceptions;
+mod policies;
+mod records;
+mod schema;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
-use axum::{Json, Router};
-use sha2::{Digest, Sha256};
+use axum::{Extension, Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use self::api::{ApiError, ApiResult};
+use self::auth::{Access, Grant};
 use crate::audit::{AuditEventRecord, AuditRecord};
 use crate::metrics;
 use crate::server::Shared;
 
-pub fn router(shared: Arc<Shared>) -> Router {
-    let admin = Router::new()
-        .route("/admin/bypass", get(list_bypass))
-        .route(
-            "/admin/bypass/learned/{host}",
-            delete(forget_learned_bypass),
-        )
-        .route(
-            "/admin/bypass/permanent/{host}",
-            put(add_permanent_bypass).delete(remove_permanent_bypass),
-        )
-        .route("/admin/reload", axum::routing::post(reload))
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "aigate management API",
+        description = "Administration of an aigate AI-usage enforcement gateway."
+    ),
+    modifiers(&BearerScheme),
+    components(schemas(schema::Page, schema::ErrorBody, schema::ErrorDetail))
+)]
+struct ApiDoc;
+
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The router and the OpenAPI document describing every route in it.
+pub fn router_and_openapi(shared: Arc<Shared>) -> (Router, utoipa::openapi::OpenApi) {
+    let protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(dashboard::dashboard))
+        .routes(routes!(policies::list_policies, policies::create_policy))
+        .routes(routes!(policies::get_policy, policies::update_policy))
+        .routes(routes!(policies::change_policy_status))
+        .routes(routes!(policies::dry_run_policy))
+        .routes(routes!(
+            exceptions::list_exceptions,
+            exceptions::request_exception
+        ))
+        .routes(routes!(exceptions::approve_exception))
+        .routes(routes!(exceptions::deny_exception))
+        .routes(routes!(exceptions::revoke_exception))
+        .routes(routes!(records::list_decisions))
+        .routes(routes!(records::decisions_hourly))
+        .routes(routes!(records::list_violations))
+        .routes(routes!(records::update_violation))
+        .routes(routes!(records::list_audit_events))
+        .routes(routes!(create_token))
+        .routes(routes!(list_bypass))
+        .routes(routes!(forget_learned_bypass))
+        .routes(routes!(add_permanent_bypass, remove_permanent_bypass))
+        .routes(routes!(reload))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
-            require_token,
+            auth::require_token,
         ));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(prometheus))
-        .route("/ca.pem", get(ca_pem))
-        .route("/proxy.pac", get(proxy_pac))
-        .merge(admin)
-        .with_state(shared)
+    let public = OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(prometheus))
+        .routes(routes!(ca_pem))
+        .routes(routes!(proxy_pac))
+        .routes(routes!(openapi_json));
+    let (router, openapi) = public.merge(protected).split_for_parts();
+    let document = Arc::new(openapi.clone());
+    let router = router.layer(Extension(document)).with_state(shared);
+    (router, openapi)
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    router_and_openapi(shared).0
 }
 
 pub async fn serve(
@@ -63,52 +120,83 @@ pub async fn serve(
     }
 }
 
-async fn require_token(
+#[utoipa::path(get, path = "/openapi.json", tag = "public",
+    responses((status = 200, description = "This document", body = Object)))]
+async fn openapi_json(
+    Extension(document): Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> Json<utoipa::openapi::OpenApi> {
+    Json(document.as_ref().clone())
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    /// Who or what the token is for; recorded as the actor of its changes.
+    name: String,
+    /// admin, policy_author, auditor or readonly (or any role in the roles table).
+    role: String,
+}
+
+/// Issues a token; it is shown once, only its SHA-256 is stored.
+#[utoipa::path(post, path = "/admin/tokens", tag = "gateway",
+    request_body = TokenRequest,
+    responses((status = 201, body = Object), (status = 400, body = schema::ErrorBody), (status = 403, body = schema::ErrorBody)),
+    security(("bearer" = [])))]
+async fn create_token(
     State(shared): State<Arc<Shared>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let Some(token) = presented else {
-        return unauthorized("an Authorization: Bearer token is required");
-    };
-    let digest = hex::encode(Sha256::digest(token.trim().as_bytes()));
-    let accepted = shared
-        .config
-        .admin
-        .token_sha256
-        .iter()
-        .any(|known| known.eq_ignore_ascii_case(&digest));
-    if accepted {
-        next.run(request).await
-    } else {
-        warn!(path = %request.uri().path(), "Admin request with an unknown token.");
-        unauthorized("the token is not valid")
+    Extension(grant): Extension<Grant>,
+    Json(request): Json<TokenRequest>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    grant.require("gateway", Access::Write)?;
+    if request.name.trim().is_empty() {
+        return Err(ApiError::bad_request("name is required"));
     }
+    let token = auth::generate_token();
+    let Some(token_id) = shared
+        .store
+        .create_admin_token(
+            request.name.trim(),
+            &request.role,
+            &auth::token_sha256(&token),
+        )
+        .await?
+    else {
+        return Err(ApiError::bad_request(format!(
+            "no role named {:?}",
+            request.role
+        )));
+    };
+    api::audit(
+        &shared,
+        &grant,
+        api::Change {
+            event_type: "admin_token_created",
+            action: "create_token",
+            target_type: "admin_token",
+            target_id: Some(token_id),
+            target_name: Some(request.name.clone()),
+            before: serde_json::Value::Null,
+            after: serde_json::json!({ "name": request.name, "role": request.role }),
+        },
+    );
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "token_id": token_id, "token": token, "role": request.role })),
+    ))
 }
 
-fn unauthorized(message: &str) -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        Json(serde_json::json!({ "error": { "type": "unauthorized", "message": message } })),
-    )
-        .into_response()
-}
-
+#[utoipa::path(get, path = "/healthz", tag = "public", responses((status = 200, description = "Alive", body = String)))]
 async fn healthz() -> &'static str {
     "ok\n"
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200, description = "Ready, with the catalog size", body = Object)))]
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let services = shared.snapshot.load().catalog.services().len();
     Json(serde_json::json!({ "status": "ready", "catalog_services": services }))
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "public", responses((status = 200, description = "Prometheus text format", body = String)))]
 async fn prometheus() -> impl IntoResponse {
     (
         [(
@@ -119,6 +207,7 @@ async fn prometheus() -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(get, path = "/ca.pem", tag = "public", responses((status = 200, description = "The interception CA certificate (PEM)", body = String)))]
 async fn ca_pem(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     (
         [
@@ -132,6 +221,7 @@ async fn ca_pem(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(get, path = "/proxy.pac", tag = "public", responses((status = 200, description = "Proxy auto-config from the live catalog", content_type = "application/x-ns-proxy-autoconfig", body = String)))]
 async fn proxy_pac(
     State(shared): State<Arc<Shared>>,
     headers: axum::http::HeaderMap,
@@ -161,7 +251,16 @@ async fn proxy_pac(
     )
 }
 
-async fn list_bypass(State(shared): State<Arc<Shared>>) -> Response {
+#[utoipa::path(get, path = "/admin/bypass", tag = "gateway",
+    responses((status = 200, description = "Configured, permanent and learned bypass hosts", body = Object)),
+    security(("bearer" = [])))]
+async fn list_bypass(
+    State(shared): State<Arc<Shared>>,
+    Extension(grant): Extension<Grant>,
+) -> Response {
+    if let Err(error) = grant.require("gateway", Access::Read) {
+        return error.into_response();
+    }
     match shared.store.bypass_hosts().await {
         Ok(permanent) => Json(serde_json::json!({
             "configured": shared.config.intercept.bypass,
@@ -174,10 +273,18 @@ async fn list_bypass(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 /// Makes a host a permanent bypass member (kept in the store), ending any learned bypass of it.
+#[utoipa::path(put, path = "/admin/bypass/permanent/{host}", tag = "gateway",
+    params(("host" = String, Path)),
+    responses((status = 204, description = "Added"), (status = 400, body = schema::ErrorBody)),
+    security(("bearer" = [])))]
 async fn add_permanent_bypass(
     State(shared): State<Arc<Shared>>,
+    Extension(grant): Extension<Grant>,
     Path(host): Path<String>,
 ) -> Response {
+    if let Err(error) = grant.require("gateway", Access::Write) {
+        return error.into_response();
+    }
     let host = crate::host::normalize(&host);
     if !crate::host::is_dns_name(&host) {
         return error_response(
@@ -210,10 +317,18 @@ async fn add_permanent_bypass(
     StatusCode::NO_CONTENT.into_response()
 }
 
+#[utoipa::path(delete, path = "/admin/bypass/permanent/{host}", tag = "gateway",
+    params(("host" = String, Path)),
+    responses((status = 204, description = "Removed"), (status = 404, body = schema::ErrorBody)),
+    security(("bearer" = [])))]
 async fn remove_permanent_bypass(
     State(shared): State<Arc<Shared>>,
+    Extension(grant): Extension<Grant>,
     Path(host): Path<String>,
 ) -> Response {
+    if let Err(error) = grant.require("gateway", Access::Write) {
+        return error.into_response();
+    }
     let host = crate::host::normalize(&host);
     let removed = match shared.store.remove_bypass_host(&host).await {
         Ok(removed) => removed,
@@ -244,7 +359,13 @@ async fn remove_permanent_bypass(
 
 /// Rebuilds catalog and policies; a bad file leaves the running snapshot in place and the
 /// error (file, policy, line) in the response.
-async fn reload(State(shared): State<Arc<Shared>>) -> Response {
+#[utoipa::path(post, path = "/admin/reload", tag = "gateway",
+    responses((status = 200, description = "Reloaded: counts of services, policies, exceptions", body = Object), (status = 422, body = schema::ErrorBody)),
+    security(("bearer" = [])))]
+async fn reload(State(shared): State<Arc<Shared>>, Extension(grant): Extension<Grant>) -> Response {
+    if let Err(error) = grant.require("gateway", Access::Write) {
+        return error.into_response();
+    }
     match crate::server::reload(&shared).await {
         Ok(reloaded) => {
             tracing::info!(
@@ -300,10 +421,18 @@ fn audit_bypass_change(shared: &Shared, host: &str, action: &str, changes: serde
         })));
 }
 
+#[utoipa::path(delete, path = "/admin/bypass/learned/{host}", tag = "gateway",
+    params(("host" = String, Path)),
+    responses((status = 204, description = "Forgotten"), (status = 404, body = schema::ErrorBody)),
+    security(("bearer" = [])))]
 async fn forget_learned_bypass(
     State(shared): State<Arc<Shared>>,
+    Extension(grant): Extension<Grant>,
     Path(host): Path<String>,
 ) -> Response {
+    if let Err(error) = grant.require("gateway", Access::Write) {
+        return error.into_response();
+    }
     if shared.router.forget_learned_bypass(&host) {
         info!(%host, "Learned bypass removed by an administrator; the host is intercepted again.");
         audit_bypass_change(

@@ -434,6 +434,12 @@ fn decision_word(decision: Decision) -> &'static str {
     }
 }
 
+/// Compiles one policy whatever its status, as activation would: the management API's check
+/// before a policy is stored.
+pub fn validate(definition: &PolicyDefinition) -> Result<(), PolicyError> {
+    compile_one(definition).map(|_| ())
+}
+
 fn compile_one(definition: &PolicyDefinition) -> Result<(regorus::Engine, RulePaths), PolicyError> {
     let error = |message: String| PolicyError::Compile {
         id: definition.policy_id,

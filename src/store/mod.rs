@@ -10,6 +10,8 @@ mod sqlite;
 
 use std::sync::Arc;
 
+pub mod admin;
+
 use async_trait::async_trait;
 
 use uuid::Uuid;
@@ -17,6 +19,7 @@ use uuid::Uuid;
 use crate::identity::directory::{DirectoryKeys, DirectoryPlan};
 use crate::identity::{DeviceContext, UserContext};
 use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
+use admin::{ExceptionChange, ListQuery, Listing, PolicyWrite, TokenGrant, ViolationPatch};
 
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::Catalog;
@@ -170,6 +173,54 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Records a directory import run in `integrations` / `integration_sync_logs`.
     async fn record_directory_sync(&self, sync: &DirectorySync) -> Result<(), StoreError>;
+
+    /// The grant of an unrevoked, unexpired token with this SHA-256 (hex).
+    async fn admin_token(&self, sha256: &str) -> Result<Option<TokenGrant>, StoreError>;
+
+    /// Stores a token (its SHA-256 only) for a role; `None` when the role does not exist.
+    async fn create_admin_token(
+        &self,
+        name: &str,
+        role: &str,
+        sha256: &str,
+    ) -> Result<Option<Uuid>, StoreError>;
+
+    /// A role's permissions, by name.
+    async fn role_permissions(&self, role: &str) -> Result<Option<serde_json::Value>, StoreError>;
+
+    /// Creates or replaces a policy row and records its content as a `policy_versions` row (once
+    /// per version).
+    async fn save_policy(&self, write: &PolicyWrite<'_>) -> Result<(), StoreError>;
+
+    /// Decides a pending exception or revokes an approved one; false when no such exception.
+    async fn change_exception(
+        &self,
+        id: Uuid,
+        change: &ExceptionChange,
+    ) -> Result<bool, StoreError>;
+
+    /// Applies violation triage; false when no such violation.
+    async fn update_violation(&self, id: Uuid, patch: &ViolationPatch) -> Result<bool, StoreError>;
+
+    /// Rows of a table as JSON objects, newest first.
+    async fn list(
+        &self,
+        listing: Listing,
+        query: &ListQuery,
+    ) -> Result<Vec<serde_json::Value>, StoreError>;
+
+    /// `decisions_hourly` rows since a time, oldest first, summed over users and services.
+    async fn decisions_per_hour(
+        &self,
+        since: time::OffsetDateTime,
+    ) -> Result<Vec<serde_json::Value>, StoreError>;
+
+    /// The most requested AI services since a time: `{name, decisions, denied}`.
+    async fn top_services(
+        &self,
+        since: time::OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<serde_json::Value>, StoreError>;
 
     /// A channel that receives a message whenever policies or exceptions change, for stores that
     /// can push (PostgreSQL `LISTEN aigate_reload`); `None` where polling is the only way.

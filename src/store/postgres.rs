@@ -7,6 +7,7 @@ use sqlx::{Postgres, QueryBuilder};
 use time::{Date, Duration, Month, OffsetDateTime};
 use tracing::info;
 
+use super::admin::{ExceptionChange, ListQuery, Listing, PolicyWrite, TokenGrant, ViolationPatch};
 use super::{
     classify, pg_copy, redact_url, signature_rows, DirectorySync, Store, StoreError,
     TimeSeriesShape,
@@ -1022,6 +1023,235 @@ impl Store for PostgresStore {
         .await
         .map_err(classify)?;
         tx.commit().await.map_err(classify)
+    }
+
+    async fn admin_token(&self, sha256: &str) -> Result<Option<TokenGrant>, StoreError> {
+        type Row = (Uuid, String, String, serde_json::Value, Option<Uuid>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT t.token_id, t.name, r.name, r.permissions, t.user_id FROM admin_tokens t \
+             JOIN roles r ON r.role_id = t.role_id WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL \
+             AND (t.expires_at IS NULL OR t.expires_at > NOW())",
+        )
+        .bind(sha256.to_ascii_lowercase())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(
+            row.map(|(token_id, name, role, permissions, user_id)| TokenGrant {
+                token_id,
+                name,
+                role,
+                permissions,
+                user_id,
+            }),
+        )
+    }
+
+    async fn create_admin_token(
+        &self,
+        name: &str,
+        role: &str,
+        sha256: &str,
+    ) -> Result<Option<Uuid>, StoreError> {
+        sqlx::query_scalar(
+            "INSERT INTO admin_tokens (name, token_sha256, role_id) SELECT $1, $2, role_id FROM roles WHERE name = $3 \
+             RETURNING token_id",
+        )
+        .bind(name)
+        .bind(sha256.to_ascii_lowercase())
+        .bind(role)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn role_permissions(&self, role: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        sqlx::query_scalar("SELECT permissions FROM roles WHERE name = $1")
+            .bind(role)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)
+    }
+
+    async fn save_policy(&self, write: &PolicyWrite<'_>) -> Result<(), StoreError> {
+        let policy = write.definition;
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO policies (policy_id, name, description, version, status, priority, policy_type, \
+             framework, article_reference, rule_engine, rule_content, rule_metadata, scope, created_by, \
+             updated_by, effective_date, expiry_date, tags, approved_by, approved_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17, \
+             CASE WHEN $18 THEN $14 END, CASE WHEN $18 THEN NOW() END) \
+             ON CONFLICT (policy_id) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description, \
+             version = EXCLUDED.version, status = EXCLUDED.status, priority = EXCLUDED.priority, \
+             policy_type = EXCLUDED.policy_type, framework = EXCLUDED.framework, \
+             article_reference = EXCLUDED.article_reference, rule_engine = EXCLUDED.rule_engine, \
+             rule_content = EXCLUDED.rule_content, rule_metadata = EXCLUDED.rule_metadata, scope = EXCLUDED.scope, \
+             updated_by = EXCLUDED.updated_by, updated_at = NOW(), effective_date = EXCLUDED.effective_date, \
+             expiry_date = EXCLUDED.expiry_date, tags = EXCLUDED.tags, \
+             approved_by = CASE WHEN $18 THEN EXCLUDED.approved_by ELSE policies.approved_by END, \
+             approved_at = CASE WHEN $18 THEN NOW() ELSE policies.approved_at END",
+        )
+        .bind(policy.policy_id)
+        .bind(&policy.name)
+        .bind(&policy.description)
+        .bind(&policy.version)
+        .bind(&policy.status)
+        .bind(policy.priority)
+        .bind(&policy.policy_type)
+        .bind(&policy.framework)
+        .bind(&policy.article_reference)
+        .bind(&policy.rule_engine)
+        .bind(&policy.rule_content)
+        .bind(policy.rule_metadata.clone().map(Json))
+        .bind(Json(&policy.scope))
+        .bind(write.actor)
+        .bind(utc(policy.effective_date))
+        .bind(policy.expiry_date.map(utc))
+        .bind(&policy.tags)
+        .bind(write.approve)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO policy_versions (policy_id, version, rule_content, rule_metadata, change_summary, changed_by) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (policy_id, version) DO NOTHING",
+        )
+        .bind(policy.policy_id)
+        .bind(&policy.version)
+        .bind(&policy.rule_content)
+        .bind(policy.rule_metadata.clone().map(Json))
+        .bind(&write.change_summary)
+        .bind(write.actor)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn change_exception(
+        &self,
+        id: Uuid,
+        change: &ExceptionChange,
+    ) -> Result<bool, StoreError> {
+        let sql = match change.status {
+            "revoked" => {
+                "UPDATE exceptions SET status = 'revoked', revoked_by = $2, revoked_at = NOW(), \
+                 revocation_reason = $3 WHERE exception_id = $1"
+            }
+            _ => {
+                "UPDATE exceptions SET status = $4, approved_by = $2, approved_at = NOW(), \
+                 effective_from = COALESCE(effective_from, NOW()), \
+                 revocation_reason = COALESCE($3, revocation_reason) WHERE exception_id = $1"
+            }
+        };
+        let done = sqlx::query(sql)
+            .bind(id)
+            .bind(change.actor)
+            .bind(&change.reason)
+            .bind(change.status)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn update_violation(&self, id: Uuid, patch: &ViolationPatch) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE violations SET status = COALESCE($2, status), assigned_to = COALESCE($3, assigned_to), \
+             resolution_notes = COALESCE($4, resolution_notes), updated_at = NOW(), \
+             resolved_at = CASE WHEN COALESCE($2, status) IN ('resolved', 'false_positive') THEN COALESCE(resolved_at, NOW()) ELSE NULL END \
+             WHERE violation_id = $1",
+        )
+        .bind(id)
+        .bind(&patch.status)
+        .bind(patch.assigned_to)
+        .bind(&patch.notes)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list(
+        &self,
+        listing: Listing,
+        query: &ListQuery,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let (time, id) = (listing.time_column(), listing.id_column());
+        let cast = if listing.time_has_zone() {
+            "timestamptz"
+        } else {
+            "timestamp"
+        };
+        let mut sql = QueryBuilder::<Postgres>::new(format!(
+            "SELECT to_jsonb(t) FROM {} t WHERE TRUE",
+            listing.table()
+        ));
+        for (column, value) in &query.equals {
+            sql.push(format!(" AND t.{column}::text = "))
+                .push_bind(value.clone());
+        }
+        // Bound as text and cast, so one code path serves TIMESTAMP and TIMESTAMPTZ columns.
+        let text = |at: OffsetDateTime| {
+            at.to_offset(time::UtcOffset::UTC)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        if let Some(since) = query.since {
+            sql.push(format!(" AND t.{time} >= ("))
+                .push_bind(text(since))
+                .push(format!(")::timestamptz::{cast}"));
+        }
+        if let Some(until) = query.until {
+            sql.push(format!(" AND t.{time} < ("))
+                .push_bind(text(until))
+                .push(format!(")::timestamptz::{cast}"));
+        }
+        if let Some((after_time, after_id)) = &query.after {
+            sql.push(format!(" AND (t.{time}, t.{id}::text) < (("))
+                .push_bind(after_time.clone())
+                .push(format!(")::{cast}, "))
+                .push_bind(after_id.clone())
+                .push(")");
+        }
+        sql.push(format!(" ORDER BY t.{time} DESC, t.{id}::text DESC LIMIT "))
+            .push_bind(query.limit);
+        sql.build_query_scalar()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)
+    }
+
+    async fn decisions_per_hour(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT jsonb_build_object('hour', hour, 'decision', decision, 'count', sum(decision_count)) \
+             FROM decisions_hourly WHERE hour >= $1 GROUP BY hour, decision ORDER BY hour, decision",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)
+    }
+
+    async fn top_services(
+        &self,
+        since: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT jsonb_build_object('name', resource_name, 'decisions', count(*), \
+             'denied', count(*) FILTER (WHERE decision <> 'ALLOW')) FROM decisions \
+             WHERE timestamp >= $1 AND resource_name IS NOT NULL GROUP BY resource_name ORDER BY count(*) DESC, resource_name LIMIT $2",
+        )
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)
     }
 
     async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError> {

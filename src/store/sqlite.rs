@@ -12,6 +12,7 @@ use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use super::admin::{ExceptionChange, ListQuery, Listing, PolicyWrite, TokenGrant, ViolationPatch};
 use super::{
     classify, parse_timestamp, signature_rows, DirectorySync, Store, StoreError, TimeSeriesShape,
 };
@@ -961,6 +962,269 @@ impl Store for SqliteStore {
         .await
         .map_err(classify)?;
         tx.commit().await.map_err(classify)
+    }
+
+    async fn admin_token(&self, sha256: &str) -> Result<Option<TokenGrant>, StoreError> {
+        type Row = (String, String, String, String, Option<String>);
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT t.token_id, t.name, r.name, r.permissions, t.user_id FROM admin_tokens t \
+             JOIN roles r ON r.role_id = t.role_id WHERE t.token_sha256 = ? AND t.revoked_at IS NULL \
+             AND (t.expires_at IS NULL OR julianday(t.expires_at) > julianday('now'))",
+        )
+        .bind(sha256.to_ascii_lowercase())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        let Some((token_id, name, role, permissions, user_id)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(TokenGrant {
+            token_id: parse_uuid("admin_tokens", &token_id, &token_id)?,
+            name,
+            role,
+            permissions: serde_json::from_str(&permissions).unwrap_or_default(),
+            user_id: user_id
+                .as_deref()
+                .map(|u| parse_uuid("admin_tokens", &token_id, u))
+                .transpose()?,
+        }))
+    }
+
+    async fn create_admin_token(
+        &self,
+        name: &str,
+        role: &str,
+        sha256: &str,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let id = Uuid::new_v4();
+        let done = sqlx::query(
+            "INSERT INTO admin_tokens (token_id, name, token_sha256, role_id) SELECT ?, ?, ?, role_id FROM roles WHERE name = ?",
+        )
+        .bind(id.to_string())
+        .bind(name)
+        .bind(sha256.to_ascii_lowercase())
+        .bind(role)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok((done.rows_affected() > 0).then_some(id))
+    }
+
+    async fn role_permissions(&self, role: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT permissions FROM roles WHERE name = ?")
+                .bind(role)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(text.map(|t| serde_json::from_str(&t).unwrap_or_default()))
+    }
+
+    async fn save_policy(&self, write: &PolicyWrite<'_>) -> Result<(), StoreError> {
+        let policy = write.definition;
+        let actor = write.actor.to_string();
+        let now = rfc3339(OffsetDateTime::now_utc());
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO policies (policy_id, name, description, version, status, priority, policy_type, \
+             framework, article_reference, rule_engine, rule_content, rule_metadata, scope, created_by, \
+             updated_by, effective_date, expiry_date, tags, approved_by, approved_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17, \
+             CASE WHEN ?18 THEN ?14 END, CASE WHEN ?18 THEN ?19 END) \
+             ON CONFLICT (policy_id) DO UPDATE SET name = excluded.name, description = excluded.description, \
+             version = excluded.version, status = excluded.status, priority = excluded.priority, \
+             policy_type = excluded.policy_type, framework = excluded.framework, \
+             article_reference = excluded.article_reference, rule_engine = excluded.rule_engine, \
+             rule_content = excluded.rule_content, rule_metadata = excluded.rule_metadata, scope = excluded.scope, \
+             updated_by = excluded.updated_by, updated_at = ?19, effective_date = excluded.effective_date, \
+             expiry_date = excluded.expiry_date, tags = excluded.tags, \
+             approved_by = CASE WHEN ?18 THEN excluded.approved_by ELSE policies.approved_by END, \
+             approved_at = CASE WHEN ?18 THEN ?19 ELSE policies.approved_at END",
+        )
+        .bind(policy.policy_id.to_string())
+        .bind(&policy.name)
+        .bind(&policy.description)
+        .bind(&policy.version)
+        .bind(&policy.status)
+        .bind(policy.priority)
+        .bind(&policy.policy_type)
+        .bind(&policy.framework)
+        .bind(&policy.article_reference)
+        .bind(&policy.rule_engine)
+        .bind(&policy.rule_content)
+        .bind(policy.rule_metadata.as_ref().map(json_text))
+        .bind(json_text(&policy.scope))
+        .bind(&actor)
+        .bind(rfc3339(policy.effective_date))
+        .bind(policy.expiry_date.map(rfc3339))
+        .bind(json_text(&policy.tags))
+        .bind(write.approve)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO policy_versions (version_id, policy_id, version, rule_content, rule_metadata, \
+             change_summary, changed_by, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(Uuid::new_v4().to_string())
+        .bind(policy.policy_id.to_string())
+        .bind(&policy.version)
+        .bind(&policy.rule_content)
+        .bind(policy.rule_metadata.as_ref().map(json_text))
+        .bind(&write.change_summary)
+        .bind(&actor)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn change_exception(
+        &self,
+        id: Uuid,
+        change: &ExceptionChange,
+    ) -> Result<bool, StoreError> {
+        let sql = match change.status {
+            "revoked" => {
+                "UPDATE exceptions SET status = 'revoked', revoked_by = ?2, revoked_at = ?5, \
+                 revocation_reason = ?3 WHERE exception_id = ?1"
+            }
+            _ => {
+                "UPDATE exceptions SET status = ?4, approved_by = ?2, approved_at = ?5, \
+                 effective_from = COALESCE(effective_from, ?5), \
+                 revocation_reason = COALESCE(?3, revocation_reason) WHERE exception_id = ?1"
+            }
+        };
+        let done = sqlx::query(sql)
+            .bind(id.to_string())
+            .bind(change.actor.to_string())
+            .bind(&change.reason)
+            .bind(change.status)
+            .bind(rfc3339(OffsetDateTime::now_utc()))
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn update_violation(&self, id: Uuid, patch: &ViolationPatch) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE violations SET status = COALESCE(?2, status), assigned_to = COALESCE(?3, assigned_to), \
+             resolution_notes = COALESCE(?4, resolution_notes), updated_at = ?5, \
+             resolved_at = CASE WHEN COALESCE(?2, status) IN ('resolved', 'false_positive') THEN COALESCE(resolved_at, ?5) ELSE NULL END \
+             WHERE violation_id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(&patch.status)
+        .bind(text_uuid(patch.assigned_to))
+        .bind(&patch.notes)
+        .bind(rfc3339(OffsetDateTime::now_utc()))
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list(
+        &self,
+        listing: Listing,
+        query: &ListQuery,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let (table, time, id) = (listing.table(), listing.time_column(), listing.id_column());
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info(?) ORDER BY cid")
+                .bind(table)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+        // SQLite has no row-to-JSON: build json_object over the columns, turning the TEXT columns
+        // that hold JSON (arrays, objects) back into JSON.
+        let fields: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "'{c}', CASE WHEN json_valid(t.{c}) AND substr(t.{c}, 1, 1) IN ('[', '{{') THEN json(t.{c}) ELSE t.{c} END"
+                )
+            })
+            .collect();
+        let mut sql = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT json_object({}) FROM {table} t WHERE 1",
+            fields.join(", ")
+        ));
+        for (column, value) in &query.equals {
+            sql.push(format!(" AND CAST(t.{column} AS TEXT) = "))
+                .push_bind(value.clone());
+        }
+        if let Some(since) = query.since {
+            sql.push(format!(" AND julianday(t.{time}) >= julianday("))
+                .push_bind(rfc3339(since))
+                .push(")");
+        }
+        if let Some(until) = query.until {
+            sql.push(format!(" AND julianday(t.{time}) < julianday("))
+                .push_bind(rfc3339(until))
+                .push(")");
+        }
+        if let Some((after_time, after_id)) = &query.after {
+            sql.push(format!(" AND (t.{time}, t.{id}) < ("))
+                .push_bind(after_time.clone())
+                .push(", ")
+                .push_bind(after_id.clone())
+                .push(")");
+        }
+        sql.push(format!(" ORDER BY t.{time} DESC, t.{id} DESC LIMIT "))
+            .push_bind(query.limit);
+        let rows: Vec<String> = sql
+            .build_query_scalar()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| serde_json::from_str(row).ok())
+            .collect())
+    }
+
+    async fn decisions_per_hour(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT json_object('hour', hour, 'decision', decision, 'count', sum(decision_count)) \
+             FROM decisions_hourly WHERE julianday(hour) >= julianday(?) GROUP BY hour, decision ORDER BY hour, decision",
+        )
+        .bind(rfc3339(since))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| serde_json::from_str(row).ok())
+            .collect())
+    }
+
+    async fn top_services(
+        &self,
+        since: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT json_object('name', resource_name, 'decisions', count(*), \
+             'denied', sum(decision <> 'ALLOW')) FROM decisions \
+             WHERE julianday(timestamp) >= julianday(?) AND resource_name IS NOT NULL \
+             GROUP BY resource_name ORDER BY count(*) DESC, resource_name LIMIT ?",
+        )
+        .bind(rfc3339(since))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| serde_json::from_str(row).ok())
+            .collect())
     }
 
     async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError> {

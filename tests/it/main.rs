@@ -9,6 +9,7 @@ mod admin;
 mod identity;
 mod inspect;
 mod lifecycle;
+mod management;
 mod policy;
 mod proxy;
 mod routing;

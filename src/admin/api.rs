@@ -1,0 +1,231 @@
+//! What every management endpoint shares: the error shape, keyset pages and the audit trail of
+//! administrative writes.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde::Deserialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::auth::Grant;
+use super::schema::{ErrorBody, ErrorDetail, Page};
+use crate::audit::{AuditEventRecord, AuditRecord};
+use crate::server::Shared;
+use crate::store::admin::{ListQuery, Listing};
+use crate::store::StoreError;
+
+/// `{"error": {"type", "message"}}` with a status; `line` when a policy does not compile.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+    pub line: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+            line: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {what} {id}"),
+        )
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        if let StoreError::Rejected(_) = error {
+            // A constraint: the request named something that does not exist or broke a rule.
+            return ApiError::new(StatusCode::BAD_REQUEST, "rejected", error.to_string());
+        }
+        tracing::warn!(%error, "Admin request failed in the store.");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store is unavailable; retry later",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                kind: self.kind.to_owned(),
+                message: self.message,
+                line: self.line,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Paging and time window common to every listing.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Rows per page, 1..=500 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// RFC 3339; rows at or after.
+    pub since: Option<String>,
+    /// RFC 3339; rows before.
+    pub until: Option<String>,
+}
+
+pub fn parse_time(name: &str, value: Option<&str>) -> ApiResult<Option<OffsetDateTime>> {
+    value
+        .map(|v| {
+            OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339).map_err(|_| {
+                ApiError::bad_request(format!("{name} must be an RFC 3339 time, got {v:?}"))
+            })
+        })
+        .transpose()
+}
+
+impl PageParams {
+    pub fn query(&self, equals: Vec<(&'static str, String)>) -> ApiResult<ListQuery> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            return Err(ApiError::bad_request("limit must be between 1 and 500"));
+        }
+        let after = self
+            .cursor
+            .as_deref()
+            .map(|cursor| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(cursor)
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<(String, String)>(&bytes).ok())
+                    .ok_or_else(|| ApiError::bad_request("cursor is not one this API issued"))
+            })
+            .transpose()?;
+        Ok(ListQuery {
+            equals,
+            since: parse_time("since", self.since.as_deref())?,
+            until: parse_time("until", self.until.as_deref())?,
+            after,
+            limit,
+        })
+    }
+}
+
+/// `{"items": [...], "next_cursor": ...}`; the cursor is set when the page is full.
+pub async fn page(
+    shared: &Shared,
+    listing: Listing,
+    query: ListQuery,
+) -> ApiResult<Json<serde_json::Value>> {
+    let items = shared.store.list(listing, &query).await?;
+    let full = i64::try_from(items.len()).unwrap_or(i64::MAX) >= query.limit;
+    let next_cursor = items.last().filter(|_| full).map(|last| {
+        let key = (
+            scalar_text(&last[listing.time_column()]),
+            scalar_text(&last[listing.id_column()]),
+        );
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&key).unwrap_or_default())
+    });
+    Ok(Json(
+        serde_json::to_value(Page { items, next_cursor }).unwrap_or_default(),
+    ))
+}
+
+fn scalar_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One row by id, or 404.
+pub async fn fetch_one(
+    shared: &Shared,
+    listing: Listing,
+    what: &str,
+    id: Uuid,
+) -> ApiResult<serde_json::Value> {
+    let query = ListQuery {
+        equals: vec![(listing.id_column(), id.to_string())],
+        limit: 1,
+        ..ListQuery::default()
+    };
+    shared
+        .store
+        .list(listing, &query)
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::not_found(what, id))
+}
+
+/// An administrative write in the audit trail, with the token's actor and before/after.
+pub struct Change<'a> {
+    pub event_type: &'a str,
+    pub action: &'a str,
+    pub target_type: &'a str,
+    pub target_id: Option<Uuid>,
+    pub target_name: Option<String>,
+    pub before: serde_json::Value,
+    pub after: serde_json::Value,
+}
+
+pub fn audit(shared: &Shared, grant: &Grant, change: Change<'_>) {
+    shared
+        .audit
+        .record(AuditRecord::Event(Box::new(AuditEventRecord {
+            event_id: Uuid::now_v7(),
+            timestamp: OffsetDateTime::now_utc(),
+            event_type: change.event_type.to_owned(),
+            severity: "info".to_owned(),
+            actor_id: Some(grant.actor),
+            actor_email: Some(grant.name.clone()),
+            actor_type: Some("admin_token".to_owned()),
+            target_type: Some(change.target_type.to_owned()),
+            target_id: change.target_id,
+            target_name: change.target_name,
+            action: change.action.to_owned(),
+            result: Some("success".to_owned()),
+            decision_id: None,
+            source: Some("admin_api".to_owned()),
+            ip_address: None,
+            event_data: Some(serde_json::json!({ "role": grant.role })),
+            changes: Some(serde_json::json!({ "before": change.before, "after": change.after })),
+        })));
+}
+
+/// Rebuilds the enforcement snapshot after a write that changes it.
+pub async fn reload(shared: &Shared) -> ApiResult<()> {
+    crate::server::reload(shared)
+        .await
+        .map(|_| ())
+        .map_err(|error| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reload_rejected",
+                format!("saved, but the snapshot was not rebuilt: {error}"),
+            )
+        })
+}

@@ -1,0 +1,152 @@
+//! A read-only dashboard at `/`: decisions per hour, top services, open violations. Server-side
+//! HTML with inline CSS and SVG, no scripts.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::Html;
+use axum::Extension;
+use time::OffsetDateTime;
+
+use super::api::ApiResult;
+use super::auth::{Access, Grant};
+use crate::server::Shared;
+use crate::store::admin::{ListQuery, Listing};
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn text<'a>(row: &'a serde_json::Value, key: &str) -> &'a str {
+    row[key].as_str().unwrap_or("")
+}
+
+#[utoipa::path(get, path = "/", tag = "dashboard",
+    responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String)),
+    security(("bearer" = [])))]
+pub async fn dashboard(
+    State(shared): State<Arc<Shared>>,
+    Extension(grant): Extension<Grant>,
+) -> ApiResult<Html<String>> {
+    grant.require("decisions", Access::Read)?;
+    grant.require("violations", Access::Read)?;
+    let since = OffsetDateTime::now_utc() - time::Duration::hours(24);
+    let hours = shared.store.decisions_per_hour(since).await?;
+    let services = shared.store.top_services(since, 10).await?;
+    let open = shared
+        .store
+        .list(
+            Listing::Violations,
+            &ListQuery {
+                equals: vec![("status", "open".to_owned())],
+                limit: 20,
+                ..ListQuery::default()
+            },
+        )
+        .await?;
+
+    // Per hour: ALLOW and the rest, as stacked bars.
+    let mut per_hour: Vec<(String, u64, u64)> = Vec::new();
+    for row in &hours {
+        let hour = text(row, "hour").get(..13).unwrap_or("").to_owned();
+        let count = row["count"]
+            .as_u64()
+            .or_else(|| row["count"].as_str().and_then(|c| c.parse().ok()))
+            .or_else(|| row["count"].as_f64().map(|c| c as u64))
+            .unwrap_or(0);
+        if per_hour.last().is_none_or(|(h, _, _)| *h != hour) {
+            per_hour.push((hour, 0, 0));
+        }
+        if let Some(last) = per_hour.last_mut() {
+            if text(row, "decision") == "ALLOW" {
+                last.1 += count;
+            } else {
+                last.2 += count;
+            }
+        }
+    }
+    let peak = per_hour
+        .iter()
+        .map(|(_, a, d)| a + d)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut bars = String::new();
+    let width = 28;
+    for (i, (hour, allowed, refused)) in per_hour.iter().enumerate() {
+        let x = 40 + i * (width + 6);
+        let scale = |n: u64| (n * 160 / peak) as usize;
+        let (a, r) = (scale(*allowed), scale(*refused));
+        let _ = write!(
+            bars,
+            "<g><title>{hour}h: {allowed} allowed, {refused} denied or reviewed</title>\
+             <rect x=\"{x}\" y=\"{}\" width=\"{width}\" height=\"{a}\" class=\"allow\"/>\
+             <rect x=\"{x}\" y=\"{}\" width=\"{width}\" height=\"{r}\" class=\"deny\"/>\
+             <text x=\"{}\" y=\"195\" class=\"tick\">{}</text></g>",
+            180 - a,
+            180 - a - r,
+            x + width / 2,
+            escape(hour.get(11..).unwrap_or(hour)),
+        );
+    }
+    let mut service_rows = String::new();
+    for service in &services {
+        let _ = write!(
+            service_rows,
+            "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            escape(text(service, "name")),
+            service["decisions"],
+            service["denied"].as_u64().unwrap_or(0),
+        );
+    }
+    let mut violation_rows = String::new();
+    for violation in &open {
+        let _ = write!(
+            violation_rows,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"sev {sev}\">{sev}</td></tr>",
+            escape(text(violation, "timestamp").get(..19).unwrap_or("")),
+            escape(violation["user_email"].as_str().unwrap_or("anonymous")),
+            escape(text(violation, "resource_name")),
+            escape(text(violation, "policy_name")),
+            sev = escape(text(violation, "severity")),
+        );
+    }
+    let total: u64 = per_hour.iter().map(|(_, a, d)| a + d).sum();
+    let denied: u64 = per_hour.iter().map(|(_, _, d)| d).sum();
+    let page = format!(
+        r##"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>aigate dashboard</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2rem; color: #1d2433; background: #f6f7fb; }}
+h1 {{ font-size: 1.4rem; }} h2 {{ font-size: 1.05rem; margin-top: 0; }}
+.cards {{ display: flex; gap: 1rem; margin-bottom: 1rem; }}
+.card {{ background: #fff; border-radius: 8px; padding: 1rem 1.4rem; box-shadow: 0 1px 3px #0002; }}
+.card b {{ display: block; font-size: 1.8rem; }}
+.panel {{ background: #fff; border-radius: 8px; padding: 1rem; margin-bottom: 1rem; box-shadow: 0 1px 3px #0002; }}
+table {{ border-collapse: collapse; width: 100%; }} td, th {{ padding: .3rem .5rem; border-bottom: 1px solid #e4e7ef; text-align: left; }}
+.n {{ text-align: right; }} .allow {{ fill: #3a9d5d; }} .deny {{ fill: #d1495b; }}
+.tick {{ font-size: 10px; text-anchor: middle; fill: #667; }}
+.sev.critical, .sev.high {{ color: #b3261e; font-weight: 600; }}
+</style></head><body>
+<h1>aigate — last 24 hours</h1>
+<div class="cards">
+<div class="card"><b id="total">{total}</b>decisions</div>
+<div class="card"><b id="denied">{denied}</b>denied or reviewed</div>
+<div class="card"><b id="open">{open_count}</b>open violations</div>
+</div>
+<div class="panel"><h2>Decisions per hour</h2>
+<svg width="{svg_width}" height="200" role="img" aria-label="decisions per hour">
+<line x1="36" y1="180" x2="{svg_width}" y2="180" stroke="#99a"/>{bars}</svg>
+<p><span style="color:#3a9d5d">■</span> allowed <span style="color:#d1495b">■</span> denied or reviewed</p></div>
+<div class="panel"><h2>Top services</h2><table><tr><th>service</th><th class="n">decisions</th><th class="n">denied/reviewed</th></tr>{service_rows}</table></div>
+<div class="panel"><h2>Open violations</h2><table><tr><th>time (UTC)</th><th>user</th><th>service</th><th>policy</th><th>severity</th></tr>{violation_rows}</table></div>
+</body></html>"##,
+        open_count = open.len(),
+        svg_width = 60 + per_hour.len().max(1) * (width + 6),
+    );
+    Ok(Html(page))
+}
