@@ -131,9 +131,25 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         config.tls.leaf_cache_capacity,
         config.tls.leaf_validity(),
     )?;
-    let catalog = Catalog::load_dir(&config.catalog.dir)?;
-    info!(services = catalog.services().len(), dir = %config.catalog.dir.display(), "Loaded AI-service catalog.");
-    let store = prepare_store(&config, &catalog).await?;
+    let files = Catalog::load_dir(&config.catalog.dir)?;
+    let store = prepare_store(&config, &files).await?;
+    let catalog = match store_catalog(store.as_ref()).await {
+        Ok(Some(catalog)) => {
+            info!(
+                services = catalog.services().len(),
+                "Loaded the AI-service catalog from the store."
+            );
+            catalog
+        }
+        Ok(None) => {
+            info!(services = files.services().len(), dir = %config.catalog.dir.display(), "The store has no AI services; serving the catalog files.");
+            files
+        }
+        Err(error) => {
+            tracing::warn!(%error, dir = %config.catalog.dir.display(), "Cannot load the catalog from the store; serving the catalog files until a reload succeeds.");
+            files
+        }
+    };
     let audit = AuditHandle::start(
         store.clone(),
         AuditWriterConfig {
@@ -257,16 +273,23 @@ async fn prepare_store(config: &Config, catalog: &Catalog) -> Result<Arc<dyn Sto
     }
     if config.store.import_catalog {
         match store.import_catalog(catalog).await {
-            Ok(inserted) => info!(
-                inserted,
-                "Catalog imported into the store (existing rows untouched)."
-            ),
+            Ok(0) => {}
+            Ok(inserted) => info!(inserted, "Catalog files imported into the empty store."),
             Err(error) => {
                 tracing::warn!(%error, "Catalog import failed; the file catalog still serves.")
             }
         }
     }
     Ok(store)
+}
+
+/// The catalog the store holds; `None` when it holds no services.
+async fn store_catalog(store: &dyn Store) -> Result<Option<Catalog>, StartError> {
+    let services = store.load_catalog().await?;
+    if services.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Catalog::from_services(services)?))
 }
 
 async fn maintain_store(store: Arc<dyn Store>, every: std::time::Duration) {
@@ -425,7 +448,10 @@ pub struct Reloaded {
 pub async fn reload(shared: &Shared) -> Result<Reloaded, StartError> {
     flush_exception_uses(shared).await;
     let result = async {
-        let catalog = Catalog::load_dir(&shared.config.catalog.dir)?;
+        let catalog = match store_catalog(shared.store.as_ref()).await? {
+            Some(catalog) => catalog,
+            None => Catalog::load_dir(&shared.config.catalog.dir)?,
+        };
         let (policies, exceptions) =
             load_policy_state(&shared.config, shared.store.as_ref()).await?;
         let reloaded = Reloaded {

@@ -13,6 +13,7 @@ mod exceptions;
 mod policies;
 mod records;
 mod schema;
+mod services;
 
 use std::sync::Arc;
 
@@ -66,6 +67,7 @@ pub fn router_and_openapi(shared: Arc<Shared>) -> (Router, utoipa::openapi::Open
         .routes(routes!(policies::get_policy, policies::update_policy))
         .routes(routes!(policies::change_policy_status))
         .routes(routes!(policies::dry_run_policy))
+        .routes(routes!(policies::list_conflicts))
         .routes(routes!(
             exceptions::list_exceptions,
             exceptions::request_exception
@@ -73,11 +75,18 @@ pub fn router_and_openapi(shared: Arc<Shared>) -> (Router, utoipa::openapi::Open
         .routes(routes!(exceptions::approve_exception))
         .routes(routes!(exceptions::deny_exception))
         .routes(routes!(exceptions::revoke_exception))
+        .routes(routes!(services::list_services, services::create_service))
+        .routes(routes!(
+            services::get_service,
+            services::update_service,
+            services::delete_service
+        ))
         .routes(routes!(records::list_decisions))
         .routes(routes!(records::decisions_hourly))
         .routes(routes!(records::list_violations))
         .routes(routes!(records::update_violation))
         .routes(routes!(records::list_audit_events))
+        .routes(routes!(records::shadow_ai_report))
         .routes(routes!(create_token))
         .routes(routes!(list_bypass))
         .routes(routes!(forget_learned_bypass))

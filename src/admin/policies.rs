@@ -418,3 +418,29 @@ mod tests {
         assert!(!transition_allowed("draft", "active"));
     }
 }
+
+/// Active policies whose scopes overlap with opposite outcomes; refreshes `policy_conflicts`.
+#[utoipa::path(get, path = "/admin/policy-conflicts", tag = "policies",
+    responses((status = 200, body = Object), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_conflicts(
+    State(shared): State<Arc<Shared>>,
+    Extension(grant): Extension<Grant>,
+) -> ApiResult<Json<serde_json::Value>> {
+    grant.require("policies", Access::Read)?;
+    let conflicts = shared.snapshot.load().policies.conflicts();
+    shared.store.record_policy_conflicts(&conflicts).await?;
+    let items: Vec<serde_json::Value> = conflicts
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "policy_a": {"policy_id": c.policy_a.0, "name": c.policy_a.1},
+                "policy_b": {"policy_id": c.policy_b.0, "name": c.policy_b.1},
+                "conflict_type": c.conflict_type,
+                "severity": c.severity,
+                "details": c.details,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items })))
+}

@@ -220,3 +220,70 @@ pub async fn list_audit_events(
     ]);
     api::page(&shared, Listing::AuditEvents, page.query(equals)?).await
 }
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ShadowParams {
+    /// RFC 3339 (default: 30 days ago).
+    pub since: Option<String>,
+}
+
+/// AI services outside the catalog or not approved, seen in decisions: by service, with the
+/// users and departments using them. Refreshes `shadow_ai_detections`.
+#[utoipa::path(get, path = "/admin/shadow-ai", tag = "records",
+    params(ShadowParams),
+    responses((status = 200, body = Object), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn shadow_ai_report(
+    State(shared): State<Arc<Shared>>,
+    Extension(grant): Extension<Grant>,
+    Query(params): Query<ShadowParams>,
+) -> ApiResult<Json<serde_json::Value>> {
+    grant.require("decisions", Access::Read)?;
+    let since = api::parse_time("since", params.since.as_deref())?
+        .unwrap_or_else(|| OffsetDateTime::now_utc() - time::Duration::days(30));
+    shared.store.refresh_shadow_ai(since).await?;
+    let rows = shared
+        .store
+        .list(
+            Listing::ShadowAi,
+            &crate::store::admin::ListQuery {
+                equals: vec![("detection_source", "aigate_proxy".to_owned())],
+                limit: 10_000,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let mut services: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    for row in rows {
+        let name = row["service_name"].as_str().unwrap_or("unknown").to_owned();
+        let count = row["access_count"].as_u64().unwrap_or(0);
+        let entry = services.entry(name.clone()).or_insert_with(|| {
+            serde_json::json!({
+                "service_name": name, "service_id": row["service_id"],
+                "in_catalog": !row["service_id"].is_null(), "requests": 0,
+                "users": [], "departments": [],
+            })
+        });
+        entry["requests"] = (entry["requests"].as_u64().unwrap_or(0) + count).into();
+        if let Some(users) = entry["users"].as_array_mut() {
+            users.push(serde_json::json!({
+                "user_id": row["user_id"], "user_email": row["user_email"],
+                "department": row["department"], "requests": count,
+                "last_access": row["last_access"], "action_taken": row["action_taken"],
+            }));
+        }
+        if let Some(department) = row["department"].as_str() {
+            if let Some(departments) = entry["departments"].as_array_mut() {
+                if !departments.iter().any(|d| d == department) {
+                    departments.push(department.into());
+                }
+            }
+        }
+    }
+    let mut items: Vec<serde_json::Value> = services.into_values().collect();
+    items.sort_by_key(|s| std::cmp::Reverse(s["requests"].as_u64().unwrap_or(0)));
+    Ok(Json(serde_json::json!({ "since": since
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default(), "items": items })))
+}

@@ -22,6 +22,20 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// Whether some request can be in both scopes: on every dimension one side is unrestricted
+    /// (empty) or the two lists share an entry.
+    pub fn overlaps(&self, other: &Scope) -> bool {
+        let meet = |a: &[String], b: &[String]| {
+            a.is_empty()
+                || b.is_empty()
+                || a.iter()
+                    .any(|x| b.iter().any(|y| x.eq_ignore_ascii_case(y)))
+        };
+        meet(&self.departments, &other.departments)
+            && meet(&self.users, &other.users)
+            && meet(&self.services, &other.services)
+    }
+
     pub fn covers(&self, subject: &Subject<'_>) -> bool {
         let any = |list: &[String], candidates: &[Option<String>]| {
             list.is_empty()

@@ -131,6 +131,17 @@ enum Verdict {
     Allow,
 }
 
+/// Two active policies that can apply to one request with opposite outcomes.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Conflict {
+    pub policy_a: (Uuid, String),
+    pub policy_b: (Uuid, String),
+    /// `contradictory_action` or `priority_ambiguity`.
+    pub conflict_type: &'static str,
+    pub severity: &'static str,
+    pub details: Value,
+}
+
 /// Every active policy of a snapshot, compiled.
 pub struct PolicySet {
     generation: u64,
@@ -280,6 +291,56 @@ impl PolicySet {
 
     pub fn len(&self) -> usize {
         self.policies.len()
+    }
+
+    /// Pairs of active policies whose scopes overlap and whose declared outcomes pull opposite
+    /// ways (one can allow what the other denies or sends to review). With equal priorities the
+    /// order between them is arbitrary (`priority_ambiguity`, high); otherwise the higher one
+    /// wins and the conflict is informational (`contradictory_action`, medium).
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        let mut found = Vec::new();
+        for (i, a) in self.policies.iter().enumerate() {
+            for b in &self.policies[i + 1..] {
+                let (da, db) = (&a.definition, &b.definition);
+                if !da.scope.overlaps(&db.scope) {
+                    continue;
+                }
+                let allows = |p: &CompiledPolicy| {
+                    p.rules
+                        .verdicts
+                        .iter()
+                        .any(|(v, _)| matches!(v, Verdict::Allow))
+                };
+                let refuses = |p: &CompiledPolicy| {
+                    p.rules
+                        .verdicts
+                        .iter()
+                        .any(|(v, _)| matches!(v, Verdict::Deny | Verdict::Review))
+                };
+                if !((allows(a) && refuses(b)) || (refuses(a) && allows(b))) {
+                    continue;
+                }
+                let tie = da.priority == db.priority;
+                found.push(Conflict {
+                    policy_a: (da.policy_id, da.name.clone()),
+                    policy_b: (db.policy_id, db.name.clone()),
+                    conflict_type: if tie { "priority_ambiguity" } else { "contradictory_action" },
+                    severity: if tie { "high" } else { "medium" },
+                    details: json!({
+                        "priorities": [da.priority, db.priority],
+                        "winner": (!tie).then(|| if da.priority > db.priority { &da.name } else { &db.name }),
+                        "scope_a": da.scope,
+                        "scope_b": db.scope,
+                        "explanation": if tie {
+                            "both can apply to the same request with opposite outcomes at the same priority"
+                        } else {
+                            "both can apply to the same request with opposite outcomes; the higher priority decides"
+                        },
+                    }),
+                });
+            }
+        }
+        found
     }
 
     pub fn is_empty(&self) -> bool {

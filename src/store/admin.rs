@@ -26,6 +26,9 @@ pub enum Listing {
     AuditEvents,
     Exceptions,
     Policies,
+    Services,
+    PolicyConflicts,
+    ShadowAi,
 }
 
 impl Listing {
@@ -36,6 +39,9 @@ impl Listing {
             Listing::AuditEvents => "audit_events",
             Listing::Exceptions => "exceptions",
             Listing::Policies => "policies",
+            Listing::Services => "ai_services",
+            Listing::PolicyConflicts => "policy_conflicts",
+            Listing::ShadowAi => "shadow_ai_detections",
         }
     }
 
@@ -46,6 +52,9 @@ impl Listing {
             Listing::AuditEvents => "event_id",
             Listing::Exceptions => "exception_id",
             Listing::Policies => "policy_id",
+            Listing::Services => "service_id",
+            Listing::PolicyConflicts => "conflict_id",
+            Listing::ShadowAi => "detection_id",
         }
     }
 
@@ -53,7 +62,9 @@ impl Listing {
         match self {
             Listing::Decisions | Listing::Violations | Listing::AuditEvents => "timestamp",
             Listing::Exceptions => "requested_at",
-            Listing::Policies => "updated_at",
+            Listing::Policies | Listing::Services => "updated_at",
+            Listing::PolicyConflicts => "detected_at",
+            Listing::ShadowAi => "last_access",
         }
     }
 
@@ -101,4 +112,56 @@ pub struct ViolationPatch {
     pub status: Option<String>,
     pub assigned_to: Option<Uuid>,
     pub notes: Option<String>,
+}
+
+/// An `ai_services` row (as JSON, either store) back into a catalog service. Rows stored before
+/// slugs existed get one from their name.
+pub fn service_from_row(
+    row: serde_json::Value,
+) -> Result<crate::catalog::AiService, super::StoreError> {
+    let text = |key: &str| row[key].as_str().map(str::to_owned);
+    let list = |key: &str| -> serde_json::Value {
+        match &row[key] {
+            serde_json::Value::Array(items) => serde_json::Value::Array(items.clone()),
+            _ => serde_json::Value::Array(Vec::new()),
+        }
+    };
+    let id = text("service_id").unwrap_or_default();
+    let slug = text("slug").unwrap_or_else(|| {
+        text("name")
+            .unwrap_or_default()
+            .to_lowercase()
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join("-")
+    });
+    let service = serde_json::json!({
+        "service_id": id,
+        "slug": slug,
+        "name": row["name"],
+        "vendor": row["vendor"],
+        "service_type": row["service_type"],
+        "signatures": row["signatures"],
+        "risk_tier": row["risk_tier"],
+        "risk_score": row["risk_score"],
+        "risk_factors": row["risk_factors"],
+        "approval_status": row["approval_status"],
+        "approved_for": list("approved_for"),
+        "prohibited_for": list("prohibited_for"),
+        "certifications": list("certifications"),
+        "data_handling": row["data_handling"],
+        "data_regions": list("data_regions"),
+        "capabilities": list("capabilities"),
+        "pricing_model": row["pricing_model"],
+        "documentation_url": row["documentation_url"],
+        "privacy_policy_url": row["privacy_policy_url"],
+        "terms_of_service_url": row["terms_of_service_url"],
+        "tenant_restriction_headers": list("tenant_restriction_headers"),
+    });
+    serde_json::from_value(service).map_err(|error| super::StoreError::Corrupt {
+        table: "ai_services",
+        id,
+        message: error.to_string(),
+    })
 }

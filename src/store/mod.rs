@@ -22,7 +22,7 @@ use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
 use admin::{ExceptionChange, ListQuery, Listing, PolicyWrite, TokenGrant, ViolationPatch};
 
 use crate::audit::{AuditEventRecord, DecisionRecord};
-use crate::catalog::Catalog;
+use crate::catalog::{AiService, Catalog};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -112,9 +112,29 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     async fn write_audit_events(&self, batch: &[AuditEventRecord]) -> Result<(), StoreError>;
 
-    /// Inserts catalog services (and their signature rows) whose `service_id` is not in the
-    /// store yet; rows an administrator already has are never touched. Returns how many were new.
+    /// Seeds a store that has no AI services yet with the catalog files (first start); a store
+    /// with services is left alone, so an administrator's edits and deletions stand. Returns how
+    /// many were inserted.
     async fn import_catalog(&self, catalog: &Catalog) -> Result<usize, StoreError>;
+
+    /// Creates or replaces a service and its `ai_service_signatures` rows.
+    async fn save_service(&self, service: &AiService) -> Result<(), StoreError>;
+
+    /// Deletes a service; false when there was none.
+    async fn delete_service(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// The catalog as the store holds it.
+    async fn load_catalog(&self) -> Result<Vec<AiService>, StoreError> {
+        let everything = ListQuery {
+            limit: i64::from(u32::MAX),
+            ..ListQuery::default()
+        };
+        self.list(Listing::Services, &everything)
+            .await?
+            .into_iter()
+            .map(admin::service_from_row)
+            .collect()
+    }
 
     /// Hosts in the administrator's permanent interception bypass.
     async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError>;
@@ -201,6 +221,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Applies violation triage; false when no such violation.
     async fn update_violation(&self, id: Uuid, patch: &ViolationPatch) -> Result<bool, StoreError>;
+
+    /// Replaces the unresolved `policy_conflicts` rows with the conflicts found now.
+    async fn record_policy_conflicts(
+        &self,
+        conflicts: &[crate::policy::Conflict],
+    ) -> Result<(), StoreError>;
+
+    /// Rebuilds the gateway's `shadow_ai_detections` rows from the decisions since a time: per
+    /// AI service outside the catalog or not approved, per user, the requests seen.
+    async fn refresh_shadow_ai(&self, since: time::OffsetDateTime) -> Result<(), StoreError>;
 
     /// Rows of a table as JSON objects, newest first.
     async fn list(

@@ -13,7 +13,7 @@ use super::{
     TimeSeriesShape,
 };
 use crate::audit::{AuditEventRecord, DecisionRecord};
-use crate::catalog::Catalog;
+use crate::catalog::{AiService, Catalog};
 use crate::identity::directory::{DirectoryKeys, DirectoryPlan};
 use crate::identity::{DeviceContext, UserContext};
 use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
@@ -311,55 +311,33 @@ impl Store for PostgresStore {
 
     async fn import_catalog(&self, catalog: &Catalog) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let mut inserted = 0;
-        for service in catalog.services() {
-            let signatures = serde_json::to_value(&service.signatures).unwrap_or_default();
-            let result = sqlx::query(
-                "INSERT INTO ai_services (service_id, name, vendor, service_type, signatures, risk_tier, \
-                 risk_score, risk_factors, approval_status, approved_for, prohibited_for, certifications, \
-                 data_handling, data_regions, capabilities, pricing_model, documentation_url, \
-                 privacy_policy_url, terms_of_service_url) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-                 ON CONFLICT (service_id) DO NOTHING",
-            )
-            .bind(service.service_id)
-            .bind(&service.name)
-            .bind(&service.vendor)
-            .bind(&service.service_type)
-            .bind(Json(signatures))
-            .bind(service.risk_tier.as_str())
-            .bind(i32::from(service.risk_score))
-            .bind(service.risk_factors.as_ref().map(Json))
-            .bind(service.approval_status.as_str())
-            .bind(&service.approved_for)
-            .bind(&service.prohibited_for)
-            .bind(&service.certifications)
-            .bind(&service.data_handling)
-            .bind(&service.data_regions)
-            .bind(&service.capabilities)
-            .bind(&service.pricing_model)
-            .bind(&service.documentation_url)
-            .bind(&service.privacy_policy_url)
-            .bind(&service.terms_of_service_url)
-            .execute(&mut *tx)
+        let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM ai_services")
+            .fetch_one(&mut *tx)
             .await
             .map_err(classify)?;
-            if result.rows_affected() == 0 {
-                continue;
-            }
-            inserted += 1;
-            for (kind, pattern) in signature_rows(service) {
-                sqlx::query("INSERT INTO ai_service_signatures (service_id, signature_type, pattern) VALUES ($1, $2, $3)")
-                    .bind(service.service_id)
-                    .bind(kind)
-                    .bind(pattern)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-            }
+        if existing > 0 {
+            return Ok(0);
+        }
+        for service in catalog.services() {
+            upsert_service(&mut tx, service).await?;
         }
         tx.commit().await.map_err(classify)?;
-        Ok(inserted)
+        Ok(catalog.services().len())
+    }
+
+    async fn save_service(&self, service: &AiService) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        upsert_service(&mut tx, service).await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn delete_service(&self, id: Uuid) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM ai_services WHERE service_id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn import_policies(&self, policies: &[PolicyDefinition]) -> Result<usize, StoreError> {
@@ -1173,6 +1151,59 @@ impl Store for PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn record_policy_conflicts(
+        &self,
+        conflicts: &[crate::policy::Conflict],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query("DELETE FROM policy_conflicts WHERE resolved IS NOT TRUE")
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        for conflict in conflicts {
+            sqlx::query(
+                "INSERT INTO policy_conflicts (policy_a_id, policy_b_id, conflict_type, conflict_details, severity) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(conflict.policy_a.0)
+            .bind(conflict.policy_b.0)
+            .bind(conflict.conflict_type)
+            .bind(Json(&conflict.details))
+            .bind(conflict.severity)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn refresh_shadow_ai(&self, since: OffsetDateTime) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query("DELETE FROM shadow_ai_detections WHERE detection_source = 'aigate_proxy'")
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO shadow_ai_detections (service_name, service_id, user_id, user_email, department, detected_at, \
+             detection_source, access_count, last_access, approved, risk_level, action_taken, action_date) \
+             SELECT d.resource_name, s.service_id, d.user_id, d.user_email, d.user_department, \
+             min(d.timestamp) AT TIME ZONE 'UTC', 'aigate_proxy', count(*), max(d.timestamp) AT TIME ZONE 'UTC', FALSE, \
+             CASE WHEN max(d.risk_score) >= 80 THEN 'critical' WHEN max(d.risk_score) >= 60 THEN 'high' \
+                  WHEN max(d.risk_score) >= 40 THEN 'medium' ELSE 'low' END, \
+             CASE WHEN bool_or(d.decision = 'DENY') THEN 'blocked' WHEN bool_or(d.decision = 'REVIEW') THEN 'flagged' ELSE 'none' END, \
+             max(d.timestamp) AT TIME ZONE 'UTC' \
+             FROM decisions d LEFT JOIN ai_services s ON s.service_id = d.resource_id \
+             WHERE d.timestamp >= $1 AND ((d.resource_id IS NULL AND COALESCE((d.explanation -> 'facts' ->> 'unknown_ai')::boolean, FALSE)) \
+                OR (s.service_id IS NOT NULL AND s.approval_status <> 'approved')) \
+             GROUP BY d.resource_name, s.service_id, d.user_id, d.user_email, d.user_department",
+        )
+        .bind(since)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)
+    }
+
     async fn list(
         &self,
         listing: Listing,
@@ -1344,6 +1375,71 @@ fn partition_month(table: &str, partition: &str) -> Option<Date> {
     let (year, month) = rest.split_once('m')?;
     let month = Month::try_from(month.parse::<u8>().ok()?).ok()?;
     Date::from_calendar_date(year.parse().ok()?, month, 1).ok()
+}
+
+/// One service row and its signature rows, replacing what was there.
+async fn upsert_service(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    service: &AiService,
+) -> Result<(), StoreError> {
+    let signatures = serde_json::to_value(&service.signatures).unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO ai_services (service_id, slug, name, vendor, service_type, signatures, risk_tier, \
+         risk_score, risk_factors, approval_status, approved_for, prohibited_for, certifications, \
+         data_handling, data_regions, capabilities, pricing_model, documentation_url, \
+         privacy_policy_url, terms_of_service_url, tenant_restriction_headers) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
+         ON CONFLICT (service_id) DO UPDATE SET slug = EXCLUDED.slug, name = EXCLUDED.name, vendor = EXCLUDED.vendor, \
+         service_type = EXCLUDED.service_type, signatures = EXCLUDED.signatures, risk_tier = EXCLUDED.risk_tier, \
+         risk_score = EXCLUDED.risk_score, risk_factors = EXCLUDED.risk_factors, approval_status = EXCLUDED.approval_status, \
+         approved_for = EXCLUDED.approved_for, prohibited_for = EXCLUDED.prohibited_for, \
+         certifications = EXCLUDED.certifications, data_handling = EXCLUDED.data_handling, \
+         data_regions = EXCLUDED.data_regions, capabilities = EXCLUDED.capabilities, \
+         pricing_model = EXCLUDED.pricing_model, documentation_url = EXCLUDED.documentation_url, \
+         privacy_policy_url = EXCLUDED.privacy_policy_url, terms_of_service_url = EXCLUDED.terms_of_service_url, \
+         tenant_restriction_headers = EXCLUDED.tenant_restriction_headers, updated_at = NOW()",
+    )
+    .bind(service.service_id)
+    .bind(&service.slug)
+    .bind(&service.name)
+    .bind(&service.vendor)
+    .bind(&service.service_type)
+    .bind(Json(signatures))
+    .bind(service.risk_tier.as_str())
+    .bind(i32::from(service.risk_score))
+    .bind(service.risk_factors.as_ref().map(Json))
+    .bind(service.approval_status.as_str())
+    .bind(&service.approved_for)
+    .bind(&service.prohibited_for)
+    .bind(&service.certifications)
+    .bind(&service.data_handling)
+    .bind(&service.data_regions)
+    .bind(&service.capabilities)
+    .bind(&service.pricing_model)
+    .bind(&service.documentation_url)
+    .bind(&service.privacy_policy_url)
+    .bind(&service.terms_of_service_url)
+    .bind(&service.tenant_restriction_headers)
+    .execute(&mut **tx)
+    .await
+    .map_err(classify)?;
+    sqlx::query("DELETE FROM ai_service_signatures WHERE service_id = $1")
+        .bind(service.service_id)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    for (kind, pattern) in signature_rows(service) {
+        sqlx::query(
+            "INSERT INTO ai_service_signatures (service_id, signature_type, pattern) VALUES ($1, $2, $3)",
+        )
+        .bind(service.service_id)
+        .bind(kind)
+        .bind(pattern)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    }
+    Ok(())
 }
 
 /// The data model's `TIMESTAMP` columns hold UTC without an offset.

@@ -17,7 +17,7 @@ use super::{
     classify, parse_timestamp, signature_rows, DirectorySync, Store, StoreError, TimeSeriesShape,
 };
 use crate::audit::{AuditEventRecord, DecisionRecord};
-use crate::catalog::Catalog;
+use crate::catalog::{AiService, Catalog};
 use crate::identity::directory::{DirectoryKeys, DirectoryPlan};
 use crate::identity::{DeviceContext, UserContext};
 use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
@@ -197,6 +197,73 @@ impl SqliteStore {
     }
 }
 
+/// One service row and its signature rows, replacing what was there.
+async fn upsert_service(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    service: &AiService,
+) -> Result<(), StoreError> {
+    let id = service.service_id.to_string();
+    sqlx::query(
+        "INSERT INTO ai_services (service_id, slug, name, vendor, service_type, signatures, risk_tier, \
+         risk_score, risk_factors, approval_status, approved_for, prohibited_for, certifications, \
+         data_handling, data_regions, capabilities, pricing_model, documentation_url, \
+         privacy_policy_url, terms_of_service_url, tenant_restriction_headers, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22) \
+         ON CONFLICT (service_id) DO UPDATE SET slug = excluded.slug, name = excluded.name, vendor = excluded.vendor, \
+         service_type = excluded.service_type, signatures = excluded.signatures, risk_tier = excluded.risk_tier, \
+         risk_score = excluded.risk_score, risk_factors = excluded.risk_factors, approval_status = excluded.approval_status, \
+         approved_for = excluded.approved_for, prohibited_for = excluded.prohibited_for, \
+         certifications = excluded.certifications, data_handling = excluded.data_handling, \
+         data_regions = excluded.data_regions, capabilities = excluded.capabilities, \
+         pricing_model = excluded.pricing_model, documentation_url = excluded.documentation_url, \
+         privacy_policy_url = excluded.privacy_policy_url, terms_of_service_url = excluded.terms_of_service_url, \
+         tenant_restriction_headers = excluded.tenant_restriction_headers, updated_at = excluded.updated_at",
+    )
+    .bind(&id)
+    .bind(&service.slug)
+    .bind(&service.name)
+    .bind(&service.vendor)
+    .bind(&service.service_type)
+    .bind(json_text(&service.signatures))
+    .bind(service.risk_tier.as_str())
+    .bind(i32::from(service.risk_score))
+    .bind(service.risk_factors.as_ref().map(json_text))
+    .bind(service.approval_status.as_str())
+    .bind(json_text(&service.approved_for))
+    .bind(json_text(&service.prohibited_for))
+    .bind(json_text(&service.certifications))
+    .bind(&service.data_handling)
+    .bind(json_text(&service.data_regions))
+    .bind(json_text(&service.capabilities))
+    .bind(&service.pricing_model)
+    .bind(&service.documentation_url)
+    .bind(&service.privacy_policy_url)
+    .bind(&service.terms_of_service_url)
+    .bind(json_text(&service.tenant_restriction_headers))
+    .bind(rfc3339(OffsetDateTime::now_utc()))
+    .execute(&mut **tx)
+    .await
+    .map_err(classify)?;
+    sqlx::query("DELETE FROM ai_service_signatures WHERE service_id = ?")
+        .bind(&id)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    for (kind, pattern) in signature_rows(service) {
+        sqlx::query(
+            "INSERT INTO ai_service_signatures (signature_id, service_id, signature_type, pattern) VALUES (?, ?, ?, ?)",
+        )
+        .bind(Uuid::new_v4().to_string())
+        .bind(&id)
+        .bind(kind)
+        .bind(pattern)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    }
+    Ok(())
+}
+
 fn text_uuid(id: Option<Uuid>) -> Option<String> {
     id.map(|id| id.to_string())
 }
@@ -323,53 +390,33 @@ impl Store for SqliteStore {
 
     async fn import_catalog(&self, catalog: &Catalog) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let mut inserted = 0;
-        for service in catalog.services() {
-            let result = sqlx::query(
-                "INSERT OR IGNORE INTO ai_services (service_id, name, vendor, service_type, signatures, \
-                 risk_tier, risk_score, risk_factors, approval_status, approved_for, prohibited_for, \
-                 certifications, data_handling, data_regions, capabilities, pricing_model, \
-                 documentation_url, privacy_policy_url, terms_of_service_url) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(service.service_id.to_string())
-            .bind(&service.name)
-            .bind(&service.vendor)
-            .bind(&service.service_type)
-            .bind(json_text(&service.signatures))
-            .bind(service.risk_tier.as_str())
-            .bind(i32::from(service.risk_score))
-            .bind(service.risk_factors.as_ref().map(json_text))
-            .bind(service.approval_status.as_str())
-            .bind(json_text(&service.approved_for))
-            .bind(json_text(&service.prohibited_for))
-            .bind(json_text(&service.certifications))
-            .bind(&service.data_handling)
-            .bind(json_text(&service.data_regions))
-            .bind(json_text(&service.capabilities))
-            .bind(&service.pricing_model)
-            .bind(&service.documentation_url)
-            .bind(&service.privacy_policy_url)
-            .bind(&service.terms_of_service_url)
-            .execute(&mut *tx)
+        let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM ai_services")
+            .fetch_one(&mut *tx)
             .await
             .map_err(classify)?;
-            if result.rows_affected() == 0 {
-                continue;
-            }
-            inserted += 1;
-            for (kind, pattern) in signature_rows(service) {
-                sqlx::query("INSERT INTO ai_service_signatures (service_id, signature_type, pattern) VALUES (?, ?, ?)")
-                    .bind(service.service_id.to_string())
-                    .bind(kind)
-                    .bind(pattern)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-            }
+        if existing > 0 {
+            return Ok(0);
+        }
+        for service in catalog.services() {
+            upsert_service(&mut tx, service).await?;
         }
         tx.commit().await.map_err(classify)?;
-        Ok(inserted)
+        Ok(catalog.services().len())
+    }
+
+    async fn save_service(&self, service: &AiService) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        upsert_service(&mut tx, service).await?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn delete_service(&self, id: Uuid) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM ai_services WHERE service_id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn import_policies(&self, policies: &[PolicyDefinition]) -> Result<usize, StoreError> {
@@ -1125,6 +1172,62 @@ impl Store for SqliteStore {
         .await
         .map_err(classify)?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn record_policy_conflicts(
+        &self,
+        conflicts: &[crate::policy::Conflict],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query("DELETE FROM policy_conflicts WHERE resolved IS NOT 1")
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let now = rfc3339(OffsetDateTime::now_utc());
+        for conflict in conflicts {
+            sqlx::query(
+                "INSERT INTO policy_conflicts (conflict_id, policy_a_id, policy_b_id, conflict_type, conflict_details, \
+                 severity, detected_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(Uuid::new_v4().to_string())
+            .bind(conflict.policy_a.0.to_string())
+            .bind(conflict.policy_b.0.to_string())
+            .bind(conflict.conflict_type)
+            .bind(json_text(&conflict.details))
+            .bind(conflict.severity)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn refresh_shadow_ai(&self, since: OffsetDateTime) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query("DELETE FROM shadow_ai_detections WHERE detection_source = 'aigate_proxy'")
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO shadow_ai_detections (detection_id, service_name, service_id, user_id, user_email, department, \
+             detected_at, detection_source, access_count, last_access, approved, risk_level, action_taken, action_date) \
+             SELECT lower(hex(randomblob(16))), d.resource_name, s.service_id, d.user_id, d.user_email, d.user_department, \
+             min(d.timestamp), 'aigate_proxy', count(*), max(d.timestamp), 0, \
+             CASE WHEN max(d.risk_score) >= 80 THEN 'critical' WHEN max(d.risk_score) >= 60 THEN 'high' \
+                  WHEN max(d.risk_score) >= 40 THEN 'medium' ELSE 'low' END, \
+             CASE WHEN max(d.decision = 'DENY') THEN 'blocked' WHEN max(d.decision = 'REVIEW') THEN 'flagged' ELSE 'none' END, \
+             max(d.timestamp) \
+             FROM decisions d LEFT JOIN ai_services s ON s.service_id = d.resource_id \
+             WHERE julianday(d.timestamp) >= julianday(?) AND ((d.resource_id IS NULL AND json_extract(d.explanation, '$.facts.unknown_ai') = 1) \
+                OR (s.service_id IS NOT NULL AND s.approval_status <> 'approved')) \
+             GROUP BY d.resource_name, s.service_id, d.user_id, d.user_email, d.user_department",
+        )
+        .bind(rfc3339(since))
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)
     }
 
     async fn list(

@@ -685,3 +685,210 @@ async fn the_openapi_document_is_valid_and_lists_every_route() {
     assert!(operations >= 25, "{operations} operations");
     api.finish().await;
 }
+
+/// Creates and activates a policy; returns its id.
+async fn active_policy(api: &Api, name: &str, priority: i32, rego: &str) -> String {
+    let body = json!({"name": name, "priority": priority, "rule_content": rego});
+    let (status, created) = api.admin("POST", "/admin/policies", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["policy_id"].as_str().unwrap().to_owned();
+    for step in ["review", "active"] {
+        let (status, answer) = api
+            .admin(
+                "POST",
+                &format!("/admin/policies/{id}/status"),
+                Some(json!({"status": step})),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    id
+}
+
+#[tokio::test]
+async fn catalog_changes_rebuild_the_matcher_and_conflicts_and_shadow_ai_are_reported() {
+    let pg_url = crate::store::fresh_pg_database().await;
+    let ca = upstream_ca();
+    let acme = Origin::start_tls(&ca, &["acme-chat.example"]).await;
+    let shadow = Origin::start_plain().await;
+    let url = pg_url.clone();
+    let gateway = TestGateway::start_with(
+        &ca,
+        &[
+            ("acme-chat.example", acme.addr),
+            ("llm.internal.example", shadow.addr),
+        ],
+        move |config| config.store.url = url,
+    )
+    .await;
+    let store = aigate::store::open(&pg_url).await.unwrap();
+    store
+        .create_admin_token(
+            "admin tester",
+            "admin",
+            &aigate::admin::auth::token_sha256("token-admin"),
+        )
+        .await
+        .unwrap();
+    let origin = Origin::start_plain().await;
+    let api = Api {
+        gateway,
+        origin,
+        pg_url,
+        http: reqwest::Client::new(),
+    };
+    let client = api.gateway.client(&api.gateway.ca_pem(), Http::One);
+    // A new client each time: a kept-alive tunnel stays what it was when it opened.
+    let post = || {
+        api.gateway
+            .client(&api.gateway.ca_pem(), Http::One)
+            .post("https://acme-chat.example/v1/chat/completions")
+            .body(CHAT)
+            .send()
+    };
+
+    // Not in the catalog: tunnelled, so the client sees the origin's own certificate (which it
+    // does not trust).
+    assert!(post().await.is_err());
+
+    let service = json!({
+        "slug": "acme-chat", "name": "Acme Chat", "vendor": "Acme",
+        "signatures": {"domains": ["acme-chat.example"], "headers": [], "api_patterns": ["/v1/chat/completions"], "ssl_fingerprints": []},
+        "risk_tier": "medium", "risk_score": 40, "approval_status": "approved",
+    });
+    let (status, created) = api
+        .admin("POST", "/admin/services", Some(service.clone()))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["service_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        post().await.unwrap().status(),
+        200,
+        "now intercepted and allowed"
+    );
+
+    // A clash with another service's domain or a bad regex is refused.
+    let mut clash = service.clone();
+    clash["slug"] = "openai-clone".into();
+    clash["signatures"]["domains"] = json!(["api.openai.com"]);
+    let (status, error) = api.admin("POST", "/admin/services", Some(clash)).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("api.openai.com"));
+    let mut bad_regex = service.clone();
+    bad_regex["signatures"]["headers"] = json!([{"name": "x-acme", "pattern": "(unclosed"}]);
+    assert_eq!(
+        api.admin("PUT", &format!("/admin/services/{id}"), Some(bad_regex))
+            .await
+            .0,
+        400
+    );
+
+    let mut prohibited = service.clone();
+    prohibited["approval_status"] = "prohibited".into();
+    let (status, _) = api
+        .admin("PUT", &format!("/admin/services/{id}"), Some(prohibited))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        post().await.unwrap().status(),
+        403,
+        "prohibited by the shipped policy"
+    );
+    let (_, listed) = api
+        .admin("GET", "/admin/services?approval_status=prohibited", None)
+        .await;
+    assert!(listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["service_id"] == id.as_str()));
+
+    assert_eq!(
+        api.admin("DELETE", &format!("/admin/services/{id}"), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        api.admin("GET", &format!("/admin/services/{id}"), None)
+            .await
+            .0,
+        404
+    );
+    assert!(post().await.is_err(), "tunnelled again");
+    let changes = api.audit_events("ai_service_changed", 3).await;
+    assert!(changes
+        .iter()
+        .any(|e| e["action"] == "delete_service" && e["changes"]["after"].is_null()));
+
+    // Two active policies pulling opposite ways at one priority are a conflict.
+    let allow = active_policy(
+        &api,
+        "Allow pilots",
+        500,
+        "package pilots\nallow if \"AI pilot\" in input.user.groups\n",
+    )
+    .await;
+    let deny = active_policy(
+        &api,
+        "No uploads",
+        500,
+        "package uploads\ndeny if count(input.content.files) > 0\n",
+    )
+    .await;
+    let (status, conflicts) = api.admin("GET", "/admin/policy-conflicts", None).await;
+    assert_eq!(status, 200);
+    let pair = conflicts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            let ids = [
+                c["policy_a"]["policy_id"].as_str().unwrap(),
+                c["policy_b"]["policy_id"].as_str().unwrap(),
+            ];
+            ids.contains(&allow.as_str()) && ids.contains(&deny.as_str())
+        })
+        .expect("the allow/deny pair is reported");
+    assert_eq!(pair["conflict_type"], "priority_ambiguity");
+    let stored: i64 = {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&api.pg_url).await.unwrap();
+        sqlx::query_scalar("SELECT count(*) FROM policy_conflicts WHERE NOT resolved AND conflict_type = 'priority_ambiguity'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+    assert!(stored >= 1);
+
+    // An AI API on a host outside the catalog is shadow AI.
+    for _ in 0..2 {
+        let response = client
+            .post("http://llm.internal.example/v1/chat/completions")
+            .body(CHAT)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let report = loop {
+        let (status, report) = api.admin("GET", "/admin/shadow-ai", None).await;
+        assert_eq!(status, 200, "{report}");
+        let found = report["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service_name"] == "llm.internal.example")
+            .cloned();
+        if let Some(found) = found.filter(|f| f["requests"] == 2) {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(report["in_catalog"], false);
+    assert_eq!(report["users"][0]["user_id"], ANONYMOUS);
+    api.finish().await;
+}
