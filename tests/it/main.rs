@@ -12,3 +12,4 @@ mod policy;
 mod proxy;
 mod routing;
 mod store;
+mod transparent;
