@@ -1,7 +1,8 @@
 //! Transparent mode as an appliance runs it: three network namespaces (client, gateway, origin)
-//! joined by veth pairs, the gateway namespace routing between them with an iptables `REDIRECT`
-//! of TCP 80/443 to the transparent listener, the real `aigate` binary running inside it, and
-//! curl in the client namespace talking to origin addresses as if no gateway existed.
+//! joined by veth pairs, the gateway namespace routing between them with the shipped
+//! `systemd/appliance-iptables.sh` diverting TCP 80/443 to the transparent listener (`REDIRECT`,
+//! or `TPROXY` with its policy routing), the real `aigate` binary running inside it, and curl in
+//! the client namespace talking to origin addresses as if no gateway existed.
 //!
 //! These tests need root, `ip` (iproute2), `iptables`, `curl` and `python3`; a missing tool is a
 //! failure naming the package, never a skip (`.ci/run` installs them).
@@ -57,6 +58,21 @@ fn must(program: &str, args: &[&str]) {
     );
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Redirect,
+    Tproxy,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Redirect => "redirect",
+            Mode::Tproxy => "tproxy",
+        }
+    }
+}
+
 /// Client, gateway and origin namespaces for one test, removed (with every process started in
 /// them) when dropped, whether the test passed or not. The iptables rules live in the gateway
 /// namespace and go with it.
@@ -66,6 +82,7 @@ struct Appliance {
     origin: String,
     /// `10.{net}.1.0/24` is the client LAN, `10.{net}.2.0/24` the origin side.
     net: u8,
+    mode: Mode,
     processes: Vec<Child>,
     gateway_log: Arc<Mutex<Vec<String>>>,
     dir: tempfile::TempDir,
@@ -88,7 +105,7 @@ impl Drop for Appliance {
 
 impl Appliance {
     /// Builds the topology; `index` keeps concurrent tests apart (names and address plan).
-    fn new(index: u8) -> Appliance {
+    fn new(index: u8, mode: Mode) -> Appliance {
         require_tools();
         let pid = std::process::id();
         let name = |role: &str| format!("aigate-{role}-{pid}-{index}");
@@ -97,6 +114,7 @@ impl Appliance {
             gateway: name("gw"),
             origin: name("origin"),
             net: 213 + index,
+            mode,
             processes: Vec::new(),
             gateway_log: Arc::default(),
             dir: tempfile::tempdir().unwrap(),
@@ -177,42 +195,23 @@ impl Appliance {
                 &format!("10.{net}.2.1"),
             ],
         );
-        must(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &appliance.gateway,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ],
-        );
-        // The appliance rule: web traffic arriving from the LAN goes to the transparent listener.
-        must(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &appliance.gateway,
-                "iptables",
-                "-t",
-                "nat",
-                "-A",
-                "PREROUTING",
-                "-i",
-                &gw_lan_if,
-                "-p",
-                "tcp",
-                "-m",
-                "multiport",
-                "--dports",
-                "80,443",
-                "-j",
-                "REDIRECT",
-                "--to-ports",
-                &TRANSPARENT_PORT.to_string(),
-            ],
+        // The appliance rules are the shipped script's, run in the gateway namespace: REDIRECT
+        // (or TPROXY with its policy routing) of web traffic arriving from the LAN.
+        let script = repo_path("systemd/appliance-iptables.sh");
+        let output = Command::new("ip")
+            .args(["netns", "exec", &appliance.gateway])
+            .arg(&script)
+            .arg("up")
+            .env("LAN_IF", &gw_lan_if)
+            .env("AIGATE_PORT", TRANSPARENT_PORT.to_string())
+            .env("MODE", mode.as_str())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{} up failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&output.stderr)
         );
         appliance
     }
@@ -282,7 +281,7 @@ impl Appliance {
         };
         let config = format!(
             "[proxy]\nlisten = \"127.0.0.1:3128\"\ndrain_timeout_secs = 1\n\
-             [transparent]\nlisten = \"0.0.0.0:{TRANSPARENT_PORT}\"\n\
+             [transparent]\nlisten = \"0.0.0.0:{TRANSPARENT_PORT}\"\ntproxy = {tproxy}\n\
              [admin]\nlisten = \"127.0.0.1:9090\"\n\
              [tls]\nca_dir = \"{dir}/certs\"\n\
              [upstream]\nextra_roots = {extra_roots}\nconnect_timeout_secs = 3\n\
@@ -294,6 +293,7 @@ impl Appliance {
             dir = dir.display(),
             catalog = repo_path("config/catalog").display(),
             policies = policies.display(),
+            tproxy = self.mode == Mode::Tproxy,
         );
         let config_path = self.path("aigate.toml");
         std::fs::write(&config_path, config).unwrap();
@@ -411,7 +411,7 @@ fn path_str(path: &Path) -> &str {
 
 #[test]
 fn transparent_intercepts_catalog_hosts_and_tunnels_the_rest() {
-    let mut appliance = Appliance::new(0);
+    let mut appliance = Appliance::new(0, Mode::Redirect);
     appliance.start_origins();
     appliance.start_gateway();
     let gateway_ca = appliance.path("certs/ca.pem");
@@ -513,7 +513,7 @@ fn transparent_intercepts_catalog_hosts_and_tunnels_the_rest() {
 
 #[test]
 fn transparent_refuses_connections_addressed_to_itself() {
-    let mut appliance = Appliance::new(1);
+    let mut appliance = Appliance::new(1, Mode::Redirect);
     appliance.start_gateway();
     // Straight at the listener, not redirected: the original destination is the gateway itself.
     let target = format!(
@@ -529,5 +529,49 @@ fn transparent_refuses_connections_addressed_to_itself() {
             appliance.gateway_lan_ip()
         )),
         "{line}"
+    );
+}
+
+#[test]
+fn tproxy_intercepts_catalog_hosts_and_tunnels_the_rest() {
+    let mut appliance = Appliance::new(2, Mode::Tproxy);
+    appliance.start_origins();
+    appliance.start_gateway();
+    let gateway_ca = appliance.path("certs/ca.pem");
+    let origin_ca = appliance.path("origin-ca.pem");
+
+    // TPROXY: no NAT, the gateway's socket is bound to the origin's own address.
+    let (status, body, verbose) = appliance.curl(&[
+        "--resolve",
+        &appliance.resolve_to_origin("api.openai.com:443"),
+        "--cacert",
+        path_str(&gateway_ca),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}"#,
+        "https://api.openai.com/v1/chat/completions",
+    ]);
+    assert_eq!(status, 200, "{body}\n{verbose}");
+    assert!(issuer(&verbose).contains(GATEWAY_CA_NAME), "{verbose}");
+
+    let (status, body, verbose) = appliance.curl(&[
+        "--resolve",
+        &appliance.resolve_to_origin("www.example.org:443"),
+        "--cacert",
+        path_str(&origin_ca),
+        "https://www.example.org/",
+    ]);
+    assert_eq!(status, 200, "{body}\n{verbose}");
+    assert!(issuer(&verbose).contains(ORIGIN_CA_NAME), "{verbose}");
+
+    let rows = appliance.decisions(1);
+    assert_eq!(
+        rows,
+        vec![(
+            "ALLOW".to_owned(),
+            Some("transparent".to_owned()),
+            Some("https://api.openai.com/v1/chat/completions".to_owned())
+        )]
     );
 }
