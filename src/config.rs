@@ -37,6 +37,7 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub proxy: ProxyConfig,
+    pub transparent: TransparentConfig,
     pub admin: AdminConfig,
     pub tls: TlsConfig,
     pub upstream: UpstreamConfig,
@@ -250,6 +251,9 @@ pub struct ProxyConfig {
     pub tunnel_idle_timeout_secs: u64,
     /// An intercepted client connection idle between requests for this long is closed.
     pub client_idle_timeout_secs: u64,
+    /// On SIGTERM, how long requests and tunnels already in flight may take to finish before the
+    /// gateway exits anyway (the audit queue is flushed after them). 0: do not wait.
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for ProxyConfig {
@@ -262,6 +266,7 @@ impl Default for ProxyConfig {
             body_buffer_bytes: 10 * 1024 * 1024,
             tunnel_idle_timeout_secs: 300,
             client_idle_timeout_secs: 120,
+            drain_timeout_secs: 30,
         }
     }
 }
@@ -273,6 +278,22 @@ impl ProxyConfig {
     pub fn tunnel_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.tunnel_idle_timeout_secs)
     }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+}
+
+/// The transparent listener: connections an appliance redirected (iptables `REDIRECT` or
+/// `TPROXY`) to the gateway without the client knowing. Off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransparentConfig {
+    /// Where redirected connections arrive (`0.0.0.0:3129` on an appliance). Absent: disabled.
+    pub listen: Option<SocketAddr>,
+    /// The listening socket is opened with `IP_TRANSPARENT` for iptables `TPROXY` (needs
+    /// CAP_NET_ADMIN); the original destination is then the connection's local address instead
+    /// of the `SO_ORIGINAL_DST` that `REDIRECT` leaves behind.
+    pub tproxy: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -670,6 +691,34 @@ impl Config {
                 format!("{} is also [proxy] listen", self.admin.listen),
             ));
         }
+        if proxy.drain_timeout_secs > 3600 {
+            return Err(invalid(
+                "[proxy] drain_timeout_secs",
+                "must be at most 3600; a stop should not hang for longer than an hour",
+            ));
+        }
+        match self.transparent.listen {
+            Some(listen) => {
+                for (other_key, other) in [
+                    ("[proxy] listen", proxy.listen),
+                    ("[admin] listen", self.admin.listen),
+                ] {
+                    if listen == other && listen.port() != 0 {
+                        return Err(invalid(
+                            "[transparent] listen",
+                            format!("{listen} is also {other_key}"),
+                        ));
+                    }
+                }
+            }
+            None if self.transparent.tproxy => {
+                return Err(invalid(
+                    "[transparent] tproxy",
+                    "needs [transparent] listen (the listener it applies to)",
+                ));
+            }
+            None => {}
+        }
         for (index, digest) in self.admin.token_sha256.iter().enumerate() {
             let is_hex_digest = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
             if !is_hex_digest {
@@ -751,6 +800,18 @@ mod tests {
         assert_eq!(config.tls.ca_dir, PathBuf::from("certs"));
         assert_eq!(config.intercept.mode, InterceptMode::Catalog);
         assert_eq!(config.proxy.body_buffer_bytes, 10 * 1024 * 1024);
+        assert_eq!(config.proxy.drain_timeout_secs, 30);
+        assert!(config.transparent.listen.is_none());
+    }
+
+    #[test]
+    fn shipped_transparent_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/aigate-transparent.toml");
+        let config = Config::load(&path).unwrap();
+        assert_eq!(
+            config.transparent.listen,
+            Some(SocketAddr::from(([0, 0, 0, 0], 3129)))
+        );
     }
 
     #[test]
@@ -787,6 +848,16 @@ mod tests {
             ("[store]\nurl = \"mysql://x\"\n", "[store] url"),
             ("[admin]\nlisten = \"127.0.0.1:3128\"\n", "[admin] listen"),
             ("[log]\nlevel = \"===\"\n", "[log] level"),
+            (
+                "[transparent]\nlisten = \"127.0.0.1:3128\"\n",
+                "[transparent] listen",
+            ),
+            ("[transparent]\ntproxy = true\n", "[transparent] tproxy"),
+            ("[transparent]\nlisten = \"nowhere\"\n", "listen"),
+            (
+                "[proxy]\ndrain_timeout_secs = 86400\n",
+                "[proxy] drain_timeout_secs",
+            ),
             (
                 "[admin]\ntoken_sha256 = [\"secret\"]\n",
                 "[admin] token_sha256[0]",

@@ -347,9 +347,11 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut gateway = aigate::server::start(config).await?;
+        // Handlers first: a signal that arrives while the gateway starts (it logs "listening"
+        // before `start` returns) must not hit the default action, which for SIGHUP is to die.
         let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+        let mut gateway = aigate::server::start(config).await?;
         // Under systemd (Type=notify): ready once listening, and a watchdog ping while the
         // runtime is alive. Outside systemd these are no-ops.
         notify_systemd(&[sd_notify::NotifyState::Ready]);

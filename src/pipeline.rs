@@ -40,6 +40,20 @@ pub enum Source {
     ProxyPlain,
     /// Request decrypted from an intercepted CONNECT tunnel.
     ProxyIntercepted,
+    /// Plain HTTP redirected to the transparent listener (origin-form, `Host` names the target).
+    TransparentPlain,
+    /// Request decrypted from a redirected TLS connection (SNI names the target).
+    TransparentIntercepted,
+}
+
+impl Source {
+    /// The decision's `source` column and the policy input's `context.mode`.
+    pub fn mode(self) -> &'static str {
+        match self {
+            Source::ProxyPlain | Source::ProxyIntercepted => "proxy",
+            Source::TransparentPlain | Source::TransparentIntercepted => "transparent",
+        }
+    }
 }
 
 /// The facts of one request, borrowed from the proxy session.
@@ -251,7 +265,7 @@ fn policy_input(
         "context": {
             "time": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
             "source_ip": request.client.map(|c| c.ip().to_string()),
-            "mode": "proxy",
+            "mode": request.source.mode(),
             "location_type": "corporate",
         },
     })
@@ -320,9 +334,7 @@ pub fn decision_record(
                             "matched": r.deny || r.review || r.allow, "exception_id": r.exception_id}))
             .collect(),
         primary_policy_id: outcome.primary.as_ref().map(|(id, _)| *id),
-        source: Some(match request.source {
-            Source::ProxyPlain | Source::ProxyIntercepted => "proxy".to_owned(),
-        }),
+        source: Some(request.source.mode().to_owned()),
         device_id: request.identity.device.as_ref().map(|d| d.id),
         ip_address: request.client.map(|c| c.ip()),
         user_agent: request.header("user-agent").map(str::to_owned),

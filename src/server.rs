@@ -18,7 +18,7 @@ use crate::audit::{AuditHandle, AuditWriterConfig};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::front::route::Router;
-use crate::front::{explicit, FrontContext};
+use crate::front::{explicit, transparent, FrontContext};
 use crate::inspect::Inspector;
 use crate::metrics;
 use crate::pipeline::Snapshot;
@@ -44,6 +44,8 @@ pub enum StartError {
     Dictionary(#[from] crate::inspect::DetectorError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error("[transparent] listen: {0}")]
+    Transparent(#[from] crate::front::transparent::TransparentError),
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         key: &'static str,
@@ -82,7 +84,10 @@ pub struct Shared {
 pub struct RunningGateway {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Where the transparent listener accepts redirected connections, when configured.
+    pub transparent_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
+    front: Arc<FrontContext>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     /// Store maintenance and the policy reloader: aborted at shutdown.
@@ -92,16 +97,40 @@ pub struct RunningGateway {
 }
 
 impl RunningGateway {
-    /// Stops accepting, waits for the listeners to close, then drains the audit queue.
+    /// Graceful stop: the listeners close (new connections are refused), connections idle
+    /// between requests are closed, requests and tunnels in flight get up to
+    /// `[proxy] drain_timeout_secs` to finish, and only then is the audit queue flushed — so the
+    /// decisions of the drained requests are stored too.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        // Wakes keep-alive connections parked between requests (h1); h2 connections got a
+        // GOAWAY from the shutdown watch and end when their open streams do.
+        pingora::apps::ServerApp::cleanup(self.front.app.as_ref()).await;
+        let open = self.front.connections.open();
+        if open > 0 {
+            let timeout = self.shared.config.proxy.drain_timeout();
+            info!(
+                open,
+                timeout_secs = timeout.as_secs(),
+                "Draining connections in flight."
+            );
+            let left = self.front.connections.wait_idle(timeout).await;
+            if left > 0 {
+                tracing::warn!(
+                    left,
+                    "Drain timeout reached; closing the connections still open."
+                );
+            } else {
+                info!("All connections drained.");
+            }
+        }
         for task in &self.background {
             task.abort();
         }
         flush_exception_uses(&self.shared).await;
-        for task in self.tasks {
-            let _ = task.await;
-        }
         self.shared.audit.shutdown().await;
     }
 
@@ -173,6 +202,19 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let admin_listener = bind("[admin] listen", config.admin.listen).await?;
     let proxy_addr = local_addr("[proxy] listen", &proxy_listener, config.proxy.listen)?;
     let admin_addr = local_addr("[admin] listen", &admin_listener, config.admin.listen)?;
+    let transparent_listener = match config.transparent.listen {
+        Some(addr) => {
+            let listener = transparent::bind(addr, config.transparent.tproxy)?;
+            let bound = local_addr("[transparent] listen", &listener, addr)?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    let transparent_addr = transparent_listener.as_ref().map(|(_, addr)| *addr);
+    let own_listeners: Vec<SocketAddr> = [proxy_addr, admin_addr]
+        .into_iter()
+        .chain(transparent_addr)
+        .collect();
 
     let roots_bundle = upstream_roots_bundle(&config.upstream.extra_roots)?;
     let server_conf = Arc::new(ServerConf {
@@ -201,7 +243,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         }
     }
     let shared = Arc::new(Shared {
-        upstream: Upstream::new(&config.upstream.resolve, vec![proxy_addr, admin_addr]),
+        upstream: Upstream::new(&config.upstream.resolve, own_listeners),
         identity: crate::identity::Resolver::new(store.clone(), &config.identity),
         router,
         snapshot: ArcSwap::from_pointee(Snapshot {
@@ -231,14 +273,24 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         app: Arc::new(app),
         tls_template: Arc::new(crate::front::intercept::server_config_template()),
         shutdown: shutdown_rx.clone(),
+        connections: crate::front::drain::ConnectionTracker::default(),
     });
 
     let maintenance_every =
         std::time::Duration::from_secs(shared.config.store.maintenance_interval_secs);
-    let tasks = vec![
-        tokio::spawn(explicit::serve(proxy_listener, front)),
+    let mut tasks = vec![
+        tokio::spawn(explicit::serve(proxy_listener, front.clone())),
         tokio::spawn(admin::serve(admin_listener, shared.clone(), shutdown_rx)),
     ];
+    if let Some((listener, addr)) = transparent_listener {
+        let tproxy = shared.config.transparent.tproxy;
+        tasks.push(tokio::spawn(transparent::serve(
+            listener,
+            front.clone(),
+            tproxy,
+        )));
+        info!(transparent = %addr, tproxy, "Transparent listener accepting redirected connections.");
+    }
     let background = vec![
         tokio::spawn(maintain_store(store, maintenance_every)),
         tokio::spawn(watch_policies(shared.clone())),
@@ -247,7 +299,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     Ok(RunningGateway {
         proxy_addr,
         admin_addr,
+        transparent_addr,
         shared,
+        front,
         shutdown: shutdown_tx,
         tasks,
         background,

@@ -73,6 +73,13 @@ impl Upstream {
         Ok(addr)
     }
 
+    /// An address the client chose itself (a redirected connection's original destination),
+    /// refused like any other when it is one of the gateway's own listeners.
+    pub fn pinned(&self, addr: SocketAddr) -> Result<SocketAddr, UpstreamError> {
+        self.check_not_self(addr)?;
+        Ok(addr)
+    }
+
     fn check_not_self(&self, target: SocketAddr) -> Result<(), UpstreamError> {
         let ip = canonical(target.ip());
         let is_self = self.own_listeners.iter().any(|own| {

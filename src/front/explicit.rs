@@ -6,15 +6,8 @@
 //! capped, and every refusal is a clear status line plus a log line.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use pingora::apps::ServerApp;
-use pingora::http::ResponseHeader;
-use pingora::protocols::l4::stream::Stream;
-use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::GetProxyDigest;
-use pingora::protocols::{GetSocketDigest, SocketDigest};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -64,12 +57,14 @@ pub async fn serve(listener: TcpListener, front: Arc<FrontContext>) {
             continue;
         };
         let front = front.clone();
+        let tracked = front.connections.track();
         tokio::spawn(
             async move {
                 metrics::CONNECTIONS_ACTIVE.inc();
                 handle(front, socket, peer).await;
                 metrics::CONNECTIONS_ACTIVE.dec();
                 drop(permit);
+                drop(tracked);
             }
             .instrument(info_span!("conn", %peer)),
         );
@@ -131,13 +126,8 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
 
     match head {
         Head::Plain => {
-            let meta = Arc::new(ConnectionMeta {
-                client: peer,
-                intercepted: None,
-                ja4: None,
-                tunnel_user: None,
-            });
-            hand_to_proxy(&front, client, &buffer, meta).await
+            let meta = Arc::new(ConnectionMeta::explicit(peer, None, None));
+            super::hand_to_proxy(&front, client, &buffer, meta).await
         }
         Head::Connect {
             target,
@@ -167,42 +157,16 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
                     if write_connect_established(&mut client).await.is_err() {
                         return;
                     }
-                    let meta = Arc::new(ConnectionMeta {
-                        client: peer,
-                        intercepted: Some(target.clone()),
-                        ja4: None,
+                    let meta = Arc::new(ConnectionMeta::explicit(
+                        peer,
+                        Some(target.clone()),
                         tunnel_user,
-                    });
+                    ));
                     intercept::intercept(&front, client, pending, target, meta).await;
                 }
             }
         }
     }
-}
-
-/// Replays the bytes read so far into pingora, which parses and proxies the request and every
-/// keep-alive request after it.
-async fn hand_to_proxy(
-    front: &FrontContext,
-    client: TcpStream,
-    read: &[u8],
-    meta: Arc<ConnectionMeta>,
-) {
-    let fd = client.as_raw_fd();
-    let mut stream = Stream::from(client);
-    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
-    stream.rewind(read);
-    let Ok(placeholder) = ResponseHeader::build(200, None) else {
-        return;
-    };
-    stream.set_proxy_digest(ProxyDigest::new(
-        Box::new(placeholder),
-        Some(Box::new(meta)),
-    ));
-    front
-        .app
-        .process_new(Box::new(stream), &front.shutdown)
-        .await;
 }
 
 async fn open_tunnel(

@@ -100,10 +100,8 @@ pub async fn intercept(
     }
 
     let meta = Arc::new(ConnectionMeta {
-        client: meta.client,
-        intercepted: meta.intercepted.clone(),
         ja4: hello.ja4,
-        tunnel_user: meta.tunnel_user,
+        ..ConnectionMeta::clone(&meta)
     });
 
     let leaf = match front.shared.minter.certified_key(&target.host).await {

@@ -7,33 +7,88 @@
 //! pingora's acceptor); anything else is replayed into pingora untouched. Both decrypted and plain
 //! streams are handed to the same pingora `HttpProxy` through `ServerApp::process_new`, which then
 //! owns keep-alive, h1/h2 and upstream pooling. Per-connection facts (client address, CONNECT
-//! target) ride along as a `ProxyDigest` the proxy phases read back.
+//! target, original destination) ride along as a `ProxyDigest` the proxy phases read back.
+//!
+//! The transparent listener (`transparent`) feeds the same two paths: the ClientHello's SNI takes
+//! the place of the CONNECT target and the redirected connection's original destination is where
+//! upstream connections go.
 
+pub mod drain;
 pub mod explicit;
 pub mod hello;
 pub mod intercept;
 pub mod pac;
 pub mod route;
+pub mod transparent;
 pub mod tunnel;
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
+use pingora::apps::ServerApp;
+use pingora::http::ResponseHeader;
+use pingora::protocols::l4::stream::Stream;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::{GetProxyDigest, GetSocketDigest, SocketDigest};
 use pingora::proxy::HttpProxy;
+use tokio::net::TcpStream;
 
 use crate::proxy::AigateProxy;
 use crate::server::Shared;
 
+/// Which listener accepted a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The explicit forward proxy: clients know they talk to a proxy.
+    Explicit,
+    /// Connections redirected to the gateway by the network (iptables REDIRECT/TPROXY).
+    Transparent,
+}
+
+impl Listener {
+    /// The metric label and the decisions' `source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Explicit => "explicit",
+            Listener::Transparent => "transparent",
+        }
+    }
+}
+
 /// What the front learned about a connection before pingora saw it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnectionMeta {
     pub client: SocketAddr,
-    /// Set when the stream is the decrypted inside of a CONNECT tunnel.
+    pub listener: Listener,
+    /// Set when the stream is the decrypted inside of a CONNECT tunnel, or of a transparently
+    /// intercepted TLS connection (host from the SNI, port from the original destination).
     pub intercepted: Option<ConnectTarget>,
     /// JA4 of the client's ClientHello, for intercepted connections.
     pub ja4: Option<String>,
     /// Who the CONNECT authenticated as (proxy credentials or trusted header).
     pub tunnel_user: Option<crate::identity::TunnelUser>,
+    /// Where a redirected client was really connecting to. When set, upstream connections go
+    /// there instead of to what DNS says about the host name: the client (and its resolver)
+    /// already chose the address, and a TLS upstream is still verified against the host name.
+    pub original_dst: Option<SocketAddr>,
+}
+
+impl ConnectionMeta {
+    pub fn explicit(
+        client: SocketAddr,
+        intercepted: Option<ConnectTarget>,
+        tunnel_user: Option<crate::identity::TunnelUser>,
+    ) -> Self {
+        Self {
+            client,
+            listener: Listener::Explicit,
+            intercepted,
+            ja4: None,
+            tunnel_user,
+            original_dst: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,4 +106,31 @@ pub struct FrontContext {
     /// shared, only the certificate differs.
     pub tls_template: Arc<rustls::ServerConfig>,
     pub shutdown: pingora::server::ShutdownWatch,
+    /// Client connections still open, awaited on shutdown.
+    pub connections: drain::ConnectionTracker,
+}
+
+/// Hands a plain client connection to pingora, replaying the bytes read so far; pingora parses
+/// and proxies the request and every keep-alive request after it.
+pub(crate) async fn hand_to_proxy(
+    front: &FrontContext,
+    client: TcpStream,
+    read: &[u8],
+    meta: Arc<ConnectionMeta>,
+) {
+    let fd = client.as_raw_fd();
+    let mut stream = Stream::from(client);
+    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
+    stream.rewind(read);
+    let Ok(placeholder) = ResponseHeader::build(200, None) else {
+        return;
+    };
+    stream.set_proxy_digest(ProxyDigest::new(
+        Box::new(placeholder),
+        Some(Box::new(meta)),
+    ));
+    front
+        .app
+        .process_new(Box::new(stream), &front.shutdown)
+        .await;
 }

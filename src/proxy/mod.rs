@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::audit::{AuditRecord, DecisionRecord};
 use crate::config::ReviewAction;
-use crate::front::ConnectionMeta;
+use crate::front::{ConnectionMeta, Listener};
 use crate::identity::Claims;
 use crate::metrics;
 use crate::pipeline::{self, Decision, RequestFacts, Source, Verdict};
@@ -284,27 +284,41 @@ impl ProxyHttp for AigateProxy {
 impl AigateProxy {
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Answer> {
         let meta = connection_meta(session);
+        let transparent = meta
+            .as_ref()
+            .is_some_and(|m| m.listener == Listener::Transparent);
         let (host, port, tls, source) = match meta.as_ref().and_then(|m| m.intercepted.as_ref()) {
             Some(connect) => {
                 if let Some(inner) = inner_host(session.req_header()) {
                     if !inner.eq_ignore_ascii_case(&connect.host) {
                         // Sending a request for one host inside a tunnel opened to another is
-                        // domain fronting; the upstream is pinned to the CONNECT target anyway.
-                        warn!(connect = %connect.host, inner, "Inner Host differs from the CONNECT target.");
+                        // domain fronting; the upstream is pinned to the CONNECT target (or the
+                        // SNI of a redirected connection) anyway.
+                        warn!(connect = %connect.host, inner, "Inner Host differs from the intercepted host.");
                         return respond_text(
                             session,
                             421,
-                            "Misdirected request: the Host header must match the CONNECT target.\n",
+                            "Misdirected request: the Host header must match the host the TLS connection was opened for.\n",
                         )
                         .await;
                     }
                 }
-                (
-                    connect.host.clone(),
-                    connect.port,
-                    true,
-                    Source::ProxyIntercepted,
-                )
+                let source = if transparent {
+                    Source::TransparentIntercepted
+                } else {
+                    Source::ProxyIntercepted
+                };
+                (connect.host.clone(), connect.port, true, source)
+            }
+            None if transparent => {
+                let port = meta
+                    .as_ref()
+                    .and_then(|m| m.original_dst)
+                    .map_or(80, |dst| dst.port());
+                match redirected_target(session.req_header()) {
+                    Ok(host) => (host, port, false, Source::TransparentPlain),
+                    Err(message) => return respond_text(session, 400, message).await,
+                }
             }
             None => match absolute_form_target(session.req_header()) {
                 Ok((host, port)) => (host, port, false, Source::ProxyPlain),
@@ -324,7 +338,9 @@ impl AigateProxy {
             client: client.map(|c| c.ip()),
             headers: &session.req_header().headers,
             tunnel_user: meta.as_ref().and_then(|m| m.tunnel_user),
-            proxy_auth_applies: meta.as_ref().is_none_or(|m| m.intercepted.is_none()),
+            proxy_auth_applies: meta
+                .as_ref()
+                .is_none_or(|m| m.listener == Listener::Explicit && m.intercepted.is_none()),
         };
         let identity = match self.shared.identity.identify(&claims).await {
             Ok(identity) => identity,
@@ -413,12 +429,17 @@ impl AigateProxy {
         let Some(target) = ctx.target.as_mut() else {
             return Ok(Answer::Forward);
         };
-        match self
-            .shared
-            .upstream
-            .resolve(&target.host, target.port)
-            .await
-        {
+        // A redirected client already chose the address; DNS is only asked for explicit clients.
+        let resolved = match meta.as_ref().and_then(|m| m.original_dst) {
+            Some(original_dst) => self.shared.upstream.pinned(original_dst),
+            None => {
+                self.shared
+                    .upstream
+                    .resolve(&target.host, target.port)
+                    .await
+            }
+        };
+        match resolved {
             Ok(addr) => target.addr = Some(addr),
             Err(error @ UpstreamError::SelfLoop { .. }) => {
                 warn!(host = %target.host, port = target.port, %error, "Refused a request to the gateway itself.");
@@ -619,6 +640,17 @@ fn absolute_form_target(header: &RequestHeader) -> std::result::Result<(String, 
     Ok((host, uri.port_u16().unwrap_or(80)))
 }
 
+/// The host a redirected plain-HTTP request is for: its `Host` header (or absolute-form
+/// authority). It names the service for fingerprinting and policy; where the request goes is the
+/// connection's original destination.
+fn redirected_target(header: &RequestHeader) -> std::result::Result<String, String> {
+    let host = inner_host(header)
+        .map(|h| crate::host::unbracket(h).to_ascii_lowercase())
+        .filter(|h| crate::host::is_dns_name(h) || crate::host::is_ip_literal(h))
+        .ok_or_else(|| "Bad request: a Host header naming the server is required.\n".to_owned())?;
+    Ok(crate::host::normalize(&host))
+}
+
 /// Upstream requests are sent origin-form with a `Host` header, whatever form the client used
 /// (absolute-form to the proxy, or h2 `:authority`).
 fn normalize_to_origin_form(request: &mut RequestHeader, target: &Target) -> Result<()> {
@@ -739,6 +771,16 @@ mod tests {
         assert!(absolute_form_target(&header)
             .unwrap_err()
             .contains("CONNECT"));
+    }
+
+    #[test]
+    fn redirected_requests_are_named_by_their_host_header() {
+        let mut header = RequestHeader::build("GET", b"/v1/models", None).unwrap();
+        assert!(redirected_target(&header).is_err());
+        header.insert_header("host", "API.OpenAI.com:80").unwrap();
+        assert_eq!(redirected_target(&header).unwrap(), "api.openai.com");
+        header.insert_header("host", "bad host").unwrap();
+        assert!(redirected_target(&header).is_err());
     }
 
     #[test]

@@ -14,3 +14,4 @@ mod policy;
 mod proxy;
 mod routing;
 mod store;
+mod transparent;
