@@ -892,3 +892,67 @@ async fn catalog_changes_rebuild_the_matcher_and_conflicts_and_shadow_ai_are_rep
     assert_eq!(report["users"][0]["user_id"], ANONYMOUS);
     api.finish().await;
 }
+
+#[tokio::test]
+async fn the_dashboard_renders_in_headless_chromium() {
+    let api = Api::start().await;
+    let (_, created) = api
+        .admin("POST", "/admin/policies", Some(freeze_policy(FREEZE)))
+        .await;
+    let id = created["policy_id"].as_str().unwrap().to_owned();
+    assert_eq!(api.chat().await, 200);
+    for step in ["review", "active"] {
+        api.admin(
+            "POST",
+            &format!("/admin/policies/{id}/status"),
+            Some(json!({"status": step})),
+        )
+        .await;
+    }
+    assert_eq!(api.chat().await, 403);
+    assert_eq!(api.chat().await, 403);
+    // Wait for the three decisions and two violations to land.
+    loop {
+        let (_, open) = api
+            .admin("GET", "/admin/violations?status=open", None)
+            .await;
+        let (_, decisions) = api.admin("GET", "/admin/decisions", None).await;
+        if open["items"].as_array().unwrap().len() == 2
+            && decisions["items"].as_array().unwrap().len() == 3
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The rollup is a materialized view on plain PostgreSQL: refresh it as maintenance would.
+    let store = aigate::store::open(&api.pg_url).await.unwrap();
+    store.maintain().await.unwrap();
+
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
+    // Asynchronously: the gateway serves the page from this test's runtime.
+    let output = tokio::process::Command::new("node")
+        .arg(crate::support::repo_path("tests/dashboard/screenshot.mjs"))
+        .arg(api.url("/"))
+        .arg("token-readonly")
+        .arg(&out)
+        .output()
+        .await
+        .expect("node must be installed");
+    assert!(
+        output.status.success(),
+        "headless Chromium (apt chromium, npm playwright-core; .ci/run installs both): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rendered: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(rendered["title"], "aigate dashboard");
+    assert_eq!(rendered["total"], "3");
+    assert_eq!(rendered["denied"], "2");
+    assert_eq!(rendered["open"], "2");
+    assert!(rendered["bars"].as_u64().unwrap() >= 2);
+    let png = std::fs::read(&out).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
+    api.finish().await;
+}
