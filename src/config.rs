@@ -306,6 +306,13 @@ pub struct AdminConfig {
     /// Gateways (`host:port`) the PAC file sends AI traffic to, in failover order. Empty: this
     /// gateway's `[proxy] listen`.
     pub pac_proxies: Vec<String>,
+    /// Serve the listener over HTTPS (rustls, TLS 1.2/1.3).
+    pub tls: bool,
+    /// PEM certificate chain and key for HTTPS; when absent, a certificate for `tls_names` is
+    /// issued by the gateway CA at each start (clients already trust that CA).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_names: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -314,6 +321,10 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token_sha256: Vec::new(),
             pac_proxies: Vec::new(),
+            tls: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_names: vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
         }
     }
 }
@@ -552,6 +563,18 @@ impl Config {
             return Err(invalid(
                 "[identity] trusted_header",
                 "is not a valid header name",
+            ));
+        }
+        if self.admin.tls_cert.is_some() != self.admin.tls_key.is_some() {
+            return Err(invalid(
+                "[admin] tls_cert / tls_key",
+                "give both or neither (neither: a certificate from the gateway CA)",
+            ));
+        }
+        if self.admin.tls && self.admin.tls_cert.is_none() && self.admin.tls_names.is_empty() {
+            return Err(invalid(
+                "[admin] tls_names",
+                "needs at least one name for the CA-issued certificate",
             ));
         }
         if self.identity.require_proxy_auth

@@ -58,6 +58,8 @@ pub enum StartError {
     RootsBundle(std::io::Error),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("[admin] tls: {0}")]
+    AdminTls(String),
     #[error("[audit] journal_dir {dir}: {source}")]
     Journal {
         dir: PathBuf,
@@ -216,6 +218,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         .chain(transparent_addr)
         .collect();
 
+    let admin_tls = admin_tls_acceptor(&config.admin, &ca)?;
     let roots_bundle = upstream_roots_bundle(&config.upstream.extra_roots)?;
     let server_conf = Arc::new(ServerConf {
         ca_file: roots_bundle
@@ -280,7 +283,12 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         std::time::Duration::from_secs(shared.config.store.maintenance_interval_secs);
     let mut tasks = vec![
         tokio::spawn(explicit::serve(proxy_listener, front.clone())),
-        tokio::spawn(admin::serve(admin_listener, shared.clone(), shutdown_rx)),
+        tokio::spawn(admin::serve(
+            admin_listener,
+            admin_tls,
+            shared.clone(),
+            shutdown_rx,
+        )),
     ];
     if let Some((listener, addr)) = transparent_listener {
         let tproxy = shared.config.transparent.tproxy;
@@ -371,6 +379,47 @@ fn local_addr(
     listener
         .local_addr()
         .map_err(|source| StartError::Bind { key, addr, source })
+}
+
+/// The management listener's TLS acceptor when `[admin] tls` is on: the configured certificate,
+/// or one the gateway CA issues for `tls_names`.
+fn admin_tls_acceptor(
+    config: &crate::config::AdminConfig,
+    ca: &CertificateAuthority,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, StartError> {
+    if !config.tls {
+        return Ok(None);
+    }
+    let fail = |message: String| StartError::AdminTls(message);
+    let (chain, key) = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let read = |path: &PathBuf| {
+                std::fs::read(path).map_err(|e| fail(format!("{}: {e}", path.display())))
+            };
+            let chain = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| fail(format!("{}: {e}", cert.display())))?;
+            let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+                .map_err(|e| fail(format!("{}: {e}", key.display())))?
+                .ok_or_else(|| fail(format!("{}: no private key", key.display())))?;
+            (chain, key)
+        }
+        _ => {
+            let names: Vec<&str> = config.tls_names.iter().map(String::as_str).collect();
+            ca.issue_server_cert(&names)
+                .map_err(|e| fail(format!("issuing a certificate for {names:?}: {e}")))?
+        }
+    };
+    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .map_err(|e| fail(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| fail(e.to_string()))?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
 }
 
 /// pingora takes upstream trust anchors from one file, and only the native store when none is

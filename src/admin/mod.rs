@@ -115,17 +115,58 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let stop = async move {
-        let _ = shutdown.wait_for(|stopping| *stopping).await;
+    let app = router(shared);
+    let Some(tls) = tls else {
+        let stop = async move {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            warn!(%error, "Admin listener failed.");
+        }
+        return;
     };
-    if let Err(error) = axum::serve(listener, router(shared))
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        warn!(%error, "Admin listener failed.");
+    // axum::serve speaks plain TCP only: accept, handshake and hand each stream to hyper.
+    loop {
+        let (socket, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "Admin accept failed.");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let (tls, app) = (tls.clone(), app.clone());
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), tls.accept(socket));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "Admin TLS handshake failed.");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            if let Err(error) = builder
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, %error, "Admin connection ended with an error.");
+            }
+        });
     }
 }
 

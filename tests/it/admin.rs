@@ -320,3 +320,45 @@ async fn a_learned_bypass_can_be_made_permanent_and_survives_a_restart() {
         Route::Intercept
     );
 }
+
+#[tokio::test]
+async fn the_management_listener_serves_https_with_a_certificate_from_the_gateway_ca() {
+    let ca = upstream_ca();
+    let gateway = TestGateway::start_with(&ca, &[], |config| {
+        config.admin.tls = true;
+        config.admin.token_sha256 = vec![crate::support::sha256_hex("tls-token")];
+    })
+    .await;
+    let addr = gateway.gateway.admin_addr;
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(gateway.ca_pem().as_bytes()).unwrap())
+        .resolve("localhost", addr)
+        .build()
+        .unwrap();
+    for http2 in [false, true] {
+        let builder = client.get(format!("https://localhost:{}/healthz", addr.port()));
+        let builder = if http2 {
+            builder.version(http::Version::HTTP_2)
+        } else {
+            builder
+        };
+        let response = builder.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let policies = client
+        .get(format!("https://localhost:{}/admin/policies", addr.port()))
+        .bearer_auth("tls-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(policies.status(), 200);
+    // Plain HTTP is not answered as HTTP.
+    let plain = reqwest::get(format!("http://{addr}/healthz")).await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+
+    let mut config = aigate::config::Config::default();
+    config.admin.tls_cert = Some("cert.pem".into());
+    let error = config.validate().unwrap_err().to_string();
+    assert!(error.contains("[admin] tls_cert / tls_key"), "{error}");
+}
