@@ -201,6 +201,7 @@ impl PostgresStore {
             insert.push(" ON CONFLICT DO NOTHING");
             insert.build().execute(&mut *tx).await.map_err(classify)?;
         }
+        notify_violations(&mut tx, batch).await?;
         tx.commit().await.map_err(classify)
     }
 
@@ -230,8 +231,51 @@ impl PostgresStore {
             copy.send(rows.as_bytes()).await.map_err(classify)?;
             copy.finish().await.map_err(classify)?;
         }
+        notify_violations(&mut tx, batch).await?;
         tx.commit().await.map_err(classify)
     }
+}
+
+/// In-app notifications for the violations of a batch: the user whose request was stopped and,
+/// for high and critical ones, their manager. Anonymous requests notify nobody; a replayed
+/// violation is not notified twice.
+async fn notify_violations(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    batch: &[DecisionRecord],
+) -> Result<(), StoreError> {
+    let ids: Vec<Uuid> = batch
+        .iter()
+        .filter(|d| !d.user_id.is_nil())
+        .filter_map(|d| d.violation.as_ref().map(|v| v.violation_id))
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO notifications (notification_type, severity, recipient_id, title, message, action_url, channels, \
+         related_entity_type, related_entity_id) \
+         SELECT 'violation', r.severity, r.recipient, r.title, r.message, '/admin/violations/' || v.violation_id, \
+                ARRAY['in_app'], 'violation', v.violation_id \
+         FROM violations v CROSS JOIN LATERAL ( \
+             SELECT v.user_id AS recipient, \
+                    CASE v.severity WHEN 'critical' THEN 'critical' WHEN 'high' THEN 'warning' ELSE 'info' END AS severity, \
+                    'Request stopped by ' || COALESCE(v.policy_name, 'a policy') AS title, \
+                    'Your request to ' || COALESCE(v.resource_name, 'an AI service') || ' was stopped: ' || v.violation_type AS message \
+             UNION ALL \
+             SELECT u.manager_id, CASE v.severity WHEN 'critical' THEN 'critical' ELSE 'warning' END, \
+                    'Violation by ' || COALESCE(v.user_email, 'a team member'), \
+                    COALESCE(v.user_email, 'A team member') || ': ' || v.violation_type || ' (' || v.severity || ') on ' \
+                      || COALESCE(v.resource_name, 'an AI service') || ', policy ' || COALESCE(v.policy_name, '?') \
+             FROM users u WHERE u.user_id = v.user_id AND u.manager_id IS NOT NULL AND v.severity IN ('high', 'critical') \
+         ) r \
+         WHERE v.violation_id = ANY($1) \
+           AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.related_entity_id = v.violation_id AND n.recipient_id = r.recipient)",
+    )
+    .bind(&ids)
+    .execute(&mut **tx)
+    .await
+    .map_err(classify)?;
+    Ok(())
 }
 
 #[async_trait]

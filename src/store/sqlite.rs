@@ -197,6 +197,48 @@ impl SqliteStore {
     }
 }
 
+/// In-app notifications for the violations of a batch (see the PostgreSQL store).
+async fn notify_violations(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    batch: &[DecisionRecord],
+) -> Result<(), StoreError> {
+    let ids: Vec<String> = batch
+        .iter()
+        .filter(|d| !d.user_id.is_nil())
+        .filter_map(|d| d.violation.as_ref().map(|v| v.violation_id.to_string()))
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO notifications (notification_id, notification_type, severity, recipient_id, title, message, \
+         action_url, channels, related_entity_type, related_entity_id) \
+         SELECT lower(hex(randomblob(16))), 'violation', r.severity, r.recipient, r.title, r.message, \
+                '/admin/violations/' || r.violation_id, '[\"in_app\"]', 'violation', r.violation_id \
+         FROM ( \
+             SELECT v.violation_id, v.user_id AS recipient, \
+                    CASE v.severity WHEN 'critical' THEN 'critical' WHEN 'high' THEN 'warning' ELSE 'info' END AS severity, \
+                    'Request stopped by ' || COALESCE(v.policy_name, 'a policy') AS title, \
+                    'Your request to ' || COALESCE(v.resource_name, 'an AI service') || ' was stopped: ' || v.violation_type AS message \
+             FROM violations v WHERE v.violation_id IN (SELECT value FROM json_each(?1)) \
+             UNION ALL \
+             SELECT v.violation_id, u.manager_id, CASE v.severity WHEN 'critical' THEN 'critical' ELSE 'warning' END, \
+                    'Violation by ' || COALESCE(v.user_email, 'a team member'), \
+                    COALESCE(v.user_email, 'A team member') || ': ' || v.violation_type || ' (' || v.severity || ') on ' \
+                      || COALESCE(v.resource_name, 'an AI service') || ', policy ' || COALESCE(v.policy_name, '?') \
+             FROM violations v JOIN users u ON u.user_id = v.user_id \
+             WHERE v.violation_id IN (SELECT value FROM json_each(?1)) AND u.manager_id IS NOT NULL \
+               AND v.severity IN ('high', 'critical') \
+         ) r \
+         WHERE NOT EXISTS (SELECT 1 FROM notifications n WHERE n.related_entity_id = r.violation_id AND n.recipient_id = r.recipient)",
+    )
+    .bind(json_text(&ids))
+    .execute(&mut **tx)
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
 /// One service row and its signature rows, replacing what was there.
 async fn upsert_service(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
@@ -353,6 +395,7 @@ impl Store for SqliteStore {
             });
             insert.build().execute(&mut *tx).await.map_err(classify)?;
         }
+        notify_violations(&mut tx, batch).await?;
         tx.commit().await.map_err(classify)
     }
 

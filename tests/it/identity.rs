@@ -392,6 +392,30 @@ async fn policies_see_the_user_context_contractors_suspended_and_anonymous_are_d
         .rows_eventually("SELECT user_id FROM violations", 4)
         .await;
     assert_eq!(violations.len(), 4);
+
+    // The identified violators are notified in-app (anonymous ones cannot be), and carl's
+    // manager too when his violation is high or critical.
+    let notified: Vec<(String, String, String)> = gateway
+        .rows_eventually(
+            "SELECT u.email, v.severity, n.channels FROM notifications n JOIN users u ON u.user_id = n.recipient_id \
+             JOIN violations v ON v.violation_id = n.related_entity_id ORDER BY u.email",
+            2,
+        )
+        .await;
+    let recipients: Vec<&str> = notified.iter().map(|n| n.0.as_str()).collect();
+    assert!(recipients.contains(&"carl@corp.example") && recipients.contains(&"sam@corp.example"));
+    let carl_severity = &notified
+        .iter()
+        .find(|n| n.0 == "carl@corp.example")
+        .unwrap()
+        .1;
+    let manager_notified = recipients.contains(&"ana.lopez@corp.example");
+    assert_eq!(
+        manager_notified,
+        matches!(carl_severity.as_str(), "high" | "critical")
+    );
+    assert_eq!(notified.len(), 2 + usize::from(manager_notified));
+    assert!(notified.iter().all(|n| n.2 == "[\"in_app\"]"));
 }
 
 /// A config file for the CLI, on a SQLite store in `dir`.
@@ -692,6 +716,36 @@ async fn postgres_directory_import_feeds_the_user_and_device_context() {
             .unwrap()
     };
     assert_eq!(runs, 2);
+
+    // A critical violation by carl notifies him and his manager, once even when replayed.
+    let mut denied = crate::store::decision(time::OffsetDateTime::now_utc(), true);
+    denied.user_id = user;
+    denied.user_email = Some("carl@corp.example".into());
+    store
+        .write_decisions(std::slice::from_ref(&denied))
+        .await
+        .unwrap();
+    store
+        .write_decisions(std::slice::from_ref(&denied))
+        .await
+        .unwrap();
+    let notified: Vec<(String, String)> = {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query_as(
+            "SELECT u.email, n.severity FROM notifications n JOIN users u ON u.user_id = n.recipient_id ORDER BY u.email",
+        )
+        .fetch_all(&mut db)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        notified,
+        vec![
+            ("ana.lopez@corp.example".to_owned(), "critical".to_owned()),
+            ("carl@corp.example".to_owned(), "critical".to_owned())
+        ]
+    );
     drop(store);
     crate::store::drop_pg_database(&url).await;
 }

@@ -45,7 +45,7 @@ pub(crate) async fn drop_pg_database(url: &str) {
         .unwrap();
 }
 
-fn decision(at: time::OffsetDateTime, deny: bool) -> DecisionRecord {
+pub(crate) fn decision(at: time::OffsetDateTime, deny: bool) -> DecisionRecord {
     DecisionRecord {
         decision_id: uuid::Uuid::now_v7(),
         request_id: uuid::Uuid::now_v7(),
