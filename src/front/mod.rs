@@ -134,3 +134,23 @@ pub(crate) async fn hand_to_proxy(
         .process_new(Box::new(stream), &front.shutdown)
         .await;
 }
+
+/// The next connection on `listener`, or `None` once shutdown begins. Accept errors (EMFILE and
+/// friends) back off briefly instead of spinning.
+pub(crate) async fn accept(
+    listener: &tokio::net::TcpListener,
+    shutdown: &mut pingora::server::ShutdownWatch,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(error) => {
+                    tracing::warn!(%error, "Accept failed.");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return None,
+        }
+    }
+}

@@ -71,16 +71,8 @@ pub async fn serve(listener: TcpListener, front: Arc<FrontContext>, tproxy: bool
     let limit = Arc::new(Semaphore::new(front.shared.config.proxy.max_connections));
     let mut shutdown = front.shutdown.clone();
     loop {
-        let (socket, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "Accept failed.");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
+        let Some((socket, peer)) = super::accept(&listener, &mut shutdown).await else {
+            return;
         };
         metrics::CONNECTIONS_TOTAL
             .with_label_values(&[Listener::Transparent.as_str()])

@@ -185,8 +185,48 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         password_hash: &str,
     ) -> Result<bool, StoreError>;
 
+    /// `(key, id)` pairs of a two-column query (text, UUID), for matching an import.
+    async fn key_pairs(
+        &self,
+        table: &'static str,
+        sql: &str,
+    ) -> Result<std::collections::HashMap<String, Uuid>, StoreError>;
+
     /// Keys of the directory rows already stored, for matching an import.
-    async fn directory_keys(&self) -> Result<DirectoryKeys, StoreError>;
+    async fn directory_keys(&self) -> Result<DirectoryKeys, StoreError> {
+        Ok(DirectoryKeys {
+            departments_by_name: self
+                .key_pairs("departments", "SELECT name, department_id FROM departments")
+                .await?,
+            roles_by_name: self
+                .key_pairs("roles", "SELECT name, role_id FROM roles")
+                .await?,
+            groups_by_external_id: self
+                .key_pairs(
+                    "groups",
+                    "SELECT external_id, group_id FROM groups WHERE external_id IS NOT NULL",
+                )
+                .await?,
+            groups_by_name: self
+                .key_pairs("groups", "SELECT name, group_id FROM groups")
+                .await?,
+            users_by_external_id: self
+                .key_pairs(
+                    "users",
+                    "SELECT external_id, user_id FROM users WHERE external_id IS NOT NULL",
+                )
+                .await?,
+            users_by_email: self
+                .key_pairs("users", "SELECT lower(email), user_id FROM users")
+                .await?,
+            assets_by_external_id: self
+                .key_pairs(
+                    "assets",
+                    "SELECT external_id, asset_id FROM assets WHERE external_id IS NOT NULL",
+                )
+                .await?,
+        })
+    }
 
     /// Upserts a resolved directory import in one transaction: all or nothing.
     async fn apply_directory(&self, plan: &DirectoryPlan) -> Result<(), StoreError>;

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::{AiService, Catalog};
-use crate::identity::directory::{DirectoryKeys, DirectoryPlan};
+use crate::identity::directory::DirectoryPlan;
 use crate::identity::{DeviceContext, UserContext};
 use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
 use time::PrimitiveDateTime;
@@ -794,39 +794,16 @@ impl Store for PostgresStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn directory_keys(&self) -> Result<DirectoryKeys, StoreError> {
-        async fn pairs(
-            pool: &PgPool,
-            sql: &str,
-        ) -> Result<std::collections::HashMap<String, Uuid>, StoreError> {
-            let rows: Vec<(String, Uuid)> = sqlx::query_as(sql)
-                .fetch_all(pool)
-                .await
-                .map_err(classify)?;
-            Ok(rows.into_iter().collect())
-        }
-        let pool = &self.pool;
-        Ok(DirectoryKeys {
-            departments_by_name: pairs(pool, "SELECT name, department_id FROM departments").await?,
-            roles_by_name: pairs(pool, "SELECT name, role_id FROM roles").await?,
-            groups_by_external_id: pairs(
-                pool,
-                "SELECT external_id, group_id FROM groups WHERE external_id IS NOT NULL",
-            )
-            .await?,
-            groups_by_name: pairs(pool, "SELECT name, group_id FROM groups").await?,
-            users_by_external_id: pairs(
-                pool,
-                "SELECT external_id, user_id FROM users WHERE external_id IS NOT NULL",
-            )
-            .await?,
-            users_by_email: pairs(pool, "SELECT lower(email), user_id FROM users").await?,
-            assets_by_external_id: pairs(
-                pool,
-                "SELECT external_id, asset_id FROM assets WHERE external_id IS NOT NULL",
-            )
-            .await?,
-        })
+    async fn key_pairs(
+        &self,
+        _table: &'static str,
+        sql: &str,
+    ) -> Result<std::collections::HashMap<String, Uuid>, StoreError> {
+        let rows: Vec<(String, Uuid)> = sqlx::query_as(sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(rows.into_iter().collect())
     }
 
     async fn apply_directory(&self, plan: &DirectoryPlan) -> Result<(), StoreError> {

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::{AiService, Catalog};
-use crate::identity::directory::{DirectoryKeys, DirectoryPlan};
+use crate::identity::directory::DirectoryPlan;
 use crate::identity::{DeviceContext, UserContext};
 use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
 
@@ -788,50 +788,18 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn directory_keys(&self) -> Result<DirectoryKeys, StoreError> {
-        async fn pairs(
-            pool: &SqlitePool,
-            table: &'static str,
-            sql: &str,
-        ) -> Result<std::collections::HashMap<String, Uuid>, StoreError> {
-            let rows: Vec<(String, String)> = sqlx::query_as(sql)
-                .fetch_all(pool)
-                .await
-                .map_err(classify)?;
-            rows.into_iter()
-                .map(|(key, id)| Ok((key, parse_uuid(table, &id, &id)?)))
-                .collect()
-        }
-        let pool = &self.pool;
-        Ok(DirectoryKeys {
-            departments_by_name: pairs(
-                pool,
-                "departments",
-                "SELECT name, department_id FROM departments",
-            )
-            .await?,
-            roles_by_name: pairs(pool, "roles", "SELECT name, role_id FROM roles").await?,
-            groups_by_external_id: pairs(
-                pool,
-                "groups",
-                "SELECT external_id, group_id FROM groups WHERE external_id IS NOT NULL",
-            )
-            .await?,
-            groups_by_name: pairs(pool, "groups", "SELECT name, group_id FROM groups").await?,
-            users_by_external_id: pairs(
-                pool,
-                "users",
-                "SELECT external_id, user_id FROM users WHERE external_id IS NOT NULL",
-            )
-            .await?,
-            users_by_email: pairs(pool, "users", "SELECT lower(email), user_id FROM users").await?,
-            assets_by_external_id: pairs(
-                pool,
-                "assets",
-                "SELECT external_id, asset_id FROM assets WHERE external_id IS NOT NULL",
-            )
-            .await?,
-        })
+    async fn key_pairs(
+        &self,
+        table: &'static str,
+        sql: &str,
+    ) -> Result<std::collections::HashMap<String, Uuid>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.into_iter()
+            .map(|(key, id)| Ok((key, parse_uuid(table, &id, &id)?)))
+            .collect()
     }
 
     async fn apply_directory(&self, plan: &DirectoryPlan) -> Result<(), StoreError> {
