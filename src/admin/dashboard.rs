@@ -43,7 +43,8 @@ pub async fn dashboard(
             Listing::Violations,
             &ListQuery {
                 equals: vec![("status", "open".to_owned())],
-                limit: 20,
+                // One more than shown, to tell "20" from "more than 20".
+                limit: 21,
                 ..ListQuery::default()
             },
         )
@@ -104,7 +105,12 @@ pub async fn dashboard(
         );
     }
     let mut violation_rows = String::new();
-    for violation in &open {
+    let open_count = if open.len() > 20 {
+        "20+".to_owned()
+    } else {
+        open.len().to_string()
+    };
+    for violation in open.iter().take(20) {
         let _ = write!(
             violation_rows,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"sev {sev}\">{sev}</td></tr>",
@@ -145,7 +151,6 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ padding: .3rem .5r
 <div class="panel"><h2>Top services</h2><table><tr><th>service</th><th class="n">decisions</th><th class="n">denied/reviewed</th></tr>{service_rows}</table></div>
 <div class="panel"><h2>Open violations</h2><table><tr><th>time (UTC)</th><th>user</th><th>service</th><th>policy</th><th>severity</th></tr>{violation_rows}</table></div>
 </body></html>"##,
-        open_count = open.len(),
         svg_width = 60 + per_hour.len().max(1) * (width + 6),
     );
     Ok(Html(page))
