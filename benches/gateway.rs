@@ -394,7 +394,7 @@ fn full_decision_path(c: &mut Criterion) {
             decided += 1;
             // The writer keeps up with SQLite in the background; if a long run ever outpaces it,
             // wait rather than measure the overflow path.
-            if decided % 10_000 == 0 {
+            if decided.is_multiple_of(10_000) {
                 drain(&fixture.runtime);
             }
             verdict.decision
