@@ -1,19 +1,21 @@
-//! Per-stage benchmarks of the gateway core: routing a CONNECT, the decision seam, leaf minting
-//! (cold and cached). The end-to-end load harness is a separate issue.
+//! Per-stage benchmarks of the gateway core: routing a CONNECT, fingerprinting, identity, the
+//! policy stage, the decision seam, audit enqueue, the whole per-request decision path, and leaf
+//! minting (cold and cached). The end-to-end load harness is `benches/load/run.sh`.
 
 #![allow(clippy::panic, reason = "a benchmark without its fixtures cannot run")]
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
+use aigate::audit::{AuditHandle, AuditRecord, AuditWriterConfig};
 use aigate::catalog::{Catalog, HeaderSignature, RequestSignals};
 use aigate::config::InterceptConfig;
 use aigate::front::route::Router;
 use aigate::inspect::Inspector;
-use aigate::pipeline::{decide, RequestFacts, Snapshot, Source};
+use aigate::pipeline::{decide, decision_record, RequestFacts, Snapshot, Source};
 use aigate::tls::{CertificateAuthority, LeafMinter};
 
 fn catalog() -> Catalog {
@@ -32,11 +34,12 @@ fn routing(c: &mut Criterion) {
     });
 }
 
-fn decision(c: &mut Criterion) {
+/// The shipped catalog and policies, compiled as the gateway does at start.
+fn shipped_snapshot() -> Snapshot {
     let policies =
         aigate::policy::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies"))
             .unwrap_or_else(|error| panic!("policies: {error}"));
-    let snapshot = Snapshot {
+    Snapshot {
         catalog: catalog(),
         inspector: Arc::new(
             Inspector::new(&[], 0.5, 10 << 20).unwrap_or_else(|error| panic!("inspector: {error}")),
@@ -48,7 +51,11 @@ fn decision(c: &mut Criterion) {
         )
         .unwrap_or_else(|error| panic!("compile: {error}")),
         exceptions: aigate::policy::Exceptions::default(),
-    };
+    }
+}
+
+fn decision(c: &mut Criterion) {
+    let snapshot = shipped_snapshot();
     // The policy stage alone, with its latency distribution (criterion reports means).
     let input = aigate::policy::sample_input();
     let subject = aigate::policy::Subject {
@@ -177,12 +184,22 @@ fn fingerprinting(c: &mut Criterion) {
     });
 }
 
-/// Identity on a warm cache: trusted header → user context, source IP → device.
-fn identity(c: &mut Criterion) {
+/// A SQLite store seeded with one department, user and laptop, and an identity resolver over it
+/// that trusts the header from 10.0.0.0/8.
+struct IdentityFixture {
+    runtime: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+    store: Arc<dyn aigate::store::Store>,
+    resolver: aigate::identity::Resolver,
+    headers: http::HeaderMap,
+    ip: std::net::IpAddr,
+}
+
+fn identity_fixture() -> IdentityFixture {
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|error| panic!("runtime: {error}"));
     let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let resolver = runtime.block_on(async {
+    let (store, resolver) = runtime.block_on(async {
         let store = aigate::store::open(&url).await.unwrap_or_else(|error| panic!("store: {error}"));
         store.migrate().await.unwrap_or_else(|error| panic!("migrate: {error}"));
         use sqlx::Connection;
@@ -200,7 +217,8 @@ fn identity(c: &mut Criterion) {
         };
         let hash = aigate::identity::hash_password("bench password").unwrap_or_else(|error| panic!("hash: {error}"));
         store.set_proxy_credential("dev@corp.example", &hash).await.unwrap_or_else(|error| panic!("credential: {error}"));
-        aigate::identity::Resolver::new(store, &config)
+        let resolver = aigate::identity::Resolver::new(store.clone(), &config);
+        (store, resolver)
     });
     let mut headers = http::HeaderMap::new();
     headers.insert(
@@ -208,6 +226,26 @@ fn identity(c: &mut Criterion) {
         http::HeaderValue::from_static("dev@corp.example"),
     );
     let ip: std::net::IpAddr = [10, 1, 2, 3].into();
+    IdentityFixture {
+        runtime,
+        dir,
+        store,
+        resolver,
+        headers,
+        ip,
+    }
+}
+
+/// Identity on a warm cache: trusted header → user context and source IP → device; and
+/// `Proxy-Authorization: Basic` (verified once, then cached).
+fn identity(c: &mut Criterion) {
+    let IdentityFixture {
+        runtime,
+        resolver,
+        headers,
+        ip,
+        ..
+    } = identity_fixture();
     let claims = aigate::identity::Claims {
         client: Some(ip),
         headers: &headers,
@@ -237,6 +275,167 @@ fn identity(c: &mut Criterion) {
     c.bench_function("identity/warm_proxy_basic", |b| {
         b.iter(|| runtime.block_on(resolver.identify(std::hint::black_box(&basic_claims))))
     });
+}
+
+/// A 2 KiB OpenAI chat-completion body of benign prose, as the load harness sends.
+fn chat_body_2k() -> Vec<u8> {
+    let prose = "Please summarise the following meeting notes in three short bullet points and \
+suggest a friendly subject line for the follow-up email. "
+        .repeat(40);
+    let envelope = |content: &str| {
+        serde_json::json!({
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": content},
+            ],
+        })
+        .to_string()
+    };
+    let overhead = envelope("").len();
+    envelope(&prose[..2048 - overhead]).into_bytes()
+}
+
+fn chat_headers() -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in [
+        ("content-type", "application/json"),
+        ("accept", "application/json"),
+        ("user-agent", "OpenAI/Python 1.40.0"),
+        ("x-authenticated-user", "dev@corp.example"),
+    ] {
+        headers.insert(name, http::HeaderValue::from_static(value));
+    }
+    headers
+}
+
+fn audit_writer(fixture: &IdentityFixture) -> AuditHandle {
+    let config = AuditWriterConfig {
+        queue_capacity: 65_536,
+        batch_size: 1000,
+        flush_interval: Duration::from_millis(100),
+        retry_interval: Duration::from_secs(1),
+        journal_dir: fixture.dir.path().join("journal"),
+        overflow_limit: 1_000_000,
+    };
+    let store = fixture.store.clone();
+    fixture
+        .runtime
+        .block_on(async { AuditHandle::start(store, config) })
+        .unwrap_or_else(|error| panic!("audit writer: {error}"))
+}
+
+/// Waits (outside any measurement) until the writer has taken every queued record.
+fn drain(runtime: &tokio::runtime::Runtime) {
+    runtime.block_on(async {
+        while aigate::metrics::AUDIT_QUEUE_DEPTH.get() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+}
+
+/// `AuditHandle::record` on a queue with room (the request path's cost), while the writer
+/// flushes to SQLite in the background. Records are enqueued in chunks of 10,000 and the queue is
+/// drained between chunks, untimed, so criterion's iteration count never turns this into a
+/// benchmark of the overflow path.
+fn audit_enqueue(c: &mut Criterion) {
+    let fixture = identity_fixture();
+    let audit = audit_writer(&fixture);
+    let snapshot = shipped_snapshot();
+    let (headers, body) = (chat_headers(), chat_body_2k());
+    let identity = fixture
+        .runtime
+        .block_on(fixture.resolver.identify(&claims(&headers, fixture.ip)))
+        .unwrap_or_else(|error| panic!("identify: {error}"));
+    let facts = chat_facts(&headers, &body, &identity, fixture.ip);
+    let record = decision_record(&facts, &decide(&snapshot, &facts), Duration::ZERO);
+    c.bench_function("audit/enqueue_decision", |b| {
+        b.iter_custom(|iters| {
+            let mut elapsed = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let chunk = left.min(10_000);
+                let records: Vec<AuditRecord> = (0..chunk)
+                    .map(|_| AuditRecord::Decision(Box::new(record.clone())))
+                    .collect();
+                let started = Instant::now();
+                for record in records {
+                    audit.record(std::hint::black_box(record));
+                }
+                elapsed += started.elapsed();
+                left -= chunk;
+                drain(&fixture.runtime);
+            }
+            elapsed
+        })
+    });
+    fixture.runtime.block_on(audit.shutdown());
+}
+
+fn claims(headers: &http::HeaderMap, ip: std::net::IpAddr) -> aigate::identity::Claims<'_> {
+    aigate::identity::Claims {
+        client: Some(ip),
+        headers,
+        tunnel_user: None,
+        proxy_auth_applies: false,
+    }
+}
+
+fn chat_facts<'a>(
+    headers: &'a http::HeaderMap,
+    body: &'a [u8],
+    identity: &'a aigate::identity::Identity,
+    ip: std::net::IpAddr,
+) -> RequestFacts<'a> {
+    RequestFacts {
+        method: "POST",
+        scheme: "https",
+        host: "api.openai.com",
+        port: 443,
+        path: "/v1/chat/completions",
+        headers,
+        body,
+        body_truncated: false,
+        client: Some(std::net::SocketAddr::new(ip, 50_000)),
+        source: Source::ProxyIntercepted,
+        ja4: Some("t13d1516h2_8daaf6152771_e5627efa2ab1"),
+        identity,
+    }
+}
+
+/// Everything the proxy does to decide one intercepted request, in its order: identify (warm
+/// cache), fingerprint, extract + classify the 2 KiB chat body, evaluate the shipped policies,
+/// build the decision record and hand it to the audit queue. Sockets, TLS and pingora are the
+/// load harness's business.
+fn full_decision_path(c: &mut Criterion) {
+    let fixture = identity_fixture();
+    let audit = audit_writer(&fixture);
+    let snapshot = shipped_snapshot();
+    let (headers, body) = (chat_headers(), chat_body_2k());
+    assert_eq!(body.len(), 2048, "the body is 2 KiB");
+    let ip = fixture.ip;
+    let mut decided = 0u64;
+    c.bench_function("pipeline/full_2k", |b| {
+        b.iter(|| {
+            let identity = fixture
+                .runtime
+                .block_on(fixture.resolver.identify(&claims(&headers, ip)))
+                .unwrap_or_else(|error| panic!("identify: {error}"));
+            let facts = chat_facts(&headers, std::hint::black_box(&body), &identity, ip);
+            let deciding = Instant::now();
+            let verdict = decide(&snapshot, &facts);
+            let record = decision_record(&facts, &verdict, deciding.elapsed());
+            audit.record(AuditRecord::Decision(Box::new(record)));
+            decided += 1;
+            // The writer keeps up with SQLite in the background; if a long run ever outpaces it,
+            // wait rather than measure the overflow path.
+            if decided.is_multiple_of(10_000) {
+                drain(&fixture.runtime);
+            }
+            verdict.decision
+        })
+    });
+    fixture.runtime.block_on(audit.shutdown());
 }
 
 fn minting(c: &mut Criterion) {
@@ -272,6 +471,8 @@ criterion_group!(
     fingerprinting,
     identity,
     decision,
+    audit_enqueue,
+    full_decision_path,
     minting
 );
 criterion_main!(benches);

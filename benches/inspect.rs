@@ -1,6 +1,6 @@
 //! Classification throughput: the full detector set over typical prompt text at 1 KiB, 16 KiB
-//! and 1 MiB; the literal-anchored secret rules alone; dictionary-only scanning; and body
-//! extraction of an OpenAI chat request.
+//! and 1 MiB; the literal-anchored secret rules alone; dictionary-only scanning; and extraction +
+//! classification of OpenAI chat requests at the same sizes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aigate::inspect::{DataClass, Detector, Dictionary, Inspector};
@@ -59,26 +59,38 @@ fn classify(c: &mut Criterion) {
     group.finish();
 }
 
+fn chat_request(prompt_bytes: usize) -> String {
+    serde_json::json!({
+        "model": "gpt-4o",
+        "messages": [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": prompt_text(prompt_bytes)}],
+    })
+    .to_string()
+}
+
+/// Extraction + classification together (`Inspector::inspect`, what the pipeline calls) of an
+/// OpenAI chat request whose prompt is 1 KiB, 2 KiB, 16 KiB and 1 MiB.
 fn extraction(c: &mut Criterion) {
     let inspector = Inspector::new(&[], 0.5, 10 << 20).unwrap();
-    let text = prompt_text(2048);
-    let body = serde_json::json!({
-        "model": "gpt-4o",
-        "messages": [{"role": "system", "content": "You are helpful."}, {"role": "user", "content": text}],
-    })
-    .to_string();
     let mut group = c.benchmark_group("inspect");
-    group.throughput(Throughput::Bytes(body.len() as u64));
-    group.bench_function("openai_chat_2k", |b| {
-        b.iter(|| {
-            black_box(inspector.inspect(
-                Some("application/json"),
-                None,
-                black_box(body.as_bytes()),
-                false,
-            ))
-        })
-    });
+    for (name, size) in [
+        ("openai_chat_1k", 1024usize),
+        ("openai_chat_2k", 2048),
+        ("openai_chat_16k", 16 * 1024),
+        ("openai_chat_1m", 1024 * 1024),
+    ] {
+        let body = chat_request(size);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                black_box(inspector.inspect(
+                    Some("application/json"),
+                    None,
+                    black_box(body.as_bytes()),
+                    false,
+                ))
+            })
+        });
+    }
     group.finish();
 }
 
