@@ -239,12 +239,14 @@ fn identity_fixture() -> IdentityFixture {
 /// Identity on a warm cache: trusted header → user context and source IP → device; and
 /// `Proxy-Authorization: Basic` (verified once, then cached).
 fn identity(c: &mut Criterion) {
+    // The store's directory must outlive the resolver: bind it, `..` would delete it here.
     let IdentityFixture {
         runtime,
         resolver,
         headers,
         ip,
-        ..
+        dir: _dir,
+        store: _store,
     } = identity_fixture();
     let claims = aigate::identity::Claims {
         client: Some(ip),
@@ -267,7 +269,10 @@ fn identity(c: &mut Criterion) {
         let warm = runtime
             .block_on(resolver.identify(claims))
             .unwrap_or_else(|error| panic!("identify: {error}"));
-        assert!(warm.user.is_some(), "bench fixtures must resolve");
+        assert!(
+            warm.user.is_some(),
+            "bench fixtures must resolve: {claims:?} -> {warm:?}"
+        );
     }
     c.bench_function("identity/warm_header_and_device", |b| {
         b.iter(|| runtime.block_on(resolver.identify(std::hint::black_box(&claims))))
