@@ -349,9 +349,8 @@ pub fn decision_record(
             })
             .unwrap_or_default(),
         evaluation_duration_ms: Some(i32::try_from(evaluation.as_millis()).unwrap_or(i32::MAX)),
-        explanation: Some(crate::policy::explanation(
-            outcome,
-            json!({
+        explanation: Some(crate::policy::explanation(outcome, {
+            let mut facts = json!({
                 "service": service.map(|s| s.slug.as_str()),
                 "unknown_ai": verdict.fingerprint.unknown_ai,
                 "signals": verdict.fingerprint.signals,
@@ -359,10 +358,16 @@ pub fn decision_record(
                     "format": i.extracted.format,
                     "problem": i.extracted.problem,
                 })),
-                "input": verdict.facts,
                 "body_truncated": verdict.body_truncated,
-            }),
-        )),
+            });
+            // The whole policy input explains a stop; an allowed request (most of the traffic) is
+            // explained by its service, signals and policy results, and is much cheaper to store.
+            // A plain clone: inside json! the document would be re-serialized node by node.
+            if verdict.decision != Decision::Allow {
+                facts["input"] = verdict.facts.clone();
+            }
+            facts
+        })),
         violation,
     }
 }

@@ -355,7 +355,12 @@ impl PolicySet {
         exceptions: &Exceptions,
         now: OffsetDateTime,
     ) -> Outcome {
-        let regorus_input = regorus::Value::from(input.clone());
+        // Deserialized straight from the borrowed document: no clone of the JSON tree.
+        let regorus_input = {
+            use serde::Deserialize;
+            regorus::Value::deserialize(input)
+                .unwrap_or_else(|_| regorus::Value::from(input.clone()))
+        };
         let mut evaluated = Vec::new();
         ENGINES.with(|cell| {
             let mut local = cell.borrow_mut();
@@ -589,13 +594,13 @@ fn evaluate_one(
         error: None,
     };
     engine.set_input(input.clone());
-    let mut eval = |path: &String| -> Result<Option<Value>, String> {
-        let value = engine.eval_rule(path.clone()).map_err(|e| e.to_string())?;
-        Ok(serde_json::to_value(&value).ok().filter(|v| !v.is_null()))
+    let mut eval_raw = |path: &String| -> Result<regorus::Value, String> {
+        engine.eval_rule(path.clone()).map_err(|e| e.to_string())
     };
     let outcome = (|| -> Result<(), String> {
+        // Verdicts are booleans: compared as regorus values, without a JSON round trip.
         for (verdict, path) in &rules.verdicts {
-            let fired = eval(path)? == Some(Value::Bool(true));
+            let fired = eval_raw(path)? == regorus::Value::Bool(true);
             match verdict {
                 Verdict::Deny => result.deny = fired,
                 Verdict::Review => result.review = fired,
@@ -603,8 +608,12 @@ fn evaluate_one(
             }
         }
         if let Some(path) = &rules.redact {
-            result.redact = eval(path)? == Some(Value::Bool(true));
+            result.redact = eval_raw(path)? == regorus::Value::Bool(true);
         }
+        let mut eval = |path: &String| -> Result<Option<Value>, String> {
+            let value = eval_raw(path)?;
+            Ok(serde_json::to_value(&value).ok().filter(|v| !v.is_null()))
+        };
         if let Some(path) = &rules.inject_headers {
             if let Some(Value::Object(headers)) = eval(path)? {
                 result.inject_headers = headers
@@ -729,14 +738,16 @@ pub fn risk_score(service_risk: Option<u8>, classes: &[&str], user_risk: i32) ->
 
 /// Per-policy counts for the explanation: which rules fired, with the facts they saw.
 pub fn explanation(outcome: &Outcome, facts: Value) -> Value {
-    json!({
+    let mut explanation = json!({
         "decided_by": outcome.primary.as_ref().map(|(id, name)| json!({"policy_id": id, "policy_name": name})),
         "default_for_approval_status": outcome.default_for,
         "policy_error": outcome.policy_error,
         "policies": outcome.evaluated,
         "exceptions_used": outcome.exceptions_used,
-        "facts": facts,
-    })
+    });
+    // Moved in: json! would re-serialize the whole facts tree.
+    explanation["facts"] = facts;
+    explanation
 }
 
 #[cfg(test)]
