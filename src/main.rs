@@ -377,12 +377,23 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
                     break;
                 }
                 _ = hangup.recv() => {
-                    // Listeners, store and CA are fixed for the process; what operators change
-                    // day to day (catalog, policies, exceptions) reloads in place.
-                    match aigate::server::reload(&gateway.shared).await {
-                        Ok(reloaded) => tracing::info!(services = reloaded.services, policies = reloaded.policies, exceptions = reloaded.exceptions, "SIGHUP: snapshot reloaded; other config changes need a restart."),
-                        Err(error) => tracing::error!(%error, "SIGHUP: reload rejected; the previous snapshot keeps serving."),
+                    notify_systemd(&[sd_notify::NotifyState::Reloading]);
+                    // The file is re-read; what can change in place does, the rest (listeners,
+                    // store, CA, ...) is named and waits for a restart.
+                    let reloaded = match Config::load(path) {
+                        Ok(config) => aigate::server::reload_config(&gateway.shared, config).await.map_err(anyhow::Error::from),
+                        Err(error) => Err(anyhow::Error::from(error)),
+                    };
+                    match reloaded {
+                        Ok(done) => {
+                            tracing::info!(services = done.snapshot.services, policies = done.snapshot.policies, exceptions = done.snapshot.exceptions, "SIGHUP: configuration and snapshot reloaded.");
+                            if !done.needs_restart.is_empty() {
+                                tracing::warn!(settings = ?done.needs_restart, "SIGHUP: these settings changed but apply only after a restart.");
+                            }
+                        }
+                        Err(error) => tracing::error!(error = format!("{error:#}"), "SIGHUP: reload rejected; the running configuration and snapshot stay."),
                     }
+                    notify_systemd(&[sd_notify::NotifyState::Ready]);
                 }
             }
         }

@@ -67,9 +67,18 @@ pub enum StartError {
     },
 }
 
+impl Shared {
+    /// The configuration in force. An owned `Arc`, so holding it across an `.await` pins no
+    /// arc-swap slot; a reload never changes a configuration someone holds.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+}
+
 /// State every connection and request shares.
 pub struct Shared {
-    pub config: Config,
+    /// The running configuration; SIGHUP swaps in a re-read file (`reload_config`).
+    config: ArcSwap<Config>,
     pub snapshot: ArcSwap<Snapshot>,
     /// Who is behind each request (cached store lookups).
     pub identity: crate::identity::Resolver,
@@ -113,7 +122,7 @@ impl RunningGateway {
         pingora::apps::ServerApp::cleanup(self.front.app.as_ref()).await;
         let open = self.front.connections.open();
         if open > 0 {
-            let timeout = self.shared.config.proxy.drain_timeout();
+            let timeout = self.shared.config().proxy.drain_timeout();
             info!(
                 open,
                 timeout_secs = timeout.as_secs(),
@@ -260,13 +269,13 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         audit,
         store: store.clone(),
         proxy_addr,
-        config,
+        config: ArcSwap::from_pointee(config),
     });
 
     let mut app = pingora::proxy::http_proxy(&server_conf, AigateProxy::new(shared.clone()));
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2_idle_timeout = Some(std::time::Duration::from_secs(
-        shared.config.proxy.client_idle_timeout_secs,
+        shared.config().proxy.client_idle_timeout_secs,
     ));
     app.server_options = Some(options);
 
@@ -280,7 +289,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     });
 
     let maintenance_every =
-        std::time::Duration::from_secs(shared.config.store.maintenance_interval_secs);
+        std::time::Duration::from_secs(shared.config().store.maintenance_interval_secs);
     let mut tasks = vec![
         tokio::spawn(explicit::serve(proxy_listener, front.clone())),
         tokio::spawn(admin::serve(
@@ -291,7 +300,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         )),
     ];
     if let Some((listener, addr)) = transparent_listener {
-        let tproxy = shared.config.transparent.tproxy;
+        let tproxy = shared.config().transparent.tproxy;
         tasks.push(tokio::spawn(transparent::serve(
             listener,
             front.clone(),
@@ -549,20 +558,27 @@ pub struct Reloaded {
 /// Rebuilds catalog, policies and exceptions and swaps them in atomically. On any error the
 /// running snapshot stays; requests in flight keep the snapshot they hold.
 pub async fn reload(shared: &Shared) -> Result<Reloaded, StartError> {
+    reload_with(shared, &shared.config(), None).await
+}
+
+async fn reload_with(
+    shared: &Shared,
+    config: &Config,
+    inspector: Option<Arc<Inspector>>,
+) -> Result<Reloaded, StartError> {
     flush_exception_uses(shared).await;
     let result = async {
         let catalog = match store_catalog(shared.store.as_ref()).await? {
             Some(catalog) => catalog,
-            None => Catalog::load_dir(&shared.config.catalog.dir)?,
+            None => Catalog::load_dir(&config.catalog.dir)?,
         };
-        let (policies, exceptions) =
-            load_policy_state(&shared.config, shared.store.as_ref()).await?;
+        let (policies, exceptions) = load_policy_state(config, shared.store.as_ref()).await?;
         let reloaded = Reloaded {
             services: catalog.services().len(),
             policies: policies.len(),
             exceptions: exceptions.len(),
         };
-        let inspector = Arc::clone(&shared.snapshot.load().inspector);
+        let inspector = inspector.unwrap_or_else(|| Arc::clone(&shared.snapshot.load().inspector));
         shared.identity.invalidate();
         shared.snapshot.store(Arc::new(Snapshot {
             catalog,
@@ -580,6 +596,70 @@ pub async fn reload(shared: &Shared) -> Result<Reloaded, StartError> {
     result
 }
 
+/// What a configuration reload did.
+#[derive(Debug)]
+pub struct ConfigReloaded {
+    pub snapshot: Reloaded,
+    /// Settings that changed in the file but keep their running values until a restart.
+    pub needs_restart: Vec<&'static str>,
+}
+
+/// Applies a re-read configuration file (SIGHUP): policy, intercept, identity, inspect,
+/// catalog, admin tokens and PAC, and proxy timeouts take effect at once, with the snapshot
+/// rebuilt under them. Listeners, store, CA, upstream, audit, logging and cache sizes keep their
+/// running values (named in `needs_restart` when the file changed them). Anything invalid
+/// rejects the whole reload and the running configuration stays.
+pub async fn reload_config(shared: &Shared, new: Config) -> Result<ConfigReloaded, StartError> {
+    let old = shared.config();
+    let mut effective = new;
+    let mut needs_restart = Vec::new();
+    macro_rules! keep {
+        ($name:literal, $($field:tt)+) => {
+            if format!("{:?}", effective.$($field)+) != format!("{:?}", old.$($field)+) {
+                needs_restart.push($name);
+                effective.$($field)+ = old.$($field)+.clone();
+            }
+        };
+    }
+    keep!("[proxy] listen", proxy.listen);
+    keep!("[proxy] max_connections", proxy.max_connections);
+    keep!("[admin] listen", admin.listen);
+    keep!("[admin] tls", admin.tls);
+    keep!("[admin] tls_cert", admin.tls_cert);
+    keep!("[admin] tls_key", admin.tls_key);
+    keep!("[admin] tls_names", admin.tls_names);
+    keep!("[transparent]", transparent);
+    keep!("[tls]", tls);
+    keep!("[upstream]", upstream);
+    keep!("[store]", store);
+    keep!("[audit]", audit);
+    keep!("[log]", log);
+    keep!("[identity] cache_ttl_secs", identity.cache_ttl_secs);
+    keep!("[identity] cache_capacity", identity.cache_capacity);
+    keep!(
+        "[intercept] pinning_window_secs",
+        intercept.pinning_window_secs
+    );
+    keep!(
+        "[intercept] learned_bypass_ttl_secs",
+        intercept.learned_bypass_ttl_secs
+    );
+    effective.validate()?;
+    let inspector = Arc::new(Inspector::new(
+        &effective.inspect.load_dictionaries()?,
+        effective.inspect.min_confidence,
+        effective.proxy.body_buffer_bytes,
+    )?);
+    let snapshot = reload_with(shared, &effective, Some(inspector)).await?;
+    shared.router.reconfigure(&effective.intercept);
+    shared.identity.reconfigure(&effective.identity);
+    shared.config.store(Arc::new(effective));
+    Ok(ConfigReloaded {
+        snapshot,
+        needs_restart,
+    })
+}
+
 /// Writes exception uses counted in memory back to `usage_count`.
 async fn flush_exception_uses(shared: &Shared) {
     let uses = shared.snapshot.load().exceptions.drain_uses();
@@ -595,7 +675,7 @@ async fn flush_exception_uses(shared: &Shared) {
 /// polling the store's revision (SQLite's only way; PostgreSQL's safety net for notifications
 /// lost while the listener reconnected).
 async fn watch_policies(shared: Arc<Shared>) {
-    let every = std::time::Duration::from_secs(shared.config.policy.reload_interval_secs);
+    let every = std::time::Duration::from_secs(shared.config().policy.reload_interval_secs);
     let mut notifications = shared.store.change_notifications().await;
     let mut seen = shared.store.policy_revision().await.ok();
     let mut ticker = tokio::time::interval(every);

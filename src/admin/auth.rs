@@ -106,7 +106,7 @@ pub async fn require_token(
 
 async fn grant_for(shared: &Shared, digest: &str) -> Result<Option<Grant>, ApiError> {
     let configured = shared
-        .config
+        .config()
         .admin
         .token_sha256
         .iter()

@@ -276,7 +276,7 @@ async fn proxy_pac(
     State(shared): State<Arc<Shared>>,
     headers: axum::http::HeaderMap,
 ) -> impl IntoResponse {
-    let configured = &shared.config.admin.pac_proxies;
+    let configured = &shared.config().admin.pac_proxies;
     let proxies = if !configured.is_empty() {
         configured.clone()
     } else if shared.proxy_addr.ip().is_unspecified() {
@@ -297,7 +297,7 @@ async fn proxy_pac(
             (header::CONTENT_TYPE, "application/x-ns-proxy-autoconfig"),
             (header::CACHE_CONTROL, "max-age=300"),
         ],
-        crate::front::pac::render(&snapshot.catalog, &shared.config.intercept, &proxies),
+        crate::front::pac::render(&snapshot.catalog, &shared.config().intercept, &proxies),
     )
 }
 
@@ -313,7 +313,7 @@ async fn list_bypass(
     }
     match shared.store.bypass_hosts().await {
         Ok(permanent) => Json(serde_json::json!({
-            "configured": shared.config.intercept.bypass,
+            "configured": shared.config().intercept.bypass,
             "permanent": permanent,
             "learned": shared.router.learned_bypass(),
         }))

@@ -372,7 +372,7 @@ pub async fn dry_run_policy(
     let mut policy = stored(&shared, id).await?;
     // Evaluated as if active and alone, whatever its status.
     policy.status = "active".to_owned();
-    let config = &shared.config.policy;
+    let config = &shared.config().policy;
     let set =
         crate::policy::PolicySet::compile(&[policy], config.defaults.clone(), config.fail_mode)
             .map_err(|error| {

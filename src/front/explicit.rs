@@ -21,7 +21,7 @@ use crate::upstream::UpstreamError;
 const MAX_HEADERS: usize = 100;
 
 pub async fn serve(listener: TcpListener, front: Arc<FrontContext>) {
-    let limit = Arc::new(Semaphore::new(front.shared.config.proxy.max_connections));
+    let limit = Arc::new(Semaphore::new(front.shared.config().proxy.max_connections));
     let mut shutdown = front.shutdown.clone();
     loop {
         let Some((socket, peer)) = super::accept(&listener, &mut shutdown).await else {
@@ -75,7 +75,7 @@ enum Head {
 
 async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAddr) {
     let _ = client.set_nodelay(true);
-    let config = &front.shared.config.proxy;
+    let config = &front.shared.config().proxy;
     let mut buffer = Vec::with_capacity(4096);
     let head = match tokio::time::timeout(
         config.header_read_timeout(),
@@ -187,7 +187,7 @@ async fn open_tunnel(
         }
     };
     let origin = match tokio::time::timeout(
-        shared.config.upstream.connect_timeout(),
+        shared.config().upstream.connect_timeout(),
         TcpStream::connect(addr),
     )
     .await
@@ -225,7 +225,7 @@ async fn open_tunnel(
         client,
         origin,
         &pending,
-        shared.config.proxy.tunnel_idle_timeout(),
+        shared.config().proxy.tunnel_idle_timeout(),
     )
     .await
     {

@@ -72,7 +72,7 @@ pub async fn intercept(
     target: ConnectTarget,
     meta: Arc<ConnectionMeta>,
 ) {
-    let timeout = front.shared.config.proxy.header_read_timeout();
+    let timeout = front.shared.config().proxy.header_read_timeout();
     let hello = match read_client_hello(&mut client, &mut pending, timeout).await {
         Ok(hello) => hello,
         Err(error) => {

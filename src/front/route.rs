@@ -44,13 +44,29 @@ pub enum Route {
     Tunnel,
 }
 
-pub struct Router {
+/// What `[intercept]` says; replaced whole when the config is reloaded.
+struct Rules {
     mode: InterceptMode,
     extra_hosts: DomainSet,
     bypass: DomainSet,
+    pinning_threshold: u32,
+}
+
+impl Rules {
+    fn new(config: &InterceptConfig) -> Self {
+        Self {
+            mode: config.mode,
+            extra_hosts: DomainSet::new(config.extra_hosts.iter().map(String::as_str)),
+            bypass: DomainSet::new(config.bypass.iter().map(String::as_str)),
+            pinning_threshold: config.pinning_failure_threshold,
+        }
+    }
+}
+
+pub struct Router {
+    rules: ArcSwap<Rules>,
     /// Promoted by an administrator and kept in the store; swapped whole on change.
     permanent_bypass: ArcSwap<DomainSet>,
-    pinning_threshold: u32,
     /// Handshake aborts per host within the pinning window (entries expire with the window).
     handshake_aborts: Cache<String, Arc<AtomicU32>>,
     /// Hosts tunnelled because their clients pin certificates.
@@ -60,11 +76,8 @@ pub struct Router {
 impl Router {
     pub fn new(config: &InterceptConfig) -> Self {
         Self {
-            mode: config.mode,
-            extra_hosts: DomainSet::new(config.extra_hosts.iter().map(String::as_str)),
-            bypass: DomainSet::new(config.bypass.iter().map(String::as_str)),
+            rules: ArcSwap::from_pointee(Rules::new(config)),
             permanent_bypass: ArcSwap::from_pointee(DomainSet::default()),
-            pinning_threshold: config.pinning_failure_threshold,
             handshake_aborts: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(config.pinning_window_secs.max(1)))
@@ -76,17 +89,24 @@ impl Router {
         }
     }
 
+    /// Applies a reloaded `[intercept]` (the pinning window and learned-bypass lifetime keep
+    /// their start-up values: they size caches).
+    pub fn reconfigure(&self, config: &InterceptConfig) {
+        self.rules.store(Arc::new(Rules::new(config)));
+    }
+
     pub fn route(&self, catalog: &Catalog, host: &str) -> Route {
-        if self.bypass.contains(host)
+        let rules = self.rules.load();
+        if rules.bypass.contains(host)
             || self.permanent_bypass.load().contains(host)
             || self.learned_bypass.contains_key(&normalize(host))
         {
             return Route::Tunnel;
         }
-        let wanted = match self.mode {
+        let wanted = match rules.mode {
             InterceptMode::All => true,
             InterceptMode::Catalog => {
-                catalog.service_for_host(host).is_some() || self.extra_hosts.contains(host)
+                catalog.service_for_host(host).is_some() || rules.extra_hosts.contains(host)
             }
         };
         if wanted && !is_ip_literal(host) {
@@ -100,7 +120,8 @@ impl Router {
     /// Counts a client that aborted the TLS handshake on our leaf for `host`; returns true when
     /// this abort moved the host to the learned bypass.
     pub fn record_handshake_abort(&self, host: &str) -> bool {
-        if self.pinning_threshold == 0 {
+        let threshold = self.rules.load().pinning_threshold;
+        if threshold == 0 {
             return false;
         }
         let host = normalize(host);
@@ -108,7 +129,7 @@ impl Router {
             .handshake_aborts
             .get_with(host.clone(), || Arc::new(AtomicU32::new(0)));
         let aborts = counter.fetch_add(1, Ordering::Relaxed) + 1;
-        if aborts < self.pinning_threshold || self.learned_bypass.contains_key(&host) {
+        if aborts < threshold || self.learned_bypass.contains_key(&host) {
             return false;
         }
         self.handshake_aborts.invalidate(&host);

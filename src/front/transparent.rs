@@ -68,7 +68,7 @@ pub async fn serve(listener: TcpListener, front: Arc<FrontContext>, tproxy: bool
     };
     // Each listener has its own cap: a flood of redirected LAN traffic must not starve
     // explicitly configured clients, nor the other way round.
-    let limit = Arc::new(Semaphore::new(front.shared.config.proxy.max_connections));
+    let limit = Arc::new(Semaphore::new(front.shared.config().proxy.max_connections));
     let mut shutdown = front.shutdown.clone();
     loop {
         let Some((socket, peer)) = super::accept(&listener, &mut shutdown).await else {
@@ -128,7 +128,7 @@ async fn handle(
         return;
     }
 
-    let timeout = front.shared.config.proxy.header_read_timeout();
+    let timeout = front.shared.config().proxy.header_read_timeout();
     let mut first = [0u8; 1];
     match tokio::time::timeout(timeout, client.peek(&mut first)).await {
         Ok(Ok(0)) => return,
@@ -224,7 +224,7 @@ async fn pass_through(
     sni: Option<&str>,
 ) {
     let sni = sni.unwrap_or("");
-    let connect = front.shared.config.upstream.connect_timeout();
+    let connect = front.shared.config().upstream.connect_timeout();
     let origin = match tokio::time::timeout(connect, TcpStream::connect(dst)).await {
         Ok(Ok(origin)) => origin,
         Ok(Err(error)) => {
@@ -238,7 +238,7 @@ async fn pass_through(
     };
     let _ = origin.set_nodelay(true);
     metrics::TUNNELS_TOTAL.inc();
-    let idle = front.shared.config.proxy.tunnel_idle_timeout();
+    let idle = front.shared.config().proxy.tunnel_idle_timeout();
     match tunnel::relay(client, origin, &pending, idle).await {
         Ok(stats) => debug!(
             sni,

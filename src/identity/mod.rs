@@ -139,8 +139,8 @@ where
 #[derive(Debug)]
 pub struct Resolver {
     store: Arc<dyn Store>,
-    config: IdentityConfig,
-    trusted: Vec<ipnet::IpNet>,
+    /// Swapped by a config reload (cache sizes keep their start-up values).
+    config: arc_swap::ArcSwap<IdentityConfig>,
     users_by_email: Cache<String, Option<Arc<UserContext>>>,
     users_by_id: Cache<Uuid, Option<Arc<UserContext>>>,
     devices_by_ip: Cache<IpAddr, Option<Arc<DeviceContext>>>,
@@ -152,8 +152,7 @@ impl Resolver {
     pub fn new(store: Arc<dyn Store>, config: &IdentityConfig) -> Self {
         Resolver {
             store,
-            trusted: config.trusted_networks.clone(),
-            config: config.clone(),
+            config: arc_swap::ArcSwap::from_pointee(config.clone()),
             users_by_email: bounded_cache(config),
             users_by_id: bounded_cache(config),
             devices_by_ip: bounded_cache(config),
@@ -162,8 +161,14 @@ impl Resolver {
     }
 
     /// The header a trusted authenticating proxy sets; stripped before forwarding whoever sent it.
-    pub fn trusted_header(&self) -> &str {
-        &self.config.trusted_header
+    pub fn config(&self) -> arc_swap::Guard<Arc<IdentityConfig>> {
+        self.config.load()
+    }
+
+    /// Applies a reloaded `[identity]`.
+    pub fn reconfigure(&self, config: &IdentityConfig) {
+        self.config.store(Arc::new(config.clone()));
+        self.invalidate();
     }
 
     /// Drops every cached context (on reload, so directory changes apply).
@@ -191,7 +196,8 @@ impl Resolver {
                 });
             }
         }
-        for method in &self.config.order {
+        let config = self.config.load_full();
+        for method in &config.order {
             let user = match method {
                 AttributionMethod::TrustedHeader => self.trusted_header_user(claims).await,
                 AttributionMethod::ProxyBasic if claims.proxy_auth_applies => {
@@ -238,7 +244,8 @@ impl Resolver {
             tunnel_user: None,
             proxy_auth_applies: true,
         };
-        for method in &self.config.order {
+        let config = self.config.load_full();
+        for method in &config.order {
             let user = match method {
                 AttributionMethod::TrustedHeader => self.trusted_header_user(&claims).await,
                 AttributionMethod::ProxyBasic => {
@@ -257,7 +264,7 @@ impl Resolver {
                 }));
             }
         }
-        if self.config.require_proxy_auth {
+        if config.require_proxy_auth {
             return Err(ProxyAuthError::Required);
         }
         Ok(None)
@@ -267,14 +274,14 @@ impl Resolver {
     pub fn challenge(&self) -> String {
         format!(
             "Basic realm=\"{}\", charset=\"UTF-8\"",
-            self.config.proxy_auth_realm
+            self.config.load().proxy_auth_realm
         )
     }
 
     /// Wrong credentials: a 407 when authentication is required; otherwise the request is
     /// simply not attributed by them (a client still configured for another proxy keeps working).
     fn rejected(&self) -> Result<Option<Arc<UserContext>>, ProxyAuthError> {
-        if self.config.require_proxy_auth {
+        if self.config.load().require_proxy_auth {
             Err(ProxyAuthError::Rejected)
         } else {
             tracing::debug!(
@@ -290,22 +297,26 @@ impl Resolver {
         identity: Identity,
     ) -> Result<Identity, ProxyAuthError> {
         let credentialed = matches!(identity.method, "trusted_header" | "proxy_basic");
-        if self.config.require_proxy_auth && claims.proxy_auth_applies && !credentialed {
+        if self.config.load().require_proxy_auth && claims.proxy_auth_applies && !credentialed {
             return Err(ProxyAuthError::Required);
         }
         Ok(identity)
     }
 
     async fn trusted_header_user(&self, claims: &Claims<'_>) -> Option<Arc<UserContext>> {
-        let trusted = claims
-            .client
-            .is_some_and(|ip| self.trusted.iter().any(|net| net.contains(&ip)));
+        let trusted = claims.client.is_some_and(|ip| {
+            self.config
+                .load()
+                .trusted_networks
+                .iter()
+                .any(|net| net.contains(&ip))
+        });
         if !trusted {
             return None;
         }
         let email = claims
             .headers
-            .get(self.config.trusted_header.as_str())
+            .get(self.config.load().trusted_header.as_str())
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().to_ascii_lowercase())
             .filter(|v| !v.is_empty())?;

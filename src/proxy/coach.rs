@@ -97,7 +97,7 @@ pub async fn justify(
         Decision::Review => {}
     }
 
-    let config = &shared.config.policy;
+    let config = &shared.config().policy;
     let user_id = identity.user.as_ref().map_or(ANONYMOUS_USER, |u| u.id);
     let now = OffsetDateTime::now_utc();
     let lasts = Duration::from_secs(config.justification_exception_secs);

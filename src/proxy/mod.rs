@@ -155,7 +155,7 @@ impl ProxyHttp for AigateProxy {
         // The host name is always set: an empty SNI would make pingora skip certificate
         // verification, and the front never intercepts a name-less target.
         let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
-        let upstream = &self.shared.config.upstream;
+        let upstream = &self.shared.config().upstream;
         let options = &mut peer.options;
         options.alpn = if target.tls { ALPN::H2H1 } else { ALPN::H1 };
         options.max_h2_streams = UPSTREAM_H2_STREAMS;
@@ -176,7 +176,8 @@ impl ProxyHttp for AigateProxy {
         request.remove_header("proxy-authorization");
         request.remove_header("proxy-connection");
         // Whoever set it, the identity header is the gateway's business only.
-        request.remove_header(self.shared.identity.trusted_header());
+        let identity = self.shared.identity.config();
+        request.remove_header(identity.trusted_header.as_str());
         if let Some(target) = ctx.target.as_ref() {
             normalize_to_origin_form(request, target)?;
         }
@@ -359,7 +360,7 @@ impl AigateProxy {
                 .await;
             }
         };
-        let cap = self.shared.config.proxy.body_buffer_bytes;
+        let cap = self.shared.config().proxy.body_buffer_bytes;
         let (body, complete) = read_body_prefix(session, cap).await?;
         let inspected = &body[..body.len().min(cap)];
         let snapshot = self.shared.snapshot.load();
@@ -399,7 +400,7 @@ impl AigateProxy {
         ctx.record = Some(record);
 
         let review_forwarded = decision == Decision::Review
-            && self.shared.config.policy.review_action == ReviewAction::AllowAndFlag;
+            && self.shared.config().policy.review_action == ReviewAction::AllowAndFlag;
         if decision != Decision::Allow && !review_forwarded {
             if !complete {
                 // The rest of the body is still on the wire; this connection cannot carry another request.

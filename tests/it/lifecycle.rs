@@ -86,14 +86,63 @@ fn sighup_reloads_and_sigterm_stops_cleanly() {
         }
         panic!("no log line containing {needle:?}");
     };
-    wait_for("Gateway listening");
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
+    let listening = wait_for("Gateway listening");
+    let proxy = listening
+        .split("proxy=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
         .unwrap()
-        .success());
-    wait_for("SIGHUP: snapshot reloaded");
+        .to_owned();
+    let pid = child.id().to_string();
+    let hangup = || {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    // A plain request through the proxy, answered without any upstream (the target does not
+    // resolve): its status line.
+    let status_line = || {
+        use std::io::{Read, Write};
+        let mut socket = std::net::TcpStream::connect(&proxy).unwrap();
+        socket
+            .write_all(b"GET http://nowhere.invalid/ HTTP/1.1\r\nHost: nowhere.invalid\r\n\r\n")
+            .unwrap();
+        let mut answer = [0u8; 256];
+        let read = socket.read(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer[..read])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    hangup();
+    wait_for("SIGHUP: configuration and snapshot reloaded");
+    assert!(!status_line().contains(" 407 "));
+
+    // The file now requires proxy authentication (applies at once) and moves the listener
+    // (needs a restart, and says so).
+    let text = std::fs::read_to_string(&config).unwrap();
+    let changed = text.replacen(
+        "[proxy]\nlisten = \"127.0.0.1:0\"",
+        "[proxy]\nlisten = \"127.0.0.1:3999\"",
+        1,
+    ) + "[identity]\nrequire_proxy_auth = true\n";
+    std::fs::write(&config, &changed).unwrap();
+    hangup();
+    let restart = wait_for("apply only after a restart");
+    assert!(restart.contains("[proxy] listen"), "{restart}");
+    assert!(
+        status_line().contains(" 407 "),
+        "require_proxy_auth applied"
+    );
+
+    // A broken file changes nothing.
+    std::fs::write(&config, changed.clone() + "[identity]\nbogus = 1\n").unwrap();
+    hangup();
+    wait_for("SIGHUP: reload rejected");
+    assert!(status_line().contains(" 407 "));
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
