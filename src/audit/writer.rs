@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use super::record::AuditRecord;
+use super::record::{AuditEventRecord, AuditRecord, DecisionRecord};
 use crate::metrics;
 use crate::store::{Store, StoreError};
 
@@ -196,21 +196,30 @@ impl Writer {
     /// Writes a batch; returns true when (part of) it had to be spilled.
     async fn flush(&self, records: Vec<AuditRecord>) -> bool {
         let started = Instant::now();
-        match write(self.store.as_ref(), &records).await {
+        let count = records.len() as u64;
+        // Moved apart rather than cloned: copying every record's JSON was the writer's largest
+        // cost. A failed batch is put back together for the journal or the isolation pass.
+        let (decisions, events) = split(records);
+        let written = match self.store.write_decisions(&decisions).await {
+            Ok(()) => self.store.write_audit_events(&events).await,
+            Err(error) => Err(error),
+        };
+        let error = match written {
             Ok(()) => {
-                metrics::AUDIT_WRITTEN_TOTAL.inc_by(records.len() as u64);
+                metrics::AUDIT_WRITTEN_TOTAL.inc_by(count);
                 metrics::AUDIT_FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
-                false
+                return false;
             }
-            Err(error) if error.is_retriable() => {
-                warn!(%error, records = records.len(), "Store unavailable; spilling the batch to the journal.");
-                self.spill(records).await;
-                true
-            }
-            Err(error) => {
-                warn!(%error, records = records.len(), "Store refused a batch; isolating the bad records.");
-                self.isolate(records).await
-            }
+            Err(error) => error,
+        };
+        let records = join(decisions, events);
+        if error.is_retriable() {
+            warn!(%error, records = records.len(), "Store unavailable; spilling the batch to the journal.");
+            self.spill(records).await;
+            true
+        } else {
+            warn!(%error, records = records.len(), "Store refused a batch; isolating the bad records.");
+            self.isolate(records).await
         }
     }
 
@@ -297,6 +306,26 @@ impl Writer {
         );
         true
     }
+}
+
+fn split(records: Vec<AuditRecord>) -> (Vec<DecisionRecord>, Vec<AuditEventRecord>) {
+    let mut decisions = Vec::with_capacity(records.len());
+    let mut events = Vec::new();
+    for record in records {
+        match record {
+            AuditRecord::Decision(decision) => decisions.push(*decision),
+            AuditRecord::Event(event) => events.push(*event),
+        }
+    }
+    (decisions, events)
+}
+
+fn join(decisions: Vec<DecisionRecord>, events: Vec<AuditEventRecord>) -> Vec<AuditRecord> {
+    decisions
+        .into_iter()
+        .map(|d| AuditRecord::Decision(Box::new(d)))
+        .chain(events.into_iter().map(|e| AuditRecord::Event(Box::new(e))))
+        .collect()
 }
 
 async fn write(store: &dyn Store, records: &[AuditRecord]) -> Result<(), StoreError> {
