@@ -36,6 +36,18 @@ pub enum HelloError {
     Io(#[from] std::io::Error),
 }
 
+impl HelloError {
+    /// The `aigate_connections_rejected_total` reason for a connection closed over this error.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            HelloError::NotTls => "not_tls",
+            HelloError::Closed => "closed",
+            HelloError::Timeout(_) => "timeout",
+            _ => "malformed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientHello {
     /// The server name the client asked for, lowercased.

@@ -20,7 +20,7 @@ use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use super::hello::{read_client_hello, HelloError};
+use super::hello::read_client_hello;
 use super::{ConnectTarget, ConnectionMeta, FrontContext};
 use crate::audit::{AuditEventRecord, AuditRecord};
 use crate::metrics;
@@ -76,14 +76,8 @@ pub async fn intercept(
     let hello = match read_client_hello(&mut client, &mut pending, timeout).await {
         Ok(hello) => hello,
         Err(error) => {
-            let reason = match error {
-                HelloError::NotTls => "not_tls",
-                HelloError::Closed => "closed",
-                HelloError::Timeout(_) => "timeout",
-                _ => "malformed",
-            };
             metrics::CONNECTIONS_REJECTED
-                .with_label_values(&[reason])
+                .with_label_values(&[error.metric_label()])
                 .inc();
             info!(host = %target.host, %error, "No usable ClientHello after CONNECT; closing.");
             return;

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
-use super::hello::{read_client_hello, HelloError};
+use super::hello::read_client_hello;
 use super::route::Route;
 use super::{intercept, tunnel, ConnectTarget, ConnectionMeta, FrontContext, Listener};
 use crate::metrics;
@@ -174,14 +174,8 @@ async fn tls(
     let hello = match read_client_hello(&mut client, &mut pending, timeout).await {
         Ok(hello) => hello,
         Err(error) => {
-            let reason = match error {
-                HelloError::NotTls => "not_tls",
-                HelloError::Closed => "closed",
-                HelloError::Timeout(_) => "timeout",
-                _ => "malformed",
-            };
             metrics::CONNECTIONS_REJECTED
-                .with_label_values(&[reason])
+                .with_label_values(&[error.metric_label()])
                 .inc();
             info!(%error, "No usable ClientHello on a redirected connection; closing.");
             return;
