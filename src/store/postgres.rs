@@ -387,34 +387,9 @@ impl Store for PostgresStore {
     async fn import_policies(&self, policies: &[PolicyDefinition]) -> Result<usize, StoreError> {
         let mut inserted = 0;
         for policy in policies {
-            let result = sqlx::query(
-                "INSERT INTO policies (policy_id, name, description, version, status, priority, policy_type, \
-                 framework, article_reference, rule_engine, rule_content, rule_metadata, scope, created_by, \
-                 updated_by, effective_date, expiry_date, tags) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17) \
-                 ON CONFLICT (policy_id) DO NOTHING",
-            )
-            .bind(policy.policy_id)
-            .bind(&policy.name)
-            .bind(&policy.description)
-            .bind(&policy.version)
-            .bind(&policy.status)
-            .bind(policy.priority)
-            .bind(&policy.policy_type)
-            .bind(&policy.framework)
-            .bind(&policy.article_reference)
-            .bind(&policy.rule_engine)
-            .bind(&policy.rule_content)
-            .bind(policy.rule_metadata.clone().map(Json))
-            .bind(Json(&policy.scope))
-            .bind(Uuid::nil())
-            .bind(utc(policy.effective_date))
-            .bind(policy.expiry_date.map(utc))
-            .bind(&policy.tags)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-            inserted += usize::try_from(result.rows_affected()).unwrap_or(0);
+            let written =
+                write_policy_row(&self.pool, policy, Uuid::nil(), ExistingPolicy::Keep).await?;
+            inserted += usize::try_from(written).unwrap_or(0);
         }
         Ok(inserted)
     }
@@ -1075,43 +1050,10 @@ impl Store for PostgresStore {
     async fn save_policy(&self, write: &PolicyWrite<'_>) -> Result<(), StoreError> {
         let policy = write.definition;
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        sqlx::query(
-            "INSERT INTO policies (policy_id, name, description, version, status, priority, policy_type, \
-             framework, article_reference, rule_engine, rule_content, rule_metadata, scope, created_by, \
-             updated_by, effective_date, expiry_date, tags, approved_by, approved_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17, \
-             CASE WHEN $18 THEN $14 END, CASE WHEN $18 THEN NOW() END) \
-             ON CONFLICT (policy_id) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description, \
-             version = EXCLUDED.version, status = EXCLUDED.status, priority = EXCLUDED.priority, \
-             policy_type = EXCLUDED.policy_type, framework = EXCLUDED.framework, \
-             article_reference = EXCLUDED.article_reference, rule_engine = EXCLUDED.rule_engine, \
-             rule_content = EXCLUDED.rule_content, rule_metadata = EXCLUDED.rule_metadata, scope = EXCLUDED.scope, \
-             updated_by = EXCLUDED.updated_by, updated_at = NOW(), effective_date = EXCLUDED.effective_date, \
-             expiry_date = EXCLUDED.expiry_date, tags = EXCLUDED.tags, \
-             approved_by = CASE WHEN $18 THEN EXCLUDED.approved_by ELSE policies.approved_by END, \
-             approved_at = CASE WHEN $18 THEN NOW() ELSE policies.approved_at END",
-        )
-        .bind(policy.policy_id)
-        .bind(&policy.name)
-        .bind(&policy.description)
-        .bind(&policy.version)
-        .bind(&policy.status)
-        .bind(policy.priority)
-        .bind(&policy.policy_type)
-        .bind(&policy.framework)
-        .bind(&policy.article_reference)
-        .bind(&policy.rule_engine)
-        .bind(&policy.rule_content)
-        .bind(policy.rule_metadata.clone().map(Json))
-        .bind(Json(&policy.scope))
-        .bind(write.actor)
-        .bind(utc(policy.effective_date))
-        .bind(policy.expiry_date.map(utc))
-        .bind(&policy.tags)
-        .bind(write.approve)
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
+        let existing = ExistingPolicy::Replace {
+            approve: write.approve,
+        };
+        write_policy_row(&mut *tx, policy, write.actor, existing).await?;
         sqlx::query(
             "INSERT INTO policy_versions (policy_id, version, rule_content, rule_metadata, change_summary, changed_by) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (policy_id, version) DO NOTHING",
@@ -1396,6 +1338,75 @@ fn partition_month(table: &str, partition: &str) -> Option<Date> {
     let (year, month) = rest.split_once('m')?;
     let month = Month::try_from(month.parse::<u8>().ok()?).ok()?;
     Date::from_calendar_date(year.parse().ok()?, month, 1).ok()
+}
+
+/// What writing a policy row does to a stored row with the same id.
+#[derive(Debug, Clone, Copy)]
+enum ExistingPolicy {
+    /// Leave it (file import: never overwrite an administrator's row).
+    Keep,
+    /// Replace it; `approve` stamps `approved_by`/`approved_at` (an activation).
+    Replace { approve: bool },
+}
+
+/// Inserts or replaces one `policies` row; returns the rows written (0 when an existing row was
+/// kept).
+async fn write_policy_row<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    policy: &PolicyDefinition,
+    actor: Uuid,
+    existing: ExistingPolicy,
+) -> Result<u64, StoreError> {
+    macro_rules! insert {
+        () => {
+            "INSERT INTO policies (policy_id, name, description, version, status, priority, policy_type, \
+             framework, article_reference, rule_engine, rule_content, rule_metadata, scope, created_by, \
+             updated_by, effective_date, expiry_date, tags, approved_by, approved_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17, \
+             CASE WHEN $18 THEN $14 END, CASE WHEN $18 THEN NOW() END) "
+        };
+    }
+    let (sql, approve) = match existing {
+        ExistingPolicy::Keep => (concat!(insert!(), "ON CONFLICT (policy_id) DO NOTHING"), false),
+        ExistingPolicy::Replace { approve } => (
+            concat!(
+                insert!(),
+                "ON CONFLICT (policy_id) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description, \
+                 version = EXCLUDED.version, status = EXCLUDED.status, priority = EXCLUDED.priority, \
+                 policy_type = EXCLUDED.policy_type, framework = EXCLUDED.framework, \
+                 article_reference = EXCLUDED.article_reference, rule_engine = EXCLUDED.rule_engine, \
+                 rule_content = EXCLUDED.rule_content, rule_metadata = EXCLUDED.rule_metadata, scope = EXCLUDED.scope, \
+                 updated_by = EXCLUDED.updated_by, updated_at = NOW(), effective_date = EXCLUDED.effective_date, \
+                 expiry_date = EXCLUDED.expiry_date, tags = EXCLUDED.tags, \
+                 approved_by = CASE WHEN $18 THEN EXCLUDED.approved_by ELSE policies.approved_by END, \
+                 approved_at = CASE WHEN $18 THEN NOW() ELSE policies.approved_at END"
+            ),
+            approve,
+        ),
+    };
+    let done = sqlx::query(sql)
+        .bind(policy.policy_id)
+        .bind(&policy.name)
+        .bind(&policy.description)
+        .bind(&policy.version)
+        .bind(&policy.status)
+        .bind(policy.priority)
+        .bind(&policy.policy_type)
+        .bind(&policy.framework)
+        .bind(&policy.article_reference)
+        .bind(&policy.rule_engine)
+        .bind(&policy.rule_content)
+        .bind(policy.rule_metadata.clone().map(Json))
+        .bind(Json(&policy.scope))
+        .bind(actor)
+        .bind(utc(policy.effective_date))
+        .bind(policy.expiry_date.map(utc))
+        .bind(&policy.tags)
+        .bind(approve)
+        .execute(executor)
+        .await
+        .map_err(classify)?;
+    Ok(done.rows_affected())
 }
 
 /// One service row and its signature rows, replacing what was there.

@@ -197,6 +197,74 @@ impl SqliteStore {
     }
 }
 
+/// What writing a policy row does to a stored row with the same id (see the PostgreSQL store).
+#[derive(Debug, Clone, Copy)]
+enum ExistingPolicy {
+    Keep,
+    Replace { approve: bool },
+}
+
+/// Inserts or replaces one `policies` row; returns the rows written (0 when an existing row was
+/// kept).
+async fn write_policy_row<'e>(
+    executor: impl sqlx::SqliteExecutor<'e>,
+    policy: &PolicyDefinition,
+    actor: Uuid,
+    existing: ExistingPolicy,
+) -> Result<u64, StoreError> {
+    macro_rules! insert {
+        () => {
+            "INSERT INTO policies (policy_id, name, description, version, status, priority, policy_type, \
+             framework, article_reference, rule_engine, rule_content, rule_metadata, scope, created_by, \
+             updated_by, effective_date, expiry_date, tags, approved_by, approved_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17, \
+             CASE WHEN ?18 THEN ?14 END, CASE WHEN ?18 THEN ?19 END) "
+        };
+    }
+    let (sql, approve) = match existing {
+        ExistingPolicy::Keep => (concat!(insert!(), "ON CONFLICT (policy_id) DO NOTHING"), false),
+        ExistingPolicy::Replace { approve } => (
+            concat!(
+                insert!(),
+                "ON CONFLICT (policy_id) DO UPDATE SET name = excluded.name, description = excluded.description, \
+                 version = excluded.version, status = excluded.status, priority = excluded.priority, \
+                 policy_type = excluded.policy_type, framework = excluded.framework, \
+                 article_reference = excluded.article_reference, rule_engine = excluded.rule_engine, \
+                 rule_content = excluded.rule_content, rule_metadata = excluded.rule_metadata, scope = excluded.scope, \
+                 updated_by = excluded.updated_by, updated_at = ?19, effective_date = excluded.effective_date, \
+                 expiry_date = excluded.expiry_date, tags = excluded.tags, \
+                 approved_by = CASE WHEN ?18 THEN excluded.approved_by ELSE policies.approved_by END, \
+                 approved_at = CASE WHEN ?18 THEN ?19 ELSE policies.approved_at END"
+            ),
+            approve,
+        ),
+    };
+    let done = sqlx::query(sql)
+        .bind(policy.policy_id.to_string())
+        .bind(&policy.name)
+        .bind(&policy.description)
+        .bind(&policy.version)
+        .bind(&policy.status)
+        .bind(policy.priority)
+        .bind(&policy.policy_type)
+        .bind(&policy.framework)
+        .bind(&policy.article_reference)
+        .bind(&policy.rule_engine)
+        .bind(&policy.rule_content)
+        .bind(policy.rule_metadata.as_ref().map(json_text))
+        .bind(json_text(&policy.scope))
+        .bind(actor.to_string())
+        .bind(rfc3339(policy.effective_date))
+        .bind(policy.expiry_date.map(rfc3339))
+        .bind(json_text(&policy.tags))
+        .bind(approve)
+        .bind(rfc3339(OffsetDateTime::now_utc()))
+        .execute(executor)
+        .await
+        .map_err(classify)?;
+    Ok(done.rows_affected())
+}
+
 /// In-app notifications for the violations of a batch (see the PostgreSQL store).
 async fn notify_violations(
     tx: &mut sqlx::Transaction<'_, Sqlite>,
@@ -464,36 +532,10 @@ impl Store for SqliteStore {
 
     async fn import_policies(&self, policies: &[PolicyDefinition]) -> Result<usize, StoreError> {
         let mut inserted = 0;
-        let system = Uuid::nil().to_string();
         for policy in policies {
-            let result = sqlx::query(
-                "INSERT OR IGNORE INTO policies (policy_id, name, description, version, status, priority, \
-                 policy_type, framework, article_reference, rule_engine, rule_content, rule_metadata, scope, \
-                 created_by, updated_by, effective_date, expiry_date, tags) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(policy.policy_id.to_string())
-            .bind(&policy.name)
-            .bind(&policy.description)
-            .bind(&policy.version)
-            .bind(&policy.status)
-            .bind(policy.priority)
-            .bind(&policy.policy_type)
-            .bind(&policy.framework)
-            .bind(&policy.article_reference)
-            .bind(&policy.rule_engine)
-            .bind(&policy.rule_content)
-            .bind(policy.rule_metadata.as_ref().map(json_text))
-            .bind(json_text(&policy.scope))
-            .bind(&system)
-            .bind(&system)
-            .bind(rfc3339(policy.effective_date))
-            .bind(policy.expiry_date.map(rfc3339))
-            .bind(json_text(&policy.tags))
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-            inserted += usize::try_from(result.rows_affected()).unwrap_or(0);
+            let written =
+                write_policy_row(&self.pool, policy, Uuid::nil(), ExistingPolicy::Keep).await?;
+            inserted += usize::try_from(written).unwrap_or(0);
         }
         Ok(inserted)
     }
@@ -1083,44 +1125,10 @@ impl Store for SqliteStore {
         let actor = write.actor.to_string();
         let now = rfc3339(OffsetDateTime::now_utc());
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        sqlx::query(
-            "INSERT INTO policies (policy_id, name, description, version, status, priority, policy_type, \
-             framework, article_reference, rule_engine, rule_content, rule_metadata, scope, created_by, \
-             updated_by, effective_date, expiry_date, tags, approved_by, approved_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17, \
-             CASE WHEN ?18 THEN ?14 END, CASE WHEN ?18 THEN ?19 END) \
-             ON CONFLICT (policy_id) DO UPDATE SET name = excluded.name, description = excluded.description, \
-             version = excluded.version, status = excluded.status, priority = excluded.priority, \
-             policy_type = excluded.policy_type, framework = excluded.framework, \
-             article_reference = excluded.article_reference, rule_engine = excluded.rule_engine, \
-             rule_content = excluded.rule_content, rule_metadata = excluded.rule_metadata, scope = excluded.scope, \
-             updated_by = excluded.updated_by, updated_at = ?19, effective_date = excluded.effective_date, \
-             expiry_date = excluded.expiry_date, tags = excluded.tags, \
-             approved_by = CASE WHEN ?18 THEN excluded.approved_by ELSE policies.approved_by END, \
-             approved_at = CASE WHEN ?18 THEN ?19 ELSE policies.approved_at END",
-        )
-        .bind(policy.policy_id.to_string())
-        .bind(&policy.name)
-        .bind(&policy.description)
-        .bind(&policy.version)
-        .bind(&policy.status)
-        .bind(policy.priority)
-        .bind(&policy.policy_type)
-        .bind(&policy.framework)
-        .bind(&policy.article_reference)
-        .bind(&policy.rule_engine)
-        .bind(&policy.rule_content)
-        .bind(policy.rule_metadata.as_ref().map(json_text))
-        .bind(json_text(&policy.scope))
-        .bind(&actor)
-        .bind(rfc3339(policy.effective_date))
-        .bind(policy.expiry_date.map(rfc3339))
-        .bind(json_text(&policy.tags))
-        .bind(write.approve)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
+        let existing = ExistingPolicy::Replace {
+            approve: write.approve,
+        };
+        write_policy_row(&mut *tx, policy, write.actor, existing).await?;
         sqlx::query(
             "INSERT OR IGNORE INTO policy_versions (version_id, policy_id, version, rule_content, rule_metadata, \
              change_summary, changed_by, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
