@@ -59,8 +59,8 @@ impl utoipa::Modify for BearerScheme {
     }
 }
 
-/// The router and the OpenAPI document describing every route in it.
-pub fn router_and_openapi(shared: Arc<Shared>) -> (Router, utoipa::openapi::OpenApi) {
+/// The router; `/openapi.json` serves the document utoipa-axum builds from the same routes.
+pub fn router(shared: Arc<Shared>) -> Router {
     let protected = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(dashboard::dashboard))
         .routes(routes!(policies::list_policies, policies::create_policy))
@@ -104,13 +104,9 @@ pub fn router_and_openapi(shared: Arc<Shared>) -> (Router, utoipa::openapi::Open
         .routes(routes!(proxy_pac))
         .routes(routes!(openapi_json));
     let (router, openapi) = public.merge(protected).split_for_parts();
-    let document = Arc::new(openapi.clone());
-    let router = router.layer(Extension(document)).with_state(shared);
-    (router, openapi)
-}
-
-pub fn router(shared: Arc<Shared>) -> Router {
-    router_and_openapi(shared).0
+    router
+        .layer(Extension(Arc::new(openapi)))
+        .with_state(shared)
 }
 
 pub async fn serve(

@@ -59,8 +59,9 @@ pub struct DeviceContext {
     pub owner_id: Option<Uuid>,
 }
 
-/// What a request offers to be attributed by.
-#[derive(Debug, Clone, Copy)]
+/// What a request offers to be attributed by. `Debug` leaves the headers out: they may carry
+/// proxy credentials.
+#[derive(Clone, Copy)]
 pub struct Claims<'a> {
     pub client: Option<IpAddr>,
     pub headers: &'a http::HeaderMap,
@@ -69,6 +70,16 @@ pub struct Claims<'a> {
     /// Proxy authentication applies: a plain request to the explicit listener (the CONNECT of an
     /// intercepted tunnel was already checked; a transparent client cannot answer a 407).
     pub proxy_auth_applies: bool,
+}
+
+impl std::fmt::Debug for Claims<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claims")
+            .field("client", &self.client)
+            .field("tunnel_user", &self.tunnel_user)
+            .field("proxy_auth_applies", &self.proxy_auth_applies)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The user a CONNECT authenticated as, carried for every request inside the tunnel.
