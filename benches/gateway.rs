@@ -48,6 +48,7 @@ fn shipped_snapshot() -> Snapshot {
             &policies,
             aigate::policy::Defaults::default(),
             aigate::policy::FailMode::Closed,
+            aigate::policy::Evaluator::Vm,
         )
         .unwrap_or_else(|error| panic!("compile: {error}")),
         exceptions: aigate::policy::Exceptions::default(),
@@ -64,25 +65,33 @@ fn decision(c: &mut Criterion) {
         ..Default::default()
     };
     let now = time::OffsetDateTime::now_utc();
-    let mut samples: Vec<u128> = (0..20_000)
-        .map(|_| {
-            let started = std::time::Instant::now();
-            std::hint::black_box(snapshot.policies.evaluate(
-                &subject,
-                &input,
-                &snapshot.exceptions,
-                now,
-            ));
-            started.elapsed().as_nanos()
-        })
-        .collect();
-    samples.sort_unstable();
-    eprintln!(
-        "policy/evaluate_shipped ({} policies): p50 {:.1} µs, p99 {:.1} µs",
-        snapshot.policies.len(),
-        samples[samples.len() / 2] as f64 / 1000.0,
-        samples[samples.len() * 99 / 100] as f64 / 1000.0
-    );
+    let interpreted = aigate::policy::PolicySet::compile(
+        &aigate::policy::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies"))
+            .unwrap_or_else(|error| panic!("policies: {error}")),
+        aigate::policy::Defaults::default(),
+        aigate::policy::FailMode::Closed,
+        aigate::policy::Evaluator::Interpreter,
+    )
+    .unwrap_or_else(|error| panic!("compile: {error}"));
+    for (engine, set) in [
+        ("bytecode VM", &snapshot.policies),
+        ("interpreter", &interpreted),
+    ] {
+        let mut samples: Vec<u128> = (0..20_000)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                std::hint::black_box(set.evaluate(&subject, &input, &snapshot.exceptions, now));
+                started.elapsed().as_nanos()
+            })
+            .collect();
+        samples.sort_unstable();
+        eprintln!(
+            "policy/evaluate_shipped ({} policies, {engine}): p50 {:.1} µs, p99 {:.1} µs",
+            set.len(),
+            samples[samples.len() / 2] as f64 / 1000.0,
+            samples[samples.len() * 99 / 100] as f64 / 1000.0
+        );
+    }
     c.bench_function("policy/evaluate_shipped", |b| {
         b.iter(|| {
             snapshot.policies.evaluate(

@@ -113,6 +113,10 @@ pub struct PolicyConfig {
     pub dir: PathBuf,
     /// What an evaluation error does: "closed" (DENY, reason `policy_error`) or "open".
     pub fail_mode: crate::policy::FailMode,
+    /// What runs the Rego: "vm" (regorus' bytecode VM, the default) or "interpreter" (strict
+    /// builtin errors: a failing builtin applies the fail mode instead of leaving its rule
+    /// undefined).
+    pub evaluator: crate::policy::Evaluator,
     /// Decision when no policy matches, per approval status of the service.
     pub defaults: crate::policy::Defaults,
     /// Insert policy files the store lacks at start and on reload (never overwrites).
@@ -157,6 +161,7 @@ impl Default for PolicyConfig {
         Self {
             dir: PathBuf::from("config/policies"),
             fail_mode: crate::policy::FailMode::Closed,
+            evaluator: crate::policy::Evaluator::Vm,
             defaults: crate::policy::Defaults::default(),
             import: true,
             reload_interval_secs: 5,

@@ -209,6 +209,7 @@ fn main() -> anyhow::Result<()> {
                 &definitions,
                 config.policy.defaults,
                 config.policy.fail_mode,
+                config.policy.evaluator,
             )?;
             let text = std::fs::read_to_string(&input)
                 .with_context(|| format!("reading {}", input.display()))?;

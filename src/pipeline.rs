@@ -409,6 +409,7 @@ mod tests {
                 .unwrap(),
                 crate::policy::Defaults::default(),
                 crate::policy::FailMode::Closed,
+                crate::policy::Evaluator::Vm,
             )
             .unwrap(),
             exceptions: Exceptions::default(),

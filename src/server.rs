@@ -508,6 +508,7 @@ async fn load_policy_state(
         &definitions,
         config.policy.defaults.clone(),
         config.policy.fail_mode,
+        config.policy.evaluator,
     )?;
     let exceptions = Exceptions::new(exceptions.into_iter().map(Into::into).collect());
     Ok((policies, exceptions))
@@ -532,6 +533,7 @@ pub fn check(config: &Config) -> Result<CheckSummary, StartError> {
         &definitions,
         config.policy.defaults.clone(),
         config.policy.fail_mode,
+        config.policy.evaluator,
     )?;
     let dictionaries = config.inspect.load_dictionaries()?;
     Inspector::new(

@@ -373,11 +373,13 @@ pub async fn dry_run_policy(
     // Evaluated as if active and alone, whatever its status.
     policy.status = "active".to_owned();
     let config = &shared.config().policy;
-    let set =
-        crate::policy::PolicySet::compile(&[policy], config.defaults.clone(), config.fail_mode)
-            .map_err(|error| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid_rego", error.to_string())
-            })?;
+    let set = crate::policy::PolicySet::compile(
+        &[policy],
+        config.defaults.clone(),
+        config.fail_mode,
+        config.evaluator,
+    )
+    .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "invalid_rego", error.to_string()))?;
     let mut input = crate::policy::sample_input();
     merge(&mut input, request.input);
     let outcome = crate::policy::eval_input(&set, &input, OffsetDateTime::now_utc());

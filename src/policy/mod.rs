@@ -70,6 +70,20 @@ pub enum FailMode {
     Open,
 }
 
+/// What runs the Rego.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evaluator {
+    /// regorus' bytecode VM, about 2.4x faster. A builtin that fails inside a rule (say
+    /// `to_number("high")`) makes that rule undefined, as in OPA's default mode; the fail mode
+    /// applies to evaluation limits and to rules the VM cannot run.
+    #[default]
+    Vm,
+    /// regorus' interpreter with strict builtin errors: any failing builtin is an evaluation
+    /// error and applies the fail mode.
+    Interpreter,
+}
+
 /// Decisions when no policy matches, by the service's approval status.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -112,6 +126,73 @@ struct CompiledPolicy {
     rules: RulePaths,
 }
 
+/// What a worker thread evaluates one policy with: the bytecode VM when the policy set runs on
+/// it and regorus compiles the module, the interpreter otherwise.
+#[derive(Clone)]
+enum Prototype {
+    Vm(VmProgram),
+    Interpreter(regorus::Engine),
+}
+
+#[derive(Clone)]
+struct VmProgram {
+    policy: regorus::CompiledPolicy,
+    program: Arc<regorus::rvm::Program>,
+    data: regorus::Value,
+}
+
+impl VmProgram {
+    fn load(&self) -> Result<Box<regorus::rvm::RegoVM>, String> {
+        let mut vm = regorus::rvm::RegoVM::new_with_policy(self.policy.clone());
+        vm.load_program(self.program.clone());
+        vm.set_data(self.data.clone()).map_err(|e| e.to_string())?;
+        Ok(Box::new(vm))
+    }
+}
+
+enum Runner {
+    Vm(Box<regorus::rvm::RegoVM>),
+    Interpreter(regorus::Engine),
+    /// A program that loaded when the set was compiled and then failed to: every evaluation
+    /// is an error, so the fail mode applies.
+    Broken(String),
+}
+
+impl Prototype {
+    fn runner(&self) -> Runner {
+        match self {
+            Prototype::Vm(program) => match program.load() {
+                Ok(vm) => Runner::Vm(vm),
+                Err(error) => Runner::Broken(error),
+            },
+            Prototype::Interpreter(engine) => Runner::Interpreter(engine.clone()),
+        }
+    }
+}
+
+impl Runner {
+    fn set_input(&mut self, input: &regorus::Value) {
+        // Values are reference-counted: the clone copies a pointer, not the document.
+        match self {
+            Runner::Vm(vm) => vm.set_input(input.clone()),
+            Runner::Interpreter(engine) => engine.set_input(input.clone()),
+            Runner::Broken(_) => {}
+        }
+    }
+
+    fn eval(&mut self, path: &str) -> Result<regorus::Value, String> {
+        match self {
+            Runner::Vm(vm) => vm
+                .execute_entry_point_by_name(path)
+                .map_err(|e| e.to_string()),
+            Runner::Interpreter(engine) => {
+                engine.eval_rule(path.to_owned()).map_err(|e| e.to_string())
+            }
+            Runner::Broken(error) => Err(error.clone()),
+        }
+    }
+}
+
 /// Full paths (`data.<package>.<rule>`) of the contract rules the module declares. Each is
 /// evaluated with `eval_rule`, about 1 µs, where a whole-package `eval_query` costs 4-7 µs.
 #[derive(Debug, Default)]
@@ -122,6 +203,20 @@ struct RulePaths {
     redact: Option<String>,
     violation_type: Option<String>,
     inject_headers: Option<String>,
+}
+
+impl RulePaths {
+    fn paths(&self) -> impl Iterator<Item = &str> {
+        self.verdicts
+            .iter()
+            .map(|(_, path)| path)
+            .chain(&self.reason)
+            .chain(&self.reasons)
+            .chain(&self.redact)
+            .chain(&self.violation_type)
+            .chain(&self.inject_headers)
+            .map(String::as_str)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -146,7 +241,7 @@ pub struct Conflict {
 pub struct PolicySet {
     generation: u64,
     policies: Vec<CompiledPolicy>,
-    engines: Vec<regorus::Engine>,
+    prototypes: Vec<Prototype>,
     defaults: Defaults,
     fail_mode: FailMode,
 }
@@ -170,8 +265,8 @@ impl fmt::Debug for PolicySet {
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    /// This thread's clones of the current set's engines (regorus evaluation needs `&mut`).
-    static ENGINES: RefCell<(u64, Vec<regorus::Engine>)> = const { RefCell::new((0, Vec::new())) };
+    /// This thread's runners for the current set (regorus evaluation needs `&mut`).
+    static RUNNERS: RefCell<(u64, Vec<Runner>)> = const { RefCell::new((0, Vec::new())) };
 }
 
 /// One policy's verdict on one request.
@@ -256,34 +351,37 @@ impl PolicySet {
         definitions: &[PolicyDefinition],
         defaults: Defaults,
         fail_mode: FailMode,
+        evaluator: Evaluator,
     ) -> Result<PolicySet, PolicyError> {
-        let mut policies = Vec::new();
-        let mut engines = Vec::new();
+        let use_vm = evaluator == Evaluator::Vm;
+        let mut compiled = Vec::new();
         for definition in definitions.iter().filter(|d| d.status == "active") {
             let (engine, rules) = compile_one(definition)?;
-            policies.push(CompiledPolicy {
+            let program = match use_vm.then(|| vm_program(&engine, &rules, definition)) {
+                Some(Ok(program)) => Some(program),
+                Some(Err(reason)) => {
+                    tracing::info!(policy = %definition.name, %reason, "Policy runs on the Rego interpreter: the bytecode compiler does not cover it.");
+                    None
+                }
+                None => None,
+            };
+            let prototype = match program {
+                Some(program) => Prototype::Vm(program),
+                None => Prototype::Interpreter(engine),
+            };
+            let policy = CompiledPolicy {
                 definition: Arc::new(definition.clone()),
                 rules,
-            });
-            engines.push(engine);
+            };
+            compiled.push((policy, prototype));
         }
-        // Highest priority first; the order is stable for equal priorities.
-        let mut order: Vec<usize> = (0..policies.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(policies[i].definition.priority));
-        let mut sorted_policies = Vec::with_capacity(policies.len());
-        let mut sorted_engines = Vec::with_capacity(engines.len());
-        let mut policies: Vec<Option<CompiledPolicy>> = policies.into_iter().map(Some).collect();
-        let mut engines: Vec<Option<regorus::Engine>> = engines.into_iter().map(Some).collect();
-        for i in order {
-            if let (Some(p), Some(e)) = (policies[i].take(), engines[i].take()) {
-                sorted_policies.push(p);
-                sorted_engines.push(e);
-            }
-        }
+        // Highest priority first; the sort is stable, so equal priorities keep file order.
+        compiled.sort_by_key(|(policy, _)| std::cmp::Reverse(policy.definition.priority));
+        let (policies, prototypes) = compiled.into_iter().unzip();
         Ok(PolicySet {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
-            policies: sorted_policies,
-            engines: sorted_engines,
+            policies,
+            prototypes,
             defaults,
             fail_mode,
         })
@@ -291,6 +389,16 @@ impl PolicySet {
 
     pub fn len(&self) -> usize {
         self.policies.len()
+    }
+
+    /// Names of the policies that run on the interpreter rather than the bytecode VM.
+    pub fn interpreted(&self) -> Vec<&str> {
+        self.policies
+            .iter()
+            .zip(&self.prototypes)
+            .filter(|(_, prototype)| matches!(prototype, Prototype::Interpreter(_)))
+            .map(|(policy, _)| policy.definition.name.as_str())
+            .collect()
     }
 
     /// Pairs of active policies whose scopes overlap and whose declared outcomes pull opposite
@@ -362,17 +470,20 @@ impl PolicySet {
                 .unwrap_or_else(|_| regorus::Value::from(input.clone()))
         };
         let mut evaluated = Vec::new();
-        ENGINES.with(|cell| {
+        RUNNERS.with(|cell| {
             let mut local = cell.borrow_mut();
             if local.0 != self.generation {
-                *local = (self.generation, self.engines.clone());
+                *local = (
+                    self.generation,
+                    self.prototypes.iter().map(Prototype::runner).collect(),
+                );
             }
-            for (policy, engine) in self.policies.iter().zip(local.1.iter_mut()) {
+            for (policy, runner) in self.policies.iter().zip(local.1.iter_mut()) {
                 let definition = &policy.definition;
                 if !definition.in_effect(now) || !definition.scope.covers(subject) {
                     continue;
                 }
-                let mut result = evaluate_one(engine, &policy.rules, &regorus_input, definition);
+                let mut result = evaluate_one(runner, &policy.rules, &regorus_input, definition);
                 if let Some(decision) = result.outcome() {
                     result.exception_id =
                         exceptions.covering(subject, Some(definition.policy_id), decision, now);
@@ -573,8 +684,44 @@ fn compile_one(definition: &PolicyDefinition) -> Result<(regorus::Engine, RulePa
     Ok((engine, rules))
 }
 
+/// The policy's rules as RVM bytecode, checked to load with its metadata and to run on the
+/// sample input (a policy the VM fails on there would take the interpreter on every request).
+fn vm_program(
+    engine: &regorus::Engine,
+    rules: &RulePaths,
+    definition: &PolicyDefinition,
+) -> Result<VmProgram, String> {
+    let entry_points: Vec<&str> = rules.paths().collect();
+    let Some(first) = entry_points.first() else {
+        return Err("it declares none of the contract rules".to_owned());
+    };
+    let policy = engine
+        .clone()
+        .compile_with_entrypoint(&regorus::Rc::from(*first))
+        .map_err(|e| e.to_string())?;
+    let program =
+        regorus::languages::rego::compiler::Compiler::compile_from_policy(&policy, &entry_points)
+            .map_err(|e| e.to_string())?;
+    let metadata = definition
+        .rule_metadata
+        .clone()
+        .unwrap_or_else(|| json!({}));
+    let program = VmProgram {
+        policy,
+        program,
+        data: regorus::Value::from(json!({ "metadata": metadata })),
+    };
+    let mut vm = program.load()?;
+    vm.set_input(regorus::Value::from(sample_input()));
+    for path in &entry_points {
+        vm.execute_entry_point_by_name(path)
+            .map_err(|e| format!("{path} fails on a sample input: {e}"))?;
+    }
+    Ok(program)
+}
+
 fn evaluate_one(
-    engine: &mut regorus::Engine,
+    runner: &mut Runner,
     rules: &RulePaths,
     input: &regorus::Value,
     definition: &PolicyDefinition,
@@ -593,10 +740,8 @@ fn evaluate_one(
         exception_id: None,
         error: None,
     };
-    engine.set_input(input.clone());
-    let mut eval_raw = |path: &String| -> Result<regorus::Value, String> {
-        engine.eval_rule(path.clone()).map_err(|e| e.to_string())
-    };
+    runner.set_input(input);
+    let mut eval_raw = |path: &String| runner.eval(path);
     let outcome = (|| -> Result<(), String> {
         // Verdicts are booleans: compared as regorus values, without a JSON round trip.
         for (verdict, path) in &rules.verdicts {

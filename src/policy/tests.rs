@@ -51,7 +51,13 @@ fn input_with(capabilities: &[&str], entity_types: &[&str]) -> Value {
 }
 
 fn set(policies: Vec<PolicyDefinition>) -> PolicySet {
-    PolicySet::compile(&policies, Defaults::default(), FailMode::Closed).unwrap()
+    PolicySet::compile(
+        &policies,
+        Defaults::default(),
+        FailMode::Closed,
+        Evaluator::Vm,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -263,6 +269,7 @@ fn evaluation_errors_apply_the_fail_mode() {
         std::slice::from_ref(&fragile),
         Defaults::default(),
         FailMode::Closed,
+        Evaluator::Interpreter,
     )
     .unwrap();
     let outcome = closed.evaluate(
@@ -277,7 +284,13 @@ fn evaluation_errors_apply_the_fail_mode() {
         "{}",
         outcome.reason
     );
-    let open = PolicySet::compile(&[fragile], Defaults::default(), FailMode::Open).unwrap();
+    let open = PolicySet::compile(
+        std::slice::from_ref(&fragile),
+        Defaults::default(),
+        FailMode::Open,
+        Evaluator::Interpreter,
+    )
+    .unwrap();
     assert_eq!(
         open.evaluate(
             &subject(Some("approved")),
@@ -288,23 +301,68 @@ fn evaluation_errors_apply_the_fail_mode() {
         .decision,
         Decision::Allow
     );
+
+    // On the VM a failing builtin leaves its rule undefined, as OPA does by default.
+    let on_vm = set(vec![fragile]);
+    let outcome = on_vm.evaluate(
+        &subject(Some("approved")),
+        &input,
+        &Exceptions::default(),
+        NOW,
+    );
+    assert_eq!(
+        (outcome.decision, outcome.policy_error),
+        (Decision::Allow, false)
+    );
+    // Its evaluation limits are errors, and apply the fail mode.
+    let runaway = policy(
+        "runaway",
+        10,
+        "package r\nallow if count([x | some x in numbers.range(1, input.content.prompt_chars)]) > 0",
+    );
+    let on_vm = set(vec![runaway]);
+    assert_eq!(on_vm.interpreted(), Vec::<&str>::new());
+    let mut input = sample_input();
+    input["content"]["prompt_chars"] = json!(1_000_000);
+    let outcome = on_vm.evaluate(
+        &subject(Some("approved")),
+        &input,
+        &Exceptions::default(),
+        NOW,
+    );
+    assert_eq!(
+        (outcome.decision, outcome.policy_error),
+        (Decision::Deny, true),
+        "{}",
+        outcome.reason
+    );
 }
 
 #[test]
 fn bad_policies_are_rejected_with_name_and_line() {
     let broken = policy("broken", 1, "package b\n\ndeny if {\n  input.x ==\n}");
-    let error = PolicySet::compile(&[broken], Defaults::default(), FailMode::Closed)
-        .unwrap_err()
-        .to_string();
+    let error = PolicySet::compile(
+        &[broken],
+        Defaults::default(),
+        FailMode::Closed,
+        Evaluator::Vm,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         error.contains("\"broken\"") && error.contains("policy:broken:5:1"),
         "{error}"
     );
     let mut cedar = policy("cedar-one", 1, "permit(principal, action, resource);");
     cedar.rule_engine = "cedar".into();
-    let error = PolicySet::compile(&[cedar], Defaults::default(), FailMode::Closed)
-        .unwrap_err()
-        .to_string();
+    let error = PolicySet::compile(
+        &[cedar],
+        Defaults::default(),
+        FailMode::Closed,
+        Evaluator::Vm,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         error.contains("cedar-one") && error.contains("not supported yet"),
         "{error}"
@@ -354,4 +412,71 @@ fn the_tenant_policy_injects_the_vendors_headers_once_activated() {
             "<your-chatgpt-workspace-id>".to_owned()
         )]
     );
+}
+
+#[test]
+fn the_bytecode_vm_decides_exactly_as_the_interpreter() {
+    let mut policies = shipped();
+    for policy in &mut policies {
+        policy.status = "active".into();
+    }
+    let on_vm = set(policies.clone());
+    assert_eq!(on_vm.interpreted(), Vec::<&str>::new());
+    let interpreted = PolicySet::compile(
+        &policies,
+        Defaults::default(),
+        FailMode::Closed,
+        Evaluator::Interpreter,
+    )
+    .unwrap();
+    assert_eq!(interpreted.interpreted().len(), policies.len());
+
+    let none = Exceptions::default();
+    let mut compared = 0;
+    let mut seen = std::collections::BTreeSet::new();
+    for status in ["approved", "prohibited", "review_required", "unknown"] {
+        for employee_type in ["full_time", "contractor"] {
+            for entities in [&[][..], &["EMAIL"], &["AWS_ACCESS_KEY", "US_SSN"]] {
+                for (action, crown_jewel) in [("send_prompt", false), ("upload_file", true)] {
+                    for capabilities in [&["text_generation"][..], &["social_scoring"]] {
+                        let mut input = input_with(capabilities, entities);
+                        input["resource"]["approval_status"] = json!(status);
+                        input["resource"]["approved_for"] = json!(["engineering"]);
+                        input["resource"]["tenant_restriction_headers"] =
+                            json!(["ChatGPT-Allowed-Workspace-Id"]);
+                        input["user"]["employee_type"] = json!(employee_type);
+                        input["user"]["department"] = json!("engineering");
+                        input["request"]["action"] = json!(action);
+                        input["device"]["crown_jewel"] = json!(crown_jewel);
+                        let classes: Vec<&str> = entities
+                            .iter()
+                            .map(|e| {
+                                if e.starts_with("AWS") {
+                                    "credentials"
+                                } else {
+                                    "PII"
+                                }
+                            })
+                            .collect();
+                        input["content"]["data_classification"] = json!(classes);
+                        let subject = subject(Some(status));
+                        let a = on_vm.evaluate(&subject, &input, &none, NOW);
+                        let b = interpreted.evaluate(&subject, &input, &none, NOW);
+                        assert_eq!(
+                            serde_json::to_value(&a.evaluated).unwrap(),
+                            serde_json::to_value(&b.evaluated).unwrap(),
+                            "{input}"
+                        );
+                        assert_eq!((a.decision, &a.reason), (b.decision, &b.reason));
+                        assert_eq!(a.inject_headers, b.inject_headers);
+                        seen.insert(a.decision);
+                        compared += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 4 * 2 * 3 * 2 * 2);
+    // The matrix reaches every outcome, so agreement is not agreement on "nothing fired".
+    assert_eq!(seen.len(), 3, "{seen:?}");
 }
