@@ -16,6 +16,10 @@ use aigate::config::InterceptConfig;
 use aigate::front::route::Router;
 use aigate::inspect::Inspector;
 use aigate::pipeline::{decide, decision_record, RequestFacts, Snapshot, Source};
+
+/// The gateway binary's allocator, so the numbers are the gateway's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use aigate::tls::{CertificateAuthority, LeafMinter};
 
 fn catalog() -> Catalog {
@@ -39,20 +43,20 @@ fn shipped_snapshot() -> Snapshot {
     let policies =
         aigate::policy::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies"))
             .unwrap_or_else(|error| panic!("policies: {error}"));
-    Snapshot {
-        catalog: catalog(),
-        inspector: Arc::new(
+    Snapshot::new(
+        catalog(),
+        Arc::new(
             Inspector::new(&[], 0.5, 10 << 20).unwrap_or_else(|error| panic!("inspector: {error}")),
         ),
-        policies: aigate::policy::PolicySet::compile(
+        aigate::policy::PolicySet::compile(
             &policies,
             aigate::policy::Defaults::default(),
             aigate::policy::FailMode::Closed,
             aigate::policy::Evaluator::Vm,
         )
         .unwrap_or_else(|error| panic!("compile: {error}")),
-        exceptions: aigate::policy::Exceptions::default(),
-    }
+        aigate::policy::Exceptions::default(),
+    )
 }
 
 fn decision(c: &mut Criterion) {
@@ -429,26 +433,40 @@ fn full_decision_path(c: &mut Criterion) {
     assert_eq!(body.len(), 2048, "the body is 2 KiB");
     let ip = fixture.ip;
     let mut decided = 0u64;
-    c.bench_function("pipeline/full_2k", |b| {
-        b.iter(|| {
-            let identity = fixture
-                .runtime
-                .block_on(fixture.resolver.identify(&claims(&headers, ip)))
-                .unwrap_or_else(|error| panic!("identify: {error}"));
-            let facts = chat_facts(&headers, std::hint::black_box(&body), &identity, ip);
-            let deciding = Instant::now();
-            let verdict = decide(&snapshot, &facts);
-            let record = decision_record(&facts, &verdict, deciding.elapsed());
-            audit.record(AuditRecord::Decision(Box::new(record)));
-            decided += 1;
-            // The writer keeps up with SQLite in the background; if a long run ever outpaces it,
-            // wait rather than measure the overflow path.
-            if decided.is_multiple_of(10_000) {
-                drain(&fixture.runtime);
-            }
-            verdict.decision
+    let mut one = || {
+        let identity = fixture
+            .runtime
+            .block_on(fixture.resolver.identify(&claims(&headers, ip)))
+            .unwrap_or_else(|error| panic!("identify: {error}"));
+        let facts = chat_facts(&headers, std::hint::black_box(&body), &identity, ip);
+        let deciding = Instant::now();
+        let verdict = decide(&snapshot, &facts);
+        let record = decision_record(&facts, &verdict, deciding.elapsed());
+        audit.record(AuditRecord::Decision(Box::new(record)));
+        decided += 1;
+        // The writer keeps up with SQLite in the background; if a long run ever outpaces it,
+        // wait rather than measure the overflow path.
+        if decided.is_multiple_of(5_000) {
+            drain(&fixture.runtime);
+        }
+        verdict.decision
+    };
+    // The distribution the target is stated in (criterion reports means). The SQLite writer
+    // runs meanwhile on the other core, as in the gateway.
+    let mut samples: Vec<u128> = (0..20_000)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(one());
+            started.elapsed().as_nanos()
         })
-    });
+        .collect();
+    samples.sort_unstable();
+    eprintln!(
+        "pipeline/full_2k: p50 {:.1} µs, p99 {:.1} µs",
+        samples[samples.len() / 2] as f64 / 1000.0,
+        samples[samples.len() * 99 / 100] as f64 / 1000.0
+    );
+    c.bench_function("pipeline/full_2k", |b| b.iter(&mut one));
     fixture.runtime.block_on(audit.shutdown());
 }
 

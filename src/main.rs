@@ -9,6 +9,11 @@ use tracing_subscriber::EnvFilter;
 use aigate::config::{Config, LogFormat};
 use aigate::tls::CertificateAuthority;
 
+/// Every request builds and drops many small objects (JSON documents, headers, TLS records);
+/// glibc's allocator spent a sixth of the proxy's CPU on them under load, mimalloc a fraction.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "aigate", version, about = "AI-usage enforcement gateway")]
 struct Cli {

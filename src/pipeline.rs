@@ -5,8 +5,9 @@
 //! (what is sent), then the verdict. `decide` is a plain function of its inputs so it can be
 //! tested and benchmarked without sockets.
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -31,7 +32,52 @@ pub struct Snapshot {
     pub inspector: Arc<Inspector>,
     pub policies: PolicySet,
     pub exceptions: Exceptions,
+    /// Each service's `resource` document of the policy input, built once per snapshot: it is
+    /// the largest part of the input and the same for every request to the service.
+    resources: HashMap<Uuid, regorus::Value>,
 }
+
+impl Snapshot {
+    pub fn new(
+        catalog: Catalog,
+        inspector: Arc<Inspector>,
+        policies: PolicySet,
+        exceptions: Exceptions,
+    ) -> Snapshot {
+        let resources = catalog
+            .services()
+            .iter()
+            .map(|s| (s.service_id, regorus::Value::from(service_resource(s))))
+            .collect();
+        Snapshot {
+            catalog,
+            inspector,
+            policies,
+            exceptions,
+            resources,
+        }
+    }
+}
+
+/// Documents of the policy input that never change, converted once.
+static ANONYMOUS_USER_INPUT: LazyLock<regorus::Value> = LazyLock::new(|| {
+    regorus::Value::from(json!({
+        "id": ANONYMOUS_USER, "email": null, "department": null, "department_chain": [],
+        "groups": [], "roles": [], "risk_score": 0, "clearance_level": null,
+        "employee_type": null, "status": null, "suspended": false, "allowed_ai_services": [],
+        "prohibited_ai_services": [], "authenticated": false,
+    }))
+});
+static NO_DEVICE_INPUT: LazyLock<regorus::Value> = LazyLock::new(|| {
+    regorus::Value::from(json!({"id": null, "hostname": null, "crown_jewel": false,
+        "sensitivity": null, "compliance_status": null, "data_classification": []}))
+});
+static UNCLASSIFIED_CONTENT_INPUT: LazyLock<regorus::Value> = LazyLock::new(|| {
+    regorus::Value::from(
+        json!({"classified": false, "entities": [], "data_classification": [],
+        "prompt_chars": 0, "truncated": false, "files": []}),
+    )
+});
 
 /// How the request reached the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,8 +142,8 @@ pub struct Verdict {
     /// for the request's life only: never logged, only its redacted summary is recorded.
     pub inspection: Option<Box<Inspection>>,
     pub outcome: Outcome,
-    /// The input facts the policies saw (without content), for the explanation.
-    pub facts: Value,
+    /// The policy input (content as counts and types only), for the explanation of a stop.
+    pub input: regorus::Value,
     pub body_truncated: bool,
 }
 
@@ -117,7 +163,7 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
         ))
     });
     let service = fingerprint.service.clone();
-    let input = policy_input(request, &fingerprint, inspection.as_deref());
+    let input = policy_input(snapshot, request, &fingerprint, inspection.as_deref());
     let data_types: Vec<String> = inspection
         .as_deref()
         .map(|i| {
@@ -147,19 +193,12 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
         data_types,
         host: Some(request.host),
     };
-    let outcome = snapshot.policies.evaluate(
+    let outcome = snapshot.policies.evaluate_document(
         &subject,
         &input,
         &snapshot.exceptions,
         OffsetDateTime::now_utc(),
     );
-    let mut facts = input;
-    if let Some(object) = facts.as_object_mut() {
-        // The explanation keeps what the rules saw, minus request headers (cookies, tokens).
-        if let Some(request) = object.get_mut("request").and_then(Value::as_object_mut) {
-            request.remove("headers");
-        }
-    }
     Verdict {
         decision_id: Uuid::now_v7(),
         decision: outcome.decision,
@@ -168,36 +207,34 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
         fingerprint,
         inspection,
         outcome,
-        facts,
+        input,
         body_truncated: request.body_truncated,
     }
 }
 
 /// The policy input document of DESIGN.md section 3. Content appears as counts and types only.
+/// Built as regorus values: the parts that do not change per request are shared, not rebuilt.
 fn policy_input(
+    snapshot: &Snapshot,
     request: &RequestFacts<'_>,
     fingerprint: &Fingerprint,
     inspection: Option<&Inspection>,
-) -> Value {
-    let service = fingerprint.service.as_deref();
-    let resource = match service {
-        Some(s) => json!({
-            "type": "ai_service", "id": s.service_id, "name": s.name, "vendor": s.vendor,
-            "service_type": s.service_type, "risk_tier": s.risk_tier.as_str(), "risk_score": s.risk_score,
-            "approval_status": s.approval_status.as_str(), "approved_for": s.approved_for,
-            "prohibited_for": s.prohibited_for, "capabilities": s.capabilities,
-            "data_handling": s.data_handling, "certifications": s.certifications, "data_regions": s.data_regions,
-            "slug": s.slug, "tenant_restriction_headers": s.tenant_restriction_headers,
-        }),
-        None if fingerprint.unknown_ai => json!({
+) -> regorus::Value {
+    let resource = match fingerprint.service.as_deref() {
+        Some(s) => match snapshot.resources.get(&s.service_id) {
+            Some(resource) => resource.clone(),
+            // A service outside this snapshot's catalog cannot be fingerprinted; stay correct.
+            None => regorus::Value::from(service_resource(s)),
+        },
+        None if fingerprint.unknown_ai => regorus::Value::from(json!({
             "type": "ai_service", "id": null, "name": request.host, "vendor": null, "service_type": null,
             "risk_tier": "high", "risk_score": 70, "approval_status": "unknown", "approved_for": [],
             "prohibited_for": [], "capabilities": [], "data_handling": null, "certifications": [], "data_regions": [],
-        }),
-        None => json!({
+        })),
+        None => regorus::Value::from(json!({
             "type": "url", "id": null, "name": request.host, "approval_status": null, "approved_for": [],
             "prohibited_for": [], "capabilities": [], "certifications": [], "data_regions": [],
-        }),
+        })),
     };
     let headers: serde_json::Map<String, Value> = request
         .headers
@@ -213,62 +250,86 @@ fn policy_input(
         })
         .collect();
     let content = match inspection {
-        Some(i) => json!({
+        Some(i) => regorus::Value::from(json!({
             "classified": true,
             "entities": i.counts(),
             "data_classification": i.data_classification().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
             "prompt_chars": i.extracted.prompt_chars,
             "truncated": i.extracted.truncated,
             "files": i.extracted.files,
-        }),
-        None => {
-            json!({"classified": false, "entities": [], "data_classification": [], "prompt_chars": 0,
-                       "truncated": false, "files": []})
-        }
+        })),
+        None => UNCLASSIFIED_CONTENT_INPUT.clone(),
     };
     let identity = request.identity;
-    let user = match identity.user.as_deref() {
-        Some(u) => json!({
+    let mut user = match identity.user.as_deref() {
+        Some(u) => regorus::Value::from(json!({
             "id": u.id, "email": u.email, "department": u.department, "department_chain": u.department_chain,
             "groups": u.groups, "roles": u.roles, "risk_score": u.risk_score, "clearance_level": u.clearance_level,
             "employee_type": u.employee_type, "status": u.status, "suspended": u.status == "suspended",
             "allowed_ai_services": u.allowed_ai_services, "prohibited_ai_services": u.prohibited_ai_services,
-            "authenticated": true, "method": identity.method,
-        }),
-        None => {
-            json!({"id": ANONYMOUS_USER, "email": null, "department": null, "department_chain": [], "groups": [],
-                       "roles": [], "risk_score": 0, "clearance_level": null, "employee_type": null, "status": null,
-                       "suspended": false, "allowed_ai_services": [], "prohibited_ai_services": [],
-                       "authenticated": false, "method": identity.method})
-        }
+            "authenticated": true,
+        })),
+        None => ANONYMOUS_USER_INPUT.clone(),
     };
+    if let Ok(user) = user.as_object_mut() {
+        user.insert(
+            regorus::Value::from("method"),
+            regorus::Value::from(identity.method),
+        );
+    }
     let device = match identity.device.as_deref() {
-        Some(d) => {
+        Some(d) => regorus::Value::from(
             json!({"id": d.id, "hostname": d.hostname, "crown_jewel": d.crown_jewel, "sensitivity": d.sensitivity,
-                          "compliance_status": d.compliance_status, "data_classification": d.data_classification})
-        }
-        None => json!({"id": null, "hostname": null, "crown_jewel": false, "sensitivity": null,
-                       "compliance_status": null, "data_classification": []}),
+                   "compliance_status": d.compliance_status, "data_classification": d.data_classification}),
+        ),
+        None => NO_DEVICE_INPUT.clone(),
     };
+    let request_input = json!({
+        "method": request.method, "scheme": request.scheme, "host": request.host, "port": request.port,
+        "path": request.path, "url": format!("{}://{}{}", request.scheme, request.host, request.path),
+        "headers": headers, "content_type": request.header("content-type"),
+        "body_bytes": request.body.len(),
+        "action": inspection.map_or("access_ai_service", |i| i.extracted.action().as_str()),
+    });
+    let context = json!({
+        "time": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        "source_ip": request.client.map(|c| c.ip().to_string()),
+        "mode": request.source.mode(),
+        "location_type": "corporate",
+    });
+    let document: BTreeMap<regorus::Value, regorus::Value> = [
+        ("user", user),
+        ("device", device),
+        ("resource", resource),
+        ("request", regorus::Value::from(request_input)),
+        ("content", content),
+        ("context", regorus::Value::from(context)),
+    ]
+    .into_iter()
+    .map(|(key, value)| (regorus::Value::from(key), value))
+    .collect();
+    regorus::Value::from(document)
+}
+
+/// A catalog service as the policy input's `resource`.
+fn service_resource(s: &AiService) -> Value {
     json!({
-        "user": user,
-        "device": device,
-        "resource": resource,
-        "request": {
-            "method": request.method, "scheme": request.scheme, "host": request.host, "port": request.port,
-            "path": request.path, "url": format!("{}://{}{}", request.scheme, request.host, request.path),
-            "headers": headers, "content_type": request.header("content-type"),
-            "body_bytes": request.body.len(),
-            "action": inspection.map_or("access_ai_service", |i| i.extracted.action().as_str()),
-        },
-        "content": content,
-        "context": {
-            "time": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-            "source_ip": request.client.map(|c| c.ip().to_string()),
-            "mode": request.source.mode(),
-            "location_type": "corporate",
-        },
+        "type": "ai_service", "id": s.service_id, "name": s.name, "vendor": s.vendor,
+        "service_type": s.service_type, "risk_tier": s.risk_tier.as_str(), "risk_score": s.risk_score,
+        "approval_status": s.approval_status.as_str(), "approved_for": s.approved_for,
+        "prohibited_for": s.prohibited_for, "capabilities": s.capabilities,
+        "data_handling": s.data_handling, "certifications": s.certifications, "data_regions": s.data_regions,
+        "slug": s.slug, "tenant_restriction_headers": s.tenant_restriction_headers,
     })
+}
+
+/// The policy input as JSON for the explanation, minus request headers (cookies, tokens).
+fn explained_input(input: &regorus::Value) -> Value {
+    let mut facts = serde_json::to_value(input).unwrap_or(Value::Null);
+    if let Some(request) = facts.get_mut("request").and_then(Value::as_object_mut) {
+        request.remove("headers");
+    }
+    facts
 }
 
 /// The audit record of one decided request. Holds the URL without its query string and never
@@ -362,9 +423,8 @@ pub fn decision_record(
             });
             // The whole policy input explains a stop; an allowed request (most of the traffic) is
             // explained by its service, signals and policy results, and is much cheaper to store.
-            // A plain clone: inside json! the document would be re-serialized node by node.
             if verdict.decision != Decision::Allow {
-                facts["input"] = verdict.facts.clone();
+                facts["input"] = explained_input(&verdict.input);
             }
             facts
         })),
@@ -399,10 +459,10 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/catalog");
-        Snapshot {
-            catalog: Catalog::load_dir(&dir).unwrap(),
-            inspector: Arc::new(Inspector::new(&[], 0.5, 1 << 20).unwrap()),
-            policies: PolicySet::compile(
+        Snapshot::new(
+            Catalog::load_dir(&dir).unwrap(),
+            Arc::new(Inspector::new(&[], 0.5, 1 << 20).unwrap()),
+            PolicySet::compile(
                 &crate::policy::load_dir(
                     &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies"),
                 )
@@ -412,8 +472,8 @@ mod tests {
                 crate::policy::Evaluator::Vm,
             )
             .unwrap(),
-            exceptions: Exceptions::default(),
-        }
+            Exceptions::default(),
+        )
     }
 
     fn facts<'a>(host: &'a str, headers: &'a http::HeaderMap) -> RequestFacts<'a> {

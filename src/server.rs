@@ -258,12 +258,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         upstream: Upstream::new(&config.upstream.resolve, own_listeners),
         identity: crate::identity::Resolver::new(store.clone(), &config.identity),
         router,
-        snapshot: ArcSwap::from_pointee(Snapshot {
-            catalog,
-            inspector,
-            policies,
-            exceptions,
-        }),
+        snapshot: ArcSwap::from_pointee(Snapshot::new(catalog, inspector, policies, exceptions)),
         minter,
         ca,
         audit,
@@ -582,12 +577,9 @@ async fn reload_with(
         };
         let inspector = inspector.unwrap_or_else(|| Arc::clone(&shared.snapshot.load().inspector));
         shared.identity.invalidate();
-        shared.snapshot.store(Arc::new(Snapshot {
-            catalog,
-            inspector,
-            policies,
-            exceptions,
-        }));
+        shared.snapshot.store(Arc::new(Snapshot::new(
+            catalog, inspector, policies, exceptions,
+        )));
         Ok(reloaded)
     }
     .await;

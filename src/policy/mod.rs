@@ -131,7 +131,7 @@ struct CompiledPolicy {
 #[derive(Clone)]
 enum Prototype {
     Vm(VmProgram),
-    Interpreter(regorus::Engine),
+    Interpreter(Box<regorus::Engine>),
 }
 
 #[derive(Clone)]
@@ -152,7 +152,7 @@ impl VmProgram {
 
 enum Runner {
     Vm(Box<regorus::rvm::RegoVM>),
-    Interpreter(regorus::Engine),
+    Interpreter(Box<regorus::Engine>),
     /// A program that loaded when the set was compiled and then failed to: every evaluation
     /// is an error, so the fail mode applies.
     Broken(String),
@@ -367,7 +367,7 @@ impl PolicySet {
             };
             let prototype = match program {
                 Some(program) => Prototype::Vm(program),
-                None => Prototype::Interpreter(engine),
+                None => Prototype::Interpreter(Box::new(engine)),
             };
             let policy = CompiledPolicy {
                 definition: Arc::new(definition.clone()),
@@ -464,11 +464,22 @@ impl PolicySet {
         now: OffsetDateTime,
     ) -> Outcome {
         // Deserialized straight from the borrowed document: no clone of the JSON tree.
-        let regorus_input = {
+        let document = {
             use serde::Deserialize;
             regorus::Value::deserialize(input)
                 .unwrap_or_else(|_| regorus::Value::from(input.clone()))
         };
+        self.evaluate_document(subject, &document, exceptions, now)
+    }
+
+    /// [`PolicySet::evaluate`] on an input already built as a regorus value.
+    pub fn evaluate_document(
+        &self,
+        subject: &Subject<'_>,
+        regorus_input: &regorus::Value,
+        exceptions: &Exceptions,
+        now: OffsetDateTime,
+    ) -> Outcome {
         let mut evaluated = Vec::new();
         RUNNERS.with(|cell| {
             let mut local = cell.borrow_mut();
@@ -483,7 +494,7 @@ impl PolicySet {
                 if !definition.in_effect(now) || !definition.scope.covers(subject) {
                     continue;
                 }
-                let mut result = evaluate_one(runner, &policy.rules, &regorus_input, definition);
+                let mut result = evaluate_one(runner, &policy.rules, regorus_input, definition);
                 if let Some(decision) = result.outcome() {
                     result.exception_id =
                         exceptions.covering(subject, Some(definition.policy_id), decision, now);

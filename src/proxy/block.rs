@@ -137,7 +137,7 @@ mod tests {
                 violation_type: None,
                 default_for: Some("prohibited"),
             },
-            facts: serde_json::Value::Null,
+            input: regorus::Value::Null,
             body_truncated: false,
         }
     }
