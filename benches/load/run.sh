@@ -12,7 +12,9 @@
 #   --targets  comma-separated subset (direct is always run: it is the floor)
 #   --keep     keep the work directory (configs, logs, raw JSON lines)
 # Environment: PROXY_CPU (default 1), CLIENT_CPU (default 0), DURATION, IDLE_CONNECTIONS,
-#   BULK_BYTES, AIGATE_LOG_LEVEL (default warn), SKIP_BUILD=1.
+#   BULK_BYTES, AIGATE_LOG_LEVEL (default warn), SKIP_BUILD=1,
+#   STORE=sqlite (default) or postgres (a fresh database aigate_load on PG_URL, default
+#   postgres://postgres@127.0.0.1:5432).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -46,6 +48,8 @@ LEVELS=(1 16 128)
 CHURN_CONCURRENCY=16
 PACED_CONNECTIONS=32
 AIGATE_LOG_LEVEL=${AIGATE_LOG_LEVEL:-warn}
+STORE=${STORE:-sqlite}
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 
 # CPU affinity. The proxy under test gets a core of its own; the load client and the origin
 # share the other, the same for every target (so "direct" is client + origin on that core).
@@ -168,6 +172,13 @@ if want aigate-intercept || want aigate-tunnel; then
     # request with 403: run every other shipped policy and let unapproved services through, so
     # requests take the full forward path (the integration tests do the same).
     mkdir -p "$WORK/aigate/policies"
+    case "$STORE" in
+        sqlite) STORE_URL="sqlite://$WORK/aigate/aigate.db" ;;
+        postgres)
+            psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS aigate_load" -c "CREATE DATABASE aigate_load" >/dev/null
+            STORE_URL="$PG_URL/aigate_load" ;;
+        *) echo "STORE must be sqlite or postgres, not $STORE" >&2; exit 2 ;;
+    esac
     for f in "$ROOT"/config/policies/*; do
         case "$(basename "$f")" in review-unapproved-ai*) ;; *) cp "$f" "$WORK/aigate/policies/" ;; esac
     done
@@ -193,7 +204,7 @@ extra_roots = ["$WORK/upstream-ca.pem"]
 "sink.test" = "127.0.0.1:$SINK_PORT"
 
 [store]
-url = "sqlite://$WORK/aigate/aigate.db"
+url = "$STORE_URL"
 
 [audit]
 journal_dir = "$WORK/aigate/journal"
@@ -340,6 +351,13 @@ if want aigate-intercept; then
     measure aigate-intercept idle idle --mode idle --connections "$IDLE_CONNECTIONS" --concurrency 64 --duration 2
 fi
 
+# The audit pipeline over the whole run: what it wrote and how long its flushes took.
+AUDIT_LINE=""
+if want aigate-intercept || want aigate-tunnel; then
+    AUDIT_LINE=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" \
+        | python3 "$ROOT/benches/load/audit_metrics.py" 2>/dev/null || echo "metrics unavailable")
+fi
+
 # --- report ------------------------------------------------------------------------------------
 REPORT="$ROOT/target/bench-report.md"
 {
@@ -349,7 +367,8 @@ REPORT="$ROOT/target/bench-report.md"
     echo "- machine: $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2; exit}'), $NCPU CPUs, $(uname -r); load average at start: $LOAD_AT_START"
     echo "- affinity: proxy under test on CPU $PROXY_CPU (taskset); load client and origin on CPU $CLIENT_CPU (taskset)"
     echo "- workload: HTTPS POST, 2 KiB OpenAI chat-completion body (benign text), HTTP/1.1 keep-alive through CONNECT, TLS 1.3 ECDSA P-256 everywhere, no session resumption; ${DURATION} s per row; churn: new TCP + CONNECT + TLS per request at concurrency $CHURN_CONCURRENCY; paced: open loop over $PACED_CONNECTIONS connections, latency from the intended send time"
-    echo "- aigate: release build, shipped catalog, shipped policies minus review-unapproved-ai (unapproved services allowed so requests are forwarded), SQLite store, audit on, log level $AIGATE_LOG_LEVEL"
+    echo "- aigate: release build, shipped catalog, shipped policies minus review-unapproved-ai (unapproved services allowed so requests are forwarded), $STORE store, audit on, log level $AIGATE_LOG_LEVEL"
+    [ -n "$AUDIT_LINE" ] && echo "- aigate audit pipeline over the run: $AUDIT_LINE"
     want mitmproxy && echo "- mitmproxy: $("$MITMDUMP" --version 2>/dev/null | head -1), mitmdump -q, lazy upstream connect, addon benches/load/mitm_scan.py (JSON prompt extraction + 7 PII/secret regexes)"
     want squid && echo "- squid: $(squid -v | head -1 | sed 's/Squid Cache: //'), ssl_bump bump all, no cache, access log on"
     echo "- CPU: utime+stime of the proxy process tree over the measured window (/proc/PID/stat); peak RSS: VmHWM, reset per row via /proc/PID/clear_refs"

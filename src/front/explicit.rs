@@ -79,7 +79,7 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
     let mut buffer = Vec::with_capacity(4096);
     let head = match tokio::time::timeout(
         config.header_read_timeout(),
-        read_head(&mut client, &mut buffer, config.max_header_bytes),
+        Box::pin(read_head(&mut client, &mut buffer, config.max_header_bytes)),
     )
     .await
     {
@@ -126,9 +126,10 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
             headers,
         } => {
             let identity = &front.shared.identity;
-            let tunnel_user = match identity
-                .authenticate_tunnel(Some(peer.ip()), &headers)
-                .await
+            let tunnel_user = match Box::pin(
+                identity.authenticate_tunnel(Some(peer.ip()), &headers),
+            )
+            .await
             {
                 Ok(user) => user,
                 Err(refusal) => {
@@ -140,9 +141,15 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
                     return;
                 }
             };
-            let pending = buffer.split_off(head_len);
-            let snapshot = front.shared.snapshot.load();
-            match front.shared.router.route(&snapshot.catalog, &target.host) {
+            // Only the bytes after the head outlive this point: a long-lived tunnel must not
+            // hold the head buffer, the CONNECT headers or a catalog snapshot.
+            let pending = buffer[head_len..].to_vec();
+            drop((buffer, headers));
+            let route = front
+                .shared
+                .router
+                .route(&front.shared.snapshot.load().catalog, &target.host);
+            match route {
                 Route::Tunnel => open_tunnel(&front, client, pending, target).await,
                 Route::Intercept => {
                     if write_connect_established(&mut client).await.is_err() {

@@ -73,32 +73,36 @@ pub async fn intercept(
     meta: Arc<ConnectionMeta>,
 ) {
     let timeout = front.shared.config().proxy.header_read_timeout();
-    let hello = match read_client_hello(&mut client, &mut pending, timeout).await {
-        Ok(hello) => hello,
-        Err(error) => {
-            metrics::CONNECTIONS_REJECTED
-                .with_label_values(&[error.metric_label()])
-                .inc();
-            info!(host = %target.host, %error, "No usable ClientHello after CONNECT; closing.");
-            return;
+    // Only the JA4 outlives the handshake; the rest of the parsed hello goes with this block.
+    let ja4 = {
+        let hello = match Box::pin(read_client_hello(&mut client, &mut pending, timeout)).await {
+            Ok(hello) => hello,
+            Err(error) => {
+                metrics::CONNECTIONS_REJECTED
+                    .with_label_values(&[error.metric_label()])
+                    .inc();
+                info!(host = %target.host, %error, "No usable ClientHello after CONNECT; closing.");
+                return;
+            }
+        };
+        if let Some(sni) = hello.sni.as_deref() {
+            if sni != target.host {
+                metrics::CONNECTIONS_REJECTED
+                    .with_label_values(&["sni_mismatch"])
+                    .inc();
+                warn!(host = %target.host, sni, "SNI differs from the CONNECT target; closing.");
+                return;
+            }
         }
+        hello.ja4
     };
-    if let Some(sni) = hello.sni.as_deref() {
-        if sni != target.host {
-            metrics::CONNECTIONS_REJECTED
-                .with_label_values(&["sni_mismatch"])
-                .inc();
-            warn!(host = %target.host, sni, "SNI differs from the CONNECT target; closing.");
-            return;
-        }
-    }
 
     let meta = Arc::new(ConnectionMeta {
-        ja4: hello.ja4,
+        ja4,
         ..ConnectionMeta::clone(&meta)
     });
 
-    let leaf = match front.shared.minter.certified_key(&target.host).await {
+    let leaf = match Box::pin(front.shared.minter.certified_key(&target.host)).await {
         Ok(leaf) => leaf,
         Err(error) => {
             warn!(host = %target.host, %error, "Cannot mint a leaf certificate; closing.");
@@ -114,6 +118,8 @@ pub async fn intercept(
     let mut stream = Stream::from(client);
     stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
     stream.rewind(&pending);
+    // The connection lives on inside pingora; what only the handshake needed goes now.
+    drop(pending);
     let Ok(connect_response) = ResponseHeader::build(200, None) else {
         return;
     };
@@ -122,7 +128,7 @@ pub async fn intercept(
         Some(Box::new(meta)),
     ));
 
-    let tls = match acceptor.tls_handshake(stream).await {
+    let tls = match Box::pin(acceptor.tls_handshake(stream)).await {
         Ok(tls) => tls,
         Err(error) => {
             metrics::TLS_HANDSHAKE_FAILURES

@@ -171,8 +171,9 @@ async fn tls(
     timeout: std::time::Duration,
 ) {
     let mut pending = Vec::new();
-    let hello = match read_client_hello(&mut client, &mut pending, timeout).await {
-        Ok(hello) => hello,
+    // Only the SNI is kept: the rest of the parsed hello must not live as long as the connection.
+    let sni = match read_client_hello(&mut client, &mut pending, timeout).await {
+        Ok(hello) => hello.sni,
         Err(error) => {
             metrics::CONNECTIONS_REJECTED
                 .with_label_values(&[error.metric_label()])
@@ -183,9 +184,7 @@ async fn tls(
     };
     // A name-less or non-DNS SNI has nothing to mint a leaf for or to verify the upstream
     // against: such a connection can only be passed through.
-    let host = hello
-        .sni
-        .filter(|sni| crate::host::is_dns_name(sni) && !crate::host::is_ip_literal(sni));
+    let host = sni.filter(|sni| crate::host::is_dns_name(sni) && !crate::host::is_ip_literal(sni));
     let route = match host.as_deref() {
         Some(host) => {
             let snapshot = front.shared.snapshot.load();
