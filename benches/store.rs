@@ -76,6 +76,26 @@ fn ingest(c: &mut Criterion) {
             )
         });
     }
+    // Two batches in flight on two pooled connections: what a second writer would add.
+    group.throughput(Throughput::Elements(2000));
+    group.bench_function("batch_1000_x2_concurrent", |b| {
+        b.iter_batched(
+            || {
+                let batch = || (0..1000).map(|_| record()).collect::<Vec<_>>();
+                (batch(), batch())
+            },
+            |(first, second)| {
+                runtime.block_on(async {
+                    let (a, b) = tokio::join!(
+                        store.write_decisions(&first),
+                        store.write_decisions(&second)
+                    );
+                    a.and(b).unwrap();
+                })
+            },
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
     runtime.block_on(async {
         let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))

@@ -14,7 +14,8 @@
 # Environment: PROXY_CPU (default 1), CLIENT_CPU (default 0), DURATION, IDLE_CONNECTIONS,
 #   BULK_BYTES, AIGATE_LOG_LEVEL (default warn), SKIP_BUILD=1,
 #   STORE=sqlite (default) or postgres (a fresh database aigate_load on PG_URL, default
-#   postgres://postgres@127.0.0.1:5432).
+#   postgres://postgres@127.0.0.1:5432), AIGATE_WRAP (a command prefix for aigate, e.g.
+#   "heaptrack -o /tmp/aigate" for a heap profile).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -224,7 +225,7 @@ level = "$AIGATE_LOG_LEVEL"
 EOF
     "$AIGATE" check-config --config "$WORK/aigate/aigate.toml" >"$WORK/aigate-check.log" 2>&1 \
         || { cat "$WORK/aigate-check.log" >&2; exit 1; }
-    taskset -c "$PROXY_CPU" "$AIGATE" run --config "$WORK/aigate/aigate.toml" >"$WORK/aigate.log" 2>&1 &
+    taskset -c "$PROXY_CPU" ${AIGATE_WRAP:-} "$AIGATE" run --config "$WORK/aigate/aigate.toml" >"$WORK/aigate.log" 2>&1 &
     AIGATE_PID=$!; PIDS+=("$AIGATE_PID")
     wait_port "$AIGATE_PORT" aigate "$AIGATE_PID"
 fi

@@ -5,22 +5,17 @@
 //! with it), or let a client that refuses our leaf keep failing — repeated aborts feed the
 //! learned bypass so pinning apps get a tunnel instead.
 
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use pingora::apps::ServerApp;
-use pingora::http::ResponseHeader;
 use pingora::listeners::tls::Acceptor;
-use pingora::protocols::l4::stream::Stream;
-use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::GetProxyDigest;
-use pingora::protocols::{GetSocketDigest, SocketDigest};
 use rustls::server::{ClientHello as RustlsClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use super::hello::read_client_hello;
+use super::socket::ClientSocket;
 use super::{ConnectTarget, ConnectionMeta, FrontContext};
 use crate::audit::{AuditEventRecord, AuditRecord};
 use crate::metrics;
@@ -114,19 +109,9 @@ pub async fn intercept(
     let acceptor = Acceptor::from_server_config(Arc::new(config));
 
     let client_ip = meta.client.ip();
-    let fd = client.as_raw_fd();
-    let mut stream = Stream::from(client);
-    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
-    stream.rewind(&pending);
     // The connection lives on inside pingora; what only the handshake needed goes now.
+    let stream = ClientSocket::new(client, &pending, meta);
     drop(pending);
-    let Ok(connect_response) = ResponseHeader::build(200, None) else {
-        return;
-    };
-    stream.set_proxy_digest(ProxyDigest::new(
-        Box::new(connect_response),
-        Some(Box::new(meta)),
-    ));
 
     let tls = match Box::pin(acceptor.tls_handshake(stream)).await {
         Ok(tls) => tls,

@@ -19,18 +19,14 @@ pub mod hello;
 pub mod intercept;
 pub mod pac;
 pub mod route;
+pub mod socket;
 pub mod transparent;
 pub mod tunnel;
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use pingora::apps::ServerApp;
-use pingora::http::ResponseHeader;
-use pingora::protocols::l4::stream::Stream;
-use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::{GetProxyDigest, GetSocketDigest, SocketDigest};
 use pingora::proxy::HttpProxy;
 use tokio::net::TcpStream;
 
@@ -118,17 +114,7 @@ pub(crate) async fn hand_to_proxy(
     read: &[u8],
     meta: Arc<ConnectionMeta>,
 ) {
-    let fd = client.as_raw_fd();
-    let mut stream = Stream::from(client);
-    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
-    stream.rewind(read);
-    let Ok(placeholder) = ResponseHeader::build(200, None) else {
-        return;
-    };
-    stream.set_proxy_digest(ProxyDigest::new(
-        Box::new(placeholder),
-        Some(Box::new(meta)),
-    ));
+    let stream = socket::ClientSocket::new(client, read, meta);
     front
         .app
         .process_new(Box::new(stream), &front.shutdown)
