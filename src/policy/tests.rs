@@ -302,18 +302,18 @@ fn evaluation_errors_apply_the_fail_mode() {
         Decision::Allow
     );
 
+    // Decision and policy_error for an approved service.
+    let judge = |set: &PolicySet, input: &Value| {
+        let outcome = set.evaluate(
+            &subject(Some("approved")),
+            input,
+            &Exceptions::default(),
+            NOW,
+        );
+        (outcome.decision, outcome.policy_error)
+    };
     // On the VM a failing builtin leaves its rule undefined, as OPA does by default.
-    let on_vm = set(vec![fragile]);
-    let outcome = on_vm.evaluate(
-        &subject(Some("approved")),
-        &input,
-        &Exceptions::default(),
-        NOW,
-    );
-    assert_eq!(
-        (outcome.decision, outcome.policy_error),
-        (Decision::Allow, false)
-    );
+    assert_eq!(judge(&set(vec![fragile]), &input), (Decision::Allow, false));
     // Its evaluation limits are errors, and apply the fail mode.
     let runaway = policy(
         "runaway",
@@ -324,18 +324,7 @@ fn evaluation_errors_apply_the_fail_mode() {
     assert_eq!(on_vm.interpreted(), Vec::<&str>::new());
     let mut input = sample_input();
     input["content"]["prompt_chars"] = json!(1_000_000);
-    let outcome = on_vm.evaluate(
-        &subject(Some("approved")),
-        &input,
-        &Exceptions::default(),
-        NOW,
-    );
-    assert_eq!(
-        (outcome.decision, outcome.policy_error),
-        (Decision::Deny, true),
-        "{}",
-        outcome.reason
-    );
+    assert_eq!(judge(&on_vm, &input), (Decision::Deny, true));
 }
 
 #[test]
