@@ -16,8 +16,8 @@ use uuid::Uuid;
 use serde_json::{json, Value};
 
 use crate::audit::{
-    severity_for_risk, DecisionRecord, ViolationRecord, ANONYMOUS_USER, BUILTIN_APPROVAL_POLICY,
-    BUILTIN_APPROVAL_POLICY_NAME,
+    severity_for_risk, DecisionRecord, ExplanationJson, ViolationRecord, ANONYMOUS_USER,
+    BUILTIN_APPROVAL_POLICY, BUILTIN_APPROVAL_POLICY_NAME,
 };
 use crate::catalog::{AiService, Catalog, Fingerprint, RequestSignals};
 use crate::identity::Identity;
@@ -323,6 +323,42 @@ fn service_resource(s: &AiService) -> Value {
     })
 }
 
+/// The explanation column: serialized straight from the verdict, since building and dropping a
+/// JSON tree of every policy result for every request cost more than the policies themselves.
+fn explanation(verdict: &Verdict) -> Option<ExplanationJson> {
+    #[derive(serde::Serialize)]
+    struct Facts<'a> {
+        service: Option<&'a str>,
+        unknown_ai: bool,
+        signals: &'a [crate::catalog::Signal],
+        content: Option<ContentFacts<'a>>,
+        body_truncated: bool,
+        /// The whole policy input explains a stop; an allowed request (most of the traffic) is
+        /// explained by its service, signals and policy results, and is much cheaper to store.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        input: Option<Value>,
+    }
+    #[derive(serde::Serialize)]
+    struct ContentFacts<'a> {
+        format: &'static str,
+        problem: Option<&'a str>,
+    }
+    let facts = Facts {
+        service: verdict.service.as_deref().map(|s| s.slug.as_str()),
+        unknown_ai: verdict.fingerprint.unknown_ai,
+        signals: &verdict.fingerprint.signals,
+        content: verdict.inspection.as_deref().map(|i| ContentFacts {
+            format: i.extracted.format,
+            problem: i.extracted.problem.as_deref(),
+        }),
+        body_truncated: verdict.body_truncated,
+        input: (verdict.decision != Decision::Allow).then(|| explained_input(&verdict.input)),
+    };
+    serde_json::value::to_raw_value(&crate::policy::Explanation::new(&verdict.outcome, facts))
+        .ok()
+        .map(ExplanationJson)
+}
+
 /// The policy input as JSON for the explanation, minus request headers (cookies, tokens).
 fn explained_input(input: &regorus::Value) -> Value {
     let mut facts = serde_json::to_value(input).unwrap_or(Value::Null);
@@ -410,24 +446,7 @@ pub fn decision_record(
             })
             .unwrap_or_default(),
         evaluation_duration_ms: Some(i32::try_from(evaluation.as_millis()).unwrap_or(i32::MAX)),
-        explanation: Some(crate::policy::explanation(outcome, {
-            let mut facts = json!({
-                "service": service.map(|s| s.slug.as_str()),
-                "unknown_ai": verdict.fingerprint.unknown_ai,
-                "signals": verdict.fingerprint.signals,
-                "content": inspection.map(|i| json!({
-                    "format": i.extracted.format,
-                    "problem": i.extracted.problem,
-                })),
-                "body_truncated": verdict.body_truncated,
-            });
-            // The whole policy input explains a stop; an allowed request (most of the traffic) is
-            // explained by its service, signals and policy results, and is much cheaper to store.
-            if verdict.decision != Decision::Allow {
-                facts["input"] = explained_input(&verdict.input);
-            }
-            facts
-        })),
+        explanation: explanation(verdict),
         violation,
     }
 }
@@ -545,11 +564,13 @@ mod tests {
             record.violation.unwrap().violation_type,
             "credential_exposure"
         );
-        assert!(!record
-            .explanation
-            .unwrap()
-            .to_string()
-            .contains("AKIAIOSFODNN7EXAMPLE"));
+        let explanation = record.explanation.unwrap();
+        assert!(
+            explanation.get().contains("\"credentials\""),
+            "{}",
+            explanation.get()
+        );
+        assert!(!explanation.get().contains("AKIAIOSFODNN7EXAMPLE"));
     }
 
     #[test]

@@ -18,6 +18,24 @@ pub const BUILTIN_APPROVAL_POLICY: Uuid =
     Uuid::from_u128(0x0000_0000_0000_4000_8000_a16a_7e00_0001);
 pub const BUILTIN_APPROVAL_POLICY_NAME: &str = "Catalog approval status (built-in)";
 
+/// A decision's explanation, serialized once when the decision is made: the stores and the
+/// journal write it verbatim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExplanationJson(pub Box<serde_json::value::RawValue>);
+
+impl ExplanationJson {
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for ExplanationJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionRecord {
     pub decision_id: Uuid,
@@ -49,7 +67,7 @@ pub struct DecisionRecord {
     pub detected_entities: Option<serde_json::Value>,
     pub data_classification: Vec<String>,
     pub evaluation_duration_ms: Option<i32>,
-    pub explanation: Option<serde_json::Value>,
+    pub explanation: Option<ExplanationJson>,
     /// Written with the decision, in the same transaction.
     pub violation: Option<ViolationRecord>,
 }

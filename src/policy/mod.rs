@@ -892,18 +892,43 @@ pub fn risk_score(service_risk: Option<u8>, classes: &[&str], user_risk: i32) ->
     (base / 2 + content.min(50) + user_risk.clamp(0, 100) / 5).clamp(0, 100)
 }
 
-/// Per-policy counts for the explanation: which rules fired, with the facts they saw.
+/// The explanation of a decision: who decided, every policy's result, and the facts they saw.
+/// Serialized straight from the outcome, without building a JSON tree first.
+#[derive(Debug, serde::Serialize)]
+pub struct Explanation<'a, F> {
+    decided_by: Option<DecidedBy<'a>>,
+    default_for_approval_status: Option<&'static str>,
+    policy_error: bool,
+    policies: &'a [PolicyResult],
+    exceptions_used: &'a [Uuid],
+    facts: F,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct DecidedBy<'a> {
+    policy_id: Uuid,
+    policy_name: &'a str,
+}
+
+impl<'a, F: serde::Serialize> Explanation<'a, F> {
+    pub fn new(outcome: &'a Outcome, facts: F) -> Self {
+        Explanation {
+            decided_by: outcome.primary.as_ref().map(|(id, name)| DecidedBy {
+                policy_id: *id,
+                policy_name: name,
+            }),
+            default_for_approval_status: outcome.default_for,
+            policy_error: outcome.policy_error,
+            policies: &outcome.evaluated,
+            exceptions_used: &outcome.exceptions_used,
+            facts,
+        }
+    }
+}
+
+/// [`Explanation`] as a JSON value (the management API and the CLI show it).
 pub fn explanation(outcome: &Outcome, facts: Value) -> Value {
-    let mut explanation = json!({
-        "decided_by": outcome.primary.as_ref().map(|(id, name)| json!({"policy_id": id, "policy_name": name})),
-        "default_for_approval_status": outcome.default_for,
-        "policy_error": outcome.policy_error,
-        "policies": outcome.evaluated,
-        "exceptions_used": outcome.exceptions_used,
-    });
-    // Moved in: json! would re-serialize the whole facts tree.
-    explanation["facts"] = facts;
-    explanation
+    serde_json::to_value(Explanation::new(outcome, facts)).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]

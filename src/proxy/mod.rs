@@ -30,7 +30,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::{debug, info, warn};
 
-use crate::audit::{AuditRecord, DecisionRecord};
+use crate::audit::{AuditRecord, DecisionRecord, ExplanationJson};
 use crate::config::ReviewAction;
 use crate::front::{ConnectionMeta, Listener};
 use crate::identity::Claims;
@@ -491,11 +491,7 @@ impl AigateProxy {
             }
             if let Some(redacted) = redacted {
                 if let Some(record) = ctx.record.as_mut() {
-                    if let Some(explanation) =
-                        record.explanation.as_mut().and_then(|e| e.as_object_mut())
-                    {
-                        explanation.insert("body_redacted".into(), serde_json::Value::Bool(true));
-                    }
+                    record.explanation = record.explanation.take().map(with_body_redacted);
                 }
                 self.forward_as_subrequest(session, ctx, Bytes::from(redacted))
                     .await?;
@@ -682,6 +678,17 @@ fn normalize_to_origin_form(request: &mut RequestHeader, target: &Target) -> Res
 }
 
 /// A client-facing description of an upstream failure: the kind, never internal detail.
+/// The explanation with `body_redacted: true` added. Only redacted forwards pay the re-parse.
+fn with_body_redacted(explanation: ExplanationJson) -> ExplanationJson {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(explanation.get()) else {
+        return explanation;
+    };
+    if let Some(object) = value.as_object_mut() {
+        object.insert("body_redacted".into(), serde_json::Value::Bool(true));
+    }
+    serde_json::value::to_raw_value(&value).map_or(explanation, ExplanationJson)
+}
+
 fn upstream_failure(kind: &ErrorType) -> &'static str {
     match kind {
         ErrorType::InvalidCert | ErrorType::TLSHandshakeFailure | ErrorType::HandshakeError => {

@@ -51,7 +51,7 @@ pub fn decision_rows(batch: &[DecisionRecord], out: &mut String) {
             .opt_json(d.detected_entities.as_ref())
             .array(&d.data_classification)
             .opt_display(d.evaluation_duration_ms)
-            .opt_json(d.explanation.as_ref())
+            .opt_text(d.explanation.as_ref().map(|e| e.get()))
             .end();
     }
 }

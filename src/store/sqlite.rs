@@ -432,7 +432,7 @@ impl Store for SqliteStore {
                 .push_bind(d.detected_entities.as_ref().map(json_text))
                 .push_bind(json_text(&d.data_classification))
                 .push_bind(d.evaluation_duration_ms)
-                .push_bind(d.explanation.as_ref().map(json_text));
+                .push_bind(d.explanation.as_ref().map(|e| e.get()));
         });
         insert.build().execute(&mut *tx).await.map_err(classify)?;
 
