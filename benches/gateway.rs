@@ -335,6 +335,7 @@ fn audit_writer(fixture: &IdentityFixture) -> AuditHandle {
         retry_interval: Duration::from_secs(1),
         journal_dir: fixture.dir.path().join("journal"),
         overflow_limit: 1_000_000,
+        writer_nice: 0,
     };
     let store = fixture.store.clone();
     fixture

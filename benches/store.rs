@@ -30,7 +30,10 @@ fn record() -> DecisionRecord {
         confidence: Some(1.0),
         risk_score: Some(55),
         risk_factors: None,
-        policies_evaluated: serde_json::json!([{"policy_id": "x", "matched": false}]),
+        policies_evaluated: aigate::audit::JsonText::of(
+            &serde_json::json!([{"policy_id": "x", "matched": false}]),
+        )
+        .unwrap(),
         primary_policy_id: None,
         source: Some("proxy".into()),
         device_id: None,

@@ -372,6 +372,9 @@ pub struct UpstreamConfig {
     pub connect_timeout_secs: u64,
     pub read_timeout_secs: u64,
     pub idle_timeout_secs: u64,
+    /// Offer HTTP/2 to TLS upstreams (ALPN h2, http/1.1). Off: every upstream connection is
+    /// HTTP/1.1, one per in-flight request, pooled for keep-alive.
+    pub http2: bool,
 }
 
 impl Default for UpstreamConfig {
@@ -382,6 +385,7 @@ impl Default for UpstreamConfig {
             connect_timeout_secs: 10,
             read_timeout_secs: 120,
             idle_timeout_secs: 90,
+            http2: true,
         }
     }
 }
@@ -434,6 +438,9 @@ pub struct AuditConfig {
     /// Records parked beyond the queue before new ones are dropped: a memory bound for when the
     /// disk cannot keep up either.
     pub overflow_limit: usize,
+    /// Niceness (0-19) of the writer's own thread: a flush never delays a request sharing its
+    /// core, and still gets the core whenever requests leave it idle.
+    pub writer_nice: u8,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -454,6 +461,7 @@ impl Default for AuditConfig {
             journal_dir: PathBuf::from("data/journal"),
             when_full: WhenFull::Spill,
             overflow_limit: 1_000_000,
+            writer_nice: 10,
         }
     }
 }
@@ -708,6 +716,12 @@ impl Config {
             return Err(invalid(
                 "[audit] batch_size",
                 "must be at most 5000 (bind-parameter limits)",
+            ));
+        }
+        if self.audit.writer_nice > 19 {
+            return Err(invalid(
+                "[audit] writer_nice",
+                "must be a niceness from 0 (normal) to 19 (lowest)",
             ));
         }
         if self.tls.leaf_cache_capacity == 0 {

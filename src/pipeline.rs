@@ -16,7 +16,7 @@ use uuid::Uuid;
 use serde_json::{json, Value};
 
 use crate::audit::{
-    severity_for_risk, DecisionRecord, ExplanationJson, ViolationRecord, ANONYMOUS_USER,
+    severity_for_risk, DecisionRecord, JsonText, ViolationRecord, ANONYMOUS_USER,
     BUILTIN_APPROVAL_POLICY, BUILTIN_APPROVAL_POLICY_NAME,
 };
 use crate::catalog::{AiService, Catalog, Fingerprint, RequestSignals};
@@ -236,7 +236,7 @@ fn policy_input(
             "prohibited_for": [], "capabilities": [], "certifications": [], "data_regions": [],
         })),
     };
-    let headers: serde_json::Map<String, Value> = request
+    let headers: BTreeMap<regorus::Value, regorus::Value> = request
         .headers
         .iter()
         .filter(|(name, _)| {
@@ -246,29 +246,47 @@ fn policy_input(
             )
         })
         .filter_map(|(name, value)| {
-            Some((name.as_str().to_owned(), Value::from(value.to_str().ok()?)))
+            Some((
+                regorus::Value::from(name.as_str()),
+                regorus::Value::from(value.to_str().ok()?),
+            ))
         })
         .collect();
     let content = match inspection {
-        Some(i) => regorus::Value::from(json!({
-            "classified": true,
-            "entities": i.counts(),
-            "data_classification": i.data_classification().iter().map(|c| c.as_str()).collect::<Vec<_>>(),
-            "prompt_chars": i.extracted.prompt_chars,
-            "truncated": i.extracted.truncated,
-            "files": i.extracted.files,
-        })),
+        Some(i) => {
+            let counts = i.counts();
+            object([
+                ("classified", true.into()),
+                ("entities", serialized(&counts)),
+                (
+                    "data_classification",
+                    array(i.data_classification().iter().map(|c| c.as_str())),
+                ),
+                ("prompt_chars", i.extracted.prompt_chars.into()),
+                ("truncated", i.extracted.truncated.into()),
+                ("files", serialized(&i.extracted.files)),
+            ])
+        }
         None => UNCLASSIFIED_CONTENT_INPUT.clone(),
     };
     let identity = request.identity;
     let mut user = match identity.user.as_deref() {
-        Some(u) => regorus::Value::from(json!({
-            "id": u.id, "email": u.email, "department": u.department, "department_chain": u.department_chain,
-            "groups": u.groups, "roles": u.roles, "risk_score": u.risk_score, "clearance_level": u.clearance_level,
-            "employee_type": u.employee_type, "status": u.status, "suspended": u.status == "suspended",
-            "allowed_ai_services": u.allowed_ai_services, "prohibited_ai_services": u.prohibited_ai_services,
-            "authenticated": true,
-        })),
+        Some(u) => object([
+            ("id", u.id.to_string().into()),
+            ("email", u.email.as_str().into()),
+            ("department", optional(u.department.as_deref())),
+            ("department_chain", strings(&u.department_chain)),
+            ("groups", strings(&u.groups)),
+            ("roles", strings(&u.roles)),
+            ("risk_score", u.risk_score.into()),
+            ("clearance_level", optional(u.clearance_level.as_deref())),
+            ("employee_type", optional(u.employee_type.as_deref())),
+            ("status", u.status.as_str().into()),
+            ("suspended", (u.status == "suspended").into()),
+            ("allowed_ai_services", strings(&u.allowed_ai_services)),
+            ("prohibited_ai_services", strings(&u.prohibited_ai_services)),
+            ("authenticated", true.into()),
+        ]),
         None => ANONYMOUS_USER_INPUT.clone(),
     };
     if let Ok(user) = user.as_object_mut() {
@@ -278,37 +296,94 @@ fn policy_input(
         );
     }
     let device = match identity.device.as_deref() {
-        Some(d) => regorus::Value::from(
-            json!({"id": d.id, "hostname": d.hostname, "crown_jewel": d.crown_jewel, "sensitivity": d.sensitivity,
-                   "compliance_status": d.compliance_status, "data_classification": d.data_classification}),
-        ),
+        Some(d) => object([
+            ("id", d.id.to_string().into()),
+            ("hostname", optional(d.hostname.as_deref())),
+            ("crown_jewel", d.crown_jewel.into()),
+            ("sensitivity", optional(d.sensitivity.as_deref())),
+            (
+                "compliance_status",
+                optional(d.compliance_status.as_deref()),
+            ),
+            ("data_classification", strings(&d.data_classification)),
+        ]),
         None => NO_DEVICE_INPUT.clone(),
     };
-    let request_input = json!({
-        "method": request.method, "scheme": request.scheme, "host": request.host, "port": request.port,
-        "path": request.path, "url": format!("{}://{}{}", request.scheme, request.host, request.path),
-        "headers": headers, "content_type": request.header("content-type"),
-        "body_bytes": request.body.len(),
-        "action": inspection.map_or("access_ai_service", |i| i.extracted.action().as_str()),
-    });
-    let context = json!({
-        "time": OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
-        "source_ip": request.client.map(|c| c.ip().to_string()),
-        "mode": request.source.mode(),
-        "location_type": "corporate",
-    });
-    let document: BTreeMap<regorus::Value, regorus::Value> = [
+    let request_input = object([
+        ("method", request.method.into()),
+        ("scheme", request.scheme.into()),
+        ("host", request.host.into()),
+        ("port", u64::from(request.port).into()),
+        ("path", request.path.into()),
+        (
+            "url",
+            format!("{}://{}{}", request.scheme, request.host, request.path).into(),
+        ),
+        ("headers", headers.into()),
+        ("content_type", optional(request.header("content-type"))),
+        ("body_bytes", request.body.len().into()),
+        (
+            "action",
+            inspection
+                .map_or("access_ai_service", |i| i.extracted.action().as_str())
+                .into(),
+        ),
+    ]);
+    let context = object([
+        (
+            "time",
+            OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+                .into(),
+        ),
+        (
+            "source_ip",
+            request
+                .client
+                .map_or(regorus::Value::Null, |c| c.ip().to_string().into()),
+        ),
+        ("mode", request.source.mode().into()),
+        ("location_type", "corporate".into()),
+    ]);
+    object([
         ("user", user),
         ("device", device),
         ("resource", resource),
-        ("request", regorus::Value::from(request_input)),
+        ("request", request_input),
         ("content", content),
-        ("context", regorus::Value::from(context)),
-    ]
-    .into_iter()
-    .map(|(key, value)| (regorus::Value::from(key), value))
-    .collect();
-    regorus::Value::from(document)
+        ("context", context),
+    ])
+}
+
+/// A policy-input object built as regorus values directly: converting a JSON tree afterwards
+/// cost as much as building it.
+fn object<const N: usize>(entries: [(&'static str, regorus::Value); N]) -> regorus::Value {
+    let map: BTreeMap<regorus::Value, regorus::Value> = entries
+        .into_iter()
+        .map(|(key, value)| (regorus::Value::from(key), value))
+        .collect();
+    map.into()
+}
+
+fn optional(value: Option<&str>) -> regorus::Value {
+    value.map_or(regorus::Value::Null, regorus::Value::from)
+}
+
+fn array<'a>(values: impl Iterator<Item = &'a str>) -> regorus::Value {
+    values.map(regorus::Value::from).collect::<Vec<_>>().into()
+}
+
+fn strings(values: &[String]) -> regorus::Value {
+    array(values.iter().map(String::as_str))
+}
+
+/// A rarely non-empty list (entity counts, uploaded files) through its serde form.
+fn serialized<T: serde::Serialize>(values: &[T]) -> regorus::Value {
+    if values.is_empty() {
+        return regorus::Value::new_array();
+    }
+    serde_json::to_value(values).map_or(regorus::Value::Null, regorus::Value::from)
 }
 
 /// A catalog service as the policy input's `resource`.
@@ -325,7 +400,7 @@ fn service_resource(s: &AiService) -> Value {
 
 /// The explanation column: serialized straight from the verdict, since building and dropping a
 /// JSON tree of every policy result for every request cost more than the policies themselves.
-fn explanation(verdict: &Verdict) -> Option<ExplanationJson> {
+fn explanation(verdict: &Verdict) -> Option<JsonText> {
     #[derive(serde::Serialize)]
     struct Facts<'a> {
         service: Option<&'a str>,
@@ -354,9 +429,7 @@ fn explanation(verdict: &Verdict) -> Option<ExplanationJson> {
         body_truncated: verdict.body_truncated,
         input: (verdict.decision != Decision::Allow).then(|| explained_input(&verdict.input)),
     };
-    serde_json::value::to_raw_value(&crate::policy::Explanation::new(&verdict.outcome, facts))
-        .ok()
-        .map(ExplanationJson)
+    JsonText::of(&crate::policy::Explanation::stored(&verdict.outcome, facts))
 }
 
 /// The policy input as JSON for the explanation, minus request headers (cookies, tokens).
@@ -402,9 +475,17 @@ pub fn decision_record(
         decision_id: verdict.decision_id,
         request_id: Uuid::now_v7(),
         timestamp: OffsetDateTime::now_utc(),
-        user_id: request.identity.user.as_ref().map_or(ANONYMOUS_USER, |u| u.id),
+        user_id: request
+            .identity
+            .user
+            .as_ref()
+            .map_or(ANONYMOUS_USER, |u| u.id),
         user_email: request.identity.user.as_ref().map(|u| u.email.clone()),
-        user_department: request.identity.user.as_ref().and_then(|u| u.department.clone()),
+        user_department: request
+            .identity
+            .user
+            .as_ref()
+            .and_then(|u| u.department.clone()),
         action: action.to_owned(),
         resource_type: if service.is_some() {
             "ai_service"
@@ -424,12 +505,7 @@ pub fn decision_record(
             .then_some(f64::from(verdict.fingerprint.confidence)),
         risk_score: Some(risk),
         risk_factors: service.and_then(|s| s.risk_factors.clone()),
-        policies_evaluated: outcome
-            .evaluated
-            .iter()
-            .map(|r| json!({"policy_id": r.policy_id, "policy_name": r.policy_name, "priority": r.priority,
-                            "matched": r.deny || r.review || r.allow, "exception_id": r.exception_id}))
-            .collect(),
+        policies_evaluated: policies_evaluated(&outcome.evaluated),
         primary_policy_id: outcome.primary.as_ref().map(|(id, _)| *id),
         source: Some(request.source.mode().to_owned()),
         device_id: request.identity.device.as_ref().map(|d| d.id),
@@ -451,6 +527,29 @@ pub fn decision_record(
     }
 }
 
+/// The `policies_evaluated` column, serialized without an intermediate JSON tree.
+fn policies_evaluated(results: &[crate::policy::PolicyResult]) -> JsonText {
+    #[derive(serde::Serialize)]
+    struct Evaluated<'a> {
+        policy_id: Uuid,
+        policy_name: &'a str,
+        priority: i32,
+        matched: bool,
+        exception_id: Option<Uuid>,
+    }
+    let rows: Vec<Evaluated<'_>> = results
+        .iter()
+        .map(|r| Evaluated {
+            policy_id: r.policy_id,
+            policy_name: &r.policy_name,
+            priority: r.priority,
+            matched: r.deny || r.review || r.allow,
+            exception_id: r.exception_id,
+        })
+        .collect();
+    JsonText::of(&rows).unwrap_or_else(|| JsonText(serde_json::value::RawValue::NULL.to_owned()))
+}
+
 /// The `violations.violation_type` of a stopped request: the deciding policy's own type, else
 /// what the stop was about.
 fn violation_type(outcome: &Outcome) -> String {
@@ -468,6 +567,7 @@ fn violation_type(outcome: &Outcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditRecord;
     use std::path::Path;
 
     static ANONYMOUS: Identity = Identity {
@@ -592,10 +692,24 @@ mod tests {
             Some("Block prohibited AI services")
         );
         assert_eq!(record.primary_policy_id, Some(violation.policy_id));
-        assert!(record
-            .policies_evaluated
-            .as_array()
-            .is_some_and(|p| !p.is_empty()));
+        let evaluated: Value = serde_json::from_str(record.policies_evaluated.get()).unwrap();
+        assert!(evaluated.as_array().is_some_and(|p| !p.is_empty()));
+    }
+
+    #[test]
+    fn a_stopped_decision_survives_the_spill_journal_format() {
+        let headers = http::HeaderMap::new();
+        let snapshot = snapshot();
+        let request = facts("api.deepseek.com", &headers);
+        let verdict = decide(&snapshot, &request);
+        let record = decision_record(&request, &verdict, Duration::from_micros(5));
+        assert!(record.explanation.is_some());
+        let line = serde_json::to_string(&AuditRecord::Decision(Box::new(record.clone()))).unwrap();
+        let Ok(AuditRecord::Decision(back)) = serde_json::from_str::<AuditRecord>(&line) else {
+            panic!("the journal line does not read back: {line}");
+        };
+        let json = |r: &DecisionRecord| serde_json::to_value(r).unwrap();
+        assert_eq!(json(&back), json(&record));
     }
 
     #[test]

@@ -202,6 +202,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
                 crate::config::WhenFull::Spill => config.audit.overflow_limit,
                 crate::config::WhenFull::Drop => 0,
             },
+            writer_nice: config.audit.writer_nice,
         },
     )
     .map_err(|source| StartError::Journal {

@@ -6,7 +6,7 @@ mod record;
 mod writer;
 
 pub use record::{
-    severity_for_risk, AuditEventRecord, AuditRecord, DecisionRecord, ExplanationJson,
-    ViolationRecord, ANONYMOUS_USER, BUILTIN_APPROVAL_POLICY, BUILTIN_APPROVAL_POLICY_NAME,
+    severity_for_risk, AuditEventRecord, AuditRecord, DecisionRecord, JsonText, ViolationRecord,
+    ANONYMOUS_USER, BUILTIN_APPROVAL_POLICY, BUILTIN_APPROVAL_POLICY_NAME,
 };
 pub use writer::{AuditHandle, AuditWriterConfig};

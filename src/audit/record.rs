@@ -18,19 +18,33 @@ pub const BUILTIN_APPROVAL_POLICY: Uuid =
     Uuid::from_u128(0x0000_0000_0000_4000_8000_a16a_7e00_0001);
 pub const BUILTIN_APPROVAL_POLICY_NAME: &str = "Catalog approval status (built-in)";
 
-/// A decision's explanation, serialized once when the decision is made: the stores and the
-/// journal write it verbatim.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A JSON column serialized once, when the decision is made: the stores and the journal write
+/// it verbatim instead of walking a JSON tree again.
+#[derive(Debug, Clone, Serialize)]
 #[serde(transparent)]
-pub struct ExplanationJson(pub Box<serde_json::value::RawValue>);
+pub struct JsonText(pub Box<serde_json::value::RawValue>);
 
-impl ExplanationJson {
+/// Read back through a JSON tree: a raw value cannot be taken from the buffered input serde
+/// gives the fields of an internally tagged enum (`AuditRecord` in the spill journal).
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        JsonText::of(&value).ok_or_else(|| serde::de::Error::custom("unserializable JSON value"))
+    }
+}
+
+impl JsonText {
+    /// `None` only when `value` cannot be serialized (a map with non-string keys).
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Option<JsonText> {
+        serde_json::value::to_raw_value(value).ok().map(JsonText)
+    }
+
     pub fn get(&self) -> &str {
         self.0.get()
     }
 }
 
-impl PartialEq for ExplanationJson {
+impl PartialEq for JsonText {
     fn eq(&self, other: &Self) -> bool {
         self.get() == other.get()
     }
@@ -57,7 +71,8 @@ pub struct DecisionRecord {
     pub confidence: Option<f64>,
     pub risk_score: Option<i32>,
     pub risk_factors: Option<serde_json::Value>,
-    pub policies_evaluated: serde_json::Value,
+    /// `[{policy_id, policy_name, priority, matched, exception_id}]`.
+    pub policies_evaluated: JsonText,
     pub primary_policy_id: Option<Uuid>,
     pub source: Option<String>,
     pub device_id: Option<Uuid>,
@@ -67,7 +82,7 @@ pub struct DecisionRecord {
     pub detected_entities: Option<serde_json::Value>,
     pub data_classification: Vec<String>,
     pub evaluation_duration_ms: Option<i32>,
-    pub explanation: Option<ExplanationJson>,
+    pub explanation: Option<JsonText>,
     /// Written with the decision, in the same transaction.
     pub violation: Option<ViolationRecord>,
 }

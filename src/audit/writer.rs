@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use thread_priority::{set_current_thread_priority, ThreadPriority, ThreadPriorityValue};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
 use super::record::{AuditEventRecord, AuditRecord, DecisionRecord};
@@ -37,6 +37,8 @@ pub struct AuditWriterConfig {
     pub journal_dir: PathBuf,
     /// Records parked beyond the full queue (0: drop instead of parking).
     pub overflow_limit: usize,
+    /// Niceness of the writer thread.
+    pub writer_nice: u8,
 }
 
 /// The request path's side of the pipeline. Cheap to clone.
@@ -46,7 +48,8 @@ pub struct AuditHandle {
     overflow: Arc<Mutex<Vec<AuditRecord>>>,
     overflow_limit: usize,
     stop: watch::Sender<bool>,
-    task: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// Resolves when the writer thread has written (or spilled) everything and stopped.
+    finished: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
 }
 
 impl std::fmt::Debug for AuditHandle {
@@ -56,26 +59,43 @@ impl std::fmt::Debug for AuditHandle {
 }
 
 impl AuditHandle {
-    /// Starts the writer task. Fails only when the journal directory cannot be created.
+    /// Starts the writer on a thread of its own, at `writer_nice`, with its own runtime and
+    /// store connections: its flushes (serializing, SQLite's b-tree work) then yield to request
+    /// handling on a shared core instead of stalling the requests queued behind them. Fails
+    /// only when the journal directory, the runtime or the thread cannot be created.
     pub fn start(store: Arc<dyn Store>, config: AuditWriterConfig) -> std::io::Result<AuditHandle> {
         std::fs::create_dir_all(&config.journal_dir)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let overflow = Arc::new(Mutex::new(Vec::new()));
         let (stop, stopped) = watch::channel(false);
+        let (finish, finished) = oneshot::channel();
         let overflow_limit = config.overflow_limit;
-        let writer = Writer {
-            store,
-            journal: Journal::new(&config.journal_dir),
-            config,
-            overflow: overflow.clone(),
-        };
-        let task = tokio::spawn(writer.run(receiver, stopped));
+        let parked = overflow.clone();
+        std::thread::Builder::new()
+            .name("aigate-audit".to_owned())
+            .spawn(move || {
+                lower_priority(config.writer_nice);
+                runtime.block_on(async move {
+                    let store = store.dedicated_writer().await.unwrap_or(store);
+                    let writer = Writer {
+                        store,
+                        journal: Journal::new(&config.journal_dir),
+                        config,
+                        overflow: parked,
+                    };
+                    writer.run(receiver, stopped).await;
+                });
+                let _ = finish.send(());
+            })?;
         Ok(AuditHandle {
             queue,
             overflow,
             overflow_limit,
             stop,
-            task: Arc::new(Mutex::new(Some(task))),
+            finished: Arc::new(Mutex::new(Some(finished))),
         })
     }
 
@@ -106,11 +126,44 @@ impl AuditHandle {
     /// Stops the writer after it has written (or spilled) everything queued.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        let task = self.task.lock().ok().and_then(|mut task| task.take());
-        if let Some(task) = task {
-            let _ = task.await;
+        let finished = self.finished.lock().ok().and_then(|mut f| f.take());
+        if let Some(finished) = finished {
+            let _ = finished.await;
         }
     }
+}
+
+/// Sets the calling thread's niceness (Linux schedules threads, so only this thread and the
+/// ones it starts are affected). Failing is harmless: the writer then runs at normal priority.
+fn lower_priority(nice: u8) {
+    if nice == 0 {
+        return;
+    }
+    // thread-priority maps 0-99 (highest) onto niceness 19..-20; find the value that gives `nice`.
+    let value = (0..=99u8)
+        .rev()
+        .find(|&p| crossplatform_niceness(p) >= i32::from(nice))
+        .and_then(|p| ThreadPriorityValue::try_from(p).ok());
+    let result = value.map(|v| set_current_thread_priority(ThreadPriority::Crossplatform(v)));
+    match result {
+        Some(Ok(())) => info!(nice, "Audit writer thread runs at lowered priority."),
+        Some(Err(error)) => {
+            warn!(
+                ?error,
+                nice, "Cannot lower the audit writer's priority; it runs at normal priority."
+            )
+        }
+        None => warn!(
+            nice,
+            "No thread priority maps to this niceness; the audit writer runs at normal priority."
+        ),
+    }
+}
+
+/// The niceness thread-priority gives a cross-platform value under SCHED_OTHER.
+fn crossplatform_niceness(value: u8) -> i32 {
+    let ratio = 1f32 - f32::from(value) / 99f32;
+    i32::from((39f32 * ratio) as i8) - 20
 }
 
 struct Writer {
@@ -274,7 +327,7 @@ impl Writer {
             metrics::AUDIT_DEAD_LETTER_TOTAL.inc();
             warn!(
                 bytes = line.len(),
-                "Spill journal line failed its checksum; moved to the dead-letter file."
+                "Spill journal line is corrupt (checksum or format); moved to the dead-letter file."
             );
             let path = self.journal.dir.join(DEAD_LETTER_FILE);
             let entry =
@@ -465,5 +518,32 @@ mod tests {
         let tampered = line.replace("test", "tset");
         assert_eq!(parse_line(&tampered), None);
         assert_eq!(parse_line("garbage"), None);
+    }
+
+    /// The niceness Linux reports for the calling thread (field 19 of its stat line).
+    fn own_niceness() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn the_writer_thread_gets_the_configured_niceness() {
+        for nice in [1, 5, 10, 19] {
+            let seen = std::thread::spawn(move || {
+                lower_priority(nice);
+                own_niceness()
+            })
+            .join()
+            .unwrap();
+            assert_eq!(seen, i32::from(nice));
+        }
+        let untouched = std::thread::spawn(|| {
+            lower_priority(0);
+            own_niceness()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(untouched, 0);
     }
 }

@@ -5,12 +5,18 @@
 //! public way to size it for a stream it did not accept. An intercepted connection already
 //! reads through rustls' buffer, and a plain one through pingora's header buffer, so the extra
 //! layer bought nothing but about 40 KiB of resident memory per idle connection.
+//!
+//! Writes are held until the next flush: pingora writes a response head and its body
+//! separately, and through TLS each would otherwise be a record, a syscall and a TCP segment of
+//! its own. pingora flushes where its own buffered stream needs it (end of a body, informational
+//! heads, h2 frames) and rustls flushes its handshake, so nothing waits on a flush that never
+//! comes. The buffer is released once drained, so an idle connection holds none.
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::SystemTime;
 
 use bytes::{Buf, Bytes};
@@ -33,7 +39,13 @@ pub struct ClientSocket {
     established: SystemTime,
     proxy_digest: Option<Arc<ProxyDigest>>,
     socket_digest: Option<Arc<SocketDigest>>,
+    /// Written but not yet sent; `sent` bytes of it already are.
+    unsent: Vec<u8>,
+    sent: usize,
 }
+
+/// Beyond this many held bytes a write first sends what is held (a bulk response streams).
+const HOLD_LIMIT: usize = 64 * 1024;
 
 impl ClientSocket {
     pub fn new(stream: TcpStream, replay: &[u8], meta: Arc<ConnectionMeta>) -> ClientSocket {
@@ -48,7 +60,32 @@ impl ClientSocket {
             established: SystemTime::now(),
             proxy_digest,
             socket_digest: Some(socket_digest),
+            unsent: Vec::new(),
+            sent: 0,
         }
+    }
+
+    /// Sends the held bytes; ready once none are left.
+    fn poll_send_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.unsent.len() {
+            let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &self.unsent[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.unsent = Vec::new();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Makes room for `len` more held bytes; a write at least as large as the limit bypasses
+    /// the buffer once it is empty (returns false).
+    fn poll_hold_room(&mut self, cx: &mut Context<'_>, len: usize) -> Poll<io::Result<bool>> {
+        if self.unsent.len() + len > HOLD_LIMIT {
+            ready!(self.poll_send_held(cx))?;
+        }
+        Poll::Ready(Ok(len < HOLD_LIMIT))
     }
 }
 
@@ -74,6 +111,10 @@ impl AsyncWrite for ClientSocket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if ready!(self.poll_hold_room(cx, buf.len()))? {
+            self.unsent.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -82,18 +123,28 @@ impl AsyncWrite for ClientSocket {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        if ready!(self.poll_hold_room(cx, len))? {
+            self.unsent.reserve(len);
+            for buf in bufs {
+                self.unsent.extend_from_slice(buf);
+            }
+            return Poll::Ready(Ok(len));
+        }
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_held(cx))?;
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_send_held(cx))?;
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

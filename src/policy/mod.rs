@@ -892,14 +892,14 @@ pub fn risk_score(service_risk: Option<u8>, classes: &[&str], user_risk: i32) ->
     (base / 2 + content.min(50) + user_risk.clamp(0, 100) / 5).clamp(0, 100)
 }
 
-/// The explanation of a decision: who decided, every policy's result, and the facts they saw.
+/// The explanation of a decision: who decided, the policies' results, and the facts they saw.
 /// Serialized straight from the outcome, without building a JSON tree first.
 #[derive(Debug, serde::Serialize)]
 pub struct Explanation<'a, F> {
     decided_by: Option<DecidedBy<'a>>,
     default_for_approval_status: Option<&'static str>,
     policy_error: bool,
-    policies: &'a [PolicyResult],
+    policies: PolicyResults<'a>,
     exceptions_used: &'a [Uuid],
     facts: F,
 }
@@ -910,8 +910,46 @@ struct DecidedBy<'a> {
     policy_name: &'a str,
 }
 
+/// Every policy's result, or (for a stored decision) only those of the policies in which some
+/// rule held, an exception applied or an error happened.
+#[derive(Debug)]
+struct PolicyResults<'a> {
+    results: &'a [PolicyResult],
+    silent_too: bool,
+}
+
+impl serde::Serialize for PolicyResults<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.results.iter().filter(|r| self.silent_too || r.spoke()))
+    }
+}
+
+impl PolicyResult {
+    fn spoke(&self) -> bool {
+        self.deny
+            || self.review
+            || self.allow
+            || self.redact
+            || !self.reasons.is_empty()
+            || self.exception_id.is_some()
+            || self.error.is_some()
+    }
+}
+
 impl<'a, F: serde::Serialize> Explanation<'a, F> {
+    /// With every policy's result (the CLI, dry runs).
     pub fn new(outcome: &'a Outcome, facts: F) -> Self {
+        Self::with_policies(outcome, facts, true)
+    }
+
+    /// For the `decisions.explanation` column: policies that said nothing are left out, since
+    /// `policies_evaluated` already lists every policy evaluated, and repeating all of them
+    /// made the explanation most of a stored decision's bytes.
+    pub fn stored(outcome: &'a Outcome, facts: F) -> Self {
+        Self::with_policies(outcome, facts, false)
+    }
+
+    fn with_policies(outcome: &'a Outcome, facts: F, silent_too: bool) -> Self {
         Explanation {
             decided_by: outcome.primary.as_ref().map(|(id, name)| DecidedBy {
                 policy_id: *id,
@@ -919,7 +957,10 @@ impl<'a, F: serde::Serialize> Explanation<'a, F> {
             }),
             default_for_approval_status: outcome.default_for,
             policy_error: outcome.policy_error,
-            policies: &outcome.evaluated,
+            policies: PolicyResults {
+                results: &outcome.evaluated,
+                silent_too,
+            },
             exceptions_used: &outcome.exceptions_used,
             facts,
         }

@@ -30,7 +30,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::{debug, info, warn};
 
-use crate::audit::{AuditRecord, DecisionRecord, ExplanationJson};
+use crate::audit::{AuditRecord, DecisionRecord, JsonText};
 use crate::config::ReviewAction;
 use crate::front::{ConnectionMeta, Listener};
 use crate::identity::Claims;
@@ -157,7 +157,11 @@ impl ProxyHttp for AigateProxy {
         let mut peer = HttpPeer::new(addr, target.tls, target.host.clone());
         let upstream = &self.shared.config().upstream;
         let options = &mut peer.options;
-        options.alpn = if target.tls { ALPN::H2H1 } else { ALPN::H1 };
+        options.alpn = if target.tls && upstream.http2 {
+            ALPN::H2H1
+        } else {
+            ALPN::H1
+        };
         options.max_h2_streams = UPSTREAM_H2_STREAMS;
         options.connection_timeout = Some(upstream.connect_timeout());
         options.total_connection_timeout = Some(upstream.connect_timeout() * 2);
@@ -679,14 +683,14 @@ fn normalize_to_origin_form(request: &mut RequestHeader, target: &Target) -> Res
 
 /// A client-facing description of an upstream failure: the kind, never internal detail.
 /// The explanation with `body_redacted: true` added. Only redacted forwards pay the re-parse.
-fn with_body_redacted(explanation: ExplanationJson) -> ExplanationJson {
+fn with_body_redacted(explanation: JsonText) -> JsonText {
     let Ok(mut value) = serde_json::from_str::<serde_json::Value>(explanation.get()) else {
         return explanation;
     };
     if let Some(object) = value.as_object_mut() {
         object.insert("body_redacted".into(), serde_json::Value::Bool(true));
     }
-    serde_json::value::to_raw_value(&value).map_or(explanation, ExplanationJson)
+    serde_json::value::to_raw_value(&value).map_or(explanation, JsonText)
 }
 
 fn upstream_failure(kind: &ErrorType) -> &'static str {

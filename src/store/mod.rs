@@ -301,6 +301,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Keeps the time-series tables healthy: partitions ahead, expired data dropped, rollup
     /// refreshed. Returns what it did, for the log.
     async fn maintain(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The same database through connections of its own, for the audit writer's thread: a
+    /// pool's connections belong to the runtime (and inherit the priority of the thread) that
+    /// opened them. `None` where a second pool would not reach the same data (in-memory SQLite).
+    async fn dedicated_writer(&self) -> Option<Arc<dyn Store>> {
+        None
+    }
 }
 
 /// One run of `aigate directory import`, as `integration_sync_logs` records it.

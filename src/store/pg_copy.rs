@@ -41,7 +41,7 @@ pub fn decision_rows(batch: &[DecisionRecord], out: &mut String) {
             .opt_display(d.confidence)
             .opt_display(d.risk_score)
             .opt_json(d.risk_factors.as_ref())
-            .json(&d.policies_evaluated)
+            .text(d.policies_evaluated.get())
             .opt_display(d.primary_policy_id)
             .opt_text(d.source.as_deref())
             .opt_display(d.device_id)

@@ -1,5 +1,7 @@
 //! PostgreSQL (and TimescaleDB when the extension is there).
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::types::Json;
@@ -1272,6 +1274,15 @@ impl Store for PostgresStore {
             .await
             .map_err(classify)?;
         Ok(result.rows_affected() > 0)
+    }
+
+    async fn dedicated_writer(&self) -> Option<Arc<dyn Store>> {
+        let options = (*self.pool.connect_options()).clone();
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_lazy_with(options);
+        Some(Arc::new(PostgresStore { pool }))
     }
 
     async fn maintain(&self) -> Result<Vec<String>, StoreError> {

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
@@ -30,6 +31,7 @@ const AUDIT_EVENTS_RETENTION_DAYS: i64 = 7 * 365 + 2;
 #[derive(Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    in_memory: bool,
 }
 
 impl SqliteStore {
@@ -70,7 +72,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(classify)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            in_memory: path == ":memory:",
+        })
     }
 }
 
@@ -422,7 +427,7 @@ impl Store for SqliteStore {
                 .push_bind(d.confidence)
                 .push_bind(d.risk_score)
                 .push_bind(d.risk_factors.as_ref().map(json_text))
-                .push_bind(json_text(&d.policies_evaluated))
+                .push_bind(d.policies_evaluated.get())
                 .push_bind(text_uuid(d.primary_policy_id))
                 .push_bind(d.source.clone())
                 .push_bind(text_uuid(d.device_id))
@@ -1373,6 +1378,24 @@ impl Store for SqliteStore {
             .await
             .map_err(classify)?;
         Ok(result.rows_affected() > 0)
+    }
+
+    async fn dedicated_writer(&self) -> Option<Arc<dyn Store>> {
+        if self.in_memory {
+            return None;
+        }
+        // SQLite has one writer at a time anyway; the busy timeout orders it with the others.
+        let options = (*self.pool.connect_options()).clone();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .map_err(|error| tracing::warn!(%error, "Cannot open the audit writer's own SQLite connection; sharing the pool."))
+            .ok()?;
+        Some(Arc::new(SqliteStore {
+            pool,
+            in_memory: false,
+        }))
     }
 
     async fn maintain(&self) -> Result<Vec<String>, StoreError> {

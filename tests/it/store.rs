@@ -63,7 +63,7 @@ pub(crate) fn decision(at: time::OffsetDateTime, deny: bool) -> DecisionRecord {
         confidence: Some(1.0),
         risk_score: Some(92),
         risk_factors: None,
-        policies_evaluated: serde_json::json!([]),
+        policies_evaluated: aigate::audit::JsonText::of(&serde_json::json!([])).unwrap(),
         primary_policy_id: None,
         source: Some("proxy".into()),
         device_id: None,
@@ -73,7 +73,10 @@ pub(crate) fn decision(at: time::OffsetDateTime, deny: bool) -> DecisionRecord {
         detected_entities: None,
         data_classification: vec!["PII".into()],
         evaluation_duration_ms: Some(0),
-        explanation: None,
+        // Raw JSON columns must survive the spill journal too.
+        explanation: aigate::audit::JsonText::of(
+            &serde_json::json!({"decided_by": null, "facts": {"service": "deepseek"}}),
+        ),
         violation: deny.then(|| ViolationRecord {
             violation_id: uuid::Uuid::now_v7(),
             violation_type: "unapproved_service".into(),
@@ -272,6 +275,7 @@ async fn decisions_survive_a_database_outage_exactly_once_in_order() {
             retry_interval: Duration::from_millis(100),
             journal_dir: journal.path().to_owned(),
             overflow_limit: 1_000_000,
+            writer_nice: 0,
         },
     )
     .unwrap();
@@ -497,6 +501,7 @@ async fn a_full_queue_parks_records_up_to_the_limit_then_drops_and_counts() {
             retry_interval: Duration::from_millis(100),
             journal_dir: dir.path().join("journal"),
             overflow_limit: 10,
+            writer_nice: 0,
         },
     )
     .unwrap();
