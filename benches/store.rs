@@ -1,5 +1,6 @@
-//! Sustained decision ingest into PostgreSQL through the store, by batch size. Needs the local
-//! PostgreSQL (`AIGATE_BENCH_PG`, default postgres://postgres@127.0.0.1:5432).
+//! Sustained decision ingest through the store, by batch size: into PostgreSQL (needs the local
+//! server, `AIGATE_BENCH_PG`, default postgres://postgres@127.0.0.1:5432) and into the embedded
+//! SQLite store with rows the size the gateway writes (seven policies evaluated).
 
 #![allow(
     clippy::unwrap_used,
@@ -46,6 +47,52 @@ fn record() -> DecisionRecord {
         explanation: None,
         violation: None,
     }
+}
+
+/// A decision as the gateway records an allowed chat request under the shipped policies.
+fn realistic_record() -> DecisionRecord {
+    let policies: Vec<serde_json::Value> = (0..7)
+        .map(|i| {
+            serde_json::json!({"policy_id": uuid::Uuid::new_v4(), "policy_name": format!("Shipped policy number {i}"),
+                               "priority": 1000 - i * 100, "matched": false})
+        })
+        .collect();
+    DecisionRecord {
+        policies_evaluated: aigate::audit::JsonText::of(&policies).unwrap(),
+        explanation: aigate::audit::JsonText::of(&serde_json::json!({
+            "decided_by": null, "default_for_approval_status": "review_required", "policy_error": false,
+            "policies": [], "exceptions_used": [],
+            "facts": {"service": "openai-api", "unknown_ai": false, "signals": [
+                {"kind": "domain", "signature": "api.openai.com", "service": "openai-api"},
+                {"kind": "api_pattern", "signature": "/v1/chat/completions", "service": "openai-api"}],
+                "content": {"format": "openai_chat", "problem": null}, "body_truncated": false}})),
+        risk_factors: Some(serde_json::json!({"compliance": ["SOC2"], "data_retention": "30 days"})),
+        ..record()
+    }
+}
+
+fn sqlite_ingest(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let store = runtime.block_on(async {
+        let store = aigate::store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    });
+    let mut group = c.benchmark_group("sqlite_ingest");
+    group.sample_size(10);
+    for batch_size in [100usize, 1000] {
+        group.throughput(Throughput::Elements(batch_size as u64));
+        group.bench_function(format!("batch_{batch_size}"), |b| {
+            b.iter_batched(
+                || (0..batch_size).map(|_| realistic_record()).collect::<Vec<_>>(),
+                |batch| runtime.block_on(store.write_decisions(&batch)).unwrap(),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
 }
 
 fn ingest(c: &mut Criterion) {
@@ -111,5 +158,5 @@ fn ingest(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, ingest);
+criterion_group!(benches, sqlite_ingest, ingest);
 criterion_main!(benches);

@@ -535,6 +535,7 @@ fn policies_evaluated(results: &[crate::policy::PolicyResult]) -> JsonText {
         policy_name: &'a str,
         priority: i32,
         matched: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
         exception_id: Option<Uuid>,
     }
     let rows: Vec<Evaluated<'_>> = results

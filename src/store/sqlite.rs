@@ -66,7 +66,14 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            .busy_timeout(std::time::Duration::from_secs(5))
+            // Measured on decision ingest (benches/store.rs, sqlite_ingest): 16 KiB pages (new
+            // databases only), a 64 MiB page cache and rarer checkpoints take a 1,000-row batch
+            // from 47 ms to 31 ms; reads of older pages go through the map, not pread.
+            .pragma("mmap_size", "268435456")
+            .pragma("wal_autocheckpoint", "10000")
+            .pragma("cache_size", "-65536")
+            .page_size(16384);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
