@@ -66,7 +66,9 @@ fn realistic_record() -> DecisionRecord {
                 {"kind": "domain", "signature": "api.openai.com", "service": "openai-api"},
                 {"kind": "api_pattern", "signature": "/v1/chat/completions", "service": "openai-api"}],
                 "content": {"format": "openai_chat", "problem": null}, "body_truncated": false}})),
-        risk_factors: Some(serde_json::json!({"compliance": ["SOC2"], "data_retention": "30 days"})),
+        risk_factors: Some(
+            serde_json::json!({"compliance": ["SOC2"], "data_retention": "30 days"}),
+        ),
         ..record()
     }
 }
@@ -86,7 +88,11 @@ fn sqlite_ingest(c: &mut Criterion) {
         group.throughput(Throughput::Elements(batch_size as u64));
         group.bench_function(format!("batch_{batch_size}"), |b| {
             b.iter_batched(
-                || (0..batch_size).map(|_| realistic_record()).collect::<Vec<_>>(),
+                || {
+                    (0..batch_size)
+                        .map(|_| realistic_record())
+                        .collect::<Vec<_>>()
+                },
                 |batch| runtime.block_on(store.write_decisions(&batch)).unwrap(),
                 BatchSize::SmallInput,
             )

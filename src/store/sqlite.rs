@@ -67,13 +67,14 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5))
-            // Measured on decision ingest (benches/store.rs, sqlite_ingest): 16 KiB pages (new
-            // databases only), a 64 MiB page cache and rarer checkpoints take a 1,000-row batch
-            // from 47 ms to 31 ms; reads of older pages go through the map, not pread.
-            .pragma("mmap_size", "268435456")
-            .pragma("wal_autocheckpoint", "10000")
-            .pragma("cache_size", "-65536")
-            .page_size(16384);
+            // Decision ingest (benches/store.rs, sqlite_ingest): a row with its JSON columns is a
+            // few KiB; 16 KiB pages (new databases only) and a checkpoint every 4,000 pages
+            // (64 MiB of WAL, truncated back after) took a 1,000-row batch from 47 ms to about
+            // 32 ms. A larger page cache or mmap bought nothing measurable and would count
+            // against resident memory.
+            .page_size(16384)
+            .pragma("wal_autocheckpoint", "4000")
+            .pragma("journal_size_limit", "67108864");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
