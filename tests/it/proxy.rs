@@ -122,6 +122,32 @@ async fn intercepted_http2_post_reaches_upstream_intact() {
 }
 
 #[tokio::test]
+async fn upstream_http2_off_sends_every_request_over_http1() {
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let gateway = TestGateway::start_with(&ca, &[("api.openai.com", origin.addr)], |config| {
+        config.upstream.http2 = false;
+    })
+    .await;
+    // An h2 client, so the downstream and upstream protocols differ.
+    let client = gateway.client(&gateway.ca_pem(), Http::Negotiate);
+    for _ in 0..3 {
+        let response = client
+            .post("https://api.openai.com/v1/chat/completions")
+            .header("content-type", "application/json")
+            .body(r#"{"messages":[{"role":"user","content":"hello"}]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+    }
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|r| r.version == http::Version::HTTP_11));
+}
+
+#[tokio::test]
 async fn intercepted_large_bodies_beyond_the_replay_buffer_arrive_intact() {
     intercepted_post(Http::One, 300 * 1024, http::Version::HTTP_11).await;
     intercepted_post(Http::Negotiate, 300 * 1024, http::Version::HTTP_2).await;
