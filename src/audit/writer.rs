@@ -59,10 +59,10 @@ impl std::fmt::Debug for AuditHandle {
 }
 
 impl AuditHandle {
-    /// Starts the writer on a thread of its own, at `writer_nice`, with its own runtime and
-    /// store connections: its flushes (serializing, SQLite's b-tree work) then yield to request
-    /// handling on a shared core instead of stalling the requests queued behind them. Fails
-    /// only when the journal directory, the runtime or the thread cannot be created.
+    /// Starts the writer on a thread of its own, with its own runtime and store connections,
+    /// so a flush (serializing, SQLite's b-tree work) never occupies a worker that requests are
+    /// queued on; `writer_nice` can further lower the thread's priority. Fails only when the
+    /// journal directory, the runtime or the thread cannot be created.
     pub fn start(store: Arc<dyn Store>, config: AuditWriterConfig) -> std::io::Result<AuditHandle> {
         std::fs::create_dir_all(&config.journal_dir)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
