@@ -293,6 +293,18 @@ pub struct PolicyResult {
 }
 
 impl PolicyResult {
+    /// Some rule held, an exception applied or an error happened: worth a line in a stored
+    /// explanation.
+    fn spoke(&self) -> bool {
+        self.deny
+            || self.review
+            || self.allow
+            || self.redact
+            || !self.reasons.is_empty()
+            || self.exception_id.is_some()
+            || self.error.is_some()
+    }
+
     fn outcome(&self) -> Option<Decision> {
         if self.exception_id.is_some() || self.error.is_some() {
             return None;
@@ -921,18 +933,6 @@ struct PolicyResults<'a> {
 impl serde::Serialize for PolicyResults<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.results.iter().filter(|r| self.silent_too || r.spoke()))
-    }
-}
-
-impl PolicyResult {
-    fn spoke(&self) -> bool {
-        self.deny
-            || self.review
-            || self.allow
-            || self.redact
-            || !self.reasons.is_empty()
-            || self.exception_id.is_some()
-            || self.error.is_some()
     }
 }
 

@@ -690,7 +690,7 @@ fn with_body_redacted(explanation: JsonText) -> JsonText {
     if let Some(object) = value.as_object_mut() {
         object.insert("body_redacted".into(), serde_json::Value::Bool(true));
     }
-    serde_json::value::to_raw_value(&value).map_or(explanation, JsonText)
+    JsonText::of(&value).unwrap_or(explanation)
 }
 
 fn upstream_failure(kind: &ErrorType) -> &'static str {
