@@ -336,6 +336,7 @@ fn audit_writer(fixture: &IdentityFixture) -> AuditHandle {
         journal_dir: fixture.dir.path().join("journal"),
         overflow_limit: 1_000_000,
         writer_nice: 0,
+        writer_priority: aigate::config::WriterPriority::Adaptive,
     };
     let store = fixture.store.clone();
     fixture

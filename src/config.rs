@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::audit::WriterPriority;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -254,7 +256,7 @@ pub struct ProxyConfig {
     pub body_buffer_bytes: usize,
     /// A blind tunnel with no traffic in either direction for this long is closed.
     pub tunnel_idle_timeout_secs: u64,
-    /// An intercepted client connection idle between requests for this long is closed.
+    /// An intercepted client connection idle before or between requests for this long is closed.
     pub client_idle_timeout_secs: u64,
     /// On SIGTERM, how long requests and tunnels already in flight may take to finish before the
     /// gateway exits anyway (the audit queue is flushed after them). 0: do not wait.
@@ -279,6 +281,9 @@ impl Default for ProxyConfig {
 impl ProxyConfig {
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_secs)
+    }
+    pub fn client_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.client_idle_timeout_secs)
     }
     pub fn tunnel_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.tunnel_idle_timeout_secs)
@@ -438,10 +443,12 @@ pub struct AuditConfig {
     /// Records parked beyond the queue before new ones are dropped: a memory bound for when the
     /// disk cannot keep up either.
     pub overflow_limit: usize,
-    /// Niceness (0-19) of the writer's own thread. Above 0 a flush yields a shared core to
-    /// requests (a lower p99 when the gateway has CPU to spare), but under sustained saturation
-    /// the writer then falls behind and the queue fills: 0 keeps it in step with the traffic.
+    /// Niceness (0-19) of the writer's threads when they run in the normal scheduling class.
     pub writer_nice: u8,
+    /// "adaptive": the writer runs in the idle class (only on CPU requests leave unused) while
+    /// its backlog is short and returns to normal priority when it grows; "normal": always
+    /// normal priority.
+    pub writer_priority: WriterPriority,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -463,6 +470,7 @@ impl Default for AuditConfig {
             when_full: WhenFull::Spill,
             overflow_limit: 1_000_000,
             writer_nice: 0,
+            writer_priority: WriterPriority::Adaptive,
         }
     }
 }
@@ -890,6 +898,7 @@ mod tests {
             ),
             ("[store]\nurl = \"mysql://x\"\n", "[store] url"),
             ("[audit]\nwriter_nice = 20\n", "[audit] writer_nice"),
+            ("[audit]\nwriter_priority = \"high\"\n", "writer_priority"),
             ("[admin]\nlisten = \"127.0.0.1:3128\"\n", "[admin] listen"),
             ("[log]\nlevel = \"===\"\n", "[log] level"),
             (

@@ -203,6 +203,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
                 crate::config::WhenFull::Drop => 0,
             },
             writer_nice: config.audit.writer_nice,
+            writer_priority: config.audit.writer_priority,
         },
     )
     .map_err(|source| StartError::Journal {

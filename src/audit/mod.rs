@@ -2,8 +2,11 @@
 //! store in batches, without ever making a request wait on the database or losing a record when
 //! the database is down.
 
+mod priority;
 mod record;
 mod writer;
+
+pub use priority::{WriterPriority, WRITER_THREAD_PREFIX};
 
 pub use record::{
     severity_for_risk, AuditEventRecord, AuditRecord, DecisionRecord, JsonText, ViolationRecord,

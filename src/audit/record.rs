@@ -154,6 +154,16 @@ pub enum AuditRecord {
     Event(Box<AuditEventRecord>),
 }
 
+impl AuditRecord {
+    /// When the decision was taken or the event happened.
+    pub fn timestamp(&self) -> OffsetDateTime {
+        match self {
+            AuditRecord::Decision(decision) => decision.timestamp,
+            AuditRecord::Event(event) => event.timestamp,
+        }
+    }
+}
+
 /// Maps a risk score (0-100) to the severity scale violations use.
 pub fn severity_for_risk(risk_score: u8) -> &'static str {
     match risk_score {

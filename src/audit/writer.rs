@@ -15,16 +15,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use thread_priority::{set_current_thread_priority, ThreadPriority, ThreadPriorityValue};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
+use super::priority::{Scheduling, WriterPriority, WRITER_THREAD_PREFIX};
 use super::record::{AuditEventRecord, AuditRecord, DecisionRecord};
 use crate::metrics;
 use crate::store::{Store, StoreError};
 
 const JOURNAL_FILE: &str = "audit-spill.jsonl";
 const DEAD_LETTER_FILE: &str = "audit-dead-letter.jsonl";
+/// A batch whose first record waited this many flush intervals was starved of CPU.
+const LATE_FLUSH_INTERVALS: u32 = 5;
 
 #[derive(Debug, Clone)]
 pub struct AuditWriterConfig {
@@ -37,8 +39,9 @@ pub struct AuditWriterConfig {
     pub journal_dir: PathBuf,
     /// Records parked beyond the full queue (0: drop instead of parking).
     pub overflow_limit: usize,
-    /// Niceness of the writer thread.
+    /// Niceness of the writer's threads in the normal scheduling class.
     pub writer_nice: u8,
+    pub writer_priority: WriterPriority,
 }
 
 /// The request path's side of the pipeline. Cheap to clone.
@@ -61,11 +64,14 @@ impl std::fmt::Debug for AuditHandle {
 impl AuditHandle {
     /// Starts the writer on a thread of its own, with its own runtime and store connections,
     /// so a flush (serializing, SQLite's b-tree work) never occupies a worker that requests are
-    /// queued on; `writer_nice` can further lower the thread's priority. Fails only when the
+    /// queued on; it yields the CPU to requests while its backlog is short (see `priority`). Fails
+    /// only when the
     /// journal directory, the runtime or the thread cannot be created.
     pub fn start(store: Arc<dyn Store>, config: AuditWriterConfig) -> std::io::Result<AuditHandle> {
         std::fs::create_dir_all(&config.journal_dir)?;
+        // Its blocking threads (journal I/O) are switched with the writer, so the name prefix.
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .thread_name(format!("{WRITER_THREAD_PREFIX}-io"))
             .enable_all()
             .build()?;
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
@@ -75,9 +81,14 @@ impl AuditHandle {
         let overflow_limit = config.overflow_limit;
         let parked = overflow.clone();
         std::thread::Builder::new()
-            .name("aigate-audit".to_owned())
+            .name(WRITER_THREAD_PREFIX.to_owned())
             .spawn(move || {
-                lower_priority(config.writer_nice);
+                let scheduling = Scheduling::start(
+                    WRITER_THREAD_PREFIX,
+                    config.writer_priority,
+                    config.writer_nice,
+                    config.batch_size,
+                );
                 runtime.block_on(async move {
                     let store = store.dedicated_writer().await.unwrap_or(store);
                     let writer = Writer {
@@ -86,7 +97,7 @@ impl AuditHandle {
                         config,
                         overflow: parked,
                     };
-                    writer.run(receiver, stopped).await;
+                    writer.run(receiver, stopped, scheduling).await;
                 });
                 let _ = finish.send(());
             })?;
@@ -133,39 +144,6 @@ impl AuditHandle {
     }
 }
 
-/// Sets the calling thread's niceness (Linux schedules threads, so only this thread and the
-/// ones it starts are affected). Failing is harmless: the writer then runs at normal priority.
-fn lower_priority(nice: u8) {
-    if nice == 0 {
-        return;
-    }
-    // thread-priority maps 0-99 (highest) onto niceness 19..-20; find the value that gives `nice`.
-    let value = (0..=99u8)
-        .rev()
-        .find(|&p| crossplatform_niceness(p) >= i32::from(nice))
-        .and_then(|p| ThreadPriorityValue::try_from(p).ok());
-    let result = value.map(|v| set_current_thread_priority(ThreadPriority::Crossplatform(v)));
-    match result {
-        Some(Ok(())) => info!(nice, "Audit writer thread runs at lowered priority."),
-        Some(Err(error)) => {
-            warn!(
-                ?error,
-                nice, "Cannot lower the audit writer's priority; it runs at normal priority."
-            )
-        }
-        None => warn!(
-            nice,
-            "No thread priority maps to this niceness; the audit writer runs at normal priority."
-        ),
-    }
-}
-
-/// The niceness thread-priority gives a cross-platform value under SCHED_OTHER.
-fn crossplatform_niceness(value: u8) -> i32 {
-    let ratio = 1f32 - f32::from(value) / 99f32;
-    i32::from((39f32 * ratio) as i8) - 20
-}
-
 struct Writer {
     store: Arc<dyn Store>,
     journal: Journal,
@@ -178,6 +156,7 @@ impl Writer {
         self,
         mut receiver: mpsc::Receiver<AuditRecord>,
         mut stopped: watch::Receiver<bool>,
+        mut scheduling: Scheduling,
     ) {
         let mut batch = Vec::with_capacity(self.config.batch_size);
         let mut journal_pending = self.journal.has_records().await;
@@ -212,6 +191,19 @@ impl Writer {
                 }
             }
             self.take_overflow(&mut batch);
+            // A journal to replay is a backlog of unknown size: catch up at normal priority.
+            let backlog = if journal_pending {
+                usize::MAX
+            } else {
+                batch.len() + receiver.len()
+            };
+            // Wall-clock age of the oldest record: a starved writer finds its queue full of
+            // records that waited there, not in the batch.
+            let late = batch.first().is_some_and(|first| {
+                time::OffsetDateTime::now_utc() - first.timestamp()
+                    > self.config.flush_interval * LATE_FLUSH_INTERVALS
+            });
+            scheduling.observe(backlog, late);
 
             if journal_pending {
                 journal_pending = !self.replay().await;
@@ -518,32 +510,5 @@ mod tests {
         let tampered = line.replace("test", "tset");
         assert_eq!(parse_line(&tampered), None);
         assert_eq!(parse_line("garbage"), None);
-    }
-
-    /// The niceness Linux reports for the calling thread (field 19 of its stat line).
-    fn own_niceness() -> i32 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        after_name.split(' ').nth(16).unwrap().parse().unwrap()
-    }
-
-    #[test]
-    fn the_writer_thread_gets_the_configured_niceness() {
-        for nice in [1, 5, 10, 19] {
-            let seen = std::thread::spawn(move || {
-                lower_priority(nice);
-                own_niceness()
-            })
-            .join()
-            .unwrap();
-            assert_eq!(seen, i32::from(nice));
-        }
-        let untouched = std::thread::spawn(|| {
-            lower_priority(0);
-            own_niceness()
-        })
-        .join()
-        .unwrap();
-        assert_eq!(untouched, 0);
     }
 }

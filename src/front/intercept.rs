@@ -8,12 +8,12 @@
 use std::sync::Arc;
 
 use pingora::apps::ServerApp;
-use pingora::listeners::tls::Acceptor;
 use rustls::server::{ClientHello as RustlsClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use super::client_tls::ClientTls;
 use super::hello::read_client_hello;
 use super::socket::ClientSocket;
 use super::{ConnectTarget, ConnectionMeta, FrontContext};
@@ -92,9 +92,10 @@ pub async fn intercept(
         hello.ja4
     };
 
+    // Replaced, not kept beside the new one for the connection's life.
     let meta = Arc::new(ConnectionMeta {
         ja4,
-        ..ConnectionMeta::clone(&meta)
+        ..Arc::unwrap_or_clone(meta)
     });
 
     let leaf = match Box::pin(front.shared.minter.certified_key(&target.host)).await {
@@ -106,16 +107,23 @@ pub async fn intercept(
     };
     let mut config = rustls::ServerConfig::clone(&front.tls_template);
     config.cert_resolver = Arc::new(MintedLeaf(leaf));
-    let acceptor = Acceptor::from_server_config(Arc::new(config));
 
     let client_ip = meta.client.ip();
     // The connection lives on inside pingora; what only the handshake needed goes now.
     let stream = ClientSocket::new(client, &pending, meta);
     drop(pending);
 
-    let tls = match Box::pin(acceptor.tls_handshake(stream)).await {
-        Ok(tls) => tls,
-        Err(error) => {
+    let handshake = tokio::time::timeout(timeout, ClientTls::accept(Arc::new(config), stream));
+    let mut tls = match Box::pin(handshake).await {
+        Ok(Ok(tls)) => tls,
+        Err(_) => {
+            metrics::TLS_HANDSHAKE_FAILURES
+                .with_label_values(&["timeout"])
+                .inc();
+            debug!(host = %target.host, "Client did not finish the TLS handshake in time.");
+            return;
+        }
+        Ok(Err(error)) => {
             metrics::TLS_HANDSHAKE_FAILURES
                 .with_label_values(&["client_abort"])
                 .inc();
@@ -130,6 +138,11 @@ pub async fn intercept(
         }
     };
     metrics::INTERCEPTS_TOTAL.inc();
+    let idle_timeout = front.shared.config().proxy.client_idle_timeout();
+    if let Err(reason) = tls.wait_for_request(idle_timeout, &front.shutdown).await {
+        debug!(host = %target.host, %reason, "Intercepted connection ended before a request.");
+        return;
+    }
     front.app.process_new(Box::new(tls), &front.shutdown).await;
 }
 

@@ -15,7 +15,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::SystemTime;
 
@@ -37,7 +37,10 @@ pub struct ClientSocket {
     /// Read from the socket before pingora took over; served before the socket is read again.
     replay: Bytes,
     established: SystemTime,
-    proxy_digest: Option<Arc<ProxyDigest>>,
+    meta: Arc<ConnectionMeta>,
+    /// Built from `meta` when pingora first asks: a connection still waiting for its first
+    /// request holds no response head.
+    proxy_digest: OnceLock<Option<Arc<ProxyDigest>>>,
     socket_digest: Option<Arc<SocketDigest>>,
     /// Written but not yet sent; `sent` bytes of it already are.
     unsent: Vec<u8>,
@@ -50,19 +53,26 @@ const HOLD_LIMIT: usize = 64 * 1024;
 impl ClientSocket {
     pub fn new(stream: TcpStream, replay: &[u8], meta: Arc<ConnectionMeta>) -> ClientSocket {
         let socket_digest = Arc::new(SocketDigest::from_raw_fd(stream.as_raw_fd()));
-        // pingora reads the metadata back from the proxy digest; the response head is unused.
-        let proxy_digest = ResponseHeader::build(200, None)
-            .ok()
-            .map(|head| Arc::new(ProxyDigest::new(Box::new(head), Some(Box::new(meta)))));
         ClientSocket {
             stream,
             replay: Bytes::copy_from_slice(replay),
             established: SystemTime::now(),
-            proxy_digest,
+            meta,
+            proxy_digest: OnceLock::new(),
             socket_digest: Some(socket_digest),
             unsent: Vec::new(),
             sent: 0,
         }
+    }
+
+    /// Bytes read before pingora took over that have not been served yet.
+    pub fn has_replay(&self) -> bool {
+        self.replay.has_remaining()
+    }
+
+    /// Waits until the socket has something to read (or has closed).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.stream.readable().await
     }
 
     /// Sends the held bytes; ready once none are left.
@@ -180,11 +190,18 @@ impl GetTimingDigest for ClientSocket {
 
 impl GetProxyDigest for ClientSocket {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.proxy_digest.clone()
+        self.proxy_digest
+            .get_or_init(|| {
+                // pingora reads the metadata back from the proxy digest; the head is unused.
+                let head = ResponseHeader::build(200, None).ok()?;
+                let meta = Box::new(self.meta.clone());
+                Some(Arc::new(ProxyDigest::new(Box::new(head), Some(meta))))
+            })
+            .clone()
     }
 
     fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.proxy_digest = Some(Arc::new(digest));
+        self.proxy_digest = OnceLock::from(Some(Arc::new(digest)));
     }
 }
 

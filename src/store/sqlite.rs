@@ -1393,7 +1393,10 @@ impl Store for SqliteStore {
             return None;
         }
         // SQLite has one writer at a time anyway; the busy timeout orders it with the others.
-        let options = (*self.pool.connect_options()).clone();
+        // The connection's worker thread is named after the writer's, which schedules both.
+        let options = (*self.pool.connect_options())
+            .clone()
+            .thread_name(|id| format!("{}-db-{id}", crate::audit::WRITER_THREAD_PREFIX));
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options)

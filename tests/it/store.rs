@@ -276,6 +276,7 @@ async fn decisions_survive_a_database_outage_exactly_once_in_order() {
             journal_dir: journal.path().to_owned(),
             overflow_limit: 1_000_000,
             writer_nice: 0,
+            writer_priority: aigate::config::WriterPriority::Adaptive,
         },
     )
     .unwrap();
@@ -502,6 +503,7 @@ async fn a_full_queue_parks_records_up_to_the_limit_then_drops_and_counts() {
             journal_dir: dir.path().join("journal"),
             overflow_limit: 10,
             writer_nice: 0,
+            writer_priority: aigate::config::WriterPriority::Adaptive,
         },
     )
     .unwrap();

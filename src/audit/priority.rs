@@ -1,0 +1,233 @@
+//! Scheduling of the audit writer's threads: its own, its blocking I/O threads (the journal) and
+//! its SQLite connection's worker.
+//!
+//! A flush is milliseconds of CPU (serializing, SQLite's b-tree work). At normal priority the
+//! scheduler lets it finish its slice before a request worker that wakes meanwhile gets the CPU,
+//! and with a 4 ms tick that wait showed as a p99 of milliseconds at half load. In SCHED_IDLE it
+//! runs only on CPU no request wants, and a waking worker preempts it at once. A saturated
+//! gateway has no idle CPU, though, and neither has a machine busy with other work: once a
+//! backlog builds or records wait well past the flush interval, the threads return to normal
+//! priority until the writer has caught up, so it keeps up instead of spilling or lagging.
+
+use std::io;
+
+use tracing::{debug, info, warn};
+
+/// The writer thread's name, and the prefix of its store connection's worker threads (Linux cuts
+/// thread names to 15 bytes).
+pub const WRITER_THREAD_PREFIX: &str = "aigate-audit";
+
+/// `[audit] writer_priority`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriterPriority {
+    /// Idle class while the backlog is short, normal (at `writer_nice`) while it is long.
+    Adaptive,
+    /// Always normal class at `writer_nice`.
+    Normal,
+}
+
+/// The writer's current class, switched with hysteresis on the backlog it sees.
+pub(super) struct Scheduling {
+    /// Name prefix of the threads switched together.
+    threads: &'static str,
+    adaptive: bool,
+    idle: bool,
+    nice: u8,
+    /// At or above this backlog the writer competes with requests at normal priority...
+    raise_at: usize,
+    /// ...until it is down to this.
+    lower_at: usize,
+}
+
+impl Scheduling {
+    /// Applies the starting class to the calling thread (the writer's), before it opens its store
+    /// connection, whose worker thread inherits it.
+    pub(super) fn start(
+        threads: &'static str,
+        priority: WriterPriority,
+        nice: u8,
+        batch_size: usize,
+    ) -> Scheduling {
+        let mut adaptive = priority == WriterPriority::Adaptive;
+        if adaptive && !may_leave_idle_class(nice) {
+            info!(
+                "The audit writer cannot return from the idle scheduling class (needs \
+                 CAP_SYS_NICE or RLIMIT_NICE >= {}; LimitNICE=+{nice} in a systemd unit): it runs \
+                 at normal priority.",
+                20 - i32::from(nice)
+            );
+            adaptive = false;
+        }
+        let batch_size = batch_size.max(1);
+        let mut scheduling = Scheduling {
+            threads,
+            adaptive,
+            idle: false,
+            nice,
+            raise_at: batch_size * 4,
+            lower_at: batch_size,
+        };
+        scheduling.apply(adaptive);
+        scheduling
+    }
+
+    /// Called before each flush with the records waiting (queued and batched) and whether the
+    /// batch's oldest record waited well past the flush interval (the writer was starved).
+    pub(super) fn observe(&mut self, backlog: usize, late: bool) {
+        if !self.adaptive {
+            return;
+        }
+        if self.idle && (backlog >= self.raise_at || late) {
+            debug!(
+                backlog,
+                late, "Audit writer behind: back to normal priority."
+            );
+            self.apply(false);
+        } else if !self.idle && backlog <= self.lower_at && !late {
+            self.apply(true);
+        }
+    }
+
+    fn apply(&mut self, idle: bool) {
+        match set_threads(self.threads, idle, self.nice) {
+            Ok(()) => self.idle = idle,
+            Err(error) => {
+                warn!(%error, idle, "Cannot set the audit writer's scheduling class; it stays normal.");
+                self.adaptive = false;
+            }
+        }
+    }
+}
+
+/// Returning from SCHED_IDLE to SCHED_OTHER at `nice` is a privileged raise unless RLIMIT_NICE
+/// allows it; without that the writer would be stuck idle on a busy machine.
+fn may_leave_idle_class(nice: u8) -> bool {
+    let needed = 20 - u64::from(nice);
+    let limit_allows = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NICE)
+        .is_ok_and(|(soft, _)| soft >= needed);
+    limit_allows || has_cap_sys_nice()
+}
+
+fn has_cap_sys_nice() -> bool {
+    const CAP_SYS_NICE: u32 = 23;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_SYS_NICE) != 0)
+}
+
+#[cfg(target_os = "linux")]
+fn set_threads(prefix: &str, idle: bool, nice: u8) -> io::Result<()> {
+    for entry in std::fs::read_dir("/proc/self/task")? {
+        let entry = entry?;
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        if let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) {
+            set_thread_class(tid, idle, nice)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_threads(_prefix: &str, _idle: bool, _nice: u8) -> io::Result<()> {
+    Ok(())
+}
+
+/// The only unsafe code in the crate: no safe wrapper sets another thread's class (nix has no
+/// sched_setscheduler or setpriority, thread-priority only changes the calling thread), and the
+/// SQLite worker thread runs no code of ours.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn set_thread_class(tid: libc::pid_t, idle: bool, nice: u8) -> io::Result<()> {
+    let policy = if idle {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a system call on a thread id, reading a sched_param that lives for the call.
+    if unsafe { libc::sched_setscheduler(tid, policy, &param) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // Linux keeps niceness per thread: PRIO_PROCESS with a thread id sets that thread's.
+    // SAFETY: a system call with integer arguments only.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, i32::from(nice)) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[cfg(target_os = "linux")]
+mod tests {
+    use super::*;
+
+    /// Policy (field 41) and niceness (field 19) of the calling thread.
+    fn own_class() -> (u32, i32) {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // The command name may hold spaces; the fields after it are plain.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        (fields[38].parse().unwrap(), fields[16].parse().unwrap())
+    }
+
+    #[test]
+    fn backlog_moves_the_writer_between_idle_and_normal_class() {
+        let handle = std::thread::Builder::new()
+            .name("prio-test-adapt".to_owned())
+            .spawn(|| {
+                let mut scheduling =
+                    Scheduling::start("prio-test-adapt", WriterPriority::Adaptive, 5, 100);
+                let mut seen = vec![own_class()];
+                scheduling.observe(399, false); // below raise_at: stays idle
+                seen.push(own_class());
+                scheduling.observe(400, false);
+                seen.push(own_class());
+                scheduling.observe(101, false); // above lower_at: stays normal
+                seen.push(own_class());
+                scheduling.observe(100, false);
+                seen.push(own_class());
+                scheduling.observe(1, true); // starved: a short backlog that waited too long
+                seen.push(own_class());
+                scheduling.observe(1, true); // still late: stays normal
+                seen.push(own_class());
+                (may_leave_idle_class(5), seen)
+            })
+            .unwrap();
+        let (adaptive, seen) = handle.join().unwrap();
+        let idle = (libc::SCHED_IDLE as u32, 5);
+        let normal = (libc::SCHED_OTHER as u32, 5);
+        if adaptive {
+            assert_eq!(seen, vec![idle, idle, normal, normal, idle, normal, normal]);
+        } else {
+            // Unprivileged without RLIMIT_NICE: never idle, so never stuck there.
+            assert_eq!(seen, vec![normal; 7]);
+        }
+    }
+
+    #[test]
+    fn normal_priority_only_sets_the_niceness() {
+        let handle = std::thread::Builder::new()
+            .name("prio-test-norm".to_owned())
+            .spawn(|| {
+                let mut scheduling =
+                    Scheduling::start("prio-test-norm", WriterPriority::Normal, 3, 100);
+                scheduling.observe(0, false);
+                own_class()
+            })
+            .unwrap();
+        assert_eq!(handle.join().unwrap(), (libc::SCHED_OTHER as u32, 3));
+    }
+}
