@@ -10,6 +10,7 @@
 //! priority until the writer has caught up, so it keeps up instead of spilling or lagging.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{debug, info, warn};
 
@@ -27,12 +28,14 @@ pub enum WriterPriority {
     Normal,
 }
 
-/// The writer's current class, switched with hysteresis on the backlog it sees.
+/// The writer's current class, switched with hysteresis on the backlog. Shared with the request
+/// path: a writer starved in the idle class cannot notice the queue growing until its flush
+/// ends, so `AuditHandle::record` raises it the moment the queue reaches the mark.
 pub(super) struct Scheduling {
     /// Name prefix of the threads switched together.
     threads: &'static str,
-    adaptive: bool,
-    idle: bool,
+    adaptive: AtomicBool,
+    idle: AtomicBool,
     nice: u8,
     /// At or above this backlog the writer competes with requests at normal priority...
     raise_at: usize,
@@ -41,9 +44,7 @@ pub(super) struct Scheduling {
 }
 
 impl Scheduling {
-    /// Applies the starting class to the calling thread (the writer's), before it opens its store
-    /// connection, whose worker thread inherits it.
-    pub(super) fn start(
+    pub(super) fn new(
         threads: &'static str,
         priority: WriterPriority,
         nice: u8,
@@ -60,41 +61,62 @@ impl Scheduling {
             adaptive = false;
         }
         let batch_size = batch_size.max(1);
-        let mut scheduling = Scheduling {
+        Scheduling {
             threads,
-            adaptive,
-            idle: false,
+            adaptive: AtomicBool::new(adaptive),
+            idle: AtomicBool::new(false),
             nice,
             raise_at: batch_size * 4,
             lower_at: batch_size,
-        };
-        scheduling.apply(adaptive);
-        scheduling
+        }
     }
 
-    /// Called before each flush with the records waiting (queued and batched) and whether the
-    /// batch's oldest record waited well past the flush interval (the writer was starved).
-    pub(super) fn observe(&mut self, backlog: usize, late: bool) {
-        if !self.adaptive {
+    /// Applies the starting class, on the writer's thread before it opens its store connection
+    /// (whose worker thread inherits the class).
+    pub(super) fn begin(&self) {
+        let idle = self.adaptive.load(Ordering::Relaxed);
+        self.apply(idle);
+    }
+
+    /// Called by the writer before each flush with the records waiting (queued and batched) and
+    /// whether the batch's oldest record waited well past the flush interval (it was starved).
+    pub(super) fn observe(&self, backlog: usize, late: bool) {
+        if !self.adaptive.load(Ordering::Relaxed) {
             return;
         }
-        if self.idle && (backlog >= self.raise_at || late) {
+        if backlog >= self.raise_at || late {
+            self.raise(backlog, late);
+        } else if backlog <= self.lower_at && !self.idle.load(Ordering::Relaxed) {
+            self.apply(true);
+        }
+    }
+
+    /// Called on the request path with the records queued: one relaxed load unless the writer
+    /// is idle and behind.
+    pub(super) fn queue_grew(&self, queued: usize) {
+        if queued >= self.raise_at && self.idle.load(Ordering::Relaxed) {
+            self.raise(queued, false);
+        }
+    }
+
+    fn raise(&self, backlog: usize, late: bool) {
+        // Whoever flips the flag does the switch; everyone else sees it done.
+        if self.idle.swap(false, Ordering::AcqRel) {
             debug!(
                 backlog,
                 late, "Audit writer behind: back to normal priority."
             );
             self.apply(false);
-        } else if !self.idle && backlog <= self.lower_at && !late {
-            self.apply(true);
         }
     }
 
-    fn apply(&mut self, idle: bool) {
+    fn apply(&self, idle: bool) {
         match set_threads(self.threads, idle, self.nice) {
-            Ok(()) => self.idle = idle,
+            Ok(()) => self.idle.store(idle, Ordering::Release),
             Err(error) => {
                 warn!(%error, idle, "Cannot set the audit writer's scheduling class; it stays normal.");
-                self.adaptive = false;
+                self.adaptive.store(false, Ordering::Relaxed);
+                self.idle.store(false, Ordering::Release);
             }
         }
     }
@@ -188,8 +210,9 @@ mod tests {
         let handle = std::thread::Builder::new()
             .name("prio-test-adapt".to_owned())
             .spawn(|| {
-                let mut scheduling =
-                    Scheduling::start("prio-test-adapt", WriterPriority::Adaptive, 5, 100);
+                let scheduling =
+                    Scheduling::new("prio-test-adapt", WriterPriority::Adaptive, 5, 100);
+                scheduling.begin();
                 let mut seen = vec![own_class()];
                 scheduling.observe(399, false); // below raise_at: stays idle
                 seen.push(own_class());
@@ -203,6 +226,13 @@ mod tests {
                 seen.push(own_class());
                 scheduling.observe(1, true); // still late: stays normal
                 seen.push(own_class());
+                scheduling.observe(1, false);
+                seen.push(own_class());
+                // The request path raises an idle writer whose queue reached the mark.
+                scheduling.queue_grew(399);
+                seen.push(own_class());
+                scheduling.queue_grew(400);
+                seen.push(own_class());
                 (may_leave_idle_class(5), seen)
             })
             .unwrap();
@@ -210,10 +240,13 @@ mod tests {
         let idle = (libc::SCHED_IDLE as u32, 5);
         let normal = (libc::SCHED_OTHER as u32, 5);
         if adaptive {
-            assert_eq!(seen, vec![idle, idle, normal, normal, idle, normal, normal]);
+            assert_eq!(
+                seen,
+                vec![idle, idle, normal, normal, idle, normal, normal, idle, idle, normal]
+            );
         } else {
             // Unprivileged without RLIMIT_NICE: never idle, so never stuck there.
-            assert_eq!(seen, vec![normal; 7]);
+            assert_eq!(seen, vec![normal; 10]);
         }
     }
 
@@ -222,9 +255,10 @@ mod tests {
         let handle = std::thread::Builder::new()
             .name("prio-test-norm".to_owned())
             .spawn(|| {
-                let mut scheduling =
-                    Scheduling::start("prio-test-norm", WriterPriority::Normal, 3, 100);
+                let scheduling = Scheduling::new("prio-test-norm", WriterPriority::Normal, 3, 100);
+                scheduling.begin();
                 scheduling.observe(0, false);
+                scheduling.queue_grew(1_000_000);
                 own_class()
             })
             .unwrap();

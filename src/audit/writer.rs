@@ -48,6 +48,8 @@ pub struct AuditWriterConfig {
 #[derive(Clone)]
 pub struct AuditHandle {
     queue: mpsc::Sender<AuditRecord>,
+    /// The writer's scheduling class, raised from here when the queue outgrows an idle writer.
+    scheduling: Arc<Scheduling>,
     overflow: Arc<Mutex<Vec<AuditRecord>>>,
     overflow_limit: usize,
     stop: watch::Sender<bool>,
@@ -64,9 +66,8 @@ impl std::fmt::Debug for AuditHandle {
 impl AuditHandle {
     /// Starts the writer on a thread of its own, with its own runtime and store connections,
     /// so a flush (serializing, SQLite's b-tree work) never occupies a worker that requests are
-    /// queued on; it yields the CPU to requests while its backlog is short (see `priority`). Fails
-    /// only when the
-    /// journal directory, the runtime or the thread cannot be created.
+    /// queued on; it yields the CPU to requests while its backlog is short (see `priority`).
+    /// Fails only when the journal directory, the runtime or the thread cannot be created.
     pub fn start(store: Arc<dyn Store>, config: AuditWriterConfig) -> std::io::Result<AuditHandle> {
         std::fs::create_dir_all(&config.journal_dir)?;
         // Its blocking threads (journal I/O) are switched with the writer, so the name prefix.
@@ -80,15 +81,18 @@ impl AuditHandle {
         let (finish, finished) = oneshot::channel();
         let overflow_limit = config.overflow_limit;
         let parked = overflow.clone();
+        let scheduling = Arc::new(Scheduling::new(
+            WRITER_THREAD_PREFIX,
+            config.writer_priority,
+            config.writer_nice,
+            config.batch_size,
+        ));
+        let writer_scheduling = scheduling.clone();
         std::thread::Builder::new()
             .name(WRITER_THREAD_PREFIX.to_owned())
             .spawn(move || {
-                let scheduling = Scheduling::start(
-                    WRITER_THREAD_PREFIX,
-                    config.writer_priority,
-                    config.writer_nice,
-                    config.batch_size,
-                );
+                let scheduling = writer_scheduling;
+                scheduling.begin();
                 runtime.block_on(async move {
                     let store = store.dedicated_writer().await.unwrap_or(store);
                     let writer = Writer {
@@ -103,6 +107,7 @@ impl AuditHandle {
             })?;
         Ok(AuditHandle {
             queue,
+            scheduling,
             overflow,
             overflow_limit,
             stop,
@@ -112,7 +117,10 @@ impl AuditHandle {
 
     /// Hands a record to the writer without waiting.
     pub fn record(&self, record: AuditRecord) {
-        match self.queue.try_send(record) {
+        let result = self.queue.try_send(record);
+        self.scheduling
+            .queue_grew(self.queue.max_capacity() - self.queue.capacity());
+        match result {
             Ok(()) => metrics::AUDIT_QUEUE_DEPTH.inc(),
             Err(
                 mpsc::error::TrySendError::Full(record) | mpsc::error::TrySendError::Closed(record),
@@ -156,7 +164,7 @@ impl Writer {
         self,
         mut receiver: mpsc::Receiver<AuditRecord>,
         mut stopped: watch::Receiver<bool>,
-        mut scheduling: Scheduling,
+        scheduling: Arc<Scheduling>,
     ) {
         let mut batch = Vec::with_capacity(self.config.batch_size);
         let mut journal_pending = self.journal.has_records().await;

@@ -387,6 +387,79 @@ async fn upsert_service(
     Ok(())
 }
 
+/// Rows per multi-row INSERT. The statement is prepared once and cached: a statement sized to
+/// each batch was parsed again for almost every flush (27 parameters a row) and kept a
+/// program of tens of thousands of instructions per size in the statement cache.
+const ROWS_PER_INSERT: usize = 64;
+
+/// A batch as full chunks of `ROWS_PER_INSERT` rows, then the rest in power-of-two sizes:
+/// at most seven distinct statements, all cached.
+fn insert_chunks(batch: &[DecisionRecord]) -> impl Iterator<Item = &[DecisionRecord]> {
+    let mut rest = batch;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let size = if rest.len() >= ROWS_PER_INSERT {
+            ROWS_PER_INSERT
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
+async fn insert_decisions(
+    tx: &mut sqlx::Transaction<'_, Sqlite>,
+    rows: &[DecisionRecord],
+) -> Result<(), StoreError> {
+    let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "INSERT OR IGNORE INTO decisions (decision_id, request_id, timestamp, user_id, user_email, \
+         user_department, action, resource_type, resource_id, resource_name, resource_url, decision, \
+         reason, confidence, risk_score, risk_factors, policies_evaluated, primary_policy_id, source, \
+         device_id, ip_address, user_agent, content_classified, detected_entities, data_classification, \
+         evaluation_duration_ms, explanation) ",
+    );
+    insert.push_values(rows, |mut row, d| {
+        row.push_bind(d.decision_id.to_string())
+            .push_bind(d.request_id.to_string())
+            .push_bind(rfc3339(d.timestamp))
+            .push_bind(d.user_id.to_string())
+            .push_bind(d.user_email.as_deref())
+            .push_bind(d.user_department.as_deref())
+            .push_bind(d.action.as_str())
+            .push_bind(d.resource_type.as_str())
+            .push_bind(text_uuid(d.resource_id))
+            .push_bind(d.resource_name.as_deref())
+            .push_bind(d.resource_url.as_deref())
+            .push_bind(d.decision.as_str())
+            .push_bind(d.reason.as_str())
+            .push_bind(d.confidence)
+            .push_bind(d.risk_score)
+            .push_bind(d.risk_factors.as_ref().map(json_text))
+            .push_bind(d.policies_evaluated.get())
+            .push_bind(text_uuid(d.primary_policy_id))
+            .push_bind(d.source.as_deref())
+            .push_bind(text_uuid(d.device_id))
+            .push_bind(d.ip_address.map(|ip| ip.to_string()))
+            .push_bind(d.user_agent.as_deref())
+            .push_bind(d.content_classified)
+            .push_bind(d.detected_entities.as_ref().map(json_text))
+            .push_bind(json_text(&d.data_classification))
+            .push_bind(d.evaluation_duration_ms)
+            .push_bind(d.explanation.as_ref().map(|e| e.get()));
+    });
+    insert
+        .build()
+        .persistent(true)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
 fn text_uuid(id: Option<Uuid>) -> Option<String> {
     id.map(|id| id.to_string())
 }
@@ -411,43 +484,9 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT OR IGNORE INTO decisions (decision_id, request_id, timestamp, user_id, user_email, \
-             user_department, action, resource_type, resource_id, resource_name, resource_url, decision, \
-             reason, confidence, risk_score, risk_factors, policies_evaluated, primary_policy_id, source, \
-             device_id, ip_address, user_agent, content_classified, detected_entities, data_classification, \
-             evaluation_duration_ms, explanation) ",
-        );
-        insert.push_values(batch, |mut row, d| {
-            row.push_bind(d.decision_id.to_string())
-                .push_bind(d.request_id.to_string())
-                .push_bind(rfc3339(d.timestamp))
-                .push_bind(d.user_id.to_string())
-                .push_bind(d.user_email.clone())
-                .push_bind(d.user_department.clone())
-                .push_bind(d.action.clone())
-                .push_bind(d.resource_type.clone())
-                .push_bind(text_uuid(d.resource_id))
-                .push_bind(d.resource_name.clone())
-                .push_bind(d.resource_url.clone())
-                .push_bind(d.decision.clone())
-                .push_bind(d.reason.clone())
-                .push_bind(d.confidence)
-                .push_bind(d.risk_score)
-                .push_bind(d.risk_factors.as_ref().map(json_text))
-                .push_bind(d.policies_evaluated.get())
-                .push_bind(text_uuid(d.primary_policy_id))
-                .push_bind(d.source.clone())
-                .push_bind(text_uuid(d.device_id))
-                .push_bind(d.ip_address.map(|ip| ip.to_string()))
-                .push_bind(d.user_agent.clone())
-                .push_bind(d.content_classified)
-                .push_bind(d.detected_entities.as_ref().map(json_text))
-                .push_bind(json_text(&d.data_classification))
-                .push_bind(d.evaluation_duration_ms)
-                .push_bind(d.explanation.as_ref().map(|e| e.get()));
-        });
-        insert.build().execute(&mut *tx).await.map_err(classify)?;
+        for rows in insert_chunks(batch) {
+            insert_decisions(&mut tx, rows).await?;
+        }
 
         let violations: Vec<_> = batch
             .iter()

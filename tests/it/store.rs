@@ -677,3 +677,37 @@ async fn a_policy_inserted_in_postgres_is_enforced_at_once_through_notify() {
     drop(db);
     drop_pg_database(&url).await;
 }
+
+/// SQLite inserts a batch in cached fixed-size statements: every size of batch lands whole,
+/// once, with its violations, and a replay of it adds nothing.
+#[tokio::test]
+async fn sqlite_stores_batches_of_any_size_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("chunks.db").display());
+    let store = store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let mut expected = 0i64;
+    for size in [1usize, 63, 64, 65, 1077] {
+        let batch: Vec<_> = (0..size)
+            .map(|i| decision(time::OffsetDateTime::now_utc(), i % 10 == 0))
+            .collect();
+        store.write_decisions(&batch).await.unwrap();
+        store.write_decisions(&batch).await.unwrap();
+        expected += size as i64;
+    }
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(DISTINCT decision_id) FROM decisions")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM decisions")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    let violations: i64 = sqlx::query_scalar("SELECT count(*) FROM violations")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!((stored, rows), (expected, expected));
+    assert_eq!(violations, 1 + 7 + 7 + 7 + 108);
+}
