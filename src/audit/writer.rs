@@ -91,8 +91,7 @@ impl AuditHandle {
         std::thread::Builder::new()
             .name(WRITER_THREAD_PREFIX.to_owned())
             .spawn(move || {
-                let scheduling = writer_scheduling;
-                scheduling.begin();
+                writer_scheduling.begin();
                 runtime.block_on(async move {
                     let store = store.dedicated_writer().await.unwrap_or(store);
                     let writer = Writer {
@@ -101,7 +100,7 @@ impl AuditHandle {
                         config,
                         overflow: parked,
                     };
-                    writer.run(receiver, stopped, scheduling).await;
+                    writer.run(receiver, stopped, writer_scheduling).await;
                 });
                 let _ = finish.send(());
             })?;

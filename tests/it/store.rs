@@ -508,18 +508,15 @@ async fn a_full_queue_parks_records_up_to_the_limit_then_drops_and_counts() {
     )
     .unwrap();
     let dropped_before = aigate::metrics::AUDIT_DROPPED_TOTAL.get();
-    // On a current-thread runtime the writer cannot run during this loop: 4 fit the queue,
-    // 10 are parked, the other 86 are dropped and counted.
+    // 4 fit the queue and 10 are parked; the writer, on its own thread, may drain some while
+    // this loop runs, but not the 86 it would take to avoid dropping.
     for _ in 0..100 {
         audit.record(AuditRecord::Decision(Box::new(decision(
             time::OffsetDateTime::now_utc(),
             false,
         ))));
     }
-    assert_eq!(
-        aigate::metrics::AUDIT_DROPPED_TOTAL.get() - dropped_before,
-        86
-    );
+    let dropped = (aigate::metrics::AUDIT_DROPPED_TOTAL.get() - dropped_before) as i64;
     audit.shutdown().await;
     let url = format!("sqlite://{}", dir.path().join("a.db").display());
     let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
@@ -527,7 +524,19 @@ async fn a_full_queue_parks_records_up_to_the_limit_then_drops_and_counts() {
         .fetch_one(&mut db)
         .await
         .unwrap();
-    assert_eq!(stored, 14, "queued and parked records are all written");
+    assert!(
+        dropped > 0,
+        "beyond the queue and the parking limit records are dropped"
+    );
+    assert!(
+        stored >= 14,
+        "queued and parked records are all written: {stored}"
+    );
+    assert_eq!(
+        stored + dropped,
+        100,
+        "every record is either stored or counted as dropped"
+    );
 }
 
 /// Policies and exceptions round-trip through both stores the same way: import never overwrites,
