@@ -11,6 +11,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use tracing::{debug, info, warn};
 
@@ -36,6 +37,9 @@ pub(super) struct Scheduling {
     threads: &'static str,
     adaptive: AtomicBool,
     idle: AtomicBool,
+    /// Held while the threads are switched: a raise from the request path and a lowering by the
+    /// writer must not interleave, or the flag could say normal while the threads stay idle.
+    switching: Mutex<()>,
     nice: u8,
     /// At or above this backlog the writer competes with requests at normal priority...
     raise_at: usize,
@@ -65,6 +69,7 @@ impl Scheduling {
             threads,
             adaptive: AtomicBool::new(adaptive),
             idle: AtomicBool::new(false),
+            switching: Mutex::new(()),
             nice,
             raise_at: batch_size * 4,
             lower_at: batch_size,
@@ -111,6 +116,10 @@ impl Scheduling {
     }
 
     fn apply(&self, idle: bool) {
+        let _switching = self
+            .switching
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match set_threads(self.threads, idle, self.nice) {
             Ok(()) => self.idle.store(idle, Ordering::Release),
             Err(error) => {

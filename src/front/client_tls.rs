@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pingora::protocols::raw_connect::ProxyDigest;
-use pingora::protocols::tls::SslDigest;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
@@ -144,6 +143,8 @@ impl UniqueID for ClientTls {
     }
 }
 
+/// No SSL digest (the trait's default): nothing downstream reads the client's TLS parameters,
+/// and not building them saves a certificate parse per connection.
 impl Ssl for ClientTls {
     /// What pingora chooses HTTP/1.1 or HTTP/2 by.
     fn selected_alpn_proto(&self) -> Option<ALPN> {
@@ -152,12 +153,6 @@ impl Ssl for ClientTls {
             b"http/1.1" => Some(ALPN::H1),
             _ => None,
         }
-    }
-
-    /// Nothing downstream reads the client's TLS parameters; not building them saves a
-    /// certificate parse per connection.
-    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        None
     }
 }
 

@@ -705,18 +705,13 @@ async fn sqlite_stores_batches_of_any_size_once() {
         expected += size as i64;
     }
     let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    let stored: i64 = sqlx::query_scalar("SELECT count(DISTINCT decision_id) FROM decisions")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM decisions")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    let violations: i64 = sqlx::query_scalar("SELECT count(*) FROM violations")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
+    let (stored, rows, violations): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(DISTINCT decision_id) FROM decisions), \
+                (SELECT count(*) FROM decisions), (SELECT count(*) FROM violations)",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
     assert_eq!((stored, rows), (expected, expected));
     assert_eq!(violations, 1 + 7 + 7 + 7 + 108);
 }
