@@ -15,10 +15,12 @@ for line in sys.stdin:
 
 flushes = metrics.get("aigate_audit_flush_seconds_count", 0)
 p99 = next((le for le, n in sorted(buckets) if flushes and n >= 0.99 * flushes), float("nan"))
+within_target = next((n for le, n in sorted(buckets) if le == 0.25), float("nan"))
 written = int(metrics.get("aigate_audit_written_total", 0))
 spilled = int(metrics.get("aigate_audit_spilled_total", 0))
 dropped = int(metrics.get("aigate_audit_dropped_total", 0))
 print(
     f"{written} records written in {int(flushes)} flushes, flush p99 <= {p99 * 1000:g} ms "
-    f"(histogram bucket), spilled {spilled}, dropped {dropped}"
+    f"(histogram bucket), {int(flushes - within_target)} over 250 ms, spilled {spilled}, "
+    f"dropped {dropped}"
 )

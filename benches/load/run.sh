@@ -16,7 +16,7 @@
 #   STORE=sqlite (default) or postgres (a fresh database aigate_load on PG_URL, default
 #   postgres://postgres@127.0.0.1:5432), AIGATE_WRAP (a command prefix for aigate, e.g.
 #   "heaptrack -o /tmp/aigate" for a heap profile), WRITER_PRIORITY ([audit] writer_priority,
-#   default adaptive).
+#   default adaptive), UPSTREAM_HTTP2 ([upstream] http2, default true).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -52,6 +52,7 @@ PACED_CONNECTIONS=32
 AIGATE_LOG_LEVEL=${AIGATE_LOG_LEVEL:-warn}
 STORE=${STORE:-sqlite}
 WRITER_PRIORITY=${WRITER_PRIORITY:-adaptive}
+UPSTREAM_HTTP2=${UPSTREAM_HTTP2:-true}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 
 # CPU affinity. The proxy under test gets a core of its own; the load client and the origin
@@ -200,6 +201,7 @@ ca_dir = "$WORK/aigate/certs"
 
 [upstream]
 extra_roots = ["$WORK/upstream-ca.pem"]
+http2 = $UPSTREAM_HTTP2
 
 [upstream.resolve]
 "api.openai.com" = "127.0.0.1:$UP_PORT"
@@ -371,7 +373,7 @@ REPORT="$ROOT/target/bench-report.md"
     echo "- machine: $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2; exit}'), $NCPU CPUs, $(uname -r); load average at start: $LOAD_AT_START"
     echo "- affinity: proxy under test on CPU $PROXY_CPU (taskset); load client and origin on CPU $CLIENT_CPU (taskset)"
     echo "- workload: HTTPS POST, 2 KiB OpenAI chat-completion body (benign text), HTTP/1.1 keep-alive through CONNECT, TLS 1.3 ECDSA P-256 everywhere, no session resumption; ${DURATION} s per row; churn: new TCP + CONNECT + TLS per request at concurrency $CHURN_CONCURRENCY; paced: open loop over $PACED_CONNECTIONS connections, latency from the intended send time"
-    echo "- aigate: release build, shipped catalog, shipped policies minus review-unapproved-ai (unapproved services allowed so requests are forwarded), $STORE store, audit on (writer priority $WRITER_PRIORITY), log level $AIGATE_LOG_LEVEL"
+    echo "- aigate: release build, shipped catalog, shipped policies minus review-unapproved-ai (unapproved services allowed so requests are forwarded), $STORE store, audit on (writer priority $WRITER_PRIORITY), upstream http2 $UPSTREAM_HTTP2, log level $AIGATE_LOG_LEVEL"
     [ -n "$AUDIT_LINE" ] && echo "- aigate audit pipeline over the run: $AUDIT_LINE"
     want mitmproxy && echo "- mitmproxy: $("$MITMDUMP" --version 2>/dev/null | head -1), mitmdump -q, lazy upstream connect, addon benches/load/mitm_scan.py (JSON prompt extraction + 7 PII/secret regexes)"
     want squid && echo "- squid: $(squid -v | head -1 | sed 's/Squid Cache: //'), ssl_bump bump all, no cache, access log on"

@@ -8,10 +8,13 @@
 //! gateway has no idle CPU, though, and neither has a machine busy with other work: once a
 //! backlog builds or records wait well past the flush interval, the threads return to normal
 //! priority until the writer has caught up, so it keeps up instead of spilling or lagging.
+//! A flush begun idle is raised too once it has run past its deadline: on a busy core it would
+//! otherwise take as long as the burst that starves it.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
@@ -45,6 +48,12 @@ pub(super) struct Scheduling {
     raise_at: usize,
     /// ...until it is down to this.
     lower_at: usize,
+    /// Origin of `flush_began`.
+    epoch: Instant,
+    /// When the running flush began, in nanoseconds after `epoch` (0: none is running).
+    flush_began: AtomicU64,
+    /// A flush still running this long after it began is raised to normal priority.
+    flush_deadline: Duration,
 }
 
 impl Scheduling {
@@ -53,6 +62,7 @@ impl Scheduling {
         priority: WriterPriority,
         nice: u8,
         batch_size: usize,
+        flush_deadline: Duration,
     ) -> Scheduling {
         let mut adaptive = priority == WriterPriority::Adaptive;
         if adaptive && !may_leave_idle_class(nice) {
@@ -73,6 +83,9 @@ impl Scheduling {
             nice,
             raise_at: batch_size * 4,
             lower_at: batch_size,
+            epoch: Instant::now(),
+            flush_began: AtomicU64::new(0),
+            flush_deadline,
         }
     }
 
@@ -96,12 +109,38 @@ impl Scheduling {
         }
     }
 
-    /// Called on the request path with the records queued: one relaxed load unless the writer
-    /// is idle and behind.
+    /// Called by the writer around each flush (and journal replay), so an idle flush that
+    /// overruns its deadline can be raised from the request path.
+    pub(super) fn flush_begins(&self) {
+        let began = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.flush_began.store(began.max(1), Ordering::Relaxed);
+    }
+
+    pub(super) fn flush_ended(&self) {
+        self.flush_began.store(0, Ordering::Relaxed);
+    }
+
+    /// Called on the request path with the records queued: one relaxed load while the writer
+    /// is at normal priority. An idle writer is raised when its queue reached the mark or its
+    /// flush overran: starved, it cannot notice either itself until the flush ends.
     pub(super) fn queue_grew(&self, queued: usize) {
-        if queued >= self.raise_at && self.idle.load(Ordering::Relaxed) {
+        if !self.idle.load(Ordering::Relaxed) {
+            return;
+        }
+        if queued >= self.raise_at || self.flush_overdue() {
             self.raise(queued, false);
         }
+    }
+
+    fn flush_overdue(&self) -> bool {
+        let began = self.flush_began.load(Ordering::Relaxed);
+        began != 0
+            && self
+                .epoch
+                .elapsed()
+                .as_nanos()
+                .saturating_sub(u128::from(began))
+                > self.flush_deadline.as_nanos()
     }
 
     fn raise(&self, backlog: usize, late: bool) {
@@ -201,6 +240,8 @@ fn set_thread_class(tid: libc::pid_t, idle: bool, nice: u8) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    const DEADLINE: Duration = Duration::from_millis(20);
+
     /// Policy (field 41) and niceness (field 19) of the calling thread.
     fn own_class() -> (u32, i32) {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
@@ -219,8 +260,13 @@ mod tests {
         let handle = std::thread::Builder::new()
             .name("prio-test-adapt".to_owned())
             .spawn(|| {
-                let scheduling =
-                    Scheduling::new("prio-test-adapt", WriterPriority::Adaptive, 5, 100);
+                let scheduling = Scheduling::new(
+                    "prio-test-adapt",
+                    WriterPriority::Adaptive,
+                    5,
+                    100,
+                    DEADLINE,
+                );
                 scheduling.begin();
                 let mut seen = vec![own_class()];
                 scheduling.observe(399, false); // below raise_at: stays idle
@@ -242,6 +288,19 @@ mod tests {
                 seen.push(own_class());
                 scheduling.queue_grew(400);
                 seen.push(own_class());
+                // ...and one whose flush overran its deadline, not one still within it.
+                scheduling.observe(1, false);
+                scheduling.flush_begins();
+                scheduling.queue_grew(1);
+                seen.push(own_class());
+                std::thread::sleep(DEADLINE * 2);
+                scheduling.queue_grew(1);
+                seen.push(own_class());
+                // A flush that ended is not overdue, however long ago it began.
+                scheduling.observe(1, false);
+                scheduling.flush_ended();
+                scheduling.queue_grew(1);
+                seen.push(own_class());
                 (may_leave_idle_class(5), seen)
             })
             .unwrap();
@@ -251,11 +310,14 @@ mod tests {
         if adaptive {
             assert_eq!(
                 seen,
-                vec![idle, idle, normal, normal, idle, normal, normal, idle, idle, normal]
+                vec![
+                    idle, idle, normal, normal, idle, normal, normal, idle, idle, normal, idle,
+                    normal, idle
+                ]
             );
         } else {
             // Unprivileged without RLIMIT_NICE: never idle, so never stuck there.
-            assert_eq!(seen, vec![normal; 10]);
+            assert_eq!(seen, vec![normal; 13]);
         }
     }
 
@@ -264,7 +326,8 @@ mod tests {
         let handle = std::thread::Builder::new()
             .name("prio-test-norm".to_owned())
             .spawn(|| {
-                let scheduling = Scheduling::new("prio-test-norm", WriterPriority::Normal, 3, 100);
+                let scheduling =
+                    Scheduling::new("prio-test-norm", WriterPriority::Normal, 3, 100, DEADLINE);
                 scheduling.begin();
                 scheduling.observe(0, false);
                 scheduling.queue_grew(1_000_000);

@@ -86,6 +86,7 @@ impl AuditHandle {
             config.writer_priority,
             config.writer_nice,
             config.batch_size,
+            config.flush_interval,
         ));
         let writer_scheduling = scheduling.clone();
         std::thread::Builder::new()
@@ -212,6 +213,7 @@ impl Writer {
             });
             scheduling.observe(backlog, late);
 
+            scheduling.flush_begins();
             if journal_pending {
                 journal_pending = !self.replay().await;
             }
@@ -224,6 +226,7 @@ impl Writer {
                     journal_pending = self.flush(records).await;
                 }
             }
+            scheduling.flush_ended();
             if stopping {
                 if journal_pending {
                     warn!("Audit records remain in the spill journal; they are replayed at next start.");

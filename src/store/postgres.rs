@@ -207,35 +207,36 @@ impl PostgresStore {
         tx.commit().await.map_err(classify)
     }
 
-    /// The fast path: COPY decisions and violations in one transaction.
+    /// The fast path: binary COPY of decisions and violations in one transaction.
     async fn copy_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError> {
-        let mut rows = String::with_capacity(batch.len() * 512);
+        let mut rows = Vec::with_capacity(batch.len() * 1024);
         pg_copy::decision_rows(batch, &mut rows);
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        let mut copy = tx
-            .copy_in_raw(&format!(
-                "COPY decisions ({}) FROM STDIN",
-                pg_copy::DECISION_COLUMNS
-            ))
-            .await
-            .map_err(classify)?;
-        copy.send(rows.as_bytes()).await.map_err(classify)?;
-        copy.finish().await.map_err(classify)?;
+        copy_in(&mut tx, "decisions", pg_copy::DECISION_COLUMNS, &rows).await?;
         rows.clear();
         if pg_copy::violation_rows(batch, &mut rows) > 0 {
-            let mut copy = tx
-                .copy_in_raw(&format!(
-                    "COPY violations ({}) FROM STDIN",
-                    pg_copy::VIOLATION_COLUMNS
-                ))
-                .await
-                .map_err(classify)?;
-            copy.send(rows.as_bytes()).await.map_err(classify)?;
-            copy.finish().await.map_err(classify)?;
+            copy_in(&mut tx, "violations", pg_copy::VIOLATION_COLUMNS, &rows).await?;
         }
         notify_violations(&mut tx, batch).await?;
         tx.commit().await.map_err(classify)
     }
+}
+
+async fn copy_in(
+    tx: &mut sqlx::Transaction<'_, Postgres>,
+    table: &str,
+    columns: &str,
+    stream: &[u8],
+) -> Result<(), StoreError> {
+    let mut copy = tx
+        .copy_in_raw(&format!(
+            "COPY {table} ({columns}) FROM STDIN (FORMAT binary)"
+        ))
+        .await
+        .map_err(classify)?;
+    copy.send(stream).await.map_err(classify)?;
+    copy.finish().await.map_err(classify)?;
+    Ok(())
 }
 
 /// In-app notifications for the violations of a batch: the user whose request was stopped and,

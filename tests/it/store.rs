@@ -715,3 +715,117 @@ async fn sqlite_stores_batches_of_any_size_once() {
     assert_eq!((stored, rows), (expected, expected));
     assert_eq!(violations, 1 + 7 + 7 + 7 + 108);
 }
+
+/// Binary COPY (fresh batches) and INSERT (replays) must store the very same values: a replay
+/// relies on hitting the same primary key, and readers must not see which path wrote a row.
+#[tokio::test]
+async fn postgres_copy_and_insert_store_identical_rows() {
+    let url = fresh_pg_database().await;
+    let store = store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+
+    let at = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(123_456_789)
+        .unwrap();
+    let full = DecisionRecord {
+        user_email: Some("o'neil\t\"quoted\"\\back@example.com".into()),
+        user_department: Some("R&D — München\nline two".into()),
+        resource_id: Some(uuid::Uuid::new_v4()),
+        reason: "tab\tnewline\nbackslash\\ and NUL-free unicode ✓".into(),
+        confidence: Some(0.8125),
+        risk_score: Some(-3),
+        risk_factors: Some(serde_json::json!({"compliance": ["SOC2"], "nested": {"n": 1.5, "s": "a\tb"}})),
+        policies_evaluated: aigate::audit::JsonText::of(
+            &serde_json::json!([{"policy_id": uuid::Uuid::new_v4(), "matched": true, "name": "é\n"}]),
+        )
+        .unwrap(),
+        primary_policy_id: Some(uuid::Uuid::new_v4()),
+        device_id: Some(uuid::Uuid::new_v4()),
+        ip_address: Some("2001:db8::7".parse().unwrap()),
+        content_classified: true,
+        detected_entities: Some(serde_json::json!([{"type": "EMAIL", "count": 2}])),
+        data_classification: vec!["PII".into(), "with \"quote\", comma\\slash".into(), "".into()],
+        evaluation_duration_ms: Some(17),
+        ..decision(at, true)
+    };
+    let bare = DecisionRecord {
+        resource_name: None,
+        resource_url: None,
+        confidence: None,
+        risk_score: None,
+        source: None,
+        ip_address: None,
+        user_agent: None,
+        data_classification: Vec::new(),
+        evaluation_duration_ms: None,
+        explanation: None,
+        ..decision(at, false)
+    };
+    let replica = |original: &DecisionRecord| {
+        let mut copy = original.clone();
+        copy.decision_id = uuid::Uuid::now_v7();
+        if let Some(violation) = copy.violation.as_mut() {
+            violation.violation_id = uuid::Uuid::now_v7();
+        }
+        copy
+    };
+    let (full_again, bare_again) = (replica(&full), replica(&bare));
+    // The first batch is COPYed; the second collides with it and goes through INSERT.
+    store
+        .write_decisions(&[full.clone(), bare.clone()])
+        .await
+        .unwrap();
+    store
+        .write_decisions(&[full.clone(), full_again.clone(), bare_again.clone()])
+        .await
+        .unwrap();
+
+    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let row = |id: uuid::Uuid| {
+        sqlx::query_scalar::<_, serde_json::Value>(
+            "SELECT to_jsonb(d) - 'decision_id' FROM decisions d WHERE decision_id = $1",
+        )
+        .bind(id)
+    };
+    for (copied, inserted) in [(&full, &full_again), (&bare, &bare_again)] {
+        let by_copy = row(copied.decision_id).fetch_one(&mut db).await.unwrap();
+        let by_insert = row(inserted.decision_id).fetch_one(&mut db).await.unwrap();
+        assert_eq!(by_copy, by_insert);
+    }
+    let stored = row(full.decision_id).fetch_one(&mut db).await.unwrap();
+    assert_eq!(stored["ip_address"], "2001:db8::7");
+    assert_eq!(stored["user_email"], full.user_email.as_deref().unwrap());
+    assert_eq!(
+        stored["user_department"],
+        full.user_department.as_deref().unwrap()
+    );
+    assert_eq!(stored["reason"], full.reason);
+    assert_eq!(stored["risk_factors"], *full.risk_factors.as_ref().unwrap());
+    assert_eq!(
+        stored["data_classification"],
+        serde_json::json!(full.data_classification)
+    );
+    let micros: i64 = sqlx::query_scalar(
+        "SELECT (extract(epoch FROM timestamp) * 1000000)::bigint FROM decisions WHERE decision_id = $1",
+    )
+    .bind(full.decision_id)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(i128::from(micros), at.unix_timestamp_nanos() / 1000);
+    let bare_stored = row(bare.decision_id).fetch_one(&mut db).await.unwrap();
+    assert_eq!(bare_stored["data_classification"], serde_json::json!([]));
+    assert_eq!(bare_stored["ip_address"], serde_json::Value::Null);
+
+    let violations: Vec<serde_json::Value> = sqlx::query_scalar(
+        "SELECT to_jsonb(v) - 'violation_id' - 'decision_id' - 'created_at' - 'updated_at' \
+         FROM violations v ORDER BY violation_id",
+    )
+    .fetch_all(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(violations.len(), 2, "{violations:?}");
+    assert_eq!(violations[0], violations[1]);
+    db.close().await.unwrap();
+    drop_pg_database(&url).await;
+}
