@@ -132,6 +132,15 @@ fn ingest(c: &mut Criterion) {
             )
         });
     }
+    // Rows the size the gateway writes (seven policies evaluated, an explanation).
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("realistic_batch_1000", |b| {
+        b.iter_batched(
+            || (0..1000).map(|_| realistic_record()).collect::<Vec<_>>(),
+            |batch| runtime.block_on(store.write_decisions(&batch)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
     // Two batches in flight on two pooled connections: what a second writer would add.
     group.throughput(Throughput::Elements(2000));
     group.bench_function("batch_1000_x2_concurrent", |b| {
