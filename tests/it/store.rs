@@ -693,27 +693,46 @@ async fn a_policy_inserted_in_postgres_is_enforced_at_once_through_notify() {
 async fn sqlite_stores_batches_of_any_size_once() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("chunks.db").display());
-    let store = store::open(&url).await.unwrap();
+    stores_batches_of_any_size_once(&url, &[1, 63, 64, 65, 1077]).await;
+}
+
+/// Batches split in halves (400 rows and up) land once too, also when one half was stored
+/// before (a replay after a half committed).
+#[tokio::test]
+async fn postgres_stores_batches_of_any_size_once() {
+    let url = fresh_pg_database().await;
+    stores_batches_of_any_size_once(&url, &[1, 399, 400, 401, 1077]).await;
+    drop_pg_database(&url).await;
+}
+
+/// Writes each batch size twice, the second time after storing the batch's second half alone,
+/// then counts decisions and violations (every tenth decision is a DENY).
+async fn stores_batches_of_any_size_once(url: &str, sizes: &[usize]) {
+    let store = store::open(url).await.unwrap();
     store.migrate().await.unwrap();
     let mut expected = 0i64;
-    for size in [1usize, 63, 64, 65, 1077] {
+    let mut expected_violations = 0i64;
+    for &size in sizes {
         let batch: Vec<_> = (0..size)
             .map(|i| decision(time::OffsetDateTime::now_utc(), i % 10 == 0))
             .collect();
+        store.write_decisions(&batch[size / 2..]).await.unwrap();
         store.write_decisions(&batch).await.unwrap();
         store.write_decisions(&batch).await.unwrap();
         expected += size as i64;
+        expected_violations += size.div_ceil(10) as i64;
     }
-    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    let (stored, rows, violations): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(DISTINCT decision_id) FROM decisions), \
-                (SELECT count(*) FROM decisions), (SELECT count(*) FROM violations)",
-    )
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
+    let query = "SELECT (SELECT count(DISTINCT decision_id) FROM decisions), \
+                 (SELECT count(*) FROM decisions), (SELECT count(*) FROM violations)";
+    let (stored, rows, violations): (i64, i64, i64) = if url.starts_with("sqlite:") {
+        let mut db = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_as(query).fetch_one(&mut db).await.unwrap()
+    } else {
+        let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_as(query).fetch_one(&mut db).await.unwrap()
+    };
     assert_eq!((stored, rows), (expected, expected));
-    assert_eq!(violations, 1 + 7 + 7 + 7 + 108);
+    assert_eq!(violations, expected_violations);
 }
 
 /// Binary COPY (fresh batches) and INSERT (replays) must store the very same values: a replay
