@@ -411,7 +411,7 @@ fn explanation(verdict: &Verdict) -> Option<JsonText> {
         /// The whole policy input explains a stop; an allowed request (most of the traffic) is
         /// explained by its service, signals and policy results, and is much cheaper to store.
         #[serde(skip_serializing_if = "Option::is_none")]
-        input: Option<Value>,
+        input: Option<Without<'a>>,
     }
     #[derive(serde::Serialize)]
     struct ContentFacts<'a> {
@@ -427,18 +427,43 @@ fn explanation(verdict: &Verdict) -> Option<JsonText> {
             problem: i.extracted.problem.as_deref(),
         }),
         body_truncated: verdict.body_truncated,
-        input: (verdict.decision != Decision::Allow).then(|| explained_input(&verdict.input)),
+        // The policy input minus the request headers (cookies, tokens).
+        input: (verdict.decision != Decision::Allow).then_some(Without {
+            value: &verdict.input,
+            path: &["request", "headers"],
+        }),
     };
     JsonText::of(&crate::policy::Explanation::stored(&verdict.outcome, facts))
 }
 
-/// The policy input as JSON for the explanation, minus request headers (cookies, tokens).
-fn explained_input(input: &regorus::Value) -> Value {
-    let mut facts = serde_json::to_value(input).unwrap_or(Value::Null);
-    if let Some(request) = facts.get_mut("request").and_then(Value::as_object_mut) {
-        request.remove("headers");
+/// A policy input serialized straight to JSON without the member at `path`: no JSON tree is
+/// built and pruned first (that was half the cost of a stopped request's record).
+struct Without<'a> {
+    value: &'a regorus::Value,
+    path: &'a [&'a str],
+}
+
+impl serde::Serialize for Without<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (Some((first, rest)), regorus::Value::Object(fields)) =
+            (self.path.split_first(), self.value)
+        else {
+            return self.value.serialize(serializer);
+        };
+        let is_first = |key: &regorus::Value| key.as_string().is_ok_and(|k| k.as_ref() == *first);
+        let kept =
+            fields.len() - usize::from(rest.is_empty() && fields.iter().any(|(k, _)| is_first(k)));
+        let mut map = serializer.serialize_map(Some(kept))?;
+        for (key, value) in fields.iter() {
+            if !is_first(key) {
+                map.serialize_entry(key, value)?;
+            } else if !rest.is_empty() {
+                map.serialize_entry(key, &Without { value, path: rest })?;
+            }
+        }
+        map.end()
     }
-    facts
 }
 
 /// The audit record of one decided request. Holds the URL without its query string and never
@@ -711,6 +736,41 @@ mod tests {
         };
         let json = |r: &DecisionRecord| serde_json::to_value(r).unwrap();
         assert_eq!(json(&back), json(&record));
+    }
+
+    #[test]
+    fn a_stop_is_explained_by_its_whole_input_except_the_request_headers() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("authorization", "Bearer sk-secret".parse().unwrap());
+        headers.insert("cookie", "session=s3cr3t".parse().unwrap());
+        let snapshot = snapshot();
+        let request = facts("api.deepseek.com", &headers);
+        let verdict = decide(&snapshot, &request);
+        assert_eq!(verdict.decision, Decision::Deny);
+        let record = decision_record(&request, &verdict, Duration::from_micros(5));
+        let explanation = record.explanation.expect("a stop is explained");
+        assert!(!explanation.get().contains("s3cr3t") && !explanation.get().contains("sk-secret"));
+        let stored: Value = serde_json::from_str(explanation.get()).unwrap();
+        let mut expected = serde_json::to_value(&verdict.input).unwrap();
+        let request_input = expected["request"].as_object_mut().unwrap();
+        assert!(
+            request_input.remove("headers").is_some(),
+            "the input has headers"
+        );
+        assert_eq!(stored["facts"]["input"], expected);
+        assert_eq!(
+            stored["facts"]["input"]["request"]["host"],
+            "api.deepseek.com"
+        );
+
+        // An allowed request is explained without its input.
+        let mut plain = facts("example.com", &headers);
+        plain.path = "/index.html";
+        let verdict = decide(&snapshot, &plain);
+        assert_eq!(verdict.decision, Decision::Allow);
+        let allowed = decision_record(&plain, &verdict, Duration::ZERO);
+        let allowed: Value = serde_json::from_str(allowed.explanation.unwrap().get()).unwrap();
+        assert!(allowed["facts"].get("input").is_none(), "{allowed}");
     }
 
     #[test]
