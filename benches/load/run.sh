@@ -16,7 +16,8 @@
 #   STORE=sqlite (default) or postgres (a fresh database aigate_load on PG_URL, default
 #   postgres://postgres@127.0.0.1:5432), AIGATE_WRAP (a command prefix for aigate, e.g.
 #   "heaptrack -o /tmp/aigate" for a heap profile), WRITER_PRIORITY ([audit] writer_priority,
-#   default adaptive), UPSTREAM_HTTP2 ([upstream] http2, default true).
+#   default adaptive), UPSTREAM_HTTP2 ([upstream] http2, default true), TMPDIR (where the work
+#   directory, SQLite database and journal go; default /tmp).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -70,7 +71,7 @@ LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 want() { [[ ",$TARGETS," == *",$1,"* ]]; }
 log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-WORK=$(mktemp -d /tmp/aigate-load.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/aigate-load.XXXXXX")
 chmod 755 "$WORK"   # squid drops to its own user and must read its config and CA
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
