@@ -30,7 +30,7 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --targets) TARGETS="direct,$2"; shift ;;
         --targets=*) TARGETS="direct,${1#--targets=}" ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
