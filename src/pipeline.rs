@@ -452,9 +452,8 @@ impl serde::Serialize for Without<'_> {
             return self.value.serialize(serializer);
         };
         let is_first = |key: &regorus::Value| key.as_string().is_ok_and(|k| k.as_ref() == *first);
-        let kept =
-            fields.len() - usize::from(rest.is_empty() && fields.iter().any(|(k, _)| is_first(k)));
-        let mut map = serializer.serialize_map(Some(kept))?;
+        // No length hint: JSON needs none, and counting would walk the fields twice.
+        let mut map = serializer.serialize_map(None)?;
         for (key, value) in fields.iter() {
             if !is_first(key) {
                 map.serialize_entry(key, value)?;

@@ -126,12 +126,20 @@ impl<'a> Row<'a> {
     }
 
     fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        self.field_with(|out| out.extend_from_slice(bytes))
+    }
+
+    /// A field whose bytes `write` appends; its length is patched in afterwards, so JSON and
+    /// arrays are encoded straight into the stream.
+    fn field_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
         self.remaining -= 1;
+        let length_at = self.out.len();
+        self.out.extend_from_slice(&[0; 4]);
+        write(self.out);
         // Fields are a few KiB at most (the request body is never stored); COPY would refuse
         // one over 1 GiB anyway.
-        let length = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
-        self.out.extend_from_slice(&length.to_be_bytes());
-        self.out.extend_from_slice(bytes);
+        let length = i32::try_from(self.out.len() - length_at - 4).unwrap_or(i32::MAX);
+        self.out[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
         self
     }
 
@@ -197,12 +205,10 @@ impl<'a> Row<'a> {
 
     /// A jsonb field from JSON text the record already holds.
     fn json_text(&mut self, json: &str) -> &mut Self {
-        self.remaining -= 1;
-        let length = i32::try_from(json.len() + 1).unwrap_or(i32::MAX);
-        self.out.extend_from_slice(&length.to_be_bytes());
-        self.out.push(JSONB_VERSION);
-        self.out.extend_from_slice(json.as_bytes());
-        self
+        self.field_with(|out| {
+            out.push(JSONB_VERSION);
+            out.extend_from_slice(json.as_bytes());
+        })
     }
 
     fn opt_json_text(&mut self, json: Option<&str>) -> &mut Self {
@@ -211,20 +217,14 @@ impl<'a> Row<'a> {
         })
     }
 
-    /// A jsonb field serialized straight into the stream; its length is patched in afterwards.
     fn opt_json_value(&mut self, value: Option<&serde_json::Value>) -> &mut Self {
-        let Some(value) = value else {
-            return self.null();
-        };
-        self.remaining -= 1;
-        let length_at = self.out.len();
-        self.out.extend_from_slice(&[0; 4]);
-        self.out.push(JSONB_VERSION);
-        // Writing a Value into a Vec cannot fail: its keys are strings and its numbers finite.
-        let _ = serde_json::to_writer(&mut *self.out, value);
-        let length = i32::try_from(self.out.len() - length_at - 4).unwrap_or(i32::MAX);
-        self.out[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
-        self
+        self.optional(value, |row, value| {
+            row.field_with(|out| {
+                out.push(JSONB_VERSION);
+                // Writing a Value into a Vec cannot fail: its keys are strings, its numbers finite.
+                let _ = serde_json::to_writer(&mut *out, value);
+            });
+        })
     }
 
     fn opt_inet(&mut self, ip: Option<IpAddr>) -> &mut Self {
@@ -249,26 +249,22 @@ impl<'a> Row<'a> {
 
     /// A one-dimensional `TEXT[]` (zero dimensions when empty, as PostgreSQL stores `'{}'`).
     fn text_array(&mut self, values: &[String]) -> &mut Self {
-        self.remaining -= 1;
-        let length_at = self.out.len();
-        self.out.extend_from_slice(&[0; 4]);
-        let dimensions: i32 = if values.is_empty() { 0 } else { 1 };
-        self.out.extend_from_slice(&dimensions.to_be_bytes());
-        self.out.extend_from_slice(&0i32.to_be_bytes()); // no NULL elements
-        self.out.extend_from_slice(&TEXT_OID.to_be_bytes());
-        if !values.is_empty() {
-            let count = i32::try_from(values.len()).unwrap_or(i32::MAX);
-            self.out.extend_from_slice(&count.to_be_bytes());
-            self.out.extend_from_slice(&1i32.to_be_bytes()); // lower bound
-        }
-        for value in values {
-            let length = i32::try_from(value.len()).unwrap_or(i32::MAX);
-            self.out.extend_from_slice(&length.to_be_bytes());
-            self.out.extend_from_slice(value.as_bytes());
-        }
-        let length = i32::try_from(self.out.len() - length_at - 4).unwrap_or(i32::MAX);
-        self.out[length_at..length_at + 4].copy_from_slice(&length.to_be_bytes());
-        self
+        self.field_with(|out| {
+            let dimensions: i32 = if values.is_empty() { 0 } else { 1 };
+            out.extend_from_slice(&dimensions.to_be_bytes());
+            out.extend_from_slice(&0i32.to_be_bytes()); // no NULL elements
+            out.extend_from_slice(&TEXT_OID.to_be_bytes());
+            if !values.is_empty() {
+                let count = i32::try_from(values.len()).unwrap_or(i32::MAX);
+                out.extend_from_slice(&count.to_be_bytes());
+                out.extend_from_slice(&1i32.to_be_bytes()); // lower bound
+            }
+            for value in values {
+                let length = i32::try_from(value.len()).unwrap_or(i32::MAX);
+                out.extend_from_slice(&length.to_be_bytes());
+                out.extend_from_slice(value.as_bytes());
+            }
+        })
     }
 
     fn end(&mut self) {
