@@ -65,9 +65,10 @@ static ANONYMOUS_USER_INPUT: LazyLock<regorus::Value> = LazyLock::new(|| {
         "id": ANONYMOUS_USER, "email": null, "department": null, "department_chain": [],
         "groups": [], "roles": [], "risk_score": 0, "clearance_level": null,
         "employee_type": null, "status": null, "suspended": false, "allowed_ai_services": [],
-        "prohibited_ai_services": [], "authenticated": false,
+        "prohibited_ai_services": [], "authenticated": false, "method": null,
     }))
 });
+static METHOD_KEY: LazyLock<regorus::Value> = LazyLock::new(|| regorus::Value::from("method"));
 static NO_DEVICE_INPUT: LazyLock<regorus::Value> = LazyLock::new(|| {
     regorus::Value::from(json!({"id": null, "hostname": null, "crown_jewel": false,
         "sensitivity": null, "compliance_status": null, "data_classification": []}))
@@ -212,6 +213,46 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
     }
 }
 
+/// A policy-input object built as regorus values directly: converting a JSON tree afterwards
+/// cost as much as building it. Each call site's keys are allocated once, in a template object
+/// (sorted and frozen); a request clones the template and sets the values in place, so an object
+/// costs one allocation instead of one per key plus a sort and a tree.
+macro_rules! object {
+    ($($key:literal => $value:expr),+ $(,)?) => {{
+        const KEYS: usize = [$($key),+].len();
+        static SHAPE: LazyLock<Shape<KEYS>> = LazyLock::new(|| Shape::new([$($key),+]));
+        SHAPE.build([$($value),+])
+    }};
+}
+
+struct Shape<const N: usize> {
+    keys: [regorus::Value; N],
+    template: regorus::Value,
+}
+
+impl<const N: usize> Shape<N> {
+    fn new(names: [&'static str; N]) -> Shape<N> {
+        let keys = names.map(regorus::Value::from);
+        let template = keys
+            .iter()
+            .map(|key| (key.clone(), regorus::Value::Null))
+            .collect::<BTreeMap<_, _>>()
+            .into();
+        Shape { keys, template }
+    }
+
+    fn build(&self, values: [regorus::Value; N]) -> regorus::Value {
+        let mut built = self.template.clone();
+        if let Ok(fields) = built.as_object_mut() {
+            for (key, value) in self.keys.iter().zip(values) {
+                // The key is in the template: replaced in place, the frozen storage stays.
+                fields.insert(key.clone(), value);
+            }
+        }
+        built
+    }
+}
+
 /// The policy input document of DESIGN.md section 3. Content appears as counts and types only.
 /// Built as regorus values: the parts that do not change per request are shared, not rebuilt.
 fn policy_input(
@@ -255,115 +296,89 @@ fn policy_input(
     let content = match inspection {
         Some(i) => {
             let counts = i.counts();
-            object([
-                ("classified", true.into()),
-                ("entities", serialized(&counts)),
-                (
-                    "data_classification",
-                    array(i.data_classification().iter().map(|c| c.as_str())),
-                ),
-                ("prompt_chars", i.extracted.prompt_chars.into()),
-                ("truncated", i.extracted.truncated.into()),
-                ("files", serialized(&i.extracted.files)),
-            ])
+            object! {
+                "classified" => true.into(),
+                "entities" => serialized(&counts),
+                "data_classification" => array(i.data_classification().iter().map(|c| c.as_str())),
+                "prompt_chars" => i.extracted.prompt_chars.into(),
+                "truncated" => i.extracted.truncated.into(),
+                "files" => serialized(&i.extracted.files),
+            }
         }
         None => UNCLASSIFIED_CONTENT_INPUT.clone(),
     };
     let identity = request.identity;
-    let mut user = match identity.user.as_deref() {
-        Some(u) => object([
-            ("id", u.id.to_string().into()),
-            ("email", u.email.as_str().into()),
-            ("department", optional(u.department.as_deref())),
-            ("department_chain", strings(&u.department_chain)),
-            ("groups", strings(&u.groups)),
-            ("roles", strings(&u.roles)),
-            ("risk_score", u.risk_score.into()),
-            ("clearance_level", optional(u.clearance_level.as_deref())),
-            ("employee_type", optional(u.employee_type.as_deref())),
-            ("status", u.status.as_str().into()),
-            ("suspended", (u.status == "suspended").into()),
-            ("allowed_ai_services", strings(&u.allowed_ai_services)),
-            ("prohibited_ai_services", strings(&u.prohibited_ai_services)),
-            ("authenticated", true.into()),
-        ]),
-        None => ANONYMOUS_USER_INPUT.clone(),
+    let user = match identity.user.as_deref() {
+        Some(u) => object! {
+            "id" => u.id.to_string().into(),
+            "email" => u.email.as_str().into(),
+            "department" => optional(u.department.as_deref()),
+            "department_chain" => strings(&u.department_chain),
+            "groups" => strings(&u.groups),
+            "roles" => strings(&u.roles),
+            "risk_score" => u.risk_score.into(),
+            "clearance_level" => optional(u.clearance_level.as_deref()),
+            "employee_type" => optional(u.employee_type.as_deref()),
+            "status" => u.status.as_str().into(),
+            "suspended" => (u.status == "suspended").into(),
+            "allowed_ai_services" => strings(&u.allowed_ai_services),
+            "prohibited_ai_services" => strings(&u.prohibited_ai_services),
+            "authenticated" => true.into(),
+            "method" => identity.method.into(),
+        },
+        None => {
+            let mut anonymous = ANONYMOUS_USER_INPUT.clone();
+            if let Ok(fields) = anonymous.as_object_mut() {
+                // The template has the key: replaced in place.
+                fields.insert(METHOD_KEY.clone(), identity.method.into());
+            }
+            anonymous
+        }
     };
-    if let Ok(user) = user.as_object_mut() {
-        user.insert(
-            regorus::Value::from("method"),
-            regorus::Value::from(identity.method),
-        );
-    }
     let device = match identity.device.as_deref() {
-        Some(d) => object([
-            ("id", d.id.to_string().into()),
-            ("hostname", optional(d.hostname.as_deref())),
-            ("crown_jewel", d.crown_jewel.into()),
-            ("sensitivity", optional(d.sensitivity.as_deref())),
-            (
-                "compliance_status",
-                optional(d.compliance_status.as_deref()),
-            ),
-            ("data_classification", strings(&d.data_classification)),
-        ]),
+        Some(d) => object! {
+            "id" => d.id.to_string().into(),
+            "hostname" => optional(d.hostname.as_deref()),
+            "crown_jewel" => d.crown_jewel.into(),
+            "sensitivity" => optional(d.sensitivity.as_deref()),
+            "compliance_status" => optional(d.compliance_status.as_deref()),
+            "data_classification" => strings(&d.data_classification),
+        },
         None => NO_DEVICE_INPUT.clone(),
     };
-    let request_input = object([
-        ("method", request.method.into()),
-        ("scheme", request.scheme.into()),
-        ("host", request.host.into()),
-        ("port", u64::from(request.port).into()),
-        ("path", request.path.into()),
-        (
-            "url",
-            format!("{}://{}{}", request.scheme, request.host, request.path).into(),
-        ),
-        ("headers", headers.into()),
-        ("content_type", optional(request.header("content-type"))),
-        ("body_bytes", request.body.len().into()),
-        (
-            "action",
-            inspection
-                .map_or("access_ai_service", |i| i.extracted.action().as_str())
-                .into(),
-        ),
-    ]);
-    let context = object([
-        (
-            "time",
-            OffsetDateTime::now_utc()
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-                .into(),
-        ),
-        (
-            "source_ip",
-            request
-                .client
-                .map_or(regorus::Value::Null, |c| c.ip().to_string().into()),
-        ),
-        ("mode", request.source.mode().into()),
-        ("location_type", "corporate".into()),
-    ]);
-    object([
-        ("user", user),
-        ("device", device),
-        ("resource", resource),
-        ("request", request_input),
-        ("content", content),
-        ("context", context),
-    ])
-}
-
-/// A policy-input object built as regorus values directly: converting a JSON tree afterwards
-/// cost as much as building it.
-fn object<const N: usize>(entries: [(&'static str, regorus::Value); N]) -> regorus::Value {
-    let map: BTreeMap<regorus::Value, regorus::Value> = entries
-        .into_iter()
-        .map(|(key, value)| (regorus::Value::from(key), value))
-        .collect();
-    map.into()
+    let action = inspection.map_or("access_ai_service", |i| i.extracted.action().as_str());
+    let request_input = object! {
+        "method" => request.method.into(),
+        "scheme" => request.scheme.into(),
+        "host" => request.host.into(),
+        "port" => u64::from(request.port).into(),
+        "path" => request.path.into(),
+        "url" => format!("{}://{}{}", request.scheme, request.host, request.path).into(),
+        "headers" => headers.into(),
+        "content_type" => optional(request.header("content-type")),
+        "body_bytes" => request.body.len().into(),
+        "action" => action.into(),
+    };
+    let time = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let source_ip = request
+        .client
+        .map_or(regorus::Value::Null, |c| c.ip().to_string().into());
+    let context = object! {
+        "time" => time.into(),
+        "source_ip" => source_ip,
+        "mode" => request.source.mode().into(),
+        "location_type" => "corporate".into(),
+    };
+    object! {
+        "user" => user,
+        "device" => device,
+        "resource" => resource,
+        "request" => request_input,
+        "content" => content,
+        "context" => context,
+    }
 }
 
 fn optional(value: Option<&str>) -> regorus::Value {
@@ -600,6 +615,18 @@ mod tests {
         device: None,
         method: "anonymous",
     };
+
+    #[test]
+    fn an_object_from_a_shared_template_equals_one_built_key_by_key() {
+        // One call site, so one template: each build must get its own values.
+        let build =
+            |n: u64| object! { "b" => n.into(), "a" => "x".into(), "c" => regorus::Value::Null };
+        let expected = |n: u64| regorus::Value::from(json!({"a": "x", "b": n, "c": null}));
+        let (first, second) = (build(1), build(2));
+        assert_eq!(first, expected(1));
+        assert_eq!(second, expected(2));
+        assert_eq!(build(3), expected(3));
+    }
 
     fn snapshot() -> Snapshot {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/catalog");

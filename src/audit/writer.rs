@@ -2,7 +2,9 @@
 //!
 //! `AuditHandle::record` never waits: it tries the bounded queue and, when that is full, parks the
 //! record in an overflow list the writer drains first. The writer flushes a batch when it reaches
-//! `batch_size` or `flush_interval` has passed. A batch the store cannot take (down, timing out)
+//! `batch_size` or `flush_interval` has passed. It is woken for the first case only, once a batch
+//! is waiting, never per record: a wake-up per request was an eventfd write and a context switch
+//! on the request's core for every request. A batch the store cannot take (down, timing out)
 //! is appended to a spill journal — one checksummed JSON line per record, fsync'd per batch — and
 //! the journal is replayed in order before any newer batch once the store answers again. Writes
 //! are idempotent (primary keys, `ON CONFLICT DO NOTHING`), so a replay after a partial failure
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{error, info, warn};
 
 use super::priority::{Scheduling, WriterPriority, WRITER_THREAD_PREFIX};
@@ -48,6 +50,11 @@ pub struct AuditWriterConfig {
 #[derive(Clone)]
 pub struct AuditHandle {
     queue: mpsc::Sender<AuditRecord>,
+    /// Queue length at which the writer is woken: a batch is waiting.
+    wake_at: usize,
+    /// Set once a batch is waiting (or records are parked); the writer otherwise sleeps until
+    /// its flush deadline.
+    batch_waiting: Arc<Notify>,
     /// The writer's scheduling class, raised from here when the queue outgrows an idle writer.
     scheduling: Arc<Scheduling>,
     overflow: Arc<Mutex<Vec<AuditRecord>>>,
@@ -89,6 +96,10 @@ impl AuditHandle {
             config.flush_interval,
         ));
         let writer_scheduling = scheduling.clone();
+        let batch_waiting = Arc::new(Notify::new());
+        let writer_wakeup = batch_waiting.clone();
+        // A queue smaller than a batch could never hold one: wake the writer when it is full.
+        let wake_at = config.batch_size.clamp(1, config.queue_capacity.max(1));
         std::thread::Builder::new()
             .name(WRITER_THREAD_PREFIX.to_owned())
             .spawn(move || {
@@ -101,12 +112,16 @@ impl AuditHandle {
                         config,
                         overflow: parked,
                     };
-                    writer.run(receiver, stopped, writer_scheduling).await;
+                    writer
+                        .run(receiver, stopped, writer_wakeup, writer_scheduling)
+                        .await;
                 });
                 let _ = finish.send(());
             })?;
         Ok(AuditHandle {
             queue,
+            wake_at,
+            batch_waiting,
             scheduling,
             overflow,
             overflow_limit,
@@ -118,8 +133,12 @@ impl AuditHandle {
     /// Hands a record to the writer without waiting.
     pub fn record(&self, record: AuditRecord) {
         let result = self.queue.try_send(record);
-        self.scheduling
-            .queue_grew(self.queue.max_capacity() - self.queue.capacity());
+        let queued = self.queue.max_capacity() - self.queue.capacity();
+        self.scheduling.queue_grew(queued);
+        if queued >= self.wake_at {
+            // Stores a permit when the writer is busy: it collects the batch when it is done.
+            self.batch_waiting.notify_one();
+        }
         match result {
             Ok(()) => metrics::AUDIT_QUEUE_DEPTH.inc(),
             Err(
@@ -164,39 +183,42 @@ impl Writer {
         self,
         mut receiver: mpsc::Receiver<AuditRecord>,
         mut stopped: watch::Receiver<bool>,
+        batch_waiting: Arc<Notify>,
         scheduling: Arc<Scheduling>,
     ) {
-        let mut batch = Vec::with_capacity(self.config.batch_size);
+        let batch_size = self.config.batch_size.max(1);
+        let mut batch = Vec::with_capacity(batch_size);
         let mut journal_pending = self.journal.has_records().await;
         loop {
             let deadline = tokio::time::Instant::now() + self.config.flush_interval;
+            // The queue is not awaited record by record (each record would wake this thread):
+            // it is drained when a batch is waiting or the deadline has come.
             let stopping = loop {
                 // The flag, not only the change notification: a notification consumed while
                 // waiting to retry the journal must still stop the writer.
                 if *stopped.borrow_and_update() {
                     break true;
                 }
-                if batch.len() >= self.config.batch_size {
+                if take_queued(&mut receiver, &mut batch, batch_size) == Queue::Closed {
+                    break true;
+                }
+                if batch.len() >= batch_size {
                     break false;
                 }
                 tokio::select! {
-                    received = receiver.recv() => match received {
-                        Some(record) => {
-                            metrics::AUDIT_QUEUE_DEPTH.dec();
-                            batch.push(record);
+                    () = batch_waiting.notified() => {}
+                    () = tokio::time::sleep_until(deadline) => {
+                        if take_queued(&mut receiver, &mut batch, batch_size) == Queue::Closed {
+                            break true;
                         }
-                        None => break true,
-                    },
-                    () = tokio::time::sleep_until(deadline) => break false,
+                        break false;
+                    }
                     _ = stopped.changed() => break true,
                 }
             };
             if stopping {
                 receiver.close();
-                while let Ok(record) = receiver.try_recv() {
-                    metrics::AUDIT_QUEUE_DEPTH.dec();
-                    batch.push(record);
-                }
+                take_queued(&mut receiver, &mut batch, usize::MAX);
             }
             self.take_overflow(&mut batch);
             // A journal to replay is a backlog of unknown size: catch up at normal priority.
@@ -361,6 +383,32 @@ impl Writer {
         );
         true
     }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Queue {
+    Open,
+    /// Every handle is gone: nothing more can arrive.
+    Closed,
+}
+
+/// Moves queued records into `batch` until it holds `limit` or the queue is empty.
+fn take_queued(
+    receiver: &mut mpsc::Receiver<AuditRecord>,
+    batch: &mut Vec<AuditRecord>,
+    limit: usize,
+) -> Queue {
+    while batch.len() < limit {
+        match receiver.try_recv() {
+            Ok(record) => {
+                metrics::AUDIT_QUEUE_DEPTH.dec();
+                batch.push(record);
+            }
+            Err(mpsc::error::TryRecvError::Empty) => return Queue::Open,
+            Err(mpsc::error::TryRecvError::Disconnected) => return Queue::Closed,
+        }
+    }
+    Queue::Open
 }
 
 fn split(records: Vec<AuditRecord>) -> (Vec<DecisionRecord>, Vec<AuditEventRecord>) {

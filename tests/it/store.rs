@@ -539,6 +539,80 @@ async fn a_full_queue_parks_records_up_to_the_limit_then_drops_and_counts() {
     );
 }
 
+/// The writer is woken once a batch is waiting, not per record: a full batch is written at once,
+/// a partial one only when its flush interval has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_batch_is_written_at_once_and_a_partial_one_at_its_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let store = store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    let start = |flush_interval| {
+        AuditHandle::start(
+            store.clone(),
+            AuditWriterConfig {
+                queue_capacity: 1000,
+                batch_size: 10,
+                flush_interval,
+                retry_interval: Duration::from_millis(100),
+                journal_dir: dir.path().join("journal"),
+                overflow_limit: 1000,
+                writer_nice: 0,
+                writer_priority: aigate::config::WriterPriority::Normal,
+            },
+        )
+        .unwrap()
+    };
+    let record = |audit: &AuditHandle, count: usize| {
+        for _ in 0..count {
+            audit.record(AuditRecord::Decision(Box::new(decision(
+                time::OffsetDateTime::now_utc(),
+                false,
+            ))));
+        }
+    };
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let mut stored = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM decisions")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    };
+
+    let audit = start(Duration::from_secs(600));
+    record(&audit, 13);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stored().await < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        stored().await,
+        10,
+        "the full batch is written long before its interval"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        stored().await,
+        10,
+        "the partial batch waits for its interval"
+    );
+    audit.shutdown().await;
+    assert_eq!(stored().await, 13, "shutting down writes the rest");
+
+    let audit = start(Duration::from_millis(50));
+    record(&audit, 3);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stored().await < 16 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        stored().await,
+        16,
+        "a partial batch is written once its interval passes"
+    );
+    audit.shutdown().await;
+}
+
 /// Policies and exceptions round-trip through both stores the same way: import never overwrites,
 /// the revision moves on every change an administrator makes, uses are counted.
 #[tokio::test]
