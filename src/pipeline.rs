@@ -245,8 +245,11 @@ impl<const N: usize> Shape<N> {
         let mut built = self.template.clone();
         if let Ok(fields) = built.as_object_mut() {
             for (key, value) in self.keys.iter().zip(values) {
-                // The key is in the template: replaced in place, the frozen storage stays.
-                fields.insert(key.clone(), value);
+                // The key is in the template: its slot is written in place and the frozen
+                // storage stays (an `insert` takes the storage apart and puts it back).
+                if let Some(slot) = fields.get_mut(key) {
+                    *slot = value;
+                }
             }
         }
         built
@@ -328,9 +331,12 @@ fn policy_input(
         },
         None => {
             let mut anonymous = ANONYMOUS_USER_INPUT.clone();
-            if let Ok(fields) = anonymous.as_object_mut() {
-                // The template has the key: replaced in place.
-                fields.insert(METHOD_KEY.clone(), identity.method.into());
+            if let Some(slot) = anonymous
+                .as_object_mut()
+                .ok()
+                .and_then(|fields| fields.get_mut(&METHOD_KEY))
+            {
+                *slot = identity.method.into();
             }
             anonymous
         }
