@@ -572,41 +572,41 @@ async fn a_full_batch_is_written_at_once_and_a_partial_one_at_its_interval() {
         }
     };
     let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    let mut stored = async || -> i64 {
-        sqlx::query_scalar("SELECT count(*) FROM decisions")
-            .fetch_one(&mut db)
-            .await
-            .unwrap()
+    // The stored count once it reaches `at_least`, or after 10 s (0: the count now).
+    let mut stored = async |at_least: i64| -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let count: i64 = sqlx::query_scalar("SELECT count(*) FROM decisions")
+                .fetch_one(&mut db)
+                .await
+                .unwrap();
+            if count >= at_least || Instant::now() >= deadline {
+                return count;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     };
 
     let audit = start(Duration::from_secs(600));
     record(&audit, 13);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stored().await < 10 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert_eq!(
-        stored().await,
+        stored(10).await,
         10,
         "the full batch is written long before its interval"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        stored().await,
+        stored(0).await,
         10,
         "the partial batch waits for its interval"
     );
     audit.shutdown().await;
-    assert_eq!(stored().await, 13, "shutting down writes the rest");
+    assert_eq!(stored(13).await, 13, "shutting down writes the rest");
 
     let audit = start(Duration::from_millis(50));
     record(&audit, 3);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stored().await < 16 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert_eq!(
-        stored().await,
+        stored(16).await,
         16,
         "a partial batch is written once its interval passes"
     );
