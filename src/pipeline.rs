@@ -243,16 +243,22 @@ impl<const N: usize> Shape<N> {
 
     fn build(&self, values: [regorus::Value; N]) -> regorus::Value {
         let mut built = self.template.clone();
-        if let Ok(fields) = built.as_object_mut() {
-            for (key, value) in self.keys.iter().zip(values) {
-                // The key is in the template: its slot is written in place and the frozen
-                // storage stays (an `insert` takes the storage apart and puts it back).
-                if let Some(slot) = fields.get_mut(key) {
-                    *slot = value;
-                }
-            }
+        for (key, value) in self.keys.iter().zip(values) {
+            set_member(&mut built, key, value);
         }
         built
+    }
+}
+
+/// Writes the object's existing member `key` in place: the frozen storage stays, where an
+/// `insert` takes it apart and puts it back. Only the first write to a shared template copies it.
+fn set_member(object: &mut regorus::Value, key: &regorus::Value, value: regorus::Value) {
+    if let Some(slot) = object
+        .as_object_mut()
+        .ok()
+        .and_then(|fields| fields.get_mut(key))
+    {
+        *slot = value;
     }
 }
 
@@ -331,13 +337,7 @@ fn policy_input(
         },
         None => {
             let mut anonymous = ANONYMOUS_USER_INPUT.clone();
-            if let Some(slot) = anonymous
-                .as_object_mut()
-                .ok()
-                .and_then(|fields| fields.get_mut(&METHOD_KEY))
-            {
-                *slot = identity.method.into();
-            }
+            set_member(&mut anonymous, &METHOD_KEY, identity.method.into());
             anonymous
         }
     };
