@@ -216,6 +216,8 @@ pub fn init() {
     LazyLock::force(&AUDIT_DEAD_LETTER_TOTAL);
     LazyLock::force(&AUDIT_DROPPED_TOTAL);
     LazyLock::force(&AUDIT_FLUSH_SECONDS);
+    LazyLock::force(&POLICY_MEMO_HITS);
+    LazyLock::force(&POLICY_MEMO_MISSES);
 }
 
 /// The Prometheus text exposition of every registered metric.
@@ -232,6 +234,18 @@ pub static POLICY_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         "aigate_policy_errors_total",
         "Policy evaluations that failed (the fail mode applied).",
+    )
+});
+pub static POLICY_MEMO_HITS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_policy_memo_hits_total",
+        "Policy verdicts reused because the input the policy reads equalled an earlier request's.",
+    )
+});
+pub static POLICY_MEMO_MISSES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_policy_memo_misses_total",
+        "Memoizable policy verdicts that had to be evaluated.",
     )
 });
 pub static POLICY_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {

@@ -11,6 +11,7 @@
 
 pub mod definition;
 pub mod exception;
+mod memo;
 pub mod testing;
 
 use std::cell::RefCell;
@@ -124,6 +125,9 @@ pub enum PolicyError {
 struct CompiledPolicy {
     definition: Arc<PolicyDefinition>,
     rules: RulePaths,
+    /// Indices into [`PolicySet::input_paths`] of what the policy reads; `None` when it cannot
+    /// be memoized.
+    reads: Option<Vec<usize>>,
 }
 
 /// What a worker thread evaluates one policy with: the bytecode VM when the policy set runs on
@@ -241,6 +245,8 @@ pub struct Conflict {
 pub struct PolicySet {
     generation: u64,
     policies: Vec<CompiledPolicy>,
+    /// Every input path some memoized policy reads, each once: projected once per request.
+    input_paths: Vec<Vec<regorus::Value>>,
     prototypes: Vec<Prototype>,
     defaults: Defaults,
     fail_mode: FailMode,
@@ -264,9 +270,34 @@ impl fmt::Debug for PolicySet {
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// One policy's evaluation state on one worker thread.
+struct Worker {
+    runner: Runner,
+    memo: memo::Table,
+}
+
+/// A worker thread's state for one policy set.
+#[derive(Default)]
+struct Workers {
+    generation: u64,
+    policies: Vec<Worker>,
+    /// Scratch for the request's projected input and one policy's memo key.
+    projected: Vec<regorus::Value>,
+    key: Vec<regorus::Value>,
+}
+
 thread_local! {
-    /// This thread's runners for the current set (regorus evaluation needs `&mut`).
-    static RUNNERS: RefCell<(u64, Vec<Runner>)> = const { RefCell::new((0, Vec::new())) };
+    /// This thread's workers for the current set (regorus evaluation needs `&mut`).
+    static WORKERS: RefCell<Workers> = RefCell::new(Workers::default());
+}
+
+/// How many verdicts each policy of the current set has memoized on this thread, by priority.
+#[cfg(test)]
+fn memo_entries() -> Vec<usize> {
+    WORKERS.with(|cell| {
+        let workers = cell.borrow();
+        workers.policies.iter().map(|w| w.memo.len()).collect()
+    })
 }
 
 /// One policy's verdict on one request.
@@ -367,8 +398,27 @@ impl PolicySet {
     ) -> Result<PolicySet, PolicyError> {
         let use_vm = evaluator == Evaluator::Vm;
         let mut compiled = Vec::new();
+        let mut input_paths: Vec<Vec<regorus::Value>> = Vec::new();
         for definition in definitions.iter().filter(|d| d.status == "active") {
-            let (engine, rules) = compile_one(definition)?;
+            let (mut engine, rules) = compile_one(definition)?;
+            let reads = match memo::input_reads(engine.get_modules()) {
+                memo::InputReads::Paths(paths) => Some(
+                    paths
+                        .into_iter()
+                        .map(|path| match input_paths.iter().position(|p| *p == path) {
+                            Some(index) => index,
+                            None => {
+                                input_paths.push(path);
+                                input_paths.len() - 1
+                            }
+                        })
+                        .collect(),
+                ),
+                memo::InputReads::Volatile(reason) => {
+                    tracing::info!(policy = %definition.name, reason, "Policy is evaluated on every request: its verdicts cannot be memoized.");
+                    None
+                }
+            };
             let program = match use_vm.then(|| vm_program(&engine, &rules, definition)) {
                 Some(Ok(program)) => Some(program),
                 Some(Err(reason)) => {
@@ -384,6 +434,7 @@ impl PolicySet {
             let policy = CompiledPolicy {
                 definition: Arc::new(definition.clone()),
                 rules,
+                reads,
             };
             compiled.push((policy, prototype));
         }
@@ -393,6 +444,7 @@ impl PolicySet {
         Ok(PolicySet {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             policies,
+            input_paths,
             prototypes,
             defaults,
             fail_mode,
@@ -493,20 +545,55 @@ impl PolicySet {
         now: OffsetDateTime,
     ) -> Outcome {
         let mut evaluated = Vec::new();
-        RUNNERS.with(|cell| {
-            let mut local = cell.borrow_mut();
-            if local.0 != self.generation {
-                *local = (
-                    self.generation,
-                    self.prototypes.iter().map(Prototype::runner).collect(),
-                );
+        WORKERS.with(|cell| {
+            let workers = &mut *cell.borrow_mut();
+            if workers.generation != self.generation {
+                workers.generation = self.generation;
+                workers.policies = self
+                    .prototypes
+                    .iter()
+                    .map(|prototype| Worker {
+                        runner: prototype.runner(),
+                        memo: memo::Table::default(),
+                    })
+                    .collect();
             }
-            for (policy, runner) in self.policies.iter().zip(local.1.iter_mut()) {
+            memo::project(regorus_input, &self.input_paths, &mut workers.projected);
+            for (policy, worker) in self.policies.iter().zip(workers.policies.iter_mut()) {
                 let definition = &policy.definition;
                 if !definition.in_effect(now) || !definition.scope.covers(subject) {
                     continue;
                 }
-                let mut result = evaluate_one(runner, &policy.rules, regorus_input, definition);
+                let mut result = match &policy.reads {
+                    Some(reads) => {
+                        let key = &mut workers.key;
+                        key.clear();
+                        key.extend(reads.iter().map(|&i| workers.projected[i].clone()));
+                        match worker.memo.get(key) {
+                            Some(known) => {
+                                crate::metrics::POLICY_MEMO_HITS.inc();
+                                known.clone()
+                            }
+                            None => {
+                                crate::metrics::POLICY_MEMO_MISSES.inc();
+                                let fresh = evaluate_one(
+                                    &mut worker.runner,
+                                    &policy.rules,
+                                    regorus_input,
+                                    definition,
+                                );
+                                // An error is reported (and counted) on every request it hits.
+                                if fresh.error.is_none() {
+                                    worker.memo.insert(key, &fresh);
+                                }
+                                fresh
+                            }
+                        }
+                    }
+                    None => {
+                        evaluate_one(&mut worker.runner, &policy.rules, regorus_input, definition)
+                    }
+                };
                 if let Some(decision) = result.outcome() {
                     result.exception_id =
                         exceptions.covering(subject, Some(definition.policy_id), decision, now);

@@ -469,3 +469,56 @@ fn the_bytecode_vm_decides_exactly_as_the_interpreter() {
     // The matrix reaches every outcome, so agreement is not agreement on "nothing fired".
     assert_eq!(seen.len(), 3, "{seen:?}");
 }
+
+#[test]
+fn memoized_verdicts_follow_every_input_path_a_policy_reads() {
+    let policies = set(vec![
+        policy(
+            "by-department",
+            10,
+            "package a\nallow if input.user.department == \"eng\"\n",
+        ),
+        policy(
+            "no-secrets",
+            20,
+            "package b\ndeny if { some e in input.content.entities; e.type == \"AWS_ACCESS_KEY\" }\nreason := sprintf(\"%d kinds found\", [count(input.content.entities)])\n",
+        ),
+        policy("clock", 5, "package c\nreview if time.now_ns() < 0\n"),
+    ]);
+    let none = Exceptions::default();
+    let subject = subject(Some("review_required"));
+    let decide = |input: &Value| policies.evaluate(&subject, input, &none, NOW);
+    let mut eng = input_with(&[], &[]);
+    eng["user"]["department"] = json!("eng");
+    let mut sales = eng.clone();
+    sales["user"]["department"] = json!("sales");
+    let mut secret = eng.clone();
+    secret["content"]["entities"] = json!([{"type": "AWS_ACCESS_KEY", "count": 1}]);
+    // Paths no policy reads change on every request; they must not defeat the memo.
+    let mut later = eng.clone();
+    later["context"]["time"] = json!("2026-06-01T00:00:01Z");
+    later["request"]["path"] = json!("/v1/other");
+
+    // By priority: no-secrets, by-department, clock (which calls time.now_ns: never memoized).
+    assert_eq!(decide(&eng).decision, Decision::Allow);
+    assert_eq!(memo_entries(), [1, 1, 0]);
+    assert_eq!(decide(&later).decision, Decision::Allow);
+    assert_eq!(memo_entries(), [1, 1, 0], "unread paths reuse the verdicts");
+    assert_eq!(decide(&sales).decision, Decision::Review);
+    assert_eq!(
+        memo_entries(),
+        [1, 2, 0],
+        "the department is part of by-department's key only"
+    );
+    let denied = decide(&secret);
+    assert_eq!(denied.decision, Decision::Deny);
+    assert_eq!(denied.reason, "1 kinds found");
+    assert_eq!(memo_entries(), [2, 2, 0]);
+    let again = decide(&secret);
+    assert_eq!(
+        (again.decision, again.reason.as_str()),
+        (Decision::Deny, "1 kinds found")
+    );
+    assert_eq!(decide(&eng).decision, Decision::Allow);
+    assert_eq!(memo_entries(), [2, 2, 0]);
+}
