@@ -45,6 +45,7 @@ fn record() -> DecisionRecord {
         data_classification: Vec::new(),
         evaluation_duration_ms: Some(0),
         explanation: None,
+        pending_explanation: Default::default(),
         violation: None,
     }
 }

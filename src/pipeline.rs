@@ -16,8 +16,8 @@ use uuid::Uuid;
 use serde_json::{json, Value};
 
 use crate::audit::{
-    severity_for_risk, DecisionRecord, JsonText, ViolationRecord, ANONYMOUS_USER,
-    BUILTIN_APPROVAL_POLICY, BUILTIN_APPROVAL_POLICY_NAME,
+    severity_for_risk, DecisionRecord, JsonText, LateExplanation, PendingExplanation,
+    ViolationRecord, ANONYMOUS_USER, BUILTIN_APPROVAL_POLICY, BUILTIN_APPROVAL_POLICY_NAME,
 };
 use crate::catalog::{AiService, Catalog, Fingerprint, RequestSignals};
 use crate::identity::Identity;
@@ -142,7 +142,8 @@ pub struct Verdict {
     /// What the body holds; `None` when the request has no body. Holds prompt text in memory
     /// for the request's life only: never logged, only its redacted summary is recorded.
     pub inspection: Option<Box<Inspection>>,
-    pub outcome: Outcome,
+    /// Shared with a stop's explanation until the audit writer has rendered it.
+    pub outcome: Arc<Outcome>,
     /// The policy input (content as counts and types only), for the explanation of a stop.
     pub input: regorus::Value,
     pub body_truncated: bool,
@@ -207,7 +208,7 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
         service,
         fingerprint,
         inspection,
-        outcome,
+        outcome: Arc::new(outcome),
         input,
         body_truncated: request.body_truncated,
     }
@@ -419,42 +420,115 @@ fn service_resource(s: &AiService) -> Value {
     })
 }
 
-/// The explanation column: serialized straight from the verdict, since building and dropping a
-/// JSON tree of every policy result for every request cost more than the policies themselves.
-fn explanation(verdict: &Verdict) -> Option<JsonText> {
-    #[derive(serde::Serialize)]
-    struct Facts<'a> {
-        service: Option<&'a str>,
-        unknown_ai: bool,
-        signals: &'a [crate::catalog::Signal],
-        content: Option<ContentFacts<'a>>,
-        body_truncated: bool,
-        /// The whole policy input explains a stop; an allowed request (most of the traffic) is
-        /// explained by its service, signals and policy results, and is much cheaper to store.
-        #[serde(skip_serializing_if = "Option::is_none")]
-        input: Option<Without<'a>>,
+/// The explanation column of `verdict`. An allowed request (most of the traffic) is explained by
+/// its service, signals and policy results, serialized now straight from the verdict (building
+/// and dropping a JSON tree of every policy result cost more than the policies themselves). A
+/// stop is explained by the whole policy input as well, which is a third of a stopped request's
+/// decision cost to serialize: the audit writer renders that one, off the request path.
+fn explanation(verdict: &Verdict) -> (Option<JsonText>, PendingExplanation) {
+    if verdict.decision == Decision::Allow {
+        let parts = ExplanationParts {
+            outcome: &verdict.outcome,
+            service: verdict.service.as_deref().map(|s| s.slug.as_str()),
+            unknown_ai: verdict.fingerprint.unknown_ai,
+            signals: &verdict.fingerprint.signals,
+            content: verdict.inspection.as_deref().map(|i| ContentFacts {
+                format: i.extracted.format,
+                problem: i.extracted.problem.as_deref(),
+            }),
+            body_truncated: verdict.body_truncated,
+            input: None,
+        };
+        return (parts.render(), PendingExplanation::default());
     }
-    #[derive(serde::Serialize)]
-    struct ContentFacts<'a> {
-        format: &'static str,
-        problem: Option<&'a str>,
-    }
-    let facts = Facts {
-        service: verdict.service.as_deref().map(|s| s.slug.as_str()),
+    let stop = StopExplanation {
+        outcome: verdict.outcome.clone(),
+        service: verdict.service.clone(),
         unknown_ai: verdict.fingerprint.unknown_ai,
-        signals: &verdict.fingerprint.signals,
-        content: verdict.inspection.as_deref().map(|i| ContentFacts {
-            format: i.extracted.format,
-            problem: i.extracted.problem.as_deref(),
-        }),
+        signals: verdict.fingerprint.signals.clone(),
+        content: verdict
+            .inspection
+            .as_deref()
+            .map(|i| (i.extracted.format, i.extracted.problem.clone())),
         body_truncated: verdict.body_truncated,
-        // The policy input minus the request headers (cookies, tokens).
-        input: (verdict.decision != Decision::Allow).then_some(Without {
-            value: &verdict.input,
-            path: &["request", "headers"],
-        }),
+        input: verdict.input.clone(),
     };
-    JsonText::of(&crate::policy::Explanation::stored(&verdict.outcome, facts))
+    (None, PendingExplanation::new(stop))
+}
+
+/// What an explanation is written from, borrowed from a verdict or from a [`StopExplanation`].
+struct ExplanationParts<'a> {
+    outcome: &'a Outcome,
+    service: Option<&'a str>,
+    unknown_ai: bool,
+    signals: &'a [crate::catalog::Signal],
+    content: Option<ContentFacts<'a>>,
+    body_truncated: bool,
+    /// The policy input, for a stop.
+    input: Option<&'a regorus::Value>,
+}
+
+#[derive(serde::Serialize)]
+struct ContentFacts<'a> {
+    format: &'static str,
+    problem: Option<&'a str>,
+}
+
+impl ExplanationParts<'_> {
+    fn render(self) -> Option<JsonText> {
+        #[derive(serde::Serialize)]
+        struct Facts<'a> {
+            service: Option<&'a str>,
+            unknown_ai: bool,
+            signals: &'a [crate::catalog::Signal],
+            content: Option<ContentFacts<'a>>,
+            body_truncated: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            input: Option<Without<'a>>,
+        }
+        let facts = Facts {
+            service: self.service,
+            unknown_ai: self.unknown_ai,
+            signals: self.signals,
+            content: self.content,
+            body_truncated: self.body_truncated,
+            // The policy input minus the request headers (cookies, tokens).
+            input: self.input.map(|value| Without {
+                value,
+                path: &["request", "headers"],
+            }),
+        };
+        JsonText::of(&crate::policy::Explanation::stored(self.outcome, facts))
+    }
+}
+
+/// A stop's explanation, owned (shared pointers, mostly) until the audit writer renders it.
+struct StopExplanation {
+    outcome: Arc<Outcome>,
+    service: Option<Arc<AiService>>,
+    unknown_ai: bool,
+    signals: Vec<crate::catalog::Signal>,
+    content: Option<(&'static str, Option<String>)>,
+    body_truncated: bool,
+    input: regorus::Value,
+}
+
+impl LateExplanation for StopExplanation {
+    fn render(&self) -> Option<JsonText> {
+        ExplanationParts {
+            outcome: &self.outcome,
+            service: self.service.as_deref().map(|s| s.slug.as_str()),
+            unknown_ai: self.unknown_ai,
+            signals: &self.signals,
+            content: self.content.as_ref().map(|(format, problem)| ContentFacts {
+                format,
+                problem: problem.as_deref(),
+            }),
+            body_truncated: self.body_truncated,
+            input: Some(&self.input),
+        }
+        .render()
+    }
 }
 
 /// A policy input serialized straight to JSON without the member at `path`: no JSON tree is
@@ -502,6 +576,7 @@ pub fn decision_record(
         .unwrap_or_default();
     let class_names: Vec<&str> = classes.iter().map(|c| c.as_str()).collect();
     let risk = crate::policy::risk_score(service.map(|s| s.risk_score), &class_names, 0);
+    let (explanation, pending_explanation) = explanation(verdict);
     let violation = (verdict.decision != Decision::Allow).then(|| ViolationRecord {
         violation_id: Uuid::now_v7(),
         violation_type: violation_type(outcome),
@@ -567,7 +642,8 @@ pub fn decision_record(
             })
             .unwrap_or_default(),
         evaluation_duration_ms: Some(i32::try_from(evaluation.as_millis()).unwrap_or(i32::MAX)),
-        explanation: explanation(verdict),
+        explanation,
+        pending_explanation,
         violation,
     }
 }
@@ -717,7 +793,8 @@ mod tests {
             "{}",
             verdict.reason
         );
-        let record = decision_record(&request, &verdict, Duration::from_micros(5));
+        let mut record = decision_record(&request, &verdict, Duration::from_micros(5));
+        record.settle();
         assert_eq!(
             record.violation.unwrap().violation_type,
             "credential_exposure"
@@ -760,8 +837,11 @@ mod tests {
         let snapshot = snapshot();
         let request = facts("api.deepseek.com", &headers);
         let verdict = decide(&snapshot, &request);
-        let record = decision_record(&request, &verdict, Duration::from_micros(5));
-        assert!(record.explanation.is_some());
+        let mut record = decision_record(&request, &verdict, Duration::from_micros(5));
+        // The writer renders a stop's explanation before the record is stored or spilled.
+        assert!(record.explanation.is_none() && record.pending_explanation.is_pending());
+        record.settle();
+        assert!(record.explanation.is_some() && !record.pending_explanation.is_pending());
         let line = serde_json::to_string(&AuditRecord::Decision(Box::new(record.clone()))).unwrap();
         let Ok(AuditRecord::Decision(back)) = serde_json::from_str::<AuditRecord>(&line) else {
             panic!("the journal line does not read back: {line}");
@@ -779,7 +859,8 @@ mod tests {
         let request = facts("api.deepseek.com", &headers);
         let verdict = decide(&snapshot, &request);
         assert_eq!(verdict.decision, Decision::Deny);
-        let record = decision_record(&request, &verdict, Duration::from_micros(5));
+        let mut record = decision_record(&request, &verdict, Duration::from_micros(5));
+        record.settle();
         let explanation = record.explanation.expect("a stop is explained");
         assert!(!explanation.get().contains("s3cr3t") && !explanation.get().contains("sk-secret"));
         let stored: Value = serde_json::from_str(explanation.get()).unwrap();
@@ -801,6 +882,7 @@ mod tests {
         let verdict = decide(&snapshot, &plain);
         assert_eq!(verdict.decision, Decision::Allow);
         let allowed = decision_record(&plain, &verdict, Duration::ZERO);
+        assert!(!allowed.pending_explanation.is_pending(), "written at once");
         let allowed: Value = serde_json::from_str(allowed.explanation.unwrap().get()).unwrap();
         assert!(allowed["facts"].get("input").is_none(), "{allowed}");
     }

@@ -3,7 +3,9 @@
 //! audit trail. Field names follow the data model's columns. Nothing here may hold prompt text
 //! or an unredacted detected value.
 
+use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -83,8 +85,60 @@ pub struct DecisionRecord {
     pub data_classification: Vec<String>,
     pub evaluation_duration_ms: Option<i32>,
     pub explanation: Option<JsonText>,
+    /// An explanation still to be rendered into `explanation` by the writer
+    /// ([`DecisionRecord::settle`]); never stored or spilled itself.
+    #[serde(skip)]
+    pub pending_explanation: PendingExplanation,
     /// Written with the decision, in the same transaction.
     pub violation: Option<ViolationRecord>,
+}
+
+impl DecisionRecord {
+    /// Renders a pending explanation into `explanation`. The writer settles every record before
+    /// it is stored or spilled, so only the writer's thread pays for the rendering.
+    pub fn settle(&mut self) {
+        if let Some(late) = self.pending_explanation.0.take() {
+            self.explanation = late.render();
+        }
+    }
+}
+
+/// An explanation whose JSON is written later, off the request path: a stop's explanation holds
+/// the whole policy input, and serializing it was a third of a stopped request's decision cost.
+pub trait LateExplanation: Send + Sync {
+    fn render(&self) -> Option<JsonText>;
+}
+
+/// See [`DecisionRecord::pending_explanation`].
+#[derive(Clone, Default)]
+pub struct PendingExplanation(Option<Arc<dyn LateExplanation>>);
+
+impl PendingExplanation {
+    pub fn new(late: impl LateExplanation + 'static) -> Self {
+        PendingExplanation(Some(Arc::new(late)))
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl fmt::Debug for PendingExplanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_pending() { "pending" } else { "none" })
+    }
+}
+
+/// Records compare by what they store: equal when both are pending on the same rendering, or
+/// neither is pending.
+impl PartialEq for PendingExplanation {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +209,13 @@ pub enum AuditRecord {
 }
 
 impl AuditRecord {
+    /// See [`DecisionRecord::settle`].
+    pub fn settle(&mut self) {
+        if let AuditRecord::Decision(decision) = self {
+            decision.settle();
+        }
+    }
+
     /// When the decision was taken or the event happened.
     pub fn timestamp(&self) -> OffsetDateTime {
         match self {

@@ -221,6 +221,7 @@ impl Writer {
                 take_queued(&mut receiver, &mut batch, usize::MAX);
             }
             self.take_overflow(&mut batch);
+            batch.iter_mut().for_each(AuditRecord::settle);
             // A journal to replay is a backlog of unknown size: catch up at normal priority.
             let backlog = if journal_pending {
                 usize::MAX

@@ -125,7 +125,7 @@ mod tests {
             service: None,
             fingerprint: Default::default(),
             inspection: None,
-            outcome: crate::policy::Outcome {
+            outcome: std::sync::Arc::new(crate::policy::Outcome {
                 decision: Decision::Deny,
                 reason: "<Evil> is prohibited".to_owned(),
                 primary: None,
@@ -136,7 +136,7 @@ mod tests {
                 policy_error: false,
                 violation_type: None,
                 default_for: Some("prohibited"),
-            },
+            }),
             input: regorus::Value::Null,
             body_truncated: false,
         }

@@ -77,6 +77,7 @@ pub(crate) fn decision(at: time::OffsetDateTime, deny: bool) -> DecisionRecord {
         explanation: aigate::audit::JsonText::of(
             &serde_json::json!({"decided_by": null, "facts": {"service": "deepseek"}}),
         ),
+        pending_explanation: Default::default(),
         violation: deny.then(|| ViolationRecord {
             violation_id: uuid::Uuid::now_v7(),
             violation_type: "unapproved_service".into(),
