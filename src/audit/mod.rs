@@ -10,6 +10,7 @@ pub use priority::{WriterPriority, WRITER_THREAD_PREFIX};
 
 pub use record::{
     severity_for_risk, AuditEventRecord, AuditRecord, DecisionRecord, JsonText, LateExplanation,
-    PendingExplanation, ViolationRecord, ANONYMOUS_USER, BUILTIN_APPROVAL_POLICY, BUILTIN_APPROVAL_POLICY_NAME,
+    PendingExplanation, ViolationRecord, ANONYMOUS_USER, BUILTIN_APPROVAL_POLICY,
+    BUILTIN_APPROVAL_POLICY_NAME,
 };
 pub use writer::{AuditHandle, AuditWriterConfig};

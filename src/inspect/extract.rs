@@ -7,6 +7,7 @@
 //! binary payloads to skip (base64 images). Each inspected string is a [`Segment`] that remembers
 //! where it came from, so redaction can write masked values back into a still-valid body.
 
+use std::fmt::Write as _;
 use std::io::Read;
 use std::ops::Range;
 
@@ -273,7 +274,7 @@ fn walk_json(
                 }
                 path.push('*');
                 pointer.push('/');
-                pointer.push_str(&index.to_string());
+                let _ = write!(pointer, "{index}");
                 walk_json(out, item, path, pointer);
                 path.truncate(path_len);
                 pointer.truncate(pointer_len);
@@ -287,7 +288,12 @@ fn walk_json(
                 }
                 path.push_str(key);
                 pointer.push('/');
-                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                // JSON pointer escaping (RFC 6901), paid only by keys that need it.
+                if key.contains(['~', '/']) {
+                    pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                } else {
+                    pointer.push_str(key);
+                }
                 walk_json(out, item, path, pointer);
                 path.truncate(path_len);
                 pointer.truncate(pointer_len);
@@ -499,6 +505,19 @@ mod tests {
         assert_eq!(
             hello.origin,
             Origin::Json("/messages/1/content/0/text".into())
+        );
+    }
+
+    #[test]
+    fn json_pointers_escape_tilde_and_slash_in_keys() {
+        let out = json(r#"{"a/b":{"c~d":["x","y"]}}"#);
+        let origins: Vec<&Origin> = out.segments.iter().map(|s| &s.origin).collect();
+        assert_eq!(
+            origins,
+            [
+                &Origin::Json("/a~1b/c~0d/0".into()),
+                &Origin::Json("/a~1b/c~0d/1".into())
+            ]
         );
     }
 

@@ -36,30 +36,40 @@ impl Scope {
             && meet(&self.services, &other.services)
     }
 
+    /// Runs for every policy on every request, so nothing is allocated: ids are formatted
+    /// into stack buffers, and only when the list that needs them is not empty.
     pub fn covers(&self, subject: &Subject<'_>) -> bool {
-        let any = |list: &[String], candidates: &[Option<String>]| {
-            list.is_empty()
-                || list.iter().any(|entry| {
-                    candidates
-                        .iter()
-                        .flatten()
-                        .any(|c| c.eq_ignore_ascii_case(entry))
-                })
-        };
-        any(
-            &self.users,
-            &[
-                Some(subject.user_id.to_string()),
-                subject.user_email.map(str::to_owned),
-            ],
-        ) && any(&self.departments, &[subject.department.map(str::to_owned)])
-            && any(
-                &self.services,
+        fn listed(list: &[String], candidates: &[Option<&str>]) -> bool {
+            list.iter().any(|entry| {
+                candidates
+                    .iter()
+                    .flatten()
+                    .any(|c| c.eq_ignore_ascii_case(entry))
+            })
+        }
+        let (mut user_id, mut service_id) = (Uuid::encode_buffer(), Uuid::encode_buffer());
+        let users = self.users.is_empty()
+            || listed(
+                &self.users,
                 &[
-                    subject.service_id.map(|id| id.to_string()),
-                    subject.service_slug.map(str::to_owned),
+                    Some(&*subject.user_id.hyphenated().encode_lower(&mut user_id)),
+                    subject.user_email,
                 ],
-            )
+            );
+        let departments =
+            self.departments.is_empty() || listed(&self.departments, &[subject.department]);
+        users
+            && departments
+            && (self.services.is_empty()
+                || listed(
+                    &self.services,
+                    &[
+                        subject
+                            .service_id
+                            .map(|id| &*id.hyphenated().encode_lower(&mut service_id)),
+                        subject.service_slug,
+                    ],
+                ))
     }
 }
 

@@ -522,3 +522,34 @@ fn memoized_verdicts_follow_every_input_path_a_policy_reads() {
     assert_eq!(decide(&eng).decision, Decision::Allow);
     assert_eq!(memo_entries(), [2, 2, 0]);
 }
+
+#[test]
+fn scopes_match_users_and_services_by_id_or_name_in_any_case() {
+    let user = Uuid::from_u128(0xabc);
+    let service = Uuid::from_u128(0xdef);
+    let scope = |users: &[&str], services: &[&str]| Scope {
+        users: users.iter().map(|s| s.to_string()).collect(),
+        services: services.iter().map(|s| s.to_string()).collect(),
+        ..Scope::default()
+    };
+    let subject = Subject {
+        user_id: user,
+        user_email: Some("Ann@Example.com"),
+        service_id: Some(service),
+        service_slug: Some("chatgpt"),
+        ..Subject::default()
+    };
+    let upper_id = user.to_string().to_uppercase();
+    assert!(scope(&[], &[]).covers(&subject));
+    assert!(scope(&[&upper_id], &[]).covers(&subject));
+    assert!(scope(&["ann@example.com"], &["ChatGPT"]).covers(&subject));
+    assert!(scope(&[], &[&service.to_string()]).covers(&subject));
+    assert!(!scope(&["bob@example.com"], &[]).covers(&subject));
+    assert!(!scope(&[], &["claude", &user.to_string()]).covers(&subject));
+    let anonymous_service = Subject {
+        service_id: None,
+        service_slug: None,
+        ..subject
+    };
+    assert!(!scope(&[], &["chatgpt"]).covers(&anonymous_service));
+}
