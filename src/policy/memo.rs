@@ -133,13 +133,7 @@ impl Walk {
                 value,
                 collection,
                 ..
-            } => {
-                if let Some(key) = key {
-                    self.expr(key);
-                }
-                self.expr(value);
-                self.expr(collection);
-            }
+            } => self.membership(key.as_deref(), value, collection),
             Literal::Expr { expr, .. } | Literal::NotExpr { expr, .. } => self.expr(expr),
             Literal::Every { domain, query, .. } => {
                 self.expr(domain);
@@ -203,14 +197,17 @@ impl Walk {
                 value,
                 collection,
                 ..
-            } => {
-                if let Some(key) = key {
-                    self.expr(key);
-                }
-                self.expr(value);
-                self.expr(collection);
-            }
+            } => self.membership(key.as_deref(), value, collection),
         }
+    }
+
+    /// `key, value in collection`, as a statement (`some ... in`) or an expression.
+    fn membership(&mut self, key: Option<&Expr>, value: &Expr, collection: &Expr) {
+        if let Some(key) = key {
+            self.expr(key);
+        }
+        self.expr(value);
+        self.expr(collection);
     }
 
     /// A reference chain, outermost first: literal segments extend the path, a computed index
@@ -453,18 +450,8 @@ deny if data.metadata.enabled
 
     fn verdict() -> PolicyResult {
         PolicyResult {
-            policy_id: uuid::Uuid::nil(),
-            policy_name: "p".to_owned(),
-            priority: 0,
             deny: true,
-            review: false,
-            allow: false,
-            reasons: Vec::new(),
-            redact: false,
-            violation_type: None,
-            inject_headers: Vec::new(),
-            exception_id: None,
-            error: None,
+            ..PolicyResult::unmatched(uuid::Uuid::nil(), "p", 0)
         }
     }
 

@@ -324,6 +324,24 @@ pub struct PolicyResult {
 }
 
 impl PolicyResult {
+    /// A result before any rule is read: nothing held, nothing failed.
+    fn unmatched(policy_id: Uuid, policy_name: &str, priority: i32) -> PolicyResult {
+        PolicyResult {
+            policy_id,
+            policy_name: policy_name.to_owned(),
+            priority,
+            deny: false,
+            review: false,
+            allow: false,
+            reasons: Vec::new(),
+            redact: false,
+            violation_type: None,
+            inject_headers: Vec::new(),
+            exception_id: None,
+            error: None,
+        }
+    }
+
     /// Some rule held, an exception applied or an error happened: worth a line in a stored
     /// explanation.
     fn spoke(&self) -> bool {
@@ -836,20 +854,8 @@ fn evaluate_one(
     input: &regorus::Value,
     definition: &PolicyDefinition,
 ) -> PolicyResult {
-    let mut result = PolicyResult {
-        policy_id: definition.policy_id,
-        policy_name: definition.name.clone(),
-        priority: definition.priority,
-        deny: false,
-        review: false,
-        allow: false,
-        reasons: Vec::new(),
-        redact: false,
-        violation_type: None,
-        inject_headers: Vec::new(),
-        exception_id: None,
-        error: None,
-    };
+    let mut result =
+        PolicyResult::unmatched(definition.policy_id, &definition.name, definition.priority);
     runner.set_input(input);
     let mut eval_raw = |path: &String| runner.eval(path);
     let outcome = (|| -> Result<(), String> {
