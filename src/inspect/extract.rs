@@ -220,86 +220,190 @@ pub fn extract(
     out
 }
 
+/// Reads a JSON body as serde parses it, without building a tree first: each string leaf is
+/// pushed as it is read (the tree was half the cost of inspecting a chat body).
 fn extract_json(out: &mut Extracted, body: &[u8]) {
-    match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(value) => {
-            out.format = "json";
-            let mut path = String::new();
-            let mut pointer = String::new();
-            walk_json(out, &value, &mut path, &mut pointer);
+    use serde::de::DeserializeSeed;
+    out.format = "json";
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let mut walk = JsonWalk {
+        out: &mut *out,
+        path: String::new(),
+        pointer: String::new(),
+    };
+    let walked = Node(&mut walk)
+        .deserialize(&mut deserializer)
+        .and_then(|()| deserializer.end());
+    if let Err(error) = walked {
+        // What was read before the error is dropped: the whole body is inspected as text.
+        out.text.clear();
+        out.segments.clear();
+        out.prompt_chars = 0;
+        // A prefix cut at the cap is not valid JSON; inspect it as text rather than not at all.
+        if !out.truncated {
+            out.problem = Some(format!(
+                "body is not valid JSON ({error}); inspected as text"
+            ));
         }
-        Err(error) => {
-            // A prefix cut at the cap is not valid JSON; inspect it as text rather than not at all.
-            if !out.truncated {
-                out.problem = Some(format!(
-                    "body is not valid JSON ({error}); inspected as text"
-                ));
-            }
-            out.format = "text";
-            let text = String::from_utf8_lossy(body);
-            out.push(&text, Origin::Body(0..body.len()), true);
-        }
+        out.format = "text";
+        let text = String::from_utf8_lossy(body);
+        out.push(&text, Origin::Body(0..body.len()), true);
     }
 }
 
-fn walk_json(
-    out: &mut Extracted,
-    value: &serde_json::Value,
-    path: &mut String,
-    pointer: &mut String,
-) {
-    match value {
-        serde_json::Value::String(s) => {
-            if is_binary_payload(s) {
-                return;
-            }
-            let provider = PROMPT_PATHS
-                .iter()
-                .find(|(p, _)| *p == path.as_str())
-                .map(|(_, f)| *f);
-            if let Some(provider) = provider {
-                // Several providers share the OpenAI message paths; a path only one of them
-                // uses (Anthropic's `system`, Gemini's `contents`) is the better name.
-                if out.format == "json" || out.format.starts_with("openai_") {
-                    out.format = provider;
-                }
-            }
-            out.push(s, Origin::Json(pointer.clone()), provider.is_some());
+/// Where the JSON walk is: the key path (array positions as `*`) that names prompt fields, and
+/// the RFC 6901 pointer recorded as each string's origin.
+struct JsonWalk<'o> {
+    out: &'o mut Extracted,
+    path: String,
+    pointer: String,
+}
+
+impl JsonWalk<'_> {
+    fn string(&mut self, s: &str) {
+        if is_binary_payload(s) {
+            return;
         }
-        serde_json::Value::Array(items) => {
-            for (index, item) in items.iter().enumerate() {
-                let (path_len, pointer_len) = (path.len(), pointer.len());
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push('*');
-                pointer.push('/');
-                let _ = write!(pointer, "{index}");
-                walk_json(out, item, path, pointer);
-                path.truncate(path_len);
-                pointer.truncate(pointer_len);
+        let provider = PROMPT_PATHS
+            .iter()
+            .find(|(p, _)| *p == self.path.as_str())
+            .map(|(_, f)| *f);
+        if let Some(provider) = provider {
+            // Several providers share the OpenAI message paths; a path only one of them uses
+            // (Anthropic's `system`, Gemini's `contents`) is the better name.
+            if self.out.format == "json" || self.out.format.starts_with("openai_") {
+                self.out.format = provider;
             }
         }
-        serde_json::Value::Object(map) => {
-            for (key, item) in map {
-                let (path_len, pointer_len) = (path.len(), pointer.len());
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(key);
-                pointer.push('/');
-                // JSON pointer escaping (RFC 6901), paid only by keys that need it.
-                if key.contains(['~', '/']) {
-                    pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
-                } else {
-                    pointer.push_str(key);
-                }
-                walk_json(out, item, path, pointer);
-                path.truncate(path_len);
-                pointer.truncate(pointer_len);
+        self.out
+            .push(s, Origin::Json(self.pointer.clone()), provider.is_some());
+    }
+
+    /// Steps into array position `index`; returns where to step back to.
+    fn enter_index(&mut self, index: usize) -> (usize, usize) {
+        let back = (self.path.len(), self.pointer.len());
+        if !self.path.is_empty() {
+            self.path.push('.');
+        }
+        self.path.push('*');
+        self.pointer.push('/');
+        let _ = write!(self.pointer, "{index}");
+        back
+    }
+
+    /// Steps into object member `key`; returns where to step back to.
+    fn enter_key(&mut self, key: &str) -> (usize, usize) {
+        let back = (self.path.len(), self.pointer.len());
+        if !self.path.is_empty() {
+            self.path.push('.');
+        }
+        self.path.push_str(key);
+        self.pointer.push('/');
+        // JSON pointer escaping (RFC 6901), paid only by keys that need it.
+        if key.contains(['~', '/']) {
+            self.pointer
+                .push_str(&key.replace('~', "~0").replace('/', "~1"));
+        } else {
+            self.pointer.push_str(key);
+        }
+        back
+    }
+
+    fn leave(&mut self, (path, pointer): (usize, usize)) {
+        self.path.truncate(path);
+        self.pointer.truncate(pointer);
+    }
+}
+
+/// One JSON value of the walk.
+struct Node<'w, 'o>(&'w mut JsonWalk<'o>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Node<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Node<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<(), E> {
+        self.0.string(s);
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let walk = self.0;
+        for index in 0.. {
+            let back = walk.enter_index(index);
+            let more = items.next_element_seed(Node(&mut *walk))?.is_some();
+            walk.leave(back);
+            if !more {
+                break;
             }
         }
-        _ => {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut members: A) -> Result<(), A::Error> {
+        let walk = self.0;
+        while let Some(back) = members.next_key_seed(Key(&mut *walk))? {
+            members.next_value_seed(Node(&mut *walk))?;
+            walk.leave(back);
+        }
+        Ok(())
+    }
+}
+
+/// An object key of the walk: stepped into as it is read, with no `String` of its own.
+struct Key<'w, 'o>(&'w mut JsonWalk<'o>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key<'_, '_> {
+    type Value = (usize, usize);
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<(usize, usize), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Key<'_, '_> {
+    type Value = (usize, usize);
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<(usize, usize), E> {
+        Ok(self.0.enter_key(key))
     }
 }
 
@@ -645,5 +749,23 @@ mod tests {
         assert_eq!(out.format, "text");
         assert!(out.text.contains("card 4111"));
         assert!(out.problem.is_none());
+    }
+
+    #[test]
+    fn json_broken_after_its_first_strings_is_inspected_once_as_text() {
+        let body = r#"{"messages":[{"role":"user","content":"hello"}], "model": gpt}"#;
+        let out = json(body);
+        assert_eq!(out.format, "text");
+        assert_eq!(
+            out.text, body,
+            "the strings read before the error are not kept twice"
+        );
+        assert_eq!(out.segments.len(), 1);
+        assert_eq!(out.segments[0].origin, Origin::Body(0..body.len()));
+        assert_eq!(out.prompt_chars, body.chars().count());
+        assert!(out
+            .problem
+            .as_deref()
+            .is_some_and(|p| p.contains("not valid JSON")));
     }
 }
