@@ -3,7 +3,8 @@
 //! A [`PolicySet`] is compiled once per snapshot: every active `opa` policy becomes its own
 //! regorus engine (its `rule_metadata` is its `data.metadata`, so policies cannot see each
 //! other's data). Engines are cloned once per worker thread and reused until the next snapshot,
-//! so evaluation takes no lock. The combination rule is the contract of DESIGN.md section 3:
+//! so evaluation takes no lock; beside each, the thread memoizes the policy's verdicts by the
+//! input paths the policy reads (`memo`). The combination rule is the contract of DESIGN.md section 3:
 //! in-scope policies by descending priority, the highest one whose deny/review/allow holds
 //! decides (deny > review > allow within it, most restrictive among equals), approved
 //! exceptions cancel a policy's match, no match falls back to the service's approval status,
