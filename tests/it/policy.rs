@@ -91,13 +91,29 @@ async fn the_eu_ai_act_policy_denies_a_social_scoring_service() {
         "{error}"
     );
     assert!(origin.requests().is_empty());
-    let rows: Vec<(String, String)> = gateway
-        .rows_eventually("SELECT v.violation_type, d.primary_policy_id FROM violations v JOIN decisions d USING (decision_id)", 1)
+    let rows: Vec<(String, String, String)> = gateway
+        .rows_eventually("SELECT v.violation_type, d.primary_policy_id, CAST(d.explanation AS TEXT) FROM violations v JOIN decisions d USING (decision_id)", 1)
         .await;
     assert_eq!(rows[0].0, "prohibited_ai_practice");
     assert_eq!(
         rows[0].1, "2fe22bad-7b03-5b63-9fcf-29b83acde7c4",
         "the EU AI Act policy's id"
+    );
+    // A stop's explanation is rendered by the audit writer: it holds the policy input the
+    // policies saw, without the request headers and without the prompt.
+    let explanation: serde_json::Value = serde_json::from_str(&rows[0].2).unwrap();
+    let input = &explanation["facts"]["input"];
+    assert_eq!(
+        input["resource"]["capabilities"],
+        serde_json::json!(["social_scoring"]),
+        "{explanation}"
+    );
+    assert_eq!(input["request"]["host"], "scorer.example");
+    assert!(input["request"].get("headers").is_none(), "{explanation}");
+    assert!(!rows[0].2.contains("rate citizen"), "{explanation}");
+    assert_eq!(
+        explanation["decided_by"]["policy_name"],
+        "EU AI Act - Prohibited AI Systems"
     );
 }
 
