@@ -423,7 +423,7 @@ fn service_resource(s: &AiService) -> Value {
 /// The explanation column of `verdict`. An allowed request (most of the traffic) is explained by
 /// its service, signals and policy results, serialized now straight from the verdict (building
 /// and dropping a JSON tree of every policy result cost more than the policies themselves). A
-/// stop is explained by the whole policy input as well, which is a third of a stopped request's
+/// stop is explained by the whole policy input as well, over a quarter of a stopped request's
 /// decision cost to serialize: the audit writer renders that one, off the request path.
 fn explanation(verdict: &Verdict) -> (Option<JsonText>, PendingExplanation) {
     if verdict.decision == Decision::Allow {

@@ -104,7 +104,8 @@ impl DecisionRecord {
 }
 
 /// An explanation whose JSON is written later, off the request path: a stop's explanation holds
-/// the whole policy input, and serializing it was a third of a stopped request's decision cost.
+/// the whole policy input, and serializing it was over a quarter of a stopped request's decision
+/// cost.
 pub trait LateExplanation: Send + Sync {
     fn render(&self) -> Option<JsonText>;
 }

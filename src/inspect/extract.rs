@@ -107,6 +107,13 @@ impl Extracted {
         }
     }
 
+    /// The whole body as one prompt segment: plain text, or JSON that did not parse.
+    fn push_body_as_text(&mut self, body: &[u8]) {
+        self.format = "text";
+        let text = String::from_utf8_lossy(body);
+        self.push(&text, Origin::Body(0..body.len()), true);
+    }
+
     fn push(&mut self, value: &str, origin: Origin, prompt: bool) {
         if value.is_empty() {
             return;
@@ -210,9 +217,7 @@ pub fn extract(
     } else if mime == "multipart/form-data" {
         extract_multipart(&mut out, content_type.unwrap_or_default(), body, limit);
     } else if mime.is_empty() || mime.starts_with("text/") || is_text_like(&mime) {
-        out.format = "text";
-        let text = String::from_utf8_lossy(body);
-        out.push(&text, Origin::Body(0..body.len()), true);
+        out.push_body_as_text(body);
     } else {
         out.format = "binary";
     }
@@ -221,7 +226,7 @@ pub fn extract(
 }
 
 /// Reads a JSON body as serde parses it, without building a tree first: each string leaf is
-/// pushed as it is read (the tree was half the cost of inspecting a chat body).
+/// pushed as it is read (the tree's many small allocations cost more time than instructions).
 fn extract_json(out: &mut Extracted, body: &[u8]) {
     use serde::de::DeserializeSeed;
     out.format = "json";
@@ -245,9 +250,7 @@ fn extract_json(out: &mut Extracted, body: &[u8]) {
                 "body is not valid JSON ({error}); inspected as text"
             ));
         }
-        out.format = "text";
-        let text = String::from_utf8_lossy(body);
-        out.push(&text, Origin::Body(0..body.len()), true);
+        out.push_body_as_text(body);
     }
 }
 

@@ -277,6 +277,35 @@ struct Worker {
     memo: memo::Table,
 }
 
+impl Worker {
+    /// The policy's verdict on `input`: memoized by the values (`projected`, one per
+    /// [`PolicySet::input_paths`] entry) at the paths it reads, else evaluated. `key` is scratch.
+    fn verdict(
+        &mut self,
+        policy: &CompiledPolicy,
+        input: &regorus::Value,
+        projected: &[regorus::Value],
+        key: &mut Vec<regorus::Value>,
+    ) -> PolicyResult {
+        let Some(reads) = &policy.reads else {
+            return evaluate_one(&mut self.runner, &policy.rules, input, &policy.definition);
+        };
+        key.clear();
+        key.extend(reads.iter().map(|&i| projected[i].clone()));
+        if let Some(known) = self.memo.get(key) {
+            crate::metrics::POLICY_MEMO_HITS.inc();
+            return known.clone();
+        }
+        crate::metrics::POLICY_MEMO_MISSES.inc();
+        let fresh = evaluate_one(&mut self.runner, &policy.rules, input, &policy.definition);
+        // An error is reported (and counted) on every request it hits.
+        if fresh.error.is_none() {
+            self.memo.insert(key, &fresh);
+        }
+        fresh
+    }
+}
+
 /// A worker thread's state for one policy set.
 #[derive(Default)]
 struct Workers {
@@ -583,36 +612,8 @@ impl PolicySet {
                 if !definition.in_effect(now) || !definition.scope.covers(subject) {
                     continue;
                 }
-                let mut result = match &policy.reads {
-                    Some(reads) => {
-                        let key = &mut workers.key;
-                        key.clear();
-                        key.extend(reads.iter().map(|&i| workers.projected[i].clone()));
-                        match worker.memo.get(key) {
-                            Some(known) => {
-                                crate::metrics::POLICY_MEMO_HITS.inc();
-                                known.clone()
-                            }
-                            None => {
-                                crate::metrics::POLICY_MEMO_MISSES.inc();
-                                let fresh = evaluate_one(
-                                    &mut worker.runner,
-                                    &policy.rules,
-                                    regorus_input,
-                                    definition,
-                                );
-                                // An error is reported (and counted) on every request it hits.
-                                if fresh.error.is_none() {
-                                    worker.memo.insert(key, &fresh);
-                                }
-                                fresh
-                            }
-                        }
-                    }
-                    None => {
-                        evaluate_one(&mut worker.runner, &policy.rules, regorus_input, definition)
-                    }
-                };
+                let mut result =
+                    worker.verdict(policy, regorus_input, &workers.projected, &mut workers.key);
                 if let Some(decision) = result.outcome() {
                     result.exception_id =
                         exceptions.covering(subject, Some(definition.policy_id), decision, now);
