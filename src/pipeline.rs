@@ -20,7 +20,7 @@ use crate::audit::{
     ViolationRecord, ANONYMOUS_USER, BUILTIN_APPROVAL_POLICY, BUILTIN_APPROVAL_POLICY_NAME,
 };
 use crate::catalog::{AiService, Catalog, Fingerprint, RequestSignals};
-use crate::identity::Identity;
+use crate::identity::{DeviceContext, Identity, UserContext};
 use crate::inspect::{DataClass, Inspection, Inspector};
 use crate::policy::{Exceptions, Outcome, PolicySet, Subject};
 
@@ -35,6 +35,9 @@ pub struct Snapshot {
     /// Each service's `resource` document of the policy input, built once per snapshot: it is
     /// the largest part of the input and the same for every request to the service.
     resources: HashMap<Uuid, regorus::Value>,
+    /// Whether `input.request.headers` is worth building: no shipped policy reads it, and the
+    /// map cost a tree node and two strings a header on every request.
+    headers_read: bool,
 }
 
 impl Snapshot {
@@ -49,12 +52,14 @@ impl Snapshot {
             .iter()
             .map(|s| (s.service_id, regorus::Value::from(service_resource(s))))
             .collect();
+        let headers_read = policies.may_read(&["request", "headers"]);
         Snapshot {
             catalog,
             inspector,
             policies,
             exceptions,
             resources,
+            headers_read,
         }
     }
 }
@@ -73,6 +78,7 @@ static NO_DEVICE_INPUT: LazyLock<regorus::Value> = LazyLock::new(|| {
     regorus::Value::from(json!({"id": null, "hostname": null, "crown_jewel": false,
         "sensitivity": null, "compliance_status": null, "data_classification": []}))
 });
+static NO_HEADERS_INPUT: LazyLock<regorus::Value> = LazyLock::new(regorus::Value::new_object);
 static UNCLASSIFIED_CONTENT_INPUT: LazyLock<regorus::Value> = LazyLock::new(|| {
     regorus::Value::from(
         json!({"classified": false, "entities": [], "data_classification": [],
@@ -126,6 +132,16 @@ pub struct RequestFacts<'a> {
 impl RequestFacts<'_> {
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `scheme://host/path`, without `format!`'s machinery (twice per request).
+    fn url(&self) -> String {
+        let mut url =
+            String::with_capacity(self.scheme.len() + 3 + self.host.len() + self.path.len());
+        for part in [self.scheme, "://", self.host, self.path] {
+            url.push_str(part);
+        }
+        url
     }
 }
 
@@ -287,22 +303,27 @@ fn policy_input(
             "prohibited_for": [], "capabilities": [], "certifications": [], "data_regions": [],
         })),
     };
-    let headers: BTreeMap<regorus::Value, regorus::Value> = request
-        .headers
-        .iter()
-        .filter(|(name, _)| {
-            !matches!(
-                name.as_str(),
-                "authorization" | "cookie" | "proxy-authorization" | "x-api-key"
-            )
-        })
-        .filter_map(|(name, value)| {
-            Some((
-                regorus::Value::from(name.as_str()),
-                regorus::Value::from(value.to_str().ok()?),
-            ))
-        })
-        .collect();
+    let headers = if snapshot.headers_read {
+        request
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                !matches!(
+                    name.as_str(),
+                    "authorization" | "cookie" | "proxy-authorization" | "x-api-key"
+                )
+            })
+            .filter_map(|(name, value)| {
+                Some((
+                    regorus::Value::from(name.as_str()),
+                    regorus::Value::from(value.to_str().ok()?),
+                ))
+            })
+            .collect::<BTreeMap<_, _>>()
+            .into()
+    } else {
+        NO_HEADERS_INPUT.clone()
+    };
     let content = match inspection {
         Some(i) => {
             let counts = i.counts();
@@ -319,23 +340,16 @@ fn policy_input(
     };
     let identity = request.identity;
     let user = match identity.user.as_deref() {
-        Some(u) => object! {
-            "id" => u.id.to_string().into(),
-            "email" => u.email.as_str().into(),
-            "department" => optional(u.department.as_deref()),
-            "department_chain" => strings(&u.department_chain),
-            "groups" => strings(&u.groups),
-            "roles" => strings(&u.roles),
-            "risk_score" => u.risk_score.into(),
-            "clearance_level" => optional(u.clearance_level.as_deref()),
-            "employee_type" => optional(u.employee_type.as_deref()),
-            "status" => u.status.as_str().into(),
-            "suspended" => (u.status == "suspended").into(),
-            "allowed_ai_services" => strings(&u.allowed_ai_services),
-            "prohibited_ai_services" => strings(&u.prohibited_ai_services),
-            "authenticated" => true.into(),
-            "method" => identity.method.into(),
-        },
+        Some(u) => {
+            let (method, document) = u
+                .policy_input
+                .get_or_init(|| (identity.method, user_input(u, identity.method)));
+            if *method == identity.method {
+                document.clone()
+            } else {
+                user_input(u, identity.method)
+            }
+        }
         None => {
             let mut anonymous = ANONYMOUS_USER_INPUT.clone();
             set_member(&mut anonymous, &METHOD_KEY, identity.method.into());
@@ -343,14 +357,7 @@ fn policy_input(
         }
     };
     let device = match identity.device.as_deref() {
-        Some(d) => object! {
-            "id" => d.id.to_string().into(),
-            "hostname" => optional(d.hostname.as_deref()),
-            "crown_jewel" => d.crown_jewel.into(),
-            "sensitivity" => optional(d.sensitivity.as_deref()),
-            "compliance_status" => optional(d.compliance_status.as_deref()),
-            "data_classification" => strings(&d.data_classification),
-        },
+        Some(d) => d.policy_input.get_or_init(|| device_input(d)).clone(),
         None => NO_DEVICE_INPUT.clone(),
     };
     let action = inspection.map_or("access_ai_service", |i| i.extracted.action().as_str());
@@ -360,8 +367,8 @@ fn policy_input(
         "host" => request.host.into(),
         "port" => u64::from(request.port).into(),
         "path" => request.path.into(),
-        "url" => format!("{}://{}{}", request.scheme, request.host, request.path).into(),
-        "headers" => headers.into(),
+        "url" => request.url().into(),
+        "headers" => headers,
         "content_type" => optional(request.header("content-type")),
         "body_bytes" => request.body.len().into(),
         "action" => action.into(),
@@ -385,6 +392,39 @@ fn policy_input(
         "request" => request_input,
         "content" => content,
         "context" => context,
+    }
+}
+
+/// `input.user` of an attributed request. Built once per cached user context (and method).
+fn user_input(u: &UserContext, method: &'static str) -> regorus::Value {
+    object! {
+        "id" => u.id.to_string().into(),
+        "email" => u.email.as_str().into(),
+        "department" => optional(u.department.as_deref()),
+        "department_chain" => strings(&u.department_chain),
+        "groups" => strings(&u.groups),
+        "roles" => strings(&u.roles),
+        "risk_score" => u.risk_score.into(),
+        "clearance_level" => optional(u.clearance_level.as_deref()),
+        "employee_type" => optional(u.employee_type.as_deref()),
+        "status" => u.status.as_str().into(),
+        "suspended" => (u.status == "suspended").into(),
+        "allowed_ai_services" => strings(&u.allowed_ai_services),
+        "prohibited_ai_services" => strings(&u.prohibited_ai_services),
+        "authenticated" => true.into(),
+        "method" => method.into(),
+    }
+}
+
+/// `input.device` of a request from a known asset. Built once per cached device context.
+fn device_input(d: &DeviceContext) -> regorus::Value {
+    object! {
+        "id" => d.id.to_string().into(),
+        "hostname" => optional(d.hostname.as_deref()),
+        "crown_jewel" => d.crown_jewel.into(),
+        "sensitivity" => optional(d.sensitivity.as_deref()),
+        "compliance_status" => optional(d.compliance_status.as_deref()),
+        "data_classification" => strings(&d.data_classification),
     }
 }
 
@@ -615,10 +655,7 @@ pub fn decision_record(
         .to_owned(),
         resource_id: service.map(|s| s.service_id),
         resource_name: Some(service.map_or_else(|| request.host.to_owned(), |s| s.name.clone())),
-        resource_url: Some(format!(
-            "{}://{}{}",
-            request.scheme, request.host, request.path
-        )),
+        resource_url: Some(request.url()),
         decision: verdict.decision.as_column().to_owned(),
         reason: verdict.reason.clone(),
         confidence: (verdict.fingerprint.confidence > 0.0)
@@ -648,28 +685,61 @@ pub fn decision_record(
     }
 }
 
-/// The `policies_evaluated` column, serialized without an intermediate JSON tree.
+/// The `policies_evaluated` column: `[{policy_id, policy_name, priority, matched, exception_id?}]`.
+/// Written by hand: serde spent some 2,000 instructions a row on field keys, escaping and
+/// buffer growth, and every request writes one row per policy. Checking the text with serde's
+/// reader cost 11,000 more; `policies_evaluated_is_the_json_serde_would_write` checks the writer.
 fn policies_evaluated(results: &[crate::policy::PolicyResult]) -> JsonText {
-    #[derive(serde::Serialize)]
-    struct Evaluated<'a> {
-        policy_id: Uuid,
-        policy_name: &'a str,
-        priority: i32,
-        matched: bool,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        exception_id: Option<Uuid>,
+    let mut json = String::with_capacity(2 + results.len() * 128);
+    json.push('[');
+    for (i, r) in results.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str("{\"policy_id\":\"");
+        json.push_str(
+            r.policy_id
+                .hyphenated()
+                .encode_lower(&mut Uuid::encode_buffer()),
+        );
+        json.push_str("\",\"policy_name\":");
+        push_json_string(&mut json, &r.policy_name);
+        json.push_str(",\"priority\":");
+        json.push_str(itoa::Buffer::new().format(r.priority));
+        json.push_str(",\"matched\":");
+        json.push_str(if r.deny || r.review || r.allow {
+            "true"
+        } else {
+            "false"
+        });
+        if let Some(exception) = r.exception_id {
+            json.push_str(",\"exception_id\":\"");
+            json.push_str(
+                exception
+                    .hyphenated()
+                    .encode_lower(&mut Uuid::encode_buffer()),
+            );
+            json.push('"');
+        }
+        json.push('}');
     }
-    let rows: Vec<Evaluated<'_>> = results
-        .iter()
-        .map(|r| Evaluated {
-            policy_id: r.policy_id,
-            policy_name: &r.policy_name,
-            priority: r.priority,
-            matched: r.deny || r.review || r.allow,
-            exception_id: r.exception_id,
-        })
-        .collect();
-    JsonText::of(&rows).unwrap_or_else(|| JsonText(serde_json::value::RawValue::NULL.to_owned()))
+    json.push(']');
+    JsonText::written(json)
+}
+
+/// `text` as a JSON string literal; plain printable ASCII (policy names, almost always) is copied
+/// as is, anything else goes through serde_json's escaping.
+fn push_json_string(json: &mut String, text: &str) {
+    if text
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        json.push('"');
+        json.push_str(text);
+        json.push('"');
+    } else if let Ok(quoted) = serde_json::to_string(text) {
+        json.push_str(&quoted);
+    }
 }
 
 /// The `violations.violation_type` of a stopped request: the deciding policy's own type, else
@@ -744,6 +814,163 @@ mod tests {
             ja4: None,
             identity: &ANONYMOUS,
         }
+    }
+
+    fn snapshot_with(rego: &str) -> Snapshot {
+        let mut definition =
+            crate::policy::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/policies"))
+                .unwrap()
+                .remove(0);
+        definition.policy_id = Uuid::from_u128(0xfeed);
+        definition.name = "Under test \"quoted\" — ü".into();
+        definition.status = "active".into();
+        definition.scope = crate::policy::Scope::default();
+        definition.rule_content = rego.into();
+        Snapshot::new(
+            Catalog::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/catalog"))
+                .unwrap(),
+            Arc::new(Inspector::new(&[], 0.5, 1 << 20).unwrap()),
+            PolicySet::compile(
+                &[definition],
+                crate::policy::Defaults::default(),
+                crate::policy::FailMode::Closed,
+                crate::policy::Evaluator::Vm,
+            )
+            .unwrap(),
+            Exceptions::default(),
+        )
+    }
+
+    #[test]
+    fn request_headers_reach_the_input_only_when_a_policy_reads_them() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-block", http::HeaderValue::from_static("1"));
+        headers.insert("cookie", http::HeaderValue::from_static("session=secret"));
+        let reader =
+            snapshot_with("package h\ndeny if input.request.headers[\"x-block\"] == \"1\"");
+        let verdict = decide(&reader, &facts("api.openai.com", &headers));
+        assert_eq!(verdict.decision, Decision::Deny);
+        let seen = &verdict.input["request"]["headers"];
+        assert_eq!(seen["x-block"], regorus::Value::from("1"));
+        assert_eq!(
+            seen["cookie"],
+            regorus::Value::Undefined,
+            "credentials never"
+        );
+        let shipped = decide(&snapshot(), &facts("api.openai.com", &headers));
+        assert_eq!(
+            shipped.input["request"]["headers"],
+            regorus::Value::new_object(),
+            "no shipped policy reads them"
+        );
+    }
+
+    #[test]
+    fn a_users_input_document_is_made_once_and_names_each_requests_method() {
+        let user = Arc::new(UserContext {
+            id: Uuid::from_u128(1),
+            email: "ana@example.com".into(),
+            department: Some("Legal".into()),
+            groups: vec!["counsel".into()],
+            status: "active".into(),
+            ..UserContext::default()
+        });
+        let device = Arc::new(DeviceContext {
+            id: Uuid::from_u128(2),
+            crown_jewel: true,
+            ..DeviceContext::default()
+        });
+        let headers = http::HeaderMap::new();
+        let snapshot = snapshot();
+        let decided = |method: &'static str| {
+            let identity = Identity {
+                user: Some(user.clone()),
+                device: Some(device.clone()),
+                method,
+            };
+            let request = RequestFacts {
+                identity: &identity,
+                ..facts("api.openai.com", &headers)
+            };
+            decide(&snapshot, &request).input
+        };
+        let first = decided("trusted_header");
+        let again = decided("trusted_header");
+        let by_proxy_auth = decided("proxy_auth");
+        let expected_user = |method: &str| {
+            regorus::Value::from(json!({
+                "id": Uuid::from_u128(1).to_string(), "email": "ana@example.com",
+                "department": "Legal", "department_chain": [], "groups": ["counsel"], "roles": [],
+                "risk_score": 0, "clearance_level": null, "employee_type": null,
+                "status": "active", "suspended": false, "allowed_ai_services": [],
+                "prohibited_ai_services": [], "authenticated": true, "method": method,
+            }))
+        };
+        assert_eq!(first["user"], expected_user("trusted_header"));
+        assert_eq!(again["user"], expected_user("trusted_header"));
+        assert_eq!(by_proxy_auth["user"], expected_user("proxy_auth"));
+        assert_eq!(first["device"]["crown_jewel"], regorus::Value::from(true));
+        assert_eq!(again["device"], first["device"]);
+        // The kept document is the first request's, shared by the later ones.
+        let kept = &user
+            .policy_input
+            .get_or_init(|| unreachable!("made by the first request"))
+            .1;
+        assert_eq!(kept, &expected_user("trusted_header"));
+        // A clone is a context that may be edited: it does not carry the document along.
+        let edited = UserContext {
+            department: Some("Sales".into()),
+            ..(*user).clone()
+        };
+        assert_eq!(
+            edited
+                .policy_input
+                .get_or_init(|| ("x", regorus::Value::Null))
+                .0,
+            "x"
+        );
+    }
+
+    #[test]
+    fn policies_evaluated_is_the_json_serde_would_write() {
+        let snapshot = snapshot_with("package t\ndeny if input.request.method == \"POST\"");
+        let headers = http::HeaderMap::new();
+        let request = facts("api.openai.com", &headers);
+        let mut verdict = decide(&snapshot, &request);
+        let mut results = verdict.outcome.evaluated.clone();
+        let mut unmatched = results[0].clone();
+        unmatched.deny = false;
+        unmatched.priority = -7;
+        unmatched.exception_id = Some(Uuid::from_u128(0xe));
+        results.push(unmatched);
+        verdict.outcome = Arc::new(Outcome {
+            evaluated: results.clone(),
+            ..(*verdict.outcome).clone()
+        });
+        let record = decision_record(&request, &verdict, Duration::ZERO);
+        let expected: Vec<Value> = results
+            .iter()
+            .map(|r| {
+                let mut row = json!({
+                    "policy_id": r.policy_id, "policy_name": r.policy_name,
+                    "priority": r.priority, "matched": r.deny || r.review || r.allow,
+                });
+                if let Some(exception) = r.exception_id {
+                    row["exception_id"] = json!(exception);
+                }
+                row
+            })
+            .collect();
+        assert_eq!(results[0].policy_name, "Under test \"quoted\" — ü");
+        assert_eq!(
+            serde_json::from_str::<Value>(record.policies_evaluated.get()).unwrap(),
+            Value::Array(expected)
+        );
+        assert_eq!(
+            policies_evaluated(&[]).get(),
+            "[]",
+            "no policy in scope is an empty list"
+        );
     }
 
     #[test]

@@ -21,10 +21,20 @@ pub const BUILTIN_APPROVAL_POLICY: Uuid =
 pub const BUILTIN_APPROVAL_POLICY_NAME: &str = "Catalog approval status (built-in)";
 
 /// A JSON column serialized once, when the decision is made: the stores and the journal write
-/// it verbatim instead of walking a JSON tree again.
-#[derive(Debug, Clone, Serialize)]
-#[serde(transparent)]
-pub struct JsonText(pub Box<serde_json::value::RawValue>);
+/// it verbatim instead of walking a JSON tree again. Always JSON: it is serde's output, or that
+/// of a writer in this crate tested against serde's (see [`JsonText::written`]).
+#[derive(Debug, Clone)]
+pub struct JsonText(Box<str>);
+
+/// Only the spill journal serializes records: the text is read back into a raw JSON value there,
+/// off the request path, so that a record's JSON embeds the column as JSON, not as a string.
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
+}
 
 /// Read back through a JSON tree: a raw value cannot be taken from the buffered input serde
 /// gives the fields of an internally tagged enum (`AuditRecord` in the spill journal).
@@ -38,11 +48,23 @@ impl<'de> Deserialize<'de> for JsonText {
 impl JsonText {
     /// `None` only when `value` cannot be serialized (a map with non-string keys).
     pub fn of<T: Serialize + ?Sized>(value: &T) -> Option<JsonText> {
-        serde_json::value::to_raw_value(value).ok().map(JsonText)
+        serde_json::to_string(value)
+            .ok()
+            .map(|json| JsonText(json.into_boxed_str()))
+    }
+
+    /// JSON text written by hand on the request path, where validating it again would cost more
+    /// than writing it. The writer must have a test comparing its output with serde's.
+    pub(crate) fn written(json: String) -> JsonText {
+        debug_assert!(
+            serde_json::from_str::<serde::de::IgnoredAny>(&json).is_ok(),
+            "not JSON: {json}"
+        );
+        JsonText(json.into_boxed_str())
     }
 
     pub fn get(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 }
 

@@ -44,6 +44,9 @@ pub struct UserContext {
     /// The department's and the groups' service lists, merged.
     pub allowed_ai_services: Vec<String>,
     pub prohibited_ai_services: Vec<String>,
+    /// The policy input's `user` document and the attribution method it names.
+    #[serde(skip)]
+    pub policy_input: Derived<(&'static str, regorus::Value)>,
 }
 
 /// `input.device` of the policy contract: the asset a request came from.
@@ -57,6 +60,50 @@ pub struct DeviceContext {
     pub data_classification: Vec<String>,
     #[serde(skip)]
     pub owner_id: Option<Uuid>,
+    /// The policy input's `device` document.
+    #[serde(skip)]
+    pub policy_input: Derived<regorus::Value>,
+}
+
+/// What a later stage makes of a context (its policy-input document), made on the first request
+/// that needs it and kept while the resolver caches the context: contexts are shared immutably,
+/// and a changed user or device is a new context, so the form cannot go stale. A clone starts
+/// empty, since a cloned context may be edited before use.
+pub struct Derived<T>(std::sync::OnceLock<T>);
+
+impl<T> Derived<T> {
+    pub fn get_or_init(&self, make: impl FnOnce() -> T) -> &T {
+        self.0.get_or_init(make)
+    }
+}
+
+impl<T> Default for Derived<T> {
+    fn default() -> Self {
+        Derived(std::sync::OnceLock::new())
+    }
+}
+
+impl<T> Clone for Derived<T> {
+    fn clone(&self) -> Self {
+        Derived::default()
+    }
+}
+
+/// Not part of what a context is: two contexts with equal fields are equal.
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> std::fmt::Debug for Derived<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Derived(made)"
+        } else {
+            "Derived(empty)"
+        })
+    }
 }
 
 /// What a request offers to be attributed by. `Debug` leaves the headers out: they may carry

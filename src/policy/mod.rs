@@ -503,6 +503,19 @@ impl PolicySet {
         self.policies.len()
     }
 
+    /// Whether some policy may read `input.<path>`: the path itself, a part of it or a document
+    /// holding it, or anything at all for a policy whose reads are unknown. Lets the pipeline
+    /// leave out input nobody looks at.
+    pub fn may_read(&self, path: &[&str]) -> bool {
+        let overlaps = |read: &[regorus::Value]| {
+            read.iter()
+                .zip(path)
+                .all(|(segment, name)| segment.as_string().is_ok_and(|s| s.as_ref() == *name))
+        };
+        self.policies.iter().any(|p| p.reads.is_none())
+            || self.input_paths.iter().any(|read| overlaps(read))
+    }
+
     /// Names of the policies that run on the interpreter rather than the bytecode VM.
     pub fn interpreted(&self) -> Vec<&str> {
         self.policies

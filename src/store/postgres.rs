@@ -761,6 +761,7 @@ impl Store for PostgresStore {
                 compliance_status,
                 data_classification: classification.unwrap_or_default(),
                 owner_id,
+                policy_input: Default::default(),
             },
         ))
     }

@@ -849,6 +849,7 @@ impl Store for SqliteStore {
                 .as_deref()
                 .map(|o| parse_uuid("assets", &id, o))
                 .transpose()?,
+            policy_input: Default::default(),
         }))
     }
 
