@@ -556,36 +556,25 @@ fn scopes_match_users_and_services_by_id_or_name_in_any_case() {
 
 #[test]
 fn may_read_answers_for_the_path_its_parts_and_what_holds_it() {
-    let headers = set(vec![policy(
-        "header",
-        1,
-        "package h\ndeny if input.request.headers[\"x-block\"] == \"1\"",
-    )]);
+    let one = |rego: &str| set(vec![policy("under test", 1, rego)]);
+    let headers = one("package h\ndeny if input.request.headers[\"x-block\"] == \"1\"");
     assert!(headers.may_read(&["request", "headers"]));
     assert!(
         headers.may_read(&["request"]),
         "a document holding a read path"
     );
     assert!(!headers.may_read(&["request", "path"]));
-    let whole_request = set(vec![policy(
-        "request",
-        1,
-        "package r\ndeny if count(input.request) > 100",
-    )]);
+    let whole_request = one("package r\ndeny if count(input.request) > 100");
     assert!(
         whole_request.may_read(&["request", "headers"]),
         "a part of a read path"
     );
-    let shipped = set(shipped());
-    assert!(!shipped.may_read(&["request", "headers"]));
-    assert!(shipped.may_read(&["resource", "capabilities"]));
-    let opaque = set(vec![policy(
-        "opaque",
-        1,
-        "package o\ndeny if count(object.keys(input)) > 100",
-    )]);
+    let opaque = one("package o\ndeny if count(object.keys(input)) > 100");
     assert!(
         opaque.may_read(&["request", "headers"]),
         "reads unknown: everything may be read"
     );
+    let shipped = set(shipped());
+    assert!(!shipped.may_read(&["request", "headers"]));
+    assert!(shipped.may_read(&["resource", "capabilities"]));
 }
