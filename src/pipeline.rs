@@ -737,8 +737,9 @@ fn push_json_string(json: &mut String, text: &str) {
         json.push('"');
         json.push_str(text);
         json.push('"');
-    } else if let Ok(quoted) = serde_json::to_string(text) {
-        json.push_str(&quoted);
+    } else {
+        // serde_json cannot fail on a string; should it ever, the text stays JSON.
+        json.push_str(serde_json::to_string(text).as_deref().unwrap_or("null"));
     }
 }
 

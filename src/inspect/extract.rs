@@ -107,6 +107,13 @@ impl Extracted {
         }
     }
 
+    /// Drops every string [`Extracted::push`] added (JSON that turned out invalid midway).
+    fn forget_strings(&mut self) {
+        self.text.clear();
+        self.segments.clear();
+        self.prompt_chars = 0;
+    }
+
     /// The whole body as one prompt segment: plain text, or JSON that did not parse.
     fn push_body_as_text(&mut self, body: &[u8]) {
         self.format = "text";
@@ -241,9 +248,7 @@ fn extract_json(out: &mut Extracted, body: &[u8]) {
         .and_then(|()| deserializer.end());
     if let Err(error) = walked {
         // What was read before the error is dropped: the whole body is inspected as text.
-        out.text.clear();
-        out.segments.clear();
-        out.prompt_chars = 0;
+        out.forget_strings();
         // A prefix cut at the cap is not valid JSON; inspect it as text rather than not at all.
         if !out.truncated {
             out.problem = Some(format!(
