@@ -60,9 +60,21 @@ fn write_policy(dir: &std::path::Path, name: &str, priority: i32, rego: &str) {
 }
 
 async fn post_json(gateway: &TestGateway, url: &str, body: &str) -> (u16, serde_json::Value) {
+    post_json_with(gateway, url, body, &[]).await
+}
+
+async fn post_json_with(
+    gateway: &TestGateway,
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
     let client = gateway.client(&gateway.ca_pem(), Http::One);
-    let response = client
-        .post(url)
+    let mut request = client.post(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request
         .header("content-type", "application/json")
         .body(body.to_owned())
         .send()
@@ -249,6 +261,48 @@ async fn policy_changes_in_files_and_in_the_store_apply_without_restart() {
         "name and line: {message}"
     );
     assert_eq!(post_json(&gateway, url, body).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_policy_loaded_at_runtime_reads_request_headers_but_never_credentials() {
+    let catalog = test_service("goodai", "good.example", "approved", &["text_generation"]);
+    let token = "headers-token";
+    let (gateway, _origin, policy_dir) = policy_gateway(&catalog, "good.example", &[], |config| {
+        config.admin.token_sha256 = vec![crate::support::sha256_hex(token)];
+    })
+    .await;
+    let url = "https://good.example/v1/chat/completions";
+    let body = r#"{"messages":[{"role":"user","content":"hello"}]}"#;
+    let red_team = [("x-team", "red"), ("authorization", "Bearer sk-live")];
+    assert_eq!(post_json_with(&gateway, url, body, &red_team).await.0, 200);
+
+    // The shipped set reads no header, so the gateway leaves them out of the input; a policy
+    // that reads them, loaded without a restart, must still see them.
+    write_policy(
+        &policy_dir,
+        "Red team only",
+        960,
+        "package redteam\ndeny if input.request.headers[\"x-team\"] == \"red\"\n\
+         deny if input.request.headers.authorization\nreason := \"red team traffic\"\n",
+    );
+    let reloaded = reqwest::Client::new()
+        .post(format!("http://{}/admin/reload", gateway.gateway.admin_addr))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reloaded.status(), 200);
+    let (status, error) = post_json_with(&gateway, url, body, &red_team).await;
+    assert_eq!(
+        (status, error["error"]["policy"].as_str()),
+        (403, Some("Red team only"))
+    );
+    let credentials_only = [("authorization", "Bearer sk-live"), ("x-team", "blue")];
+    assert_eq!(
+        post_json_with(&gateway, url, body, &credentials_only).await.0,
+        200,
+        "credential headers never reach the policy input"
+    );
 }
 
 #[tokio::test]
