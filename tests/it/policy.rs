@@ -286,7 +286,10 @@ async fn a_policy_loaded_at_runtime_reads_request_headers_but_never_credentials(
          deny if input.request.headers.authorization\nreason := \"red team traffic\"\n",
     );
     let reloaded = reqwest::Client::new()
-        .post(format!("http://{}/admin/reload", gateway.gateway.admin_addr))
+        .post(format!(
+            "http://{}/admin/reload",
+            gateway.gateway.admin_addr
+        ))
         .bearer_auth(token)
         .send()
         .await
@@ -299,7 +302,9 @@ async fn a_policy_loaded_at_runtime_reads_request_headers_but_never_credentials(
     );
     let credentials_only = [("authorization", "Bearer sk-live"), ("x-team", "blue")];
     assert_eq!(
-        post_json_with(&gateway, url, body, &credentials_only).await.0,
+        post_json_with(&gateway, url, body, &credentials_only)
+            .await
+            .0,
         200,
         "credential headers never reach the policy input"
     );
