@@ -44,6 +44,31 @@ async fn gateway_with(catalog_yaml: &str, host: &'static str) -> (TestGateway, O
     (gateway, origin)
 }
 
+const GOOD_URL: &str = "https://good.example/v1/chat/completions";
+const HELLO: &str = r#"{"messages":[{"role":"user","content":"hello"}]}"#;
+
+/// A gateway for an approved service at `GOOD_URL`, administered with `token`, its origin and
+/// its policy directory: for tests that change policies while it runs.
+async fn reloadable_gateway(token: &str) -> (TestGateway, Origin, std::path::PathBuf) {
+    let catalog = test_service("goodai", "good.example", "approved", &["text_generation"]);
+    policy_gateway(&catalog, "good.example", &[], |config| {
+        config.admin.token_sha256 = vec![crate::support::sha256_hex(token)];
+    })
+    .await
+}
+
+async fn reload(gateway: &TestGateway, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!(
+            "http://{}/admin/reload",
+            gateway.gateway.admin_addr
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// `NAME.yaml` + `NAME.rego`: an active policy named `name`.
 fn write_policy(dir: &std::path::Path, name: &str, priority: i32, rego: &str) {
     let file = name.to_lowercase().replace(' ', "-");
@@ -192,14 +217,9 @@ async fn an_unapproved_service_asks_api_clients_for_review() {
 
 #[tokio::test]
 async fn policy_changes_in_files_and_in_the_store_apply_without_restart() {
-    let catalog = test_service("goodai", "good.example", "approved", &["text_generation"]);
     let token = "reload-token";
-    let (gateway, _origin, policy_dir) = policy_gateway(&catalog, "good.example", &[], |config| {
-        config.admin.token_sha256 = vec![crate::support::sha256_hex(token)];
-    })
-    .await;
-    let url = "https://good.example/v1/chat/completions";
-    let body = r#"{"messages":[{"role":"user","content":"hello"}]}"#;
+    let (gateway, _origin, policy_dir) = reloadable_gateway(token).await;
+    let (url, body) = (GOOD_URL, HELLO);
     assert_eq!(post_json(&gateway, url, body).await.0, 200);
 
     // A new policy file is imported into the store and enforced on POST /admin/reload.
@@ -209,15 +229,7 @@ async fn policy_changes_in_files_and_in_the_store_apply_without_restart() {
         950,
         "package freeze\ndeny if input.request.host == \"good.example\"\nreason := \"frozen\"\n",
     );
-    let admin = reqwest::Client::new();
-    let reload_url = format!("http://{}/admin/reload", gateway.gateway.admin_addr);
-    let reloaded = admin
-        .post(&reload_url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reloaded.status(), 200);
+    assert_eq!(reload(&gateway, token).await.status(), 200);
     let (status, error) = post_json(&gateway, url, body).await;
     assert_eq!(
         (status, error["error"]["policy"].as_str()),
@@ -248,12 +260,7 @@ async fn policy_changes_in_files_and_in_the_store_apply_without_restart() {
     gateway
         .execute("UPDATE policies SET status = 'active', rule_content = 'package freeze\ndeny if {\n' WHERE name = 'Change freeze'")
         .await;
-    let rejected = admin
-        .post(&reload_url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let rejected = reload(&gateway, token).await;
     assert_eq!(rejected.status(), 422);
     let message = rejected.text().await.unwrap();
     assert!(
@@ -265,14 +272,9 @@ async fn policy_changes_in_files_and_in_the_store_apply_without_restart() {
 
 #[tokio::test]
 async fn a_policy_loaded_at_runtime_reads_request_headers_but_never_credentials() {
-    let catalog = test_service("goodai", "good.example", "approved", &["text_generation"]);
     let token = "headers-token";
-    let (gateway, _origin, policy_dir) = policy_gateway(&catalog, "good.example", &[], |config| {
-        config.admin.token_sha256 = vec![crate::support::sha256_hex(token)];
-    })
-    .await;
-    let url = "https://good.example/v1/chat/completions";
-    let body = r#"{"messages":[{"role":"user","content":"hello"}]}"#;
+    let (gateway, _origin, policy_dir) = reloadable_gateway(token).await;
+    let (url, body) = (GOOD_URL, HELLO);
     let red_team = [("x-team", "red"), ("authorization", "Bearer sk-live")];
     assert_eq!(post_json_with(&gateway, url, body, &red_team).await.0, 200);
 
@@ -285,16 +287,7 @@ async fn a_policy_loaded_at_runtime_reads_request_headers_but_never_credentials(
         "package redteam\ndeny if input.request.headers[\"x-team\"] == \"red\"\n\
          deny if input.request.headers.authorization\nreason := \"red team traffic\"\n",
     );
-    let reloaded = reqwest::Client::new()
-        .post(format!(
-            "http://{}/admin/reload",
-            gateway.gateway.admin_addr
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reloaded.status(), 200);
+    assert_eq!(reload(&gateway, token).await.status(), 200);
     let (status, error) = post_json_with(&gateway, url, body, &red_team).await;
     assert_eq!(
         (status, error["error"]["policy"].as_str()),
