@@ -11,8 +11,9 @@
 //! A flush begun idle that runs past its deadline, or a batch whose records waited too long, is
 //! only starved, not behind: it is raised to the gentlest normal priority (niceness 19), which
 //! guarantees it a small share of a busy core without taking time slices from requests. At the
-//! writer's own niceness it would compete as an equal, and at half load the request workers then
-//! waited out its slices: a p99 of 10–20 ms instead of 2–5 ms (REPORT-2026-12-01-g).
+//! writer's own niceness it competes as an equal: `perf sched` caught a request worker waiting
+//! 5 ms for the slices of a writer raised so by one overrun flush of 430 records
+//! (REPORT-2026-12-01-g).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -69,7 +70,7 @@ pub(super) struct Scheduling {
     adaptive: AtomicBool,
     level: AtomicU8,
     /// Held while the threads are switched: a raise from the request path and a lowering by the
-    /// writer must not interleave, or the flag could say normal while the threads stay idle.
+    /// writer must not interleave, or the level could say normal while the threads stay idle.
     switching: Mutex<()>,
     nice: u8,
     /// At or above this backlog the writer competes with requests at normal priority...
