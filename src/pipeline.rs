@@ -696,13 +696,9 @@ fn policies_evaluated(results: &[crate::policy::PolicyResult]) -> JsonText {
         if i > 0 {
             json.push(',');
         }
-        json.push_str("{\"policy_id\":\"");
-        json.push_str(
-            r.policy_id
-                .hyphenated()
-                .encode_lower(&mut Uuid::encode_buffer()),
-        );
-        json.push_str("\",\"policy_name\":");
+        json.push_str("{\"policy_id\":");
+        push_json_uuid(&mut json, r.policy_id);
+        json.push_str(",\"policy_name\":");
         push_json_string(&mut json, &r.policy_name);
         json.push_str(",\"priority\":");
         json.push_str(itoa::Buffer::new().format(r.priority));
@@ -713,18 +709,20 @@ fn policies_evaluated(results: &[crate::policy::PolicyResult]) -> JsonText {
             "false"
         });
         if let Some(exception) = r.exception_id {
-            json.push_str(",\"exception_id\":\"");
-            json.push_str(
-                exception
-                    .hyphenated()
-                    .encode_lower(&mut Uuid::encode_buffer()),
-            );
-            json.push('"');
+            json.push_str(",\"exception_id\":");
+            push_json_uuid(&mut json, exception);
         }
         json.push('}');
     }
     json.push(']');
     JsonText::written(json)
+}
+
+/// `id` as a JSON string literal, hyphenated lower case as serde writes it.
+fn push_json_uuid(json: &mut String, id: Uuid) {
+    json.push('"');
+    json.push_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()));
+    json.push('"');
 }
 
 /// `text` as a JSON string literal; plain printable ASCII (policy names, almost always) is copied
