@@ -55,7 +55,13 @@ pub struct ClientHello {
     pub alpn: Vec<Vec<u8>>,
     /// The JA4 fingerprint of the hello (FoxIO's spec), which identifies the client software.
     pub ja4: Option<String>,
+    /// The client lists a ChaCha20-Poly1305 suite first, as clients without AES instructions
+    /// do: its own order is then the one to honour.
+    pub prefers_chacha20: bool,
 }
+
+/// TLS 1.3 `TLS_CHACHA20_POLY1305_SHA256` and the TLS 1.2 ECDHE ChaCha20-Poly1305 suites.
+const CHACHA20_SUITES: [u16; 3] = [0x1303, 0xcca8, 0xcca9];
 
 /// Reads whole TLS records until the first handshake message (the ClientHello) is complete.
 /// `buffer` may already hold bytes read earlier (pipelined after CONNECT); on success it holds every
@@ -139,7 +145,15 @@ fn parse(message: &[u8]) -> Result<ClientHello, HelloError> {
     else {
         return Err(HelloError::Malformed("ClientHello does not parse"));
     };
-    let mut result = ClientHello::default();
+    let mut result = ClientHello {
+        prefers_chacha20: hello
+            .ciphers
+            .iter()
+            .map(|c| c.0)
+            .find(|c| !is_grease(*c))
+            .is_some_and(|c| CHACHA20_SUITES.contains(&c)),
+        ..ClientHello::default()
+    };
     let Some(extensions) = hello.ext else {
         result.ja4 = Some(ja4(&hello, &[], false, &[], &[]));
         return Ok(result);
@@ -301,15 +315,21 @@ mod tests {
 
     /// A real ClientHello produced by rustls for `api.openai.com` with ALPN h2/http1.1.
     fn rustls_client_hello(server_name: &str) -> Vec<u8> {
+        rustls_client_hello_offering(server_name, rustls::crypto::ring::default_provider())
+    }
+
+    /// The same, offering `provider`'s cipher suites in its order.
+    fn rustls_client_hello_offering(
+        server_name: &str,
+        provider: rustls::crypto::CryptoProvider,
+    ) -> Vec<u8> {
         use rustls::pki_types::ServerName;
         let roots = rustls::RootCertStore::empty();
-        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let name = ServerName::try_from(server_name.to_owned()).unwrap();
         let mut connection =
@@ -317,6 +337,18 @@ mod tests {
         let mut bytes = Vec::new();
         connection.write_tls(&mut bytes).unwrap();
         bytes
+    }
+
+    #[test]
+    fn notices_a_client_that_puts_chacha20_first() {
+        let parsed = |hello: Vec<u8>| parse(&hello[5..]).unwrap();
+        assert!(!parsed(rustls_client_hello("api.openai.com")).prefers_chacha20);
+        let mut chacha_first = rustls::crypto::ring::default_provider();
+        chacha_first.cipher_suites.sort_by_key(|suite| {
+            suite.suite() != rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+        });
+        let hello = rustls_client_hello_offering("api.openai.com", chacha_first);
+        assert!(parsed(hello).prefers_chacha20);
     }
 
     #[tokio::test]

@@ -133,41 +133,81 @@ async fn certificate_pinning_clients_are_learned_into_a_tunnel() {
     );
 }
 
-#[tokio::test]
-async fn sni_that_differs_from_the_connect_target_is_refused() {
-    let ca = upstream_ca();
-    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
-    let gateway = TestGateway::start(&ca, &[("api.openai.com", origin.addr)]).await;
-
-    let mut stream = TcpStream::connect(gateway.gateway.proxy_addr)
-        .await
-        .unwrap();
+/// CONNECT to api.openai.com through the gateway, then a TLS handshake naming `server_name` by a
+/// client that trusts the gateway CA and offers `provider`'s suites in their order.
+async fn intercepted_handshake(
+    gateway: &TestGateway,
+    server_name: &str,
+    provider: rustls::crypto::CryptoProvider,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut stream = TcpStream::connect(gateway.gateway.proxy_addr).await?;
     stream
         .write_all(b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n")
-        .await
-        .unwrap();
+        .await?;
     let mut established = [0u8; 39];
-    stream.read_exact(&mut established).await.unwrap();
+    stream.read_exact(&mut established).await?;
     assert_eq!(&established, b"HTTP/1.1 200 Connection Established\r\n\r\n");
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(
         rustls_pemfile::certs(&mut gateway.ca_pem().as_bytes()).map(Result::unwrap),
     );
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = rustls::pki_types::ServerName::try_from("claude.ai").unwrap();
-    assert!(
-        connector.connect(name, stream).await.is_err(),
-        "no leaf may be served for another name"
-    );
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).unwrap();
+    connector.connect(name, stream).await
+}
+
+#[tokio::test]
+async fn sni_that_differs_from_the_connect_target_is_refused() {
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let gateway = TestGateway::start(&ca, &[("api.openai.com", origin.addr)]).await;
+    let handshake = intercepted_handshake(
+        &gateway,
+        "claude.ai",
+        rustls::crypto::ring::default_provider(),
+    )
+    .await;
+    assert!(handshake.is_err(), "no leaf may be served for another name");
     assert!(origin.requests().is_empty());
+}
+
+/// The gateway picks AES-128-GCM (SHA-256 key schedule) over a client's AES-256-GCM-SHA384, but a
+/// client that lists ChaCha20-Poly1305 first (no AES instructions) keeps it.
+#[tokio::test]
+async fn intercepted_clients_get_aes_128_gcm_unless_they_put_chacha20_first() {
+    use rustls::CipherSuite as S;
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let gateway = TestGateway::start(&ca, &[("api.openai.com", origin.addr)]).await;
+    let offering = |first: &[S]| {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider
+            .cipher_suites
+            .sort_by_key(|suite| !first.contains(&suite.suite()));
+        provider
+    };
+    for (first, expected) in [
+        (
+            vec![S::TLS13_AES_256_GCM_SHA384],
+            S::TLS13_AES_128_GCM_SHA256,
+        ),
+        (
+            vec![S::TLS13_CHACHA20_POLY1305_SHA256],
+            S::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+    ] {
+        let tls = intercepted_handshake(&gateway, "api.openai.com", offering(&first))
+            .await
+            .unwrap();
+        let negotiated = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+        assert_eq!(negotiated, expected, "client offering {first:?} first");
+    }
 }
 
 #[tokio::test]
