@@ -60,6 +60,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("[admin] tls: {0}")]
     AdminTls(String),
+    #[error("TLS settings toward intercepted clients: {0}")]
+    InterceptTls(String),
     #[error("[audit] journal_dir {dir}: {source}")]
     Journal {
         dir: PathBuf,
@@ -280,7 +282,10 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let front = Arc::new(FrontContext {
         shared: shared.clone(),
         app: Arc::new(app),
-        tls_template: Arc::new(crate::front::intercept::server_config_template()),
+        tls_template: Arc::new(
+            crate::front::intercept::server_config_template()
+                .map_err(|e| StartError::InterceptTls(e.to_string()))?,
+        ),
         shutdown: shutdown_rx.clone(),
         connections: crate::front::drain::ConnectionTracker::default(),
     });
@@ -416,14 +421,13 @@ fn admin_tls_acceptor(
                 .map_err(|e| fail(format!("issuing a certificate for {names:?}: {e}")))?
         }
     };
-    let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .map_err(|e| fail(e.to_string()))?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(|e| fail(e.to_string()))?;
+    let mut server =
+        rustls::ServerConfig::builder_with_provider(crate::tls::server_crypto_provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| fail(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| fail(e.to_string()))?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))))
 }

@@ -19,6 +19,7 @@ use super::socket::ClientSocket;
 use super::{ConnectTarget, ConnectionMeta, FrontContext};
 use crate::audit::{AuditEventRecord, AuditRecord};
 use crate::metrics;
+use crate::tls;
 
 /// Serves the one leaf minted for this connection.
 #[derive(Debug)]
@@ -40,45 +41,17 @@ impl ResolvesServerCert for NoCertificate {
     }
 }
 
-/// The TLS settings toward intercepted clients: TLS 1.2/1.3, ALPN h2 then http/1.1, AES-128-GCM
-/// first in the server's order. Each connection clones it and sets its own leaf and whose suite
-/// order wins; the session cache and ticketer stay shared so resumption works across connections.
-pub fn server_config_template() -> rustls::ServerConfig {
-    let mut provider = rustls::crypto::ring::default_provider();
-    provider.cipher_suites.sort_by_key(server_suite_rank);
-    let provider = Arc::new(provider);
-    let builder = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12]);
-    // Both versions are supported by the ring provider, so this cannot fail; fall back to the
-    // default versions rather than panic if a future provider disagrees.
-    let builder = match builder {
-        Ok(builder) => builder,
-        Err(_) => rustls::ServerConfig::builder(),
-    };
-    let mut config = builder
+/// The TLS settings toward intercepted clients: TLS 1.2/1.3, ALPN h2 then http/1.1, the
+/// gateway's server crypto (`tls::server_crypto_provider`). Each connection clones it and sets
+/// its own leaf and whose suite order wins; the session cache and ticketer stay shared so
+/// resumption works across connections.
+pub fn server_config_template() -> Result<rustls::ServerConfig, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(tls::server_crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(NoCertificate));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    config
-}
-
-/// The server's suite order: TLS 1.3 first, then AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305.
-/// All are strong; what differs is the cost of a handshake. ring's default (and many clients')
-/// puts AES-256-GCM-SHA384 first, whose SHA-384 key schedule has no CPU instructions of its own:
-/// it was 6.7% of the gateway's CPU under connection churn, where SHA-256 runs on the SHA
-/// extensions of current x86 and ARM cores.
-fn server_suite_rank(suite: &rustls::SupportedCipherSuite) -> (bool, u8) {
-    use rustls::CipherSuite as S;
-    let bulk = match suite.suite() {
-        S::TLS13_AES_128_GCM_SHA256
-        | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
-        | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
-        S::TLS13_AES_256_GCM_SHA384
-        | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
-        | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
-        _ => 2,
-    };
-    (suite.tls13().is_none(), bulk)
+    Ok(config)
 }
 
 pub async fn intercept(
