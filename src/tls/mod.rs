@@ -1,4 +1,5 @@
-//! The gateway's certificate authority and the leaf certificates it mints for intercepted hosts.
+//! The gateway's certificate authority, the leaf certificates it mints for intercepted hosts, and
+//! the crypto its TLS servers run on.
 //!
 //! Must never: write the CA key readable by anyone but the gateway's user, put key material in a
 //! log line, error or `Debug` output, or mint a certificate for a name that is not a valid host.
