@@ -5,7 +5,9 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{repo_path, shipped_policies_without, upstream_ca, Origin};
+use crate::support::{
+    gateway_tls_config, repo_path, shipped_policies_without, upstream_ca, Origin,
+};
 
 fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
     let config = format!(
@@ -183,17 +185,7 @@ async fn log_line(log: &Mutex<Vec<String>>, needle: &str) -> String {
 
 /// A TLS client for the intercepted inside of a CONNECT tunnel, trusting the gateway CA only.
 fn gateway_tls_client(ca_pem: &str) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config = gateway_tls_config(ca_pem, rustls::crypto::ring::default_provider());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }

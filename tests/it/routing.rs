@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{upstream_ca, Http, Origin, TestGateway};
+use crate::support::{gateway_tls_config, upstream_ca, Http, Origin, TestGateway};
 
 /// Does a client that trusts only the gateway CA get through (intercepted), and does one that
 /// trusts only the origin CA get through (tunnelled)?
@@ -148,15 +148,7 @@ async fn intercepted_handshake(
     stream.read_exact(&mut established).await?;
     assert_eq!(&established, b"HTTP/1.1 200 Connection Established\r\n\r\n");
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add_parsable_certificates(
-        rustls_pemfile::certs(&mut gateway.ca_pem().as_bytes()).map(Result::unwrap),
-    );
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = gateway_tls_config(&gateway.ca_pem(), provider);
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).unwrap();
     connector.connect(name, stream).await

@@ -252,6 +252,23 @@ pub enum Http {
     Negotiate,
 }
 
+/// A rustls client for the intercepted inside of a CONNECT tunnel: it trusts `ca_pem` (the gateway
+/// CA) only and offers `provider`'s suites in their order.
+pub fn gateway_tls_config(
+    ca_pem: &str,
+    provider: rustls::crypto::CryptoProvider,
+) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
 /// The CA that signs the local origins' certificates (the gateway is told to trust it).
 pub fn upstream_ca() -> CertificateAuthority {
     CertificateAuthority::generate_in_memory("aigate test upstream CA").unwrap()
