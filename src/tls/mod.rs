@@ -15,7 +15,9 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 
 /// The crypto of every TLS server the gateway runs (intercepted clients, the management
-/// listener): aws-lc-rs, with AES-128-GCM first in the server's suite order.
+/// listener): aws-lc-rs, with AES-128-GCM first in the server's suite order. That order decides
+/// only where a config sets `ignore_client_order`: per intercepted connection (see
+/// `front::intercept`); the management listener, with few handshakes, follows its clients.
 ///
 /// A new intercepted connection is mostly handshake, and these two choices halved its two
 /// largest crypto costs under connection churn (`perf`, load harness): the X25519 key exchange
