@@ -23,7 +23,11 @@ fn record() -> DecisionRecord {
         user_department: Some("Engineering".into()),
         action: "send_prompt".into(),
         resource_type: "ai_service".into(),
-        resource_id: Some(uuid::Uuid::new_v4()),
+        // One service, as under real traffic: a random id per row would make every insert a
+        // random walk through the resource index.
+        resource_id: Some(uuid::Uuid::from_u128(
+            0x0190_0000_0000_7000_8000_0000_0000_0001,
+        )),
         resource_name: Some("OpenAI API".into()),
         resource_url: Some("https://api.openai.com/v1/chat/completions".into()),
         decision: "ALLOW".into(),
