@@ -67,6 +67,10 @@ if [ "$NCPU" -lt 2 ]; then
 fi
 
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# Ticks the hypervisor gave to others while this guest wanted to run: on a shared VM the same
+# binary's numbers move with it, so the report says how much there was.
+cpu_ticks() { awk '/^cpu /{total=0; for (i=2; i<=NF; i++) total+=$i; print $9, total}' /proc/stat; }
+TICKS_AT_START=$(cpu_ticks)
 
 want() { [[ ",$TARGETS," == *",$1,"* ]]; }
 log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -367,11 +371,14 @@ fi
 
 # --- report ------------------------------------------------------------------------------------
 REPORT="$ROOT/target/bench-report.md"
+read -r STEAL_START TOTAL_START <<<"$TICKS_AT_START"
+read -r STEAL_END TOTAL_END <<<"$(cpu_ticks)"
+STEAL_SHARE=$(awk -v s=$((STEAL_END - STEAL_START)) -v t=$((TOTAL_END - TOTAL_START)) 'BEGIN { printf "%.1f%%", t ? 100 * s / t : 0 }')
 {
     echo "# aigate load report ($MODE_NAME mode)"
     echo
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo '+dirty')"
-    echo "- machine: $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2; exit}'), $NCPU CPUs, $(uname -r); load average at start: $LOAD_AT_START"
+    echo "- machine: $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2; exit}'), $NCPU CPUs, $(uname -r); load average at start: $LOAD_AT_START; CPU time stolen by the hypervisor during the run: $STEAL_SHARE"
     echo "- affinity: proxy under test on CPU $PROXY_CPU (taskset); load client and origin on CPU $CLIENT_CPU (taskset)"
     echo "- workload: HTTPS POST, 2 KiB OpenAI chat-completion body (benign text), HTTP/1.1 keep-alive through CONNECT, TLS 1.3 ECDSA P-256 everywhere, no session resumption; ${DURATION} s per row; churn: new TCP + CONNECT + TLS per request at concurrency $CHURN_CONCURRENCY; paced: open loop over $PACED_CONNECTIONS connections, latency from the intended send time"
     echo "- aigate: release build, shipped catalog, shipped policies minus review-unapproved-ai (unapproved services allowed so requests are forwarded), $STORE store, audit on (writer priority $WRITER_PRIORITY), upstream http2 $UPSTREAM_HTTP2, log level $AIGATE_LOG_LEVEL"
