@@ -19,7 +19,7 @@ use aigate::pipeline::{decide, decision_record, RequestFacts, Snapshot, Source};
 
 /// The gateway binary's allocator, so the numbers are the gateway's.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use aigate::tls::{CertificateAuthority, LeafMinter};
 
 fn catalog() -> Catalog {
