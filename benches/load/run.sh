@@ -12,7 +12,7 @@
 #   --targets  comma-separated subset (direct is always run: it is the floor)
 #   --keep     keep the work directory (configs, logs, raw JSON lines)
 # Environment: PROXY_CPU (default 1), CLIENT_CPU (default 0), DURATION, IDLE_CONNECTIONS,
-#   BULK_BYTES, AIGATE_LOG_LEVEL (default warn), SKIP_BUILD=1,
+#   BULK_BYTES, AIGATE_LOG_LEVEL (default warn), SKIP_BUILD=1, PACED_SHARES (default "50 25"),
 #   STORE=sqlite (default) or postgres (a fresh database aigate_load on PG_URL, default
 #   postgres://postgres@127.0.0.1:5432), AIGATE_WRAP (a command prefix for aigate, e.g.
 #   "heaptrack -o /tmp/aigate" for a heap profile), WRITER_PRIORITY ([audit] writer_priority,
@@ -50,6 +50,8 @@ fi
 LEVELS=(1 16 128)
 CHURN_CONCURRENCY=16
 PACED_CONNECTIONS=32
+# Percentages of the peak for the open-loop rows; 50 is the target's load.
+PACED_SHARES=${PACED_SHARES:-50 25}
 AIGATE_LOG_LEVEL=${AIGATE_LOG_LEVEL:-warn}
 STORE=${STORE:-sqlite}
 WRITER_PRIORITY=${WRITER_PRIORITY:-adaptive}
@@ -330,22 +332,26 @@ for target in "${ORDER[@]}"; do
     measure "$target" churn churn --mode churn --concurrency "$CHURN_CONCURRENCY" --duration "$DURATION"
 done
 
-# Half of aigate's peak, open loop, next to direct at the same rate.
+# Shares of aigate's peak, open loop, each next to direct at the same rate: half is the target's
+# load; a quarter shows the latency the proxy adds when its core is not near saturation.
 if want aigate-intercept; then
     PEAK=$(python3 -c '
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print(max([r.get("rps") or 0 for r in rows if r["target"] == "aigate-intercept" and r.get("mode") == "keepalive"] + [0]))
 ' "$RESULTS")
-    RATE=$(python3 -c "print(round(float('$PEAK') / 2))")
-    if [ "$RATE" -gt 0 ]; then
-        for target in direct aigate-intercept; do
-            measure "$target" "paced-50%" paced --mode paced --rate "$RATE" \
-                --concurrency "$PACED_CONNECTIONS" --duration "$DURATION"
-        done
-    else
-        log "no aigate-intercept peak measured: skipping the half-peak run"
-    fi
+    for share in $PACED_SHARES; do
+        RATE=$(python3 -c "print(round(float('$PEAK') * $share / 100))")
+        if [ "$RATE" -gt 0 ]; then
+            for target in direct aigate-intercept; do
+                measure "$target" "paced-$share%" paced --mode paced --rate "$RATE" \
+                    --concurrency "$PACED_CONNECTIONS" --duration "$DURATION"
+            done
+        else
+            log "no aigate-intercept peak measured: skipping the paced runs"
+            break
+        fi
+    done
 fi
 
 # Tunnel throughput: one upload stream to the sink, direct and through aigate's blind tunnel.
