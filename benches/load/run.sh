@@ -52,6 +52,12 @@ CHURN_CONCURRENCY=16
 PACED_CONNECTIONS=32
 # Percentages of the peak for the open-loop rows; 50 is the target's load.
 PACED_SHARES=${PACED_SHARES:-50 25}
+for share in $PACED_SHARES; do
+    case "$share" in
+        [1-9]|[1-9][0-9]|100) ;;
+        *) echo "PACED_SHARES takes percentages from 1 to 100, not '$share'" >&2; exit 2 ;;
+    esac
+done
 AIGATE_LOG_LEVEL=${AIGATE_LOG_LEVEL:-warn}
 STORE=${STORE:-sqlite}
 WRITER_PRIORITY=${WRITER_PRIORITY:-adaptive}
