@@ -70,7 +70,7 @@ static ANONYMOUS_USER_INPUT: LazyLock<regorus::Value> = LazyLock::new(|| {
         "id": ANONYMOUS_USER, "email": null, "department": null, "department_chain": [],
         "groups": [], "roles": [], "risk_score": 0, "clearance_level": null,
         "employee_type": null, "status": null, "suspended": false, "allowed_ai_services": [],
-        "prohibited_ai_services": [], "authenticated": false, "method": null,
+        "prohibited_ai_services": [], "authenticated": false, "method": "anonymous",
     }))
 });
 static METHOD_KEY: LazyLock<regorus::Value> = LazyLock::new(|| regorus::Value::from("method"));
@@ -350,6 +350,9 @@ fn policy_input(
                 user_input(u, identity.method)
             }
         }
+        // The resolver's only method without a user: shared as it is, where setting the member
+        // copied the whole document per request.
+        None if identity.method == "anonymous" => ANONYMOUS_USER_INPUT.clone(),
         None => {
             let mut anonymous = ANONYMOUS_USER_INPUT.clone();
             set_member(&mut anonymous, &METHOD_KEY, identity.method.into());
@@ -777,6 +780,36 @@ mod tests {
         assert_eq!(first, expected(1));
         assert_eq!(second, expected(2));
         assert_eq!(build(3), expected(3));
+    }
+
+    #[test]
+    fn an_unattributed_request_names_its_method_in_the_user_document() {
+        let headers = http::HeaderMap::new();
+        let snapshot = snapshot();
+        let user_of = |method: &'static str| {
+            let identity = Identity {
+                method,
+                ..Identity::default()
+            };
+            let request = RequestFacts {
+                identity: &identity,
+                ..facts("api.openai.com", &headers)
+            };
+            decide(&snapshot, &request).input["user"].clone()
+        };
+        let anonymous = user_of("anonymous");
+        assert_eq!(anonymous["method"], regorus::Value::from("anonymous"));
+        assert_eq!(anonymous["authenticated"], regorus::Value::from(false));
+        assert_eq!(
+            anonymous["id"],
+            regorus::Value::from(ANONYMOUS_USER.to_string())
+        );
+        // Any other method without a user keeps its own name, and the shared document its own.
+        assert_eq!(
+            user_of("source_ip")["method"],
+            regorus::Value::from("source_ip")
+        );
+        assert_eq!(user_of("anonymous"), anonymous);
     }
 
     fn snapshot() -> Snapshot {

@@ -17,7 +17,8 @@
 #   postgres://postgres@127.0.0.1:5432), AIGATE_WRAP (a command prefix for aigate, e.g.
 #   "heaptrack -o /tmp/aigate" for a heap profile), WRITER_PRIORITY ([audit] writer_priority,
 #   default adaptive), UPSTREAM_HTTP2 ([upstream] http2, default true), TMPDIR (where the work
-#   directory, SQLite database and journal go; default /tmp).
+#   directory, SQLite database and journal go; default /tmp), HALT_POLL_NS (KVM guests with the
+#   haltpoll cpuidle driver: guest_halt_poll_ns for the run, restored after; unset: as found).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -74,6 +75,32 @@ if [ "$NCPU" -lt 2 ]; then
     CLIENT_CPU=0
 fi
 
+# How an idle vCPU waits. With guest_halt_poll_ns = 0 it halts at once and every wake-up from
+# the other CPU is an IPI through the hypervisor: on such hosts that alone moves low-load
+# numbers 2x or more, so the report names the setting and HALT_POLL_NS can change it for the run.
+HALT_POLL_PARAM=/sys/module/haltpoll/parameters/guest_halt_poll_ns
+HALT_POLL_FOUND=""
+[ -r "$HALT_POLL_PARAM" ] && HALT_POLL_FOUND=$(cat "$HALT_POLL_PARAM")
+if [ -n "${HALT_POLL_NS:-}" ]; then
+    case "$HALT_POLL_NS" in
+        *[!0-9]*) echo "HALT_POLL_NS takes nanoseconds (digits), not '$HALT_POLL_NS'" >&2; exit 2 ;;
+    esac
+    if [ -z "$HALT_POLL_FOUND" ]; then
+        echo "HALT_POLL_NS needs the haltpoll cpuidle driver ($HALT_POLL_PARAM is absent)" >&2
+        exit 2
+    fi
+    [ -w "$HALT_POLL_PARAM" ] || { echo "cannot write $HALT_POLL_PARAM (root needed)" >&2; exit 2; }
+fi
+idle_description() {
+    local driver
+    driver=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo none)
+    if [ -r "$HALT_POLL_PARAM" ]; then
+        echo "cpuidle $driver, guest_halt_poll_ns $(cat "$HALT_POLL_PARAM")"
+    else
+        echo "cpuidle $driver"
+    fi
+}
+
 LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 # Ticks the hypervisor gave to others while this guest wanted to run: on a shared VM the same
 # binary's numbers move with it, so the report says how much there was.
@@ -101,6 +128,9 @@ cleanup() {
         done
         kill -KILL "$pid" 2>/dev/null || true
     done
+    if [ -n "${HALT_POLL_NS:-}" ] && [ -n "$HALT_POLL_FOUND" ]; then
+        echo "$HALT_POLL_FOUND" >"$HALT_POLL_PARAM" 2>/dev/null || true
+    fi
     if [ "$KEEP" = 1 ] || [ $status -ne 0 ]; then
         log "work directory kept: $WORK"
     else
@@ -110,6 +140,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# Set only now, so that cleanup puts back what was found whatever ends the run.
+if [ -n "${HALT_POLL_NS:-}" ]; then echo "$HALT_POLL_NS" >"$HALT_POLL_PARAM"; fi
 
 # 10,000 idle connections need two descriptors each in the client and in the gateway.
 ulimit -n 1048576 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -390,7 +422,7 @@ STEAL_SHARE=$(awk -v s=$((STEAL_END - STEAL_START)) -v t=$((TOTAL_END - TOTAL_ST
     echo "# aigate load report ($MODE_NAME mode)"
     echo
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo '+dirty')"
-    echo "- machine: $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2; exit}'), $NCPU CPUs, $(uname -r); load average at start: $LOAD_AT_START; CPU time stolen by the hypervisor during the run: $STEAL_SHARE"
+    echo "- machine: $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2; exit}'), $NCPU CPUs, $(uname -r); load average at start: $LOAD_AT_START; CPU time stolen by the hypervisor during the run: $STEAL_SHARE; idle: $(idle_description)"
     echo "- affinity: proxy under test on CPU $PROXY_CPU (taskset); load client and origin on CPU $CLIENT_CPU (taskset)"
     echo "- workload: HTTPS POST, 2 KiB OpenAI chat-completion body (benign text), HTTP/1.1 keep-alive through CONNECT, TLS 1.3 ECDSA P-256 everywhere, no session resumption; ${DURATION} s per row; churn: new TCP + CONNECT + TLS per request at concurrency $CHURN_CONCURRENCY; paced: open loop over $PACED_CONNECTIONS connections, latency from the intended send time"
     echo "- aigate: release build, shipped catalog, shipped policies minus review-unapproved-ai (unapproved services allowed so requests are forwarded), $STORE store, audit on (writer priority $WRITER_PRIORITY), upstream http2 $UPSTREAM_HTTP2, log level $AIGATE_LOG_LEVEL"
