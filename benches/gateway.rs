@@ -59,22 +59,23 @@ fn shipped_snapshot() -> Snapshot {
     )
 }
 
-/// Percentiles of 20,000 timed calls: the targets are stated as p50/p99, criterion reports means.
-fn latency_distribution(call: impl FnMut()) -> String {
-    latency_distribution_with(call, |_| {})
+/// Calls timed per latency distribution.
+const SAMPLES: usize = 20_000;
+
+/// Percentiles of `SAMPLES` timed calls: the targets are stated as p50/p99, criterion reports means.
+fn latency_distribution(mut call: impl FnMut()) -> String {
+    percentiles(
+        (0..SAMPLES)
+            .map(|_| {
+                let started = Instant::now();
+                call();
+                started.elapsed().as_nanos()
+            })
+            .collect(),
+    )
 }
 
-/// The same, with `between` run untimed after each call.
-fn latency_distribution_with(mut call: impl FnMut(), mut between: impl FnMut(usize)) -> String {
-    let mut samples: Vec<u128> = (0..20_000)
-        .map(|index| {
-            let started = Instant::now();
-            call();
-            let elapsed = started.elapsed().as_nanos();
-            between(index);
-            elapsed
-        })
-        .collect();
+fn percentiles(mut samples: Vec<u128>) -> String {
     samples.sort_unstable();
     let at = |per_mille: usize| samples[samples.len() * per_mille / 1000] as f64 / 1000.0;
     format!(
@@ -307,6 +308,15 @@ fn identity(c: &mut Criterion) {
             "bench fixtures must resolve: {claims:?} -> {warm:?}"
         );
     }
+    for (name, claims) in [
+        ("warm_header_and_device", &claims),
+        ("warm_proxy_basic", &basic_claims),
+    ] {
+        let distribution = latency_distribution(|| {
+            std::hint::black_box(runtime.block_on(resolver.identify(claims))).ok();
+        });
+        eprintln!("identity/{name}: {distribution}");
+    }
     c.bench_function("identity/warm_header_and_device", |b| {
         b.iter(|| runtime.block_on(resolver.identify(std::hint::black_box(&claims))))
     });
@@ -454,17 +464,32 @@ fn full_decision_path(c: &mut Criterion) {
     let (headers, body) = (chat_headers(), chat_body_2k());
     assert_eq!(body.len(), 2048, "the body is 2 KiB");
     let ip = fixture.ip;
-    let one = || {
+    // The instants between stages: started, identified, decided, recorded, enqueued, and done
+    // (the request's verdict and identity dropped, as the proxy drops them).
+    let one = || -> [Instant; 6] {
+        let started = Instant::now();
         let identity = fixture
             .runtime
             .block_on(fixture.resolver.identify(&claims(&headers, ip)))
             .unwrap_or_else(|error| panic!("identify: {error}"));
+        let identified = Instant::now();
         let facts = chat_facts(&headers, std::hint::black_box(&body), &identity, ip);
-        let deciding = Instant::now();
         let verdict = decide(&snapshot, &facts);
-        let record = decision_record(&facts, &verdict, deciding.elapsed());
+        let decided = Instant::now();
+        let record = decision_record(&facts, &verdict, decided - identified);
+        let recorded = Instant::now();
         audit.record(AuditRecord::Decision(Box::new(record)));
-        verdict.decision
+        let enqueued = Instant::now();
+        std::hint::black_box(verdict.decision);
+        drop((verdict, identity));
+        [
+            started,
+            identified,
+            decided,
+            recorded,
+            enqueued,
+            Instant::now(),
+        ]
     };
     // The writer keeps up with SQLite in the background; if a run ever outpaces it, wait
     // (untimed) rather than measure the overflow path.
@@ -473,15 +498,30 @@ fn full_decision_path(c: &mut Criterion) {
             drain(&fixture.runtime);
         }
     };
-    // The distribution the target is stated in (criterion reports means). The SQLite writer
-    // runs meanwhile on the other core, as in the gateway.
-    let distribution = latency_distribution_with(
-        || {
-            std::hint::black_box(one());
-        },
-        drain_now_and_then,
-    );
-    eprintln!("pipeline/full_2k: {distribution}");
+    // The distribution the target is stated in (criterion reports means), and each stage's
+    // share of it timed in the same calls: a tail is only actionable once it has an owner. The
+    // SQLite writer runs meanwhile on the other core, as in the gateway; it is what the tail
+    // comes from (REPORT-2026-12-03): records dropped on this thread instead give half the p99.
+    let mut stages: [Vec<u128>; 5] = std::array::from_fn(|_| Vec::with_capacity(SAMPLES));
+    for index in 0..SAMPLES {
+        let [started, identified, decided, recorded, enqueued, done] = one();
+        for (samples, (from, to)) in stages.iter_mut().zip([
+            (started, done),
+            (started, identified),
+            (identified, decided),
+            (decided, recorded),
+            (recorded, enqueued),
+        ]) {
+            samples.push((to - from).as_nanos());
+        }
+        drain_now_and_then(index);
+    }
+    let [whole, identify, deciding, recording, enqueueing] = stages.map(percentiles);
+    eprintln!("pipeline/full_2k: {whole}");
+    eprintln!("    identify: {identify}");
+    eprintln!("    decide: {deciding}");
+    eprintln!("    decision record: {recording}");
+    eprintln!("    audit enqueue: {enqueueing}");
     let mut decided = 0usize;
     let mut counted = || {
         let decision = one();
