@@ -524,10 +524,10 @@ fn full_decision_path(c: &mut Criterion) {
     eprintln!("    audit enqueue: {enqueueing}");
     let mut decided = 0usize;
     let mut counted = || {
-        let decision = one();
+        let instants = one();
         drain_now_and_then(decided);
         decided += 1;
-        decision
+        instants
     };
     c.bench_function("pipeline/full_2k", |b| b.iter(&mut counted));
     fixture.runtime.block_on(audit.shutdown());
