@@ -18,7 +18,8 @@
 #   "heaptrack -o /tmp/aigate" for a heap profile), WRITER_PRIORITY ([audit] writer_priority,
 #   default adaptive), UPSTREAM_HTTP2 ([upstream] http2, default true), TMPDIR (where the work
 #   directory, SQLite database and journal go; default /tmp), HALT_POLL_NS (KVM guests with the
-#   haltpoll cpuidle driver: guest_halt_poll_ns for the run, restored after; unset: as found).
+#   haltpoll cpuidle driver: guest_halt_poll_ns for the run, restored after; unset: as found),
+#   AIGATE_BIN (another aigate binary to run instead of target/release/aigate: a build A/B).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -152,7 +153,9 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "building aigate and the load client (release)"
     cargo build --release --bin aigate --example load_client
 fi
-AIGATE="$ROOT/target/release/aigate"
+# AIGATE_BIN: another build of the gateway (an A/B of build settings), run in the same harness.
+AIGATE="${AIGATE_BIN:-$ROOT/target/release/aigate}"
+[ -x "$AIGATE" ] || { echo "no aigate binary at $AIGATE (build it, or unset AIGATE_BIN)" >&2; exit 2; }
 CLIENT="$ROOT/target/release/examples/load_client"
 
 # --- competitors -------------------------------------------------------------------------------
@@ -425,7 +428,7 @@ STEAL_SHARE=$(awk -v s=$((STEAL_END - STEAL_START)) -v t=$((TOTAL_END - TOTAL_ST
     echo "- machine: $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2; exit}'), $NCPU CPUs, $(uname -r); load average at start: $LOAD_AT_START; CPU time stolen by the hypervisor during the run: $STEAL_SHARE; idle: $(idle_description)"
     echo "- affinity: proxy under test on CPU $PROXY_CPU (taskset); load client and origin on CPU $CLIENT_CPU (taskset)"
     echo "- workload: HTTPS POST, 2 KiB OpenAI chat-completion body (benign text), HTTP/1.1 keep-alive through CONNECT, TLS 1.3 ECDSA P-256 everywhere, no session resumption; ${DURATION} s per row; churn: new TCP + CONNECT + TLS per request at concurrency $CHURN_CONCURRENCY; paced: open loop over $PACED_CONNECTIONS connections, latency from the intended send time"
-    echo "- aigate: release build, shipped catalog, shipped policies minus review-unapproved-ai (unapproved services allowed so requests are forwarded), $STORE store, audit on (writer priority $WRITER_PRIORITY), upstream http2 $UPSTREAM_HTTP2, log level $AIGATE_LOG_LEVEL"
+    echo "- aigate: ${AIGATE_BIN:+binary $AIGATE_BIN, }release build, shipped catalog, shipped policies minus review-unapproved-ai (unapproved services allowed so requests are forwarded), $STORE store, audit on (writer priority $WRITER_PRIORITY), upstream http2 $UPSTREAM_HTTP2, log level $AIGATE_LOG_LEVEL"
     [ -n "$AUDIT_LINE" ] && echo "- aigate audit pipeline over the run: $AUDIT_LINE"
     want mitmproxy && echo "- mitmproxy: $("$MITMDUMP" --version 2>/dev/null | head -1), mitmdump -q, lazy upstream connect, addon benches/load/mitm_scan.py (JSON prompt extraction + 7 PII/secret regexes)"
     want squid && echo "- squid: $(squid -v | head -1 | sed 's/Squid Cache: //'), ssl_bump bump all, no cache, access log on"
