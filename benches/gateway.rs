@@ -523,7 +523,7 @@ fn full_decision_path(c: &mut Criterion) {
     eprintln!("    decision record: {recording}");
     eprintln!("    audit enqueue: {enqueueing}");
     // Timed call by call: a drain inside the measured iteration put the writer's SQLite time
-    // into the mean (criterion gave 60-77 µs against a 16-18 µs p50 on one host).
+    // into the mean (criterion gave 54-77 µs against a 13-18 µs p50 on one host).
     let mut decided = 0usize;
     c.bench_function("pipeline/full_2k", |b| {
         b.iter_custom(|iters| {

@@ -153,7 +153,6 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "building aigate and the load client (release)"
     cargo build --release --bin aigate --example load_client
 fi
-# AIGATE_BIN: another build of the gateway (an A/B of build settings), run in the same harness.
 AIGATE="${AIGATE_BIN:-$ROOT/target/release/aigate}"
 [ -x "$AIGATE" ] || { echo "no aigate binary at $AIGATE (build it, or unset AIGATE_BIN)" >&2; exit 2; }
 CLIENT="$ROOT/target/release/examples/load_client"
