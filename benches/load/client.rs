@@ -52,6 +52,20 @@ enum Command {
     },
     /// One measured run against one target; appends a JSON line to `--out`.
     Run(Box<RunArgs>),
+    /// The host's price of a cross-CPU wake-up, printed as one line for the report header: what
+    /// a thread pays to wake one that sleeps on another, idle CPU, and how late that one runs.
+    /// On some hypervisors this is several times a request's own CPU cost (REPORT-2026-12-04).
+    WakeCost {
+        #[arg(long, default_value_t = 0)]
+        waker_cpu: usize,
+        #[arg(long, default_value_t = 1)]
+        sleeper_cpu: usize,
+        #[arg(long, default_value_t = 2_000)]
+        samples: usize,
+        /// Time the sleeper's CPU is left idle before each wake-up (long enough to halt).
+        #[arg(long, default_value_t = 500)]
+        idle_us: u64,
+    },
     /// Renders the JSON lines of a harness run as the markdown report.
     Report {
         #[arg(long)]
@@ -164,12 +178,101 @@ fn main() -> Result<()> {
             eprintln!("{}", summary(&result));
             outcome.map(drop)
         }
+        Command::WakeCost {
+            waker_cpu,
+            sleeper_cpu,
+            samples,
+            idle_us,
+        } => {
+            let idle = Duration::from_micros(idle_us);
+            println!(
+                "{}",
+                wake_cost(waker_cpu, sleeper_cpu, samples.max(1), idle)?
+            );
+            Ok(())
+        }
         Command::Report {
             results,
             out,
             header,
         } => report(&results, &out, header.as_deref()),
     }
+}
+
+// === host wake-up cost ===
+
+fn pin_to(cpu: usize) -> Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu).with_context(|| format!("CPU {cpu}"))?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .with_context(|| format!("pin to CPU {cpu}"))
+}
+
+fn wake_cost(
+    waker_cpu: usize,
+    sleeper_cpu: usize,
+    samples: usize,
+    idle: Duration,
+) -> Result<String> {
+    let epoch = Instant::now();
+    // Nanoseconds since `epoch` at which the sleeper last ran after a wake-up; 0 = not yet.
+    let woke_at = Arc::new(AtomicU64::new(0));
+    let wanted = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    pin_to(sleeper_cpu)?;
+    let sleeper = {
+        let (woke_at, wanted, done) = (woke_at.clone(), wanted.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Acquire) {
+                // park() may return spuriously: only a set flag counts as the wake-up.
+                if wanted.swap(false, Ordering::AcqRel) {
+                    woke_at.store(epoch.elapsed().as_nanos().max(1) as u64, Ordering::Release);
+                } else {
+                    std::thread::park();
+                }
+            }
+        })
+    };
+    pin_to(waker_cpu)?;
+    let mut cost = Vec::with_capacity(samples);
+    let mut latency = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        // Busy here, idle there: the sleeper's CPU halts as it would between requests.
+        let until = Instant::now() + idle;
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        woke_at.store(0, Ordering::Release);
+        wanted.store(true, Ordering::Release);
+        let before = epoch.elapsed().as_nanos() as u64;
+        sleeper.thread().unpark();
+        let after = epoch.elapsed().as_nanos() as u64;
+        let woke = loop {
+            match woke_at.load(Ordering::Acquire) {
+                0 => std::hint::spin_loop(),
+                at => break at,
+            }
+        };
+        cost.push(after - before);
+        latency.push(woke.saturating_sub(before));
+    }
+    done.store(true, Ordering::Release);
+    sleeper.thread().unpark();
+    sleeper
+        .join()
+        .map_err(|_| anyhow!("the sleeper thread panicked"))?;
+    cost.sort_unstable();
+    latency.sort_unstable();
+    let at = |sorted: &[u64], p: f64| percentile_us(sorted, p).unwrap_or(0.0);
+    Ok(format!(
+        "waking a thread asleep on CPU {sleeper_cpu} costs CPU {waker_cpu} p50 {:.1} µs / p99 {:.1} µs; \
+         it runs after p50 {:.1} µs / p99 {:.1} µs ({samples} wake-ups, {} µs idle before each)",
+        at(&cost, 50.0),
+        at(&cost, 99.0),
+        at(&latency, 50.0),
+        at(&latency, 99.0),
+        idle.as_micros(),
+    ))
 }
 
 // === origin and sink ===

@@ -156,6 +156,10 @@ fi
 AIGATE="${AIGATE_BIN:-$ROOT/target/release/aigate}"
 [ -x "$AIGATE" ] || { echo "no aigate binary at $AIGATE (build it, or unset AIGATE_BIN)" >&2; exit 2; }
 CLIENT="$ROOT/target/release/examples/load_client"
+# Measured before anything else runs: the proxy and the client sit on different CPUs, so every
+# loopback hop between them is such a wake-up, and its price is the host's, not the proxy's.
+WAKE_LINE=$("$CLIENT" wake-cost --waker-cpu "$CLIENT_CPU" --sleeper-cpu "$PROXY_CPU" 2>&1) \
+    || WAKE_LINE="not measured ($WAKE_LINE)"
 
 # --- competitors -------------------------------------------------------------------------------
 VENV="$ROOT/target/load/venv"
@@ -425,6 +429,7 @@ STEAL_SHARE=$(awk -v s=$((STEAL_END - STEAL_START)) -v t=$((TOTAL_END - TOTAL_ST
     echo
     echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo '+dirty')"
     echo "- machine: $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2; exit}'), $NCPU CPUs, $(uname -r); load average at start: $LOAD_AT_START; CPU time stolen by the hypervisor during the run: $STEAL_SHARE; idle: $(idle_description)"
+    echo "- cross-CPU wake-up: $WAKE_LINE"
     echo "- affinity: proxy under test on CPU $PROXY_CPU (taskset); load client and origin on CPU $CLIENT_CPU (taskset)"
     echo "- workload: HTTPS POST, 2 KiB OpenAI chat-completion body (benign text), HTTP/1.1 keep-alive through CONNECT, TLS 1.3 ECDSA P-256 everywhere, no session resumption; ${DURATION} s per row; churn: new TCP + CONNECT + TLS per request at concurrency $CHURN_CONCURRENCY; paced: open loop over $PACED_CONNECTIONS connections, latency from the intended send time"
     echo "- aigate: ${AIGATE_BIN:+binary $AIGATE_BIN, }release build, shipped catalog, shipped policies minus review-unapproved-ai (unapproved services allowed so requests are forwarded), $STORE store, audit on (writer priority $WRITER_PRIORITY), upstream http2 $UPSTREAM_HTTP2, log level $AIGATE_LOG_LEVEL"
