@@ -11,6 +11,7 @@
 //! wrong, and the harness reports it; it never retries silently.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -185,11 +186,9 @@ fn main() -> Result<()> {
             idle_us,
         } => {
             let idle = Duration::from_micros(idle_us);
-            println!(
-                "{}",
-                wake_cost(waker_cpu, sleeper_cpu, samples.max(1), idle)?
-            );
-            Ok(())
+            let line = wake_cost(waker_cpu, sleeper_cpu, samples.max(1), idle)?;
+            // The harness reads this line from stdout into the report header.
+            writeln!(std::io::stdout().lock(), "{line}").context("stdout")
         }
         Command::Report {
             results,

@@ -158,8 +158,8 @@ AIGATE="${AIGATE_BIN:-$ROOT/target/release/aigate}"
 CLIENT="$ROOT/target/release/examples/load_client"
 # Measured before anything else runs: the proxy and the client sit on different CPUs, so every
 # loopback hop between them is such a wake-up, and its price is the host's, not the proxy's.
-WAKE_LINE=$("$CLIENT" wake-cost --waker-cpu "$CLIENT_CPU" --sleeper-cpu "$PROXY_CPU" 2>&1) \
-    || WAKE_LINE="not measured ($WAKE_LINE)"
+WAKE_LINE=$(RUST_BACKTRACE=0 "$CLIENT" wake-cost --waker-cpu "$CLIENT_CPU" --sleeper-cpu "$PROXY_CPU" 2>&1) \
+    || WAKE_LINE="not measured: $(tr -s '\n ' ' ' <<<"$WAKE_LINE")"
 
 # --- competitors -------------------------------------------------------------------------------
 VENV="$ROOT/target/load/venv"
