@@ -15,6 +15,9 @@ use serde::Deserialize;
 
 pub use crate::audit::WriterPriority;
 
+/// More serving threads than this is a typo, not a machine.
+const MAX_PROXY_THREADS: usize = 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -261,6 +264,9 @@ pub struct ProxyConfig {
     /// On SIGTERM, how long requests and tunnels already in flight may take to finish before the
     /// gateway exits anyway (the audit queue is flushed after them). 0: do not wait.
     pub drain_timeout_secs: u64,
+    /// Threads that accept and serve client connections (explicit and transparent), each with
+    /// its own async runtime and upstream pool. 0: one per CPU the process may run on.
+    pub threads: usize,
 }
 
 impl Default for ProxyConfig {
@@ -274,6 +280,7 @@ impl Default for ProxyConfig {
             tunnel_idle_timeout_secs: 300,
             client_idle_timeout_secs: 120,
             drain_timeout_secs: 30,
+            threads: 0,
         }
     }
 }
@@ -281,6 +288,13 @@ impl Default for ProxyConfig {
 impl ProxyConfig {
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_secs(self.header_read_timeout_secs)
+    }
+    /// `threads`, with 0 resolved to the CPUs this process may use (affinity and cgroup quota).
+    pub fn serving_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            threads => threads,
+        }
     }
     pub fn client_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.client_idle_timeout_secs)
@@ -742,6 +756,12 @@ impl Config {
                 format!("{} is also [proxy] listen", self.admin.listen),
             ));
         }
+        if proxy.threads > MAX_PROXY_THREADS {
+            return Err(invalid(
+                "[proxy] threads",
+                format!("must be at most {MAX_PROXY_THREADS} (0: one per CPU)"),
+            ));
+        }
         if proxy.drain_timeout_secs > 3600 {
             return Err(invalid(
                 "[proxy] drain_timeout_secs",
@@ -911,6 +931,7 @@ mod tests {
                 "[proxy]\ndrain_timeout_secs = 86400\n",
                 "[proxy] drain_timeout_secs",
             ),
+            ("[proxy]\nthreads = 100000\n", "[proxy] threads"),
             (
                 "[admin]\ntoken_sha256 = [\"secret\"]\n",
                 "[admin] token_sha256[0]",

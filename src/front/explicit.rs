@@ -20,8 +20,9 @@ use crate::upstream::UpstreamError;
 
 const MAX_HEADERS: usize = 100;
 
-pub async fn serve(listener: TcpListener, front: Arc<FrontContext>) {
-    let limit = Arc::new(Semaphore::new(front.shared.config().proxy.max_connections));
+/// Accepts until shutdown. `limit` caps this listener's open connections across every serving
+/// thread, so it is shared, not made per call.
+pub async fn serve(listener: TcpListener, front: Arc<FrontContext>, limit: Arc<Semaphore>) {
     let mut shutdown = front.shutdown.clone();
     loop {
         let Some((socket, peer)) = super::accept(&listener, &mut shutdown).await else {

@@ -61,14 +61,16 @@ pub fn bind(addr: SocketAddr, tproxy: bool) -> Result<TcpListener, TransparentEr
     TcpListener::from_std(std::net::TcpListener::from(socket)).map_err(bind_error)
 }
 
-pub async fn serve(listener: TcpListener, front: Arc<FrontContext>, tproxy: bool) {
+pub async fn serve(
+    listener: TcpListener,
+    front: Arc<FrontContext>,
+    tproxy: bool,
+    limit: Arc<Semaphore>,
+) {
     let Ok(listen) = listener.local_addr() else {
         warn!("The transparent listener has no local address; not serving.");
         return;
     };
-    // Each listener has its own cap: a flood of redirected LAN traffic must not starve
-    // explicitly configured clients, nor the other way round.
-    let limit = Arc::new(Semaphore::new(front.shared.config().proxy.max_connections));
     let mut shutdown = front.shutdown.clone();
     loop {
         let Some((socket, peer)) = super::accept(&listener, &mut shutdown).await else {

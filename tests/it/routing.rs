@@ -205,8 +205,13 @@ async fn intercepted_clients_get_aes_128_gcm_unless_they_put_chacha20_first() {
 #[tokio::test]
 async fn connections_beyond_the_limit_are_refused_with_503() {
     let ca = upstream_ca();
-    let gateway =
-        TestGateway::start_with(&ca, &[], |config| config.proxy.max_connections = 2).await;
+    // Four serving threads accept on the listener: the cap must hold across them, not per
+    // thread (three connections spread over four per-thread caps would all be served).
+    let gateway = TestGateway::start_with(&ca, &[], |config| {
+        config.proxy.max_connections = 2;
+        config.proxy.threads = 4;
+    })
+    .await;
     let _first = TcpStream::connect(gateway.gateway.proxy_addr)
         .await
         .unwrap();
