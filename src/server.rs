@@ -755,9 +755,9 @@ struct Listeners {
 /// Client connections are served by threads of their own, each a current-thread runtime with its
 /// own pingora app (and so its own upstream connection pool), all accepting on the same
 /// listeners: a connection, its requests and their upstream connections stay on the thread that
-/// accepted it, so serving a request wakes no other thread. On a VM, a wake-up across vCPUs cost
-/// the waker 14 µs; one work-stealing runtime spent 21–52% more CPU per request than these
-/// threads below one core's load and served 18% fewer requests at 128 connections
+/// accepted it, so serving a request wakes no other thread. On a VM where a wake-up across
+/// vCPUs cost the waker 14 µs, one work-stealing runtime spent 48–51% more CPU per request than
+/// these threads one at a time and served 12–23% fewer requests at 16–128 connections
 /// (REPORT-2026-12-04).
 struct ServingThreads {
     fronts: Vec<Arc<FrontContext>>,
