@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use pingora::server::configuration::ServerConf;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::info;
 
@@ -119,8 +119,9 @@ impl RunningGateway {
     /// between requests are closed, requests and tunnels in flight get up to
     /// `[proxy] drain_timeout_secs` to finish, and only then is the audit queue flushed — so the
     /// decisions of the drained requests are stored too.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
+        self.serving.accept_loops_ended().await;
         for task in self.tasks {
             let _ = task.await;
         }
@@ -155,11 +156,9 @@ impl RunningGateway {
         self.shared.audit.shutdown().await;
     }
 
-    /// Resolves when a listener task ends on its own (it should not).
+    /// Resolves when a serving thread's accept loops end on their own (they should not).
     pub async fn wait(&mut self) {
-        if let Some(first) = self.tasks.first_mut() {
-            let _ = first.await;
-        }
+        self.serving.any_accept_loop_ended().await;
     }
 }
 
@@ -311,27 +310,27 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let max_connections = shared.config().proxy.max_connections;
     let tproxy = shared.config().transparent.tproxy;
     let listeners = Listeners {
-        explicit: (proxy_listener, Arc::new(Semaphore::new(max_connections))),
+        explicit: Listener::new(proxy_listener, max_connections)
+            .map_err(StartError::ServingThreads)?,
         transparent: transparent_listener
-            .map(|(listener, _)| (listener, Arc::new(Semaphore::new(max_connections)))),
+            .map(|(listener, _)| Listener::new(listener, max_connections))
+            .transpose()
+            .map_err(StartError::ServingThreads)?,
+        tproxy,
     };
-    let (serving_task, serving) =
-        ServingThreads::start(listeners, fronts, tproxy).map_err(StartError::ServingThreads)?;
+    let serving = ServingThreads::start(&listeners, fronts).map_err(StartError::ServingThreads)?;
     if let Some(addr) = transparent_addr {
         info!(transparent = %addr, tproxy, "Transparent listener accepting redirected connections.");
     }
 
     let maintenance_every =
         std::time::Duration::from_secs(shared.config().store.maintenance_interval_secs);
-    let tasks = vec![
-        serving_task,
-        tokio::spawn(admin::serve(
-            admin_listener,
-            admin_tls,
-            shared.clone(),
-            shutdown_rx,
-        )),
-    ];
+    let tasks = vec![tokio::spawn(admin::serve(
+        admin_listener,
+        admin_tls,
+        shared.clone(),
+        shutdown_rx,
+    ))];
     let background = vec![
         tokio::spawn(maintain_store(store, maintenance_every)),
         tokio::spawn(watch_policies(shared.clone())),
@@ -746,10 +745,55 @@ async fn watch_policies(shared: Arc<Shared>) {
     }
 }
 
-/// The client-facing listeners and their connection caps.
+/// A bound client-facing socket and the cap on its open connections, which every serving thread
+/// shares: the cap is the listener's, not a thread's.
+struct Listener {
+    socket: std::net::TcpListener,
+    limit: Arc<Semaphore>,
+}
+
+impl Listener {
+    fn new(listener: TcpListener, max_connections: usize) -> std::io::Result<Listener> {
+        Ok(Listener {
+            socket: listener.into_std()?,
+            limit: Arc::new(Semaphore::new(max_connections)),
+        })
+    }
+
+    /// Another descriptor for the same socket and the same cap, for one more serving thread.
+    fn try_clone(&self) -> std::io::Result<Listener> {
+        Ok(Listener {
+            socket: self.socket.try_clone()?,
+            limit: self.limit.clone(),
+        })
+    }
+
+    /// Registers the socket with the runtime of the thread that calls it.
+    fn register(self) -> std::io::Result<(TcpListener, Arc<Semaphore>)> {
+        Ok((TcpListener::from_std(self.socket)?, self.limit))
+    }
+}
+
+/// The client-facing listeners, as every serving thread accepts on them.
 struct Listeners {
-    explicit: (TcpListener, Arc<Semaphore>),
-    transparent: Option<(TcpListener, Arc<Semaphore>)>,
+    explicit: Listener,
+    transparent: Option<Listener>,
+    /// `[transparent] tproxy`: how the transparent listener learns a connection's destination.
+    tproxy: bool,
+}
+
+impl Listeners {
+    fn try_clone(&self) -> std::io::Result<Listeners> {
+        Ok(Listeners {
+            explicit: self.explicit.try_clone()?,
+            transparent: self
+                .transparent
+                .as_ref()
+                .map(Listener::try_clone)
+                .transpose()?,
+            tproxy: self.tproxy,
+        })
+    }
 }
 
 /// Client connections are served by threads of their own, each a current-thread runtime with its
@@ -761,6 +805,9 @@ struct Listeners {
 /// (REPORT-2026-12-04).
 struct ServingThreads {
     fronts: Vec<Arc<FrontContext>>,
+    /// A message per thread whose accept loops ended; closed once every thread has exited.
+    accept_ended: mpsc::Receiver<()>,
+    ended: usize,
     /// Set once every connection has drained: until then each thread keeps its runtime (and
     /// the connections it drives) alive after its accept loops ended.
     release: watch::Sender<bool>,
@@ -768,30 +815,19 @@ struct ServingThreads {
 }
 
 impl ServingThreads {
-    /// Starts a thread per front; the task resolves when every thread's accept loops have ended.
+    /// Starts a thread per front, each accepting on its own descriptors for `listeners`.
     fn start(
-        listeners: Listeners,
+        listeners: &Listeners,
         fronts: Vec<Arc<FrontContext>>,
-        tproxy: bool,
-    ) -> std::io::Result<(JoinHandle<()>, ServingThreads)> {
-        let (explicit, explicit_limit) = listeners.explicit;
-        let explicit = explicit.into_std()?;
-        let transparent = match listeners.transparent {
-            Some((listener, limit)) => Some((listener.into_std()?, limit)),
-            None => None,
-        };
+    ) -> std::io::Result<ServingThreads> {
         let (release, released) = watch::channel(false);
-        let mut accepting = Vec::with_capacity(fronts.len());
+        let (ended, accept_ended) = mpsc::channel(fronts.len().max(1));
         let mut finished = Vec::with_capacity(fronts.len());
         for (index, front) in fronts.iter().enumerate() {
-            let explicit = (explicit.try_clone()?, explicit_limit.clone());
-            let transparent = match &transparent {
-                Some((listener, limit)) => Some((listener.try_clone()?, limit.clone())),
-                None => None,
-            };
+            let listeners = listeners.try_clone()?;
             let front = front.clone();
+            let ended = ended.clone();
             let mut released = released.clone();
-            let (accept_ended, accept_end) = oneshot::channel();
             let (done, done_rx) = oneshot::channel();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -800,26 +836,37 @@ impl ServingThreads {
                 .name(format!("aigate-serve-{index}"))
                 .spawn(move || {
                     runtime.block_on(async move {
-                        serve_listeners(explicit, transparent, front, tproxy).await;
-                        let _ = accept_ended.send(());
+                        serve_listeners(listeners, front).await;
+                        // Room for every thread's message: the channel holds one per thread.
+                        let _ = ended.try_send(());
                         let _ = released.wait_for(|released| *released).await;
                     });
                     let _ = done.send(());
                 })?;
-            accepting.push(accept_end);
             finished.push(done_rx);
         }
-        let task = tokio::spawn(async move {
-            for accept_end in accepting {
-                let _ = accept_end.await;
-            }
-        });
-        let serving = ServingThreads {
+        Ok(ServingThreads {
             fronts,
+            accept_ended,
+            ended: 0,
             release,
             finished,
-        };
-        Ok((task, serving))
+        })
+    }
+
+    /// Resolves when a thread's accept loops have ended, or every thread has exited. Cancel-safe:
+    /// an end seen is counted, so `accept_loops_ended` does not wait for it again.
+    async fn any_accept_loop_ended(&mut self) {
+        if self.accept_ended.recv().await.is_some() {
+            self.ended += 1;
+        }
+    }
+
+    /// Resolves when every thread's accept loops have ended (or its thread exited).
+    async fn accept_loops_ended(&mut self) {
+        while self.ended < self.fronts.len() && self.accept_ended.recv().await.is_some() {
+            self.ended += 1;
+        }
     }
 
     /// Lets the threads end (their connections have drained or timed out) and waits for them.
@@ -832,27 +879,23 @@ impl ServingThreads {
 }
 
 /// One serving thread's accept loops, until shutdown.
-async fn serve_listeners(
-    explicit: (std::net::TcpListener, Arc<Semaphore>),
-    transparent: Option<(std::net::TcpListener, Arc<Semaphore>)>,
-    front: Arc<FrontContext>,
-    tproxy: bool,
-) {
-    // Registered with this thread's runtime; the descriptors are clones of the bound sockets.
+async fn serve_listeners(listeners: Listeners, front: Arc<FrontContext>) {
     let explicit_loop = async {
-        match TcpListener::from_std(explicit.0) {
-            Ok(listener) => explicit::serve(listener, front.clone(), explicit.1).await,
+        match listeners.explicit.register() {
+            Ok((listener, limit)) => explicit::serve(listener, front.clone(), limit).await,
             Err(error) => {
                 tracing::error!(%error, "A serving thread cannot accept on [proxy] listen.")
             }
         }
     };
     let transparent_loop = async {
-        let Some((listener, limit)) = transparent else {
+        let Some(listener) = listeners.transparent else {
             return;
         };
-        match TcpListener::from_std(listener) {
-            Ok(listener) => transparent::serve(listener, front.clone(), tproxy, limit).await,
+        match listener.register() {
+            Ok((listener, limit)) => {
+                transparent::serve(listener, front.clone(), listeners.tproxy, limit).await
+            }
             Err(error) => {
                 tracing::error!(%error, "A serving thread cannot accept on [transparent] listen.")
             }
