@@ -17,6 +17,7 @@ use crate::admin;
 use crate::audit::{AuditHandle, AuditWriterConfig};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
+use crate::front::listen::{self, ListenOptions};
 use crate::front::route::Router;
 use crate::front::{explicit, transparent, FrontContext};
 use crate::inspect::Inspector;
@@ -44,8 +45,11 @@ pub enum StartError {
     Dictionary(#[from] crate::inspect::DetectorError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("[transparent] listen: {0}")]
-    Transparent(#[from] crate::front::transparent::TransparentError),
+    #[error("{key}: {source}")]
+    Listen {
+        key: &'static str,
+        source: crate::front::listen::ListenError,
+    },
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         key: &'static str,
@@ -220,19 +224,44 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         source,
     })?;
 
-    let proxy_listener = bind("[proxy] listen", config.proxy.listen).await?;
+    let threads = config.proxy.serving_threads();
+    let proxy_options = ListenOptions {
+        ip_transparent: false,
+        backlog: explicit::BACKLOG,
+    };
+    let proxy_sockets =
+        listen::bind_group(config.proxy.listen, threads, proxy_options).map_err(|source| {
+            StartError::Listen {
+                key: "[proxy] listen",
+                source,
+            }
+        })?;
     let admin_listener = bind("[admin] listen", config.admin.listen).await?;
-    let proxy_addr = local_addr("[proxy] listen", &proxy_listener, config.proxy.listen)?;
-    let admin_addr = local_addr("[admin] listen", &admin_listener, config.admin.listen)?;
-    let transparent_listener = match config.transparent.listen {
+    let proxy_addr = local_addr(
+        "[proxy] listen",
+        proxy_sockets[0].local_addr(),
+        config.proxy.listen,
+    )?;
+    let admin_addr = local_addr(
+        "[admin] listen",
+        admin_listener.local_addr(),
+        config.admin.listen,
+    )?;
+    let transparent_sockets = match config.transparent.listen {
         Some(addr) => {
-            let listener = transparent::bind(addr, config.transparent.tproxy)?;
-            let bound = local_addr("[transparent] listen", &listener, addr)?;
-            Some((listener, bound))
+            let sockets =
+                transparent::bind(addr, config.transparent.tproxy, threads).map_err(|source| {
+                    StartError::Listen {
+                        key: "[transparent] listen",
+                        source,
+                    }
+                })?;
+            let bound = local_addr("[transparent] listen", sockets[0].local_addr(), addr)?;
+            Some((sockets, bound))
         }
         None => None,
     };
-    let transparent_addr = transparent_listener.as_ref().map(|(_, addr)| *addr);
+    let transparent_addr = transparent_sockets.as_ref().map(|(_, addr)| *addr);
     let own_listeners: Vec<SocketAddr> = [proxy_addr, admin_addr]
         .into_iter()
         .chain(transparent_addr)
@@ -294,7 +323,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             .map_err(|e| StartError::InterceptTls(e.to_string()))?,
     );
     let connections = crate::front::drain::ConnectionTracker::default();
-    let fronts = (0..shared.config().proxy.serving_threads())
+    let fronts = (0..threads)
         .map(|_| {
             Arc::new(FrontContext {
                 shared: shared.clone(),
@@ -310,15 +339,12 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let max_connections = shared.config().proxy.max_connections;
     let tproxy = shared.config().transparent.tproxy;
     let listeners = Listeners {
-        explicit: Listener::new(proxy_listener, max_connections)
-            .map_err(StartError::ServingThreads)?,
-        transparent: transparent_listener
-            .map(|(listener, _)| Listener::new(listener, max_connections))
-            .transpose()
-            .map_err(StartError::ServingThreads)?,
+        explicit: Listener::new(proxy_sockets, max_connections),
+        transparent: transparent_sockets
+            .map(|(sockets, _)| Listener::new(sockets, max_connections)),
         tproxy,
     };
-    let serving = ServingThreads::start(&listeners, fronts).map_err(StartError::ServingThreads)?;
+    let serving = ServingThreads::start(listeners, fronts).map_err(StartError::ServingThreads)?;
     if let Some(addr) = transparent_addr {
         info!(transparent = %addr, tproxy, "Transparent listener accepting redirected connections.");
     }
@@ -411,12 +437,10 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 
 fn local_addr(
     key: &'static str,
-    listener: &TcpListener,
+    bound: std::io::Result<SocketAddr>,
     addr: SocketAddr,
 ) -> Result<SocketAddr, StartError> {
-    listener
-        .local_addr()
-        .map_err(|source| StartError::Bind { key, addr, source })
+    bound.map_err(|source| StartError::Bind { key, addr, source })
 }
 
 /// The management listener's TLS acceptor when `[admin] tls` is on: the configured certificate,
@@ -745,36 +769,44 @@ async fn watch_policies(shared: Arc<Shared>) {
     }
 }
 
-/// A bound client-facing socket and the cap on its open connections, which every serving thread
-/// shares: the cap is the listener's, not a thread's.
+/// A client-facing address: a socket per serving thread (`listen::bind_group`) and the cap on
+/// its open connections, which every thread shares: the cap is the listener's, not a thread's.
 struct Listener {
-    socket: std::net::TcpListener,
+    sockets: Vec<std::net::TcpListener>,
     limit: Arc<Semaphore>,
 }
 
 impl Listener {
-    fn new(listener: TcpListener, max_connections: usize) -> std::io::Result<Listener> {
-        Ok(Listener {
-            socket: listener.into_std()?,
+    fn new(sockets: Vec<std::net::TcpListener>, max_connections: usize) -> Listener {
+        Listener {
+            sockets,
             limit: Arc::new(Semaphore::new(max_connections)),
-        })
+        }
     }
 
-    /// Another descriptor for the same socket and the same cap, for one more serving thread.
-    fn try_clone(&self) -> std::io::Result<Listener> {
-        Ok(Listener {
-            socket: self.socket.try_clone()?,
-            limit: self.limit.clone(),
+    fn per_thread(self) -> impl Iterator<Item = ThreadSocket> {
+        let limit = self.limit;
+        self.sockets.into_iter().map(move |socket| ThreadSocket {
+            socket,
+            limit: limit.clone(),
         })
     }
+}
 
+/// One serving thread's socket of a listener, with the listener's cap.
+struct ThreadSocket {
+    socket: std::net::TcpListener,
+    limit: Arc<Semaphore>,
+}
+
+impl ThreadSocket {
     /// Registers the socket with the runtime of the thread that calls it.
     fn register(self) -> std::io::Result<(TcpListener, Arc<Semaphore>)> {
         Ok((TcpListener::from_std(self.socket)?, self.limit))
     }
 }
 
-/// The client-facing listeners, as every serving thread accepts on them.
+/// The client-facing listeners.
 struct Listeners {
     explicit: Listener,
     transparent: Option<Listener>,
@@ -782,23 +814,32 @@ struct Listeners {
     tproxy: bool,
 }
 
+/// What one serving thread accepts on.
+struct ThreadListeners {
+    explicit: ThreadSocket,
+    transparent: Option<ThreadSocket>,
+    tproxy: bool,
+}
+
 impl Listeners {
-    fn try_clone(&self) -> std::io::Result<Listeners> {
-        Ok(Listeners {
-            explicit: self.explicit.try_clone()?,
-            transparent: self
-                .transparent
-                .as_ref()
-                .map(Listener::try_clone)
-                .transpose()?,
-            tproxy: self.tproxy,
-        })
+    /// One entry per socket of the explicit listener; the transparent one has as many.
+    fn per_thread(self) -> Vec<ThreadListeners> {
+        let tproxy = self.tproxy;
+        let mut transparent = self.transparent.map(Listener::per_thread);
+        self.explicit
+            .per_thread()
+            .map(|explicit| ThreadListeners {
+                explicit,
+                transparent: transparent.as_mut().and_then(Iterator::next),
+                tproxy,
+            })
+            .collect()
     }
 }
 
 /// Client connections are served by threads of their own, each a current-thread runtime with its
-/// own pingora app (and so its own upstream connection pool), all accepting on the same
-/// listeners: a connection, its requests and their upstream connections stay on the thread that
+/// own pingora app (and so its own upstream connection pool) and its own sockets on the
+/// listening addresses: a connection, its requests and their upstream connections stay on the thread that
 /// accepted it, so serving a request wakes no other thread. On a VM where a wake-up across
 /// vCPUs cost the waker 14 µs, one work-stealing runtime spent 48–51% more CPU per request than
 /// these threads one at a time and served 12–23% fewer requests at 16–128 connections
@@ -815,16 +856,16 @@ struct ServingThreads {
 }
 
 impl ServingThreads {
-    /// Starts a thread per front, each accepting on its own descriptors for `listeners`.
+    /// Starts a thread per front, each accepting on its own sockets of `listeners` (which has
+    /// a socket per front on each address).
     fn start(
-        listeners: &Listeners,
+        listeners: Listeners,
         fronts: Vec<Arc<FrontContext>>,
     ) -> std::io::Result<ServingThreads> {
         let (release, released) = watch::channel(false);
         let (ended, accept_ended) = mpsc::channel(fronts.len().max(1));
         let mut finished = Vec::with_capacity(fronts.len());
-        for (index, front) in fronts.iter().enumerate() {
-            let listeners = listeners.try_clone()?;
+        for (index, (front, listeners)) in fronts.iter().zip(listeners.per_thread()).enumerate() {
             let front = front.clone();
             let ended = ended.clone();
             let mut released = released.clone();
@@ -879,7 +920,7 @@ impl ServingThreads {
 }
 
 /// One serving thread's accept loops, until shutdown.
-async fn serve_listeners(listeners: Listeners, front: Arc<FrontContext>) {
+async fn serve_listeners(listeners: ThreadListeners, front: Arc<FrontContext>) {
     let explicit_loop = async {
         match listeners.explicit.register() {
             Ok((listener, limit)) => explicit::serve(listener, front.clone(), limit).await,

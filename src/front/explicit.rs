@@ -19,6 +19,9 @@ use crate::metrics;
 use crate::upstream::UpstreamError;
 
 const MAX_HEADERS: usize = 100;
+/// Accept backlog of each serving thread's socket on `[proxy] listen` (tokio's default, which
+/// the single shared socket had before).
+pub const BACKLOG: i32 = 1024;
 
 /// Accepts until shutdown. `limit` caps this listener's open connections across every serving
 /// thread, so it is shared, not made per call.

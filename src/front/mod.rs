@@ -18,6 +18,7 @@ pub mod drain;
 pub mod explicit;
 pub mod hello;
 pub mod intercept;
+pub mod listen;
 pub mod pac;
 pub mod route;
 pub mod socket;

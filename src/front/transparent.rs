@@ -17,12 +17,13 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use socket2::SockRef;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
 use super::hello::read_client_hello;
+use super::listen::{self, ListenError, ListenOptions};
 use super::route::Route;
 use super::{intercept, tunnel, ConnectTarget, ConnectionMeta, FrontContext, Listener};
 use crate::metrics;
@@ -33,32 +34,23 @@ const BACKLOG: i32 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransparentError {
-    #[error("cannot open the transparent listener on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
-    #[error("cannot set IP_TRANSPARENT on {addr} (TPROXY needs CAP_NET_ADMIN): {source}")]
-    Transparent { addr: SocketAddr, source: io::Error },
     #[error("cannot read the original destination: {0}")]
     OriginalDst(io::Error),
 }
 
-/// Opens the listening socket. With `tproxy`, `IP_TRANSPARENT` lets it accept connections
-/// addressed to any IP that a `TPROXY` rule steers to it; `REDIRECT` needs nothing special.
-pub fn bind(addr: SocketAddr, tproxy: bool) -> Result<TcpListener, TransparentError> {
-    let bind_error = |source| TransparentError::Bind { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(bind_error)?;
-    socket.set_reuse_address(true).map_err(bind_error)?;
-    if tproxy {
-        let set = match addr {
-            SocketAddr::V4(_) => socket.set_ip_transparent_v4(true),
-            SocketAddr::V6(_) => socket.set_ip_transparent_v6(true),
-        };
-        set.map_err(|source| TransparentError::Transparent { addr, source })?;
-    }
-    socket.set_nonblocking(true).map_err(bind_error)?;
-    socket.bind(&addr.into()).map_err(bind_error)?;
-    socket.listen(BACKLOG).map_err(bind_error)?;
-    TcpListener::from_std(std::net::TcpListener::from(socket)).map_err(bind_error)
+/// Opens the listening sockets, one per serving thread (`listen::bind_group`). With `tproxy`,
+/// `IP_TRANSPARENT` lets them accept connections addressed to any IP that a `TPROXY` rule steers
+/// here; `REDIRECT` needs nothing special.
+pub fn bind(
+    addr: SocketAddr,
+    tproxy: bool,
+    sockets: usize,
+) -> Result<Vec<std::net::TcpListener>, ListenError> {
+    let options = ListenOptions {
+        ip_transparent: tproxy,
+        backlog: BACKLOG,
+    };
+    listen::bind_group(addr, sockets, options)
 }
 
 pub async fn serve(
@@ -352,7 +344,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_unredirected_connection_has_its_local_address_as_destination() {
-        let listener = bind(addr("127.0.0.1:0"), false).unwrap();
+        let listener = bind(addr("127.0.0.1:0"), false, 1).unwrap().remove(0);
+        let listener = TcpListener::from_std(listener).unwrap();
         let listen = listener.local_addr().unwrap();
         let (_client, accepted) = tokio::join!(TcpStream::connect(listen), listener.accept());
         let (socket, _) = accepted.unwrap();
@@ -364,8 +357,8 @@ mod tests {
     #[tokio::test]
     async fn tproxy_listener_binds_with_ip_transparent() {
         // The tests run as root (CI), which holds CAP_NET_ADMIN.
-        let listener = bind(addr("127.0.0.1:0"), true).unwrap();
-        let transparent = SockRef::from(&listener).ip_transparent_v4().unwrap();
-        assert!(transparent);
+        for listener in bind(addr("127.0.0.1:0"), true, 2).unwrap() {
+            assert!(SockRef::from(&listener).ip_transparent_v4().unwrap());
+        }
     }
 }

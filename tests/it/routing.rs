@@ -229,3 +229,62 @@ async fn connections_beyond_the_limit_are_refused_with_503() {
         .unwrap();
     assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
 }
+
+#[tokio::test]
+async fn every_serving_thread_takes_its_share_of_new_connections() {
+    let ca = upstream_ca();
+    let origin = Origin::start_plain().await;
+    // Each thread has its own socket on the address and the kernel hashes every new connection
+    // to one of them: a thread whose socket nobody accepts on would leave about a quarter of
+    // these connections hanging.
+    let gateway = TestGateway::start_with(&ca, &[("plain.example", origin.addr)], |config| {
+        config.proxy.threads = 4;
+    })
+    .await;
+    for attempt in 0..48 {
+        let mut client = TcpStream::connect(gateway.gateway.proxy_addr)
+            .await
+            .unwrap();
+        client
+            .write_all(
+                b"GET http://plain.example:8080/ HTTP/1.1\r\nHost: plain.example:8080\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_string(&mut reply))
+            .await
+            .unwrap_or_else(|_| panic!("connection {attempt} was never served"))
+            .unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    assert_eq!(origin.requests().len(), 48);
+}
+
+#[tokio::test]
+async fn a_second_gateway_on_the_same_address_is_refused() {
+    let ca = upstream_ca();
+    let first = TestGateway::start_with(&ca, &[], |config| config.proxy.threads = 2).await;
+    let taken = first.gateway.proxy_addr;
+
+    // The same configuration again, as a second instance started by mistake would have it: its
+    // sockets would join the first one's SO_REUSEPORT group and take half of its connections.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = aigate::config::Config::default();
+    config.proxy.listen = taken;
+    config.proxy.threads = 2;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.tls.ca_dir = dir.path().join("certs");
+    config.catalog.dir = crate::support::repo_path("config/catalog");
+    config.policy.dir = crate::support::repo_path("config/policies");
+    config.store.url = format!("sqlite://{}", dir.path().join("aigate.db").display());
+    config.audit.journal_dir = dir.path().join("journal");
+    config.validate().unwrap();
+    let error = match aigate::server::start(config).await {
+        Ok(_) => panic!("a second gateway started on {taken}"),
+        Err(error) => error.to_string(),
+    };
+    assert!(error.starts_with("[proxy] listen: "), "{error}");
+    assert!(error.contains(&taken.to_string()), "{error}");
+    assert!(error.contains("in use"), "{error}");
+}
