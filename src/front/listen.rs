@@ -1,10 +1,10 @@
 //! The client-facing listening sockets: one per serving thread, all on the same address.
 //!
-//! Threads that shared one socket were all woken for every new connection, and all but one found
-//! nothing to accept: with two threads, 6–12% fewer new connections per second than one thread
-//! had per CPU (REPORT-2026-12-04). Sockets of their own in a `SO_REUSEPORT` group let the
-//! kernel hand each connection to exactly one thread; when a thread's socket closes, the others
-//! take its share.
+//! Threads that shared one socket were all woken for every new connection, and the first to run
+//! drained the whole queue: 16 connections opened at once went to one thread in two of three
+//! runs, and the gateway served on one CPU while it had two (REPORT-2026-12-04-b). Sockets of
+//! their own in a `SO_REUSEPORT` group let the kernel hand each connection to exactly one
+//! thread; when a thread's socket closes, the others take its share.
 //!
 //! Must never: let a second gateway (or any program) listen on an address this one holds.
 //! `SO_REUSEPORT` would admit any later socket of the same user that sets it too, and the two
