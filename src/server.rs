@@ -17,7 +17,7 @@ use crate::admin;
 use crate::audit::{AuditHandle, AuditWriterConfig};
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
-use crate::front::listen::{self, ListenOptions};
+use crate::front::listen::{self, ListenGroup, ListenOptions};
 use crate::front::route::Router;
 use crate::front::{explicit, transparent, FrontContext};
 use crate::inspect::Inspector;
@@ -229,7 +229,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         ip_transparent: false,
         backlog: explicit::BACKLOG,
     };
-    let proxy_sockets =
+    let proxy_group =
         listen::bind_group(config.proxy.listen, threads, proxy_options).map_err(|source| {
             StartError::Listen {
                 key: "[proxy] listen",
@@ -237,31 +237,18 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             }
         })?;
     let admin_listener = bind("[admin] listen", config.admin.listen).await?;
-    let proxy_addr = local_addr(
-        "[proxy] listen",
-        proxy_sockets[0].local_addr(),
-        config.proxy.listen,
-    )?;
-    let admin_addr = local_addr(
-        "[admin] listen",
-        admin_listener.local_addr(),
-        config.admin.listen,
-    )?;
-    let transparent_sockets = match config.transparent.listen {
-        Some(addr) => {
-            let sockets =
-                transparent::bind(addr, config.transparent.tproxy, threads).map_err(|source| {
-                    StartError::Listen {
-                        key: "[transparent] listen",
-                        source,
-                    }
-                })?;
-            let bound = local_addr("[transparent] listen", sockets[0].local_addr(), addr)?;
-            Some((sockets, bound))
-        }
-        None => None,
-    };
-    let transparent_addr = transparent_sockets.as_ref().map(|(_, addr)| *addr);
+    let proxy_addr = proxy_group.addr;
+    let admin_addr = local_addr("[admin] listen", &admin_listener, config.admin.listen)?;
+    let transparent_group = config
+        .transparent
+        .listen
+        .map(|addr| transparent::bind(addr, config.transparent.tproxy, threads))
+        .transpose()
+        .map_err(|source| StartError::Listen {
+            key: "[transparent] listen",
+            source,
+        })?;
+    let transparent_addr = transparent_group.as_ref().map(|group| group.addr);
     let own_listeners: Vec<SocketAddr> = [proxy_addr, admin_addr]
         .into_iter()
         .chain(transparent_addr)
@@ -339,9 +326,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let max_connections = shared.config().proxy.max_connections;
     let tproxy = shared.config().transparent.tproxy;
     let listeners = Listeners {
-        explicit: Listener::new(proxy_sockets, max_connections),
-        transparent: transparent_sockets
-            .map(|(sockets, _)| Listener::new(sockets, max_connections)),
+        explicit: Listener::new(proxy_group, max_connections),
+        transparent: transparent_group.map(|group| Listener::new(group, max_connections)),
         tproxy,
     };
     let serving = ServingThreads::start(listeners, fronts).map_err(StartError::ServingThreads)?;
@@ -437,10 +423,12 @@ async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, StartE
 
 fn local_addr(
     key: &'static str,
-    bound: std::io::Result<SocketAddr>,
+    listener: &TcpListener,
     addr: SocketAddr,
 ) -> Result<SocketAddr, StartError> {
-    bound.map_err(|source| StartError::Bind { key, addr, source })
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { key, addr, source })
 }
 
 /// The management listener's TLS acceptor when `[admin] tls` is on: the configured certificate,
@@ -777,9 +765,9 @@ struct Listener {
 }
 
 impl Listener {
-    fn new(sockets: Vec<std::net::TcpListener>, max_connections: usize) -> Listener {
+    fn new(group: ListenGroup, max_connections: usize) -> Listener {
         Listener {
-            sockets,
+            sockets: group.sockets,
             limit: Arc::new(Semaphore::new(max_connections)),
         }
     }
@@ -839,8 +827,8 @@ impl Listeners {
 
 /// Client connections are served by threads of their own, each a current-thread runtime with its
 /// own pingora app (and so its own upstream connection pool) and its own sockets on the
-/// listening addresses: a connection, its requests and their upstream connections stay on the thread that
-/// accepted it, so serving a request wakes no other thread. On a VM where a wake-up across
+/// listening addresses: a connection, its requests and their upstream connections stay on the
+/// thread that accepted it, so serving a request wakes no other thread. On a VM where a wake-up across
 /// vCPUs cost the waker 14 µs, one work-stealing runtime spent 48–51% more CPU per request than
 /// these threads one at a time and served 12–23% fewer requests at 16–128 connections
 /// (REPORT-2026-12-04).

@@ -32,14 +32,23 @@ pub struct ListenOptions {
     pub backlog: i32,
 }
 
-/// Opens `count` (at least one) listening sockets on `addr`, non-blocking, ready for
-/// `tokio::net::TcpListener::from_std` on whichever runtime serves each. With port 0 they all
-/// share the one port the kernel picks for the first.
+/// The listening sockets on one address.
+#[derive(Debug)]
+pub struct ListenGroup {
+    /// Where they listen: the configured address, with the port the kernel picked for port 0.
+    pub addr: SocketAddr,
+    /// Non-blocking, ready for `tokio::net::TcpListener::from_std` on whichever runtime serves
+    /// each.
+    pub sockets: Vec<std::net::TcpListener>,
+}
+
+/// Opens `count` (at least one) listening sockets on `addr`. With port 0 they all share the one
+/// port the kernel picks for the first.
 pub fn bind_group(
     addr: SocketAddr,
     count: usize,
     options: ListenOptions,
-) -> Result<Vec<std::net::TcpListener>, ListenError> {
+) -> Result<ListenGroup, ListenError> {
     if addr.port() != 0 {
         // Dropped before the group binds: it only proves that nothing listens here now.
         open(addr, options, false)?;
@@ -63,10 +72,13 @@ pub fn bind_group(
             .listen(options.backlog)
             .map_err(|source| ListenError::Bind { addr, source })?;
     }
-    Ok(sockets
-        .into_iter()
-        .map(std::net::TcpListener::from)
-        .collect())
+    Ok(ListenGroup {
+        addr: bound,
+        sockets: sockets
+            .into_iter()
+            .map(std::net::TcpListener::from)
+            .collect(),
+    })
 }
 
 /// A bound socket, not listening: the probe must never take a connection.
@@ -106,9 +118,11 @@ mod tests {
 
     #[test]
     fn a_group_shares_one_port_and_each_socket_gets_connections() {
-        let group = bind_group(loopback(), 2, PLAIN).unwrap();
-        let addr = group[0].local_addr().unwrap();
-        assert_eq!(group[1].local_addr().unwrap(), addr);
+        let ListenGroup { addr, sockets } = bind_group(loopback(), 2, PLAIN).unwrap();
+        assert_ne!(addr.port(), 0);
+        for socket in &sockets {
+            assert_eq!(socket.local_addr().unwrap(), addr);
+        }
 
         // The kernel picks a socket by hashing the connection's addresses: 64 source ports
         // all landing on one of two sockets would mean the group is not a group.
@@ -122,7 +136,7 @@ mod tests {
                 std::time::Instant::now() < deadline,
                 "accepted {accepted:?}"
             );
-            for (socket, count) in group.iter().zip(accepted.iter_mut()) {
+            for (socket, count) in sockets.iter().zip(accepted.iter_mut()) {
                 while socket.accept().is_ok() {
                     *count += 1;
                 }
@@ -134,7 +148,7 @@ mod tests {
     #[test]
     fn an_address_in_use_is_refused_even_to_another_group() {
         let held = bind_group(loopback(), 2, PLAIN).unwrap();
-        let addr = held[0].local_addr().unwrap();
+        let addr = held.addr;
         let error = bind_group(addr, 2, PLAIN).unwrap_err();
         let ListenError::Bind { source, .. } = &error else {
             panic!("{error}");
@@ -149,11 +163,9 @@ mod tests {
 
     #[test]
     fn a_freed_address_can_be_taken_again() {
-        let addr = {
-            let group = bind_group(loopback(), 2, PLAIN).unwrap();
-            group[0].local_addr().unwrap()
-        };
+        let addr = bind_group(loopback(), 2, PLAIN).unwrap().addr;
         let group = bind_group(addr, 2, PLAIN).unwrap();
-        assert_eq!(group.len(), 2);
+        assert_eq!(group.addr, addr);
+        assert_eq!(group.sockets.len(), 2);
     }
 }

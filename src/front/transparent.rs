@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
 use super::hello::read_client_hello;
-use super::listen::{self, ListenError, ListenOptions};
+use super::listen::{self, ListenError, ListenGroup, ListenOptions};
 use super::route::Route;
 use super::{intercept, tunnel, ConnectTarget, ConnectionMeta, FrontContext, Listener};
 use crate::metrics;
@@ -41,11 +41,7 @@ pub enum TransparentError {
 /// Opens the listening sockets, one per serving thread (`listen::bind_group`). With `tproxy`,
 /// `IP_TRANSPARENT` lets them accept connections addressed to any IP that a `TPROXY` rule steers
 /// here; `REDIRECT` needs nothing special.
-pub fn bind(
-    addr: SocketAddr,
-    tproxy: bool,
-    sockets: usize,
-) -> Result<Vec<std::net::TcpListener>, ListenError> {
+pub fn bind(addr: SocketAddr, tproxy: bool, sockets: usize) -> Result<ListenGroup, ListenError> {
     let options = ListenOptions {
         ip_transparent: tproxy,
         backlog: BACKLOG,
@@ -344,7 +340,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_unredirected_connection_has_its_local_address_as_destination() {
-        let listener = bind(addr("127.0.0.1:0"), false, 1).unwrap().remove(0);
+        let listener = bind(addr("127.0.0.1:0"), false, 1)
+            .unwrap()
+            .sockets
+            .remove(0);
         let listener = TcpListener::from_std(listener).unwrap();
         let listen = listener.local_addr().unwrap();
         let (_client, accepted) = tokio::join!(TcpStream::connect(listen), listener.accept());
@@ -357,7 +356,7 @@ mod tests {
     #[tokio::test]
     async fn tproxy_listener_binds_with_ip_transparent() {
         // The tests run as root (CI), which holds CAP_NET_ADMIN.
-        for listener in bind(addr("127.0.0.1:0"), true, 2).unwrap() {
+        for listener in bind(addr("127.0.0.1:0"), true, 2).unwrap().sockets {
             assert!(SockRef::from(&listener).ip_transparent_v4().unwrap());
         }
     }

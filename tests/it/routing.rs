@@ -270,15 +270,9 @@ async fn a_second_gateway_on_the_same_address_is_refused() {
     // The same configuration again, as a second instance started by mistake would have it: its
     // sockets would join the first one's SO_REUSEPORT group and take half of its connections.
     let dir = tempfile::tempdir().unwrap();
-    let mut config = aigate::config::Config::default();
+    let mut config = TestGateway::config(dir.path(), &ca, &[]);
     config.proxy.listen = taken;
     config.proxy.threads = 2;
-    config.admin.listen = "127.0.0.1:0".parse().unwrap();
-    config.tls.ca_dir = dir.path().join("certs");
-    config.catalog.dir = crate::support::repo_path("config/catalog");
-    config.policy.dir = crate::support::repo_path("config/policies");
-    config.store.url = format!("sqlite://{}", dir.path().join("aigate.db").display());
-    config.audit.journal_dir = dir.path().join("journal");
     config.validate().unwrap();
     let error = match aigate::server::start(config).await {
         Ok(_) => panic!("a second gateway started on {taken}"),

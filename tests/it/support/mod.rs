@@ -154,30 +154,42 @@ impl TestGateway {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .try_init();
         let dir = tempfile::tempdir().unwrap();
-        let roots = dir.path().join("upstream-ca.pem");
-        std::fs::write(&roots, upstream_ca.cert_pem()).unwrap();
-        let mut config = Config::default();
-        config.proxy.listen = "127.0.0.1:0".parse().unwrap();
-        config.admin.listen = "127.0.0.1:0".parse().unwrap();
-        config.tls.ca_dir = dir.path().join("certs");
-        config.catalog.dir = repo_path("config/catalog");
-        // The shipped catalog approves nothing, so the shipped policies would put every request
-        // under review; transport tests run with every shipped policy but the review one and
-        // unapproved services allowed by default. Policy tests restore the shipped set.
-        config.policy.dir = shipped_policies_without(dir.path(), &["review-unapproved-ai"]);
-        config.policy.defaults.review_required = aigate::policy::Decision::Allow;
-        config.policy.defaults.unknown = aigate::policy::Decision::Allow;
-        config.upstream.extra_roots = vec![roots];
-        config.store.url = format!("sqlite://{}", dir.path().join("aigate.db").display());
-        config.audit.journal_dir = dir.path().join("journal");
-        config.audit.flush_interval_ms = 20;
-        for (host, addr) in resolve {
-            config.upstream.resolve.insert((*host).to_owned(), *addr);
-        }
+        let mut config = Self::config(dir.path(), upstream_ca, resolve);
         adjust(&mut config);
         config.validate().unwrap();
         let gateway = aigate::server::start(config).await.unwrap();
         TestGateway { gateway, dir }
+    }
+
+    /// The configuration `start_with` runs before its adjustments: loopback ports, the CA
+    /// directory, policies and SQLite store under `dir`, trusting `upstream_ca`, and resolving the
+    /// given hosts to local origins.
+    pub fn config(
+        dir: &Path,
+        upstream_ca: &CertificateAuthority,
+        resolve: &[(&str, SocketAddr)],
+    ) -> Config {
+        let roots = dir.join("upstream-ca.pem");
+        std::fs::write(&roots, upstream_ca.cert_pem()).unwrap();
+        let mut config = Config::default();
+        config.proxy.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin.listen = "127.0.0.1:0".parse().unwrap();
+        config.tls.ca_dir = dir.join("certs");
+        config.catalog.dir = repo_path("config/catalog");
+        // The shipped catalog approves nothing, so the shipped policies would put every request
+        // under review; transport tests run with every shipped policy but the review one and
+        // unapproved services allowed by default. Policy tests restore the shipped set.
+        config.policy.dir = shipped_policies_without(dir, &["review-unapproved-ai"]);
+        config.policy.defaults.review_required = aigate::policy::Decision::Allow;
+        config.policy.defaults.unknown = aigate::policy::Decision::Allow;
+        config.upstream.extra_roots = vec![roots];
+        config.store.url = format!("sqlite://{}", dir.join("aigate.db").display());
+        config.audit.journal_dir = dir.join("journal");
+        config.audit.flush_interval_ms = 20;
+        for (host, addr) in resolve {
+            config.upstream.resolve.insert((*host).to_owned(), *addr);
+        }
+        config
     }
 
     /// Reinstates the shipped policy set and defaults (for policy tests).
