@@ -834,13 +834,7 @@ impl Listeners {
 /// (REPORT-2026-12-04).
 struct ServingThreads {
     fronts: Vec<Arc<FrontContext>>,
-    /// A message per thread whose accept loops ended; closed once every thread has exited.
-    accept_ended: mpsc::Receiver<()>,
-    ended: usize,
-    /// Set once every connection has drained: until then each thread keeps its runtime (and
-    /// the connections it drives) alive after its accept loops ended.
-    release: watch::Sender<bool>,
-    finished: Vec<oneshot::Receiver<()>>,
+    threads: ThreadGroup,
 }
 
 impl ServingThreads {
@@ -850,12 +844,62 @@ impl ServingThreads {
         listeners: Listeners,
         fronts: Vec<Arc<FrontContext>>,
     ) -> std::io::Result<ServingThreads> {
+        let work = fronts.iter().cloned().zip(listeners.per_thread()).collect();
+        let threads =
+            ThreadGroup::spawn(work, |(front, listeners)| serve_listeners(listeners, front))?;
+        Ok(ServingThreads { fronts, threads })
+    }
+
+    async fn any_accept_loop_ended(&mut self) {
+        self.threads.any_ended().await
+    }
+
+    async fn accept_loops_ended(&mut self) {
+        self.threads.all_ended().await
+    }
+
+    async fn stop(self) {
+        self.threads.stop().await
+    }
+}
+
+/// Threads that each run one piece of work on a current-thread runtime, then keep that runtime
+/// (and the tasks the work spawned, such as connections still draining) alive until released.
+struct ThreadGroup {
+    /// A message per thread whose work ended; closed once every thread has exited.
+    work_ended: mpsc::Receiver<()>,
+    ended: usize,
+    count: usize,
+    release: watch::Sender<bool>,
+    finished: Vec<oneshot::Receiver<()>>,
+}
+
+/// Sent when a thread's work ends, returned or panicked: a panic unwinds through the runtime's
+/// `block_on`, which drops the work's future and this with it. Without it a thread that died
+/// would keep its sender alive in no one's hands and the gateway would never notice.
+struct WorkEnded(mpsc::Sender<()>);
+
+impl Drop for WorkEnded {
+    fn drop(&mut self) {
+        // Room for every thread's message: the channel holds one per thread.
+        let _ = self.0.try_send(());
+    }
+}
+
+impl ThreadGroup {
+    fn spawn<W, F, Fut>(work: Vec<W>, run: F) -> std::io::Result<ThreadGroup>
+    where
+        W: Send + 'static,
+        F: Fn(W) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let count = work.len();
         let (release, released) = watch::channel(false);
-        let (ended, accept_ended) = mpsc::channel(fronts.len().max(1));
-        let mut finished = Vec::with_capacity(fronts.len());
-        for (index, (front, listeners)) in fronts.iter().zip(listeners.per_thread()).enumerate() {
-            let front = front.clone();
-            let ended = ended.clone();
+        let (ended, work_ended) = mpsc::channel(count.max(1));
+        let mut finished = Vec::with_capacity(count);
+        for (index, work) in work.into_iter().enumerate() {
+            let run = run.clone();
+            let ended = WorkEnded(ended.clone());
             let mut released = released.clone();
             let (done, done_rx) = oneshot::channel();
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -865,40 +909,39 @@ impl ServingThreads {
                 .name(format!("aigate-serve-{index}"))
                 .spawn(move || {
                     runtime.block_on(async move {
-                        serve_listeners(listeners, front).await;
-                        // Room for every thread's message: the channel holds one per thread.
-                        let _ = ended.try_send(());
+                        run(work).await;
+                        drop(ended);
                         let _ = released.wait_for(|released| *released).await;
                     });
                     let _ = done.send(());
                 })?;
             finished.push(done_rx);
         }
-        Ok(ServingThreads {
-            fronts,
-            accept_ended,
+        Ok(ThreadGroup {
+            work_ended,
             ended: 0,
+            count,
             release,
             finished,
         })
     }
 
-    /// Resolves when a thread's accept loops have ended, or every thread has exited. Cancel-safe:
-    /// an end seen is counted, so `accept_loops_ended` does not wait for it again.
-    async fn any_accept_loop_ended(&mut self) {
-        if self.accept_ended.recv().await.is_some() {
+    /// Resolves when a thread's work has ended, or every thread has exited. Cancel-safe: an end
+    /// seen is counted, so `all_ended` does not wait for it again.
+    async fn any_ended(&mut self) {
+        if self.work_ended.recv().await.is_some() {
             self.ended += 1;
         }
     }
 
-    /// Resolves when every thread's accept loops have ended (or its thread exited).
-    async fn accept_loops_ended(&mut self) {
-        while self.ended < self.fronts.len() && self.accept_ended.recv().await.is_some() {
+    /// Resolves when every thread's work has ended (or its thread exited).
+    async fn all_ended(&mut self) {
+        while self.ended < self.count && self.work_ended.recv().await.is_some() {
             self.ended += 1;
         }
     }
 
-    /// Lets the threads end (their connections have drained or timed out) and waits for them.
+    /// Lets the threads end and waits for them.
     async fn stop(self) {
         let _ = self.release.send(true);
         for done in self.finished {
@@ -931,4 +974,47 @@ async fn serve_listeners(listeners: ThreadListeners, front: Arc<FrontContext>) {
         }
     };
     tokio::join!(explicit_loop, transparent_loop);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::ThreadGroup;
+
+    /// Work that panics when it has no end signal, and otherwise runs until signalled.
+    async fn work(end: Option<oneshot::Receiver<()>>) {
+        match end {
+            Some(end) => {
+                let _ = end.await;
+            }
+            None => std::panic::resume_unwind(Box::new("injected fault")),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_thread_whose_work_panics_is_noticed_while_the_others_keep_running() {
+        let (end_other, other) = oneshot::channel();
+        let mut threads = ThreadGroup::spawn(vec![Some(other), None], work).unwrap();
+
+        tokio::time::timeout(Duration::from_secs(10), threads.any_ended())
+            .await
+            .expect("the thread that panicked was not noticed");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), threads.all_ended())
+                .await
+                .is_err(),
+            "the thread still working was counted as ended"
+        );
+
+        end_other.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), threads.all_ended())
+            .await
+            .expect("the thread whose work returned was not noticed");
+        tokio::time::timeout(Duration::from_secs(10), threads.stop())
+            .await
+            .expect("released threads did not exit");
+    }
 }
