@@ -17,6 +17,8 @@ pub use crate::audit::WriterPriority;
 
 /// More serving threads than this is a typo, not a machine.
 const MAX_PROXY_THREADS: usize = 1024;
+/// Events a few milliseconds apart gain nothing from a thread kept awake between them.
+const MAX_BUSY_POLL_US: u64 = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -267,6 +269,10 @@ pub struct ProxyConfig {
     /// Threads that accept and serve client connections (explicit and transparent), each with
     /// its own async runtime and upstream pool. 0: one per CPU the process may run on.
     pub threads: usize,
+    /// How long a serving thread keeps polling for network events after its last work before
+    /// it sleeps (`src/busy_poll.rs`). Spares peers the interrupt of waking a halted vCPU and
+    /// the gateway the wake-up, for CPU burnt in the window. 0: off.
+    pub busy_poll_us: u64,
 }
 
 impl Default for ProxyConfig {
@@ -281,6 +287,7 @@ impl Default for ProxyConfig {
             client_idle_timeout_secs: 120,
             drain_timeout_secs: 30,
             threads: 0,
+            busy_poll_us: 0,
         }
     }
 }
@@ -304,6 +311,10 @@ impl ProxyConfig {
     }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)
+    }
+    /// `busy_poll_us`, or `None` when off.
+    pub fn busy_poll_window(&self) -> Option<Duration> {
+        (self.busy_poll_us > 0).then(|| Duration::from_micros(self.busy_poll_us))
     }
 }
 
@@ -762,6 +773,12 @@ impl Config {
                 format!("must be at most {MAX_PROXY_THREADS} (0: one per CPU)"),
             ));
         }
+        if proxy.busy_poll_us > MAX_BUSY_POLL_US {
+            return Err(invalid(
+                "[proxy] busy_poll_us",
+                format!("must be at most {MAX_BUSY_POLL_US} µs (0: off); a longer window only burns CPU"),
+            ));
+        }
         if proxy.drain_timeout_secs > 3600 {
             return Err(invalid(
                 "[proxy] drain_timeout_secs",
@@ -932,6 +949,7 @@ mod tests {
                 "[proxy] drain_timeout_secs",
             ),
             ("[proxy]\nthreads = 100000\n", "[proxy] threads"),
+            ("[proxy]\nbusy_poll_us = 50000\n", "[proxy] busy_poll_us"),
             (
                 "[admin]\ntoken_sha256 = [\"secret\"]\n",
                 "[admin] token_sha256[0]",

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod busy_poll;
 pub mod catalog;
 pub mod config;
 pub mod front;

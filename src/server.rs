@@ -5,6 +5,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pingora::server::configuration::ServerConf;
@@ -15,6 +16,7 @@ use tracing::info;
 
 use crate::admin;
 use crate::audit::{AuditHandle, AuditWriterConfig};
+use crate::busy_poll;
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::Config;
 use crate::front::listen::{self, ListenGroup, ListenOptions};
@@ -351,6 +353,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         proxy = %proxy_addr,
         admin = %admin_addr,
         threads = serving.fronts.len(),
+        busy_poll_us = shared.config().proxy.busy_poll_us,
         "Gateway listening."
     );
     Ok(RunningGateway {
@@ -844,9 +847,13 @@ impl ServingThreads {
         listeners: Listeners,
         fronts: Vec<Arc<FrontContext>>,
     ) -> std::io::Result<ServingThreads> {
+        let busy_poll = fronts
+            .first()
+            .and_then(|front| front.shared.config().proxy.busy_poll_window());
         let work = fronts.iter().cloned().zip(listeners.per_thread()).collect();
-        let threads =
-            ThreadGroup::spawn(work, |(front, listeners)| serve_listeners(listeners, front))?;
+        let threads = ThreadGroup::spawn(work, busy_poll, |(front, listeners)| {
+            serve_listeners(listeners, front)
+        })?;
         Ok(ServingThreads { fronts, threads })
     }
 
@@ -887,7 +894,12 @@ impl Drop for WorkEnded {
 }
 
 impl ThreadGroup {
-    fn spawn<W, F, Fut>(work: Vec<W>, run: F) -> std::io::Result<ThreadGroup>
+    /// `busy_poll`: each thread polls that long after its last work before it sleeps.
+    fn spawn<W, F, Fut>(
+        work: Vec<W>,
+        busy_poll: Option<Duration>,
+        run: F,
+    ) -> std::io::Result<ThreadGroup>
     where
         W: Send + 'static,
         F: Fn(W) -> Fut + Clone + Send + 'static,
@@ -902,13 +914,18 @@ impl ThreadGroup {
             let ended = WorkEnded(ended.clone());
             let mut released = released.clone();
             let (done, done_rx) = oneshot::channel();
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
+            let mut builder = tokio::runtime::Builder::new_current_thread();
+            if busy_poll.is_some() {
+                busy_poll::install(&mut builder);
+            }
+            let runtime = builder.enable_all().build()?;
             std::thread::Builder::new()
                 .name(format!("aigate-serve-{index}"))
                 .spawn(move || {
                     runtime.block_on(async move {
+                        if let Some(window) = busy_poll {
+                            tokio::spawn(busy_poll::run(window));
+                        }
                         run(work).await;
                         drop(ended);
                         let _ = released.wait_for(|released| *released).await;
@@ -997,7 +1014,7 @@ mod tests {
     #[tokio::test]
     async fn a_thread_whose_work_panics_is_noticed_while_the_others_keep_running() {
         let (end_other, other) = oneshot::channel();
-        let mut threads = ThreadGroup::spawn(vec![Some(other), None], work).unwrap();
+        let mut threads = ThreadGroup::spawn(vec![Some(other), None], None, work).unwrap();
 
         tokio::time::timeout(Duration::from_secs(10), threads.any_ended())
             .await

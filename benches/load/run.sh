@@ -19,7 +19,8 @@
 #   default adaptive), UPSTREAM_HTTP2 ([upstream] http2, default true), TMPDIR (where the work
 #   directory, SQLite database and journal go; default /tmp), HALT_POLL_NS (KVM guests with the
 #   haltpoll cpuidle driver: guest_halt_poll_ns for the run, restored after; unset: as found),
-#   AIGATE_BIN (another aigate binary to run instead of target/release/aigate: a build A/B).
+#   AIGATE_BIN (another aigate binary to run instead of target/release/aigate: a build A/B),
+#   BUSY_POLL_US ([proxy] busy_poll_us; unset: the gateway's default).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -64,6 +65,7 @@ AIGATE_LOG_LEVEL=${AIGATE_LOG_LEVEL:-warn}
 STORE=${STORE:-sqlite}
 WRITER_PRIORITY=${WRITER_PRIORITY:-adaptive}
 UPSTREAM_HTTP2=${UPSTREAM_HTTP2:-true}
+BUSY_POLL_US=${BUSY_POLL_US:-}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 
 # CPU affinity. The proxy under test gets a core of its own; the load client and the origin
@@ -243,6 +245,7 @@ listen = "127.0.0.1:$AIGATE_PORT"
 max_connections = 20000
 header_read_timeout_secs = 300      # idle-connection check: the handshaken connections send nothing
 client_idle_timeout_secs = 300
+${BUSY_POLL_US:+busy_poll_us = $BUSY_POLL_US}
 
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"
@@ -432,7 +435,7 @@ STEAL_SHARE=$(awk -v s=$((STEAL_END - STEAL_START)) -v t=$((TOTAL_END - TOTAL_ST
     echo "- cross-CPU wake-up: $WAKE_LINE"
     echo "- affinity: proxy under test on CPU $PROXY_CPU (taskset); load client and origin on CPU $CLIENT_CPU (taskset)"
     echo "- workload: HTTPS POST, 2 KiB OpenAI chat-completion body (benign text), HTTP/1.1 keep-alive through CONNECT, TLS 1.3 ECDSA P-256 everywhere, no session resumption; ${DURATION} s per row; churn: new TCP + CONNECT + TLS per request at concurrency $CHURN_CONCURRENCY; paced: open loop over $PACED_CONNECTIONS connections, latency from the intended send time"
-    echo "- aigate: ${AIGATE_BIN:+binary $AIGATE_BIN, }release build, shipped catalog, shipped policies minus review-unapproved-ai (unapproved services allowed so requests are forwarded), $STORE store, audit on (writer priority $WRITER_PRIORITY), upstream http2 $UPSTREAM_HTTP2, log level $AIGATE_LOG_LEVEL"
+    echo "- aigate: ${AIGATE_BIN:+binary $AIGATE_BIN, }release build, shipped catalog, shipped policies minus review-unapproved-ai (unapproved services allowed so requests are forwarded), $STORE store, audit on (writer priority $WRITER_PRIORITY), upstream http2 $UPSTREAM_HTTP2, busy poll ${BUSY_POLL_US:-default} µs, log level $AIGATE_LOG_LEVEL"
     [ -n "$AUDIT_LINE" ] && echo "- aigate audit pipeline over the run: $AUDIT_LINE"
     want mitmproxy && echo "- mitmproxy: $("$MITMDUMP" --version 2>/dev/null | head -1), mitmdump -q, lazy upstream connect, addon benches/load/mitm_scan.py (JSON prompt extraction + 7 PII/secret regexes)"
     want squid && echo "- squid: $(squid -v | head -1 | sed 's/Squid Cache: //'), ssl_bump bump all, no cache, access log on"

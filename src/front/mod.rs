@@ -132,7 +132,10 @@ pub(crate) async fn accept(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => return Some(accepted),
+                Ok(accepted) => {
+                    crate::busy_poll::note_work();
+                    return Some(accepted);
+                }
                 Err(error) => {
                     tracing::warn!(%error, "Accept failed.");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;

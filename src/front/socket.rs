@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::ConnectionMeta;
+use crate::busy_poll;
 
 #[derive(Debug)]
 pub struct ClientSocket {
@@ -111,7 +112,11 @@ impl AsyncRead for ClientSocket {
             self.replay.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if read.is_ready() {
+            busy_poll::note_work();
+        }
+        read
     }
 }
 
@@ -121,6 +126,9 @@ impl AsyncWrite for ClientSocket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        // A response on its way to the client: the upstream's answer was work on this thread
+        // too, though its socket is pingora's.
+        busy_poll::note_work();
         if ready!(self.poll_hold_room(cx, buf.len()))? {
             self.unsent.extend_from_slice(buf);
             return Poll::Ready(Ok(buf.len()));
@@ -133,6 +141,7 @@ impl AsyncWrite for ClientSocket {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        busy_poll::note_work();
         let len = bufs.iter().map(|b| b.len()).sum();
         if ready!(self.poll_hold_room(cx, len))? {
             self.unsent.reserve(len);

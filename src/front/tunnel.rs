@@ -85,6 +85,7 @@ struct Activity<'a> {
 impl Activity<'_> {
     fn moved(&self, counter: &prometheus::IntCounter, bytes: usize) {
         counter.inc_by(bytes as u64);
+        crate::busy_poll::note_work();
         self.last
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
