@@ -665,6 +665,8 @@ pub async fn reload_config(shared: &Shared, new: Config) -> Result<ConfigReloade
     }
     keep!("[proxy] listen", proxy.listen);
     keep!("[proxy] max_connections", proxy.max_connections);
+    keep!("[proxy] threads", proxy.threads);
+    keep!("[proxy] busy_poll_us", proxy.busy_poll_us);
     keep!("[admin] listen", admin.listen);
     keep!("[admin] tls", admin.tls);
     keep!("[admin] tls_cert", admin.tls_cert);

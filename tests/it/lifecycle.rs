@@ -123,18 +123,19 @@ fn sighup_reloads_and_sigterm_stops_cleanly() {
     wait_for("SIGHUP: configuration and snapshot reloaded");
     assert!(!status_line().contains(" 407 "));
 
-    // The file now requires proxy authentication (applies at once) and moves the listener
-    // (needs a restart, and says so).
+    // The file now requires proxy authentication (applies at once), moves the listener and
+    // turns on busy polling (both need a restart, and it says so).
     let text = std::fs::read_to_string(&config).unwrap();
     let changed = text.replacen(
         "[proxy]\nlisten = \"127.0.0.1:0\"",
-        "[proxy]\nlisten = \"127.0.0.1:3999\"",
+        "[proxy]\nlisten = \"127.0.0.1:3999\"\nbusy_poll_us = 50",
         1,
     ) + "[identity]\nrequire_proxy_auth = true\n";
     std::fs::write(&config, &changed).unwrap();
     hangup();
     let restart = wait_for("apply only after a restart");
     assert!(restart.contains("[proxy] listen"), "{restart}");
+    assert!(restart.contains("[proxy] busy_poll_us"), "{restart}");
     assert!(
         status_line().contains(" 407 "),
         "require_proxy_auth applied"

@@ -443,3 +443,57 @@ async fn a_denied_request_is_answered_without_resolving_the_service() {
         "plain HTTP to a prohibited service is denied too"
     );
 }
+
+#[tokio::test]
+async fn busy_polling_threads_serve_intercepted_and_tunnelled_traffic_and_stop() {
+    let ca = upstream_ca();
+    let api = Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let other = Origin::start_tls(&ca, &["tunnel.example"]).await;
+    let gateway = TestGateway::start_with(
+        &ca,
+        &[("api.openai.com", api.addr), ("tunnel.example", other.addr)],
+        |config| {
+            config.proxy.threads = 2;
+            // Long enough that every request below lands inside a polling window.
+            config.proxy.busy_poll_us = 10_000;
+            // Connections the clients' pools still hold at shutdown get this long.
+            config.proxy.drain_timeout_secs = 1;
+        },
+    )
+    .await;
+
+    // Keep-alive intercepted requests over h1 and h2: each answer must come while the serving
+    // thread polls instead of parking, so a poller that starved the I/O driver would stall here.
+    for http in [Http::One, Http::Negotiate] {
+        let client = gateway.client(&gateway.ca_pem(), http);
+        for i in 0..20 {
+            let response = tokio::time::timeout(
+                Duration::from_secs(10),
+                client
+                    .post("https://api.openai.com/v1/embeddings")
+                    .body(format!("{{\"input\":\"n{i}\"}}"))
+                    .send(),
+            )
+            .await
+            .expect("an intercepted request stalled while its thread polled")
+            .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    }
+    assert_eq!(api.requests().len(), 40);
+
+    let tunnel = gateway.client(ca.cert_pem(), Http::Negotiate);
+    let response = tunnel
+        .get("https://tunnel.example/data")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(other.requests().len(), 1);
+    drop(tunnel);
+
+    // The pollers end with their threads: shutdown takes the drain timeout at most.
+    tokio::time::timeout(Duration::from_secs(15), gateway.gateway.shutdown())
+        .await
+        .expect("shutdown hung with busy polling on");
+}
