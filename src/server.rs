@@ -127,7 +127,7 @@ impl RunningGateway {
     /// decisions of the drained requests are stored too.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        self.serving.accept_loops_ended().await;
+        self.serving.threads.all_ended().await;
         for task in self.tasks {
             let _ = task.await;
         }
@@ -154,7 +154,7 @@ impl RunningGateway {
                 info!("All connections drained.");
             }
         }
-        self.serving.stop().await;
+        self.serving.threads.stop().await;
         for task in &self.background {
             task.abort();
         }
@@ -164,7 +164,7 @@ impl RunningGateway {
 
     /// Resolves when a serving thread's accept loops end on their own (they should not).
     pub async fn wait(&mut self) {
-        self.serving.any_accept_loop_ended().await;
+        self.serving.threads.any_ended().await;
     }
 }
 
@@ -332,7 +332,9 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         transparent: transparent_group.map(|group| Listener::new(group, max_connections)),
         tproxy,
     };
-    let serving = ServingThreads::start(listeners, fronts).map_err(StartError::ServingThreads)?;
+    let busy_poll = shared.config().proxy.busy_poll_window();
+    let serving =
+        ServingThreads::start(listeners, fronts, busy_poll).map_err(StartError::ServingThreads)?;
     if let Some(addr) = transparent_addr {
         info!(transparent = %addr, tproxy, "Transparent listener accepting redirected connections.");
     }
@@ -844,31 +846,17 @@ struct ServingThreads {
 
 impl ServingThreads {
     /// Starts a thread per front, each accepting on its own sockets of `listeners` (which has
-    /// a socket per front on each address).
+    /// a socket per front on each address), each busy polling for `busy_poll` when set.
     fn start(
         listeners: Listeners,
         fronts: Vec<Arc<FrontContext>>,
+        busy_poll: Option<Duration>,
     ) -> std::io::Result<ServingThreads> {
-        let busy_poll = fronts
-            .first()
-            .and_then(|front| front.shared.config().proxy.busy_poll_window());
         let work = fronts.iter().cloned().zip(listeners.per_thread()).collect();
         let threads = ThreadGroup::spawn(work, busy_poll, |(front, listeners)| {
             serve_listeners(listeners, front)
         })?;
         Ok(ServingThreads { fronts, threads })
-    }
-
-    async fn any_accept_loop_ended(&mut self) {
-        self.threads.any_ended().await
-    }
-
-    async fn accept_loops_ended(&mut self) {
-        self.threads.all_ended().await
-    }
-
-    async fn stop(self) {
-        self.threads.stop().await
     }
 }
 
@@ -878,8 +866,10 @@ struct ThreadGroup {
     /// A message per thread whose work ended; closed once every thread has exited.
     work_ended: mpsc::Receiver<()>,
     ended: usize,
-    count: usize,
+    /// Set once the threads may end (for serving threads: every connection has drained); until
+    /// then each keeps its runtime alive after its work ended.
     release: watch::Sender<bool>,
+    /// One per thread, resolved when the thread has exited.
     finished: Vec<oneshot::Receiver<()>>,
 }
 
@@ -939,7 +929,6 @@ impl ThreadGroup {
         Ok(ThreadGroup {
             work_ended,
             ended: 0,
-            count,
             release,
             finished,
         })
@@ -955,7 +944,7 @@ impl ThreadGroup {
 
     /// Resolves when every thread's work has ended (or its thread exited).
     async fn all_ended(&mut self) {
-        while self.ended < self.count && self.work_ended.recv().await.is_some() {
+        while self.ended < self.finished.len() && self.work_ended.recv().await.is_some() {
             self.ended += 1;
         }
     }
