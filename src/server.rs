@@ -27,7 +27,7 @@ use crate::metrics;
 use crate::pipeline::Snapshot;
 use crate::policy::{Exceptions, PolicySet};
 use crate::proxy::AigateProxy;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, ChangeDomain, Store, StoreError};
 use crate::tls::{CaError, CertificateAuthority, LeafMinter, MintError};
 use crate::upstream::Upstream;
 
@@ -349,7 +349,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     ))];
     let background = vec![
         tokio::spawn(maintain_store(store, maintenance_every)),
-        tokio::spawn(watch_policies(shared.clone())),
+        tokio::spawn(watch_store(shared.clone())),
     ];
     info!(
         proxy = %proxy_addr,
@@ -717,50 +717,96 @@ async fn flush_exception_uses(shared: &Shared) {
     }
 }
 
-/// Reloads when policies or exceptions change: on a PostgreSQL notification at once, and by
-/// polling the store's revision (SQLite's only way; PostgreSQL's safety net for notifications
-/// lost while the listener reconnected).
-async fn watch_policies(shared: Arc<Shared>) {
+/// Keeps this gateway in step with the store, whoever changed it (this gateway's admin API,
+/// another gateway of the fleet, a provisioning job, plain SQL): a PostgreSQL notification names
+/// the part that changed and is acted on at once; polling each part's revision is SQLite's only
+/// way and PostgreSQL's safety net for notifications lost while the listener reconnected.
+async fn watch_store(shared: Arc<Shared>) {
     let every = std::time::Duration::from_secs(shared.config().policy.reload_interval_secs);
     let mut notifications = shared.store.change_notifications().await;
-    let mut seen = shared.store.policy_revision().await.ok();
+    let mut seen = shared.store.revisions().await.ok();
     let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
     loop {
-        let notified = match notifications.as_mut() {
+        let mut notified: Vec<ChangeDomain> = Vec::new();
+        match notifications.as_mut() {
             Some(rx) => tokio::select! {
-                _ = ticker.tick() => false,
-                message = rx.recv() => message.is_some(),
+                _ = ticker.tick() => {}
+                message = rx.recv() => match message {
+                    Some(domain) => {
+                        notified.push(domain);
+                        // A burst (a bulk import, several edits) is applied once.
+                        while let Ok(domain) = rx.try_recv() {
+                            notified.push(domain);
+                        }
+                    }
+                    None => {
+                        tracing::warn!("The store's change notifications ended; polling only.");
+                        notifications = None;
+                    }
+                },
             },
             None => {
                 ticker.tick().await;
-                false
             }
-        };
+        }
         flush_exception_uses(&shared).await;
-        let revision = match shared.store.policy_revision().await {
-            Ok(revision) => revision,
+        let revisions = match shared.store.revisions().await {
+            Ok(revisions) => revisions,
             Err(error) => {
-                tracing::debug!(%error, "Cannot poll the policy revision.");
+                tracing::debug!(%error, "Cannot poll the store's revisions.");
                 continue;
             }
         };
-        if !notified && seen.as_ref() == Some(&revision) {
-            continue;
-        }
-        match reload(&shared).await {
-            Ok(reloaded) => info!(
-                policies = reloaded.policies,
-                exceptions = reloaded.exceptions,
-                notified,
-                "Policies or exceptions changed in the store; snapshot reloaded."
-            ),
-            Err(error) => {
-                tracing::error!(%error, "A changed policy was rejected; the previous snapshot keeps serving.")
+        let mut changed = match &seen {
+            Some(seen) => revisions.changed_since(seen),
+            None => ChangeDomain::ALL.to_vec(),
+        };
+        for domain in notified {
+            if !changed.contains(&domain) {
+                changed.push(domain);
             }
         }
+        for domain in changed {
+            apply_store_change(&shared, domain).await;
+        }
         // A rejected revision is not retried until it changes again.
-        seen = Some(revision);
+        seen = Some(revisions);
+    }
+}
+
+/// Refreshes what this gateway keeps of one changed part of the store.
+async fn apply_store_change(shared: &Shared, domain: ChangeDomain) {
+    match domain {
+        ChangeDomain::Snapshot => match reload(shared).await {
+            Ok(reloaded) => info!(
+                services = reloaded.services,
+                policies = reloaded.policies,
+                exceptions = reloaded.exceptions,
+                "The catalog, policies or exceptions changed in the store; snapshot reloaded."
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                "A change in the store was rejected; the previous snapshot keeps serving."
+            ),
+        },
+        ChangeDomain::Directory => {
+            shared.identity.invalidate();
+            info!("The directory changed in the store; identity caches dropped.");
+        }
+        ChangeDomain::Bypass => match shared.store.bypass_hosts().await {
+            Ok(hosts) => {
+                shared.router.set_permanent_bypass(&hosts);
+                info!(
+                    hosts = hosts.len(),
+                    "The interception bypass changed in the store; reloaded."
+                );
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "Cannot read the changed interception bypass; the previous one stays."
+            ),
+        },
     }
 }
 

@@ -55,6 +55,79 @@ impl StoreError {
     }
 }
 
+/// A part of the store that gateways keep in memory, refreshed as a whole when it changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeDomain {
+    /// Catalog, signatures, policies and exceptions: the decision snapshot is rebuilt.
+    Snapshot,
+    /// Users, departments, groups, roles, assets, proxy credentials: identity caches are dropped.
+    Directory,
+    /// The permanent interception bypass.
+    Bypass,
+}
+
+impl ChangeDomain {
+    pub const ALL: [ChangeDomain; 3] = [
+        ChangeDomain::Snapshot,
+        ChangeDomain::Directory,
+        ChangeDomain::Bypass,
+    ];
+
+    /// The name the store's triggers use (`store_changes.domain`, the notification payload).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeDomain::Snapshot => "snapshot",
+            ChangeDomain::Directory => "directory",
+            ChangeDomain::Bypass => "bypass",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ChangeDomain> {
+        ChangeDomain::ALL
+            .into_iter()
+            .find(|domain| domain.as_str() == name)
+    }
+}
+
+/// Each domain's revision (`store_changes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Revisions {
+    pub snapshot: i64,
+    pub directory: i64,
+    pub bypass: i64,
+}
+
+impl Revisions {
+    /// From `(domain, revision)` rows; an unknown domain is ignored (a newer schema).
+    pub(crate) fn from_rows(rows: impl IntoIterator<Item = (String, i64)>) -> Revisions {
+        let mut revisions = Revisions::default();
+        for (name, revision) in rows {
+            match ChangeDomain::from_name(&name) {
+                Some(ChangeDomain::Snapshot) => revisions.snapshot = revision,
+                Some(ChangeDomain::Directory) => revisions.directory = revision,
+                Some(ChangeDomain::Bypass) => revisions.bypass = revision,
+                None => {}
+            }
+        }
+        revisions
+    }
+
+    /// The domains whose revision differs from `earlier`.
+    pub fn changed_since(&self, earlier: &Revisions) -> Vec<ChangeDomain> {
+        let mut changed = Vec::new();
+        if self.snapshot != earlier.snapshot {
+            changed.push(ChangeDomain::Snapshot);
+        }
+        if self.directory != earlier.directory {
+            changed.push(ChangeDomain::Directory);
+        }
+        if self.bypass != earlier.bypass {
+            changed.push(ChangeDomain::Bypass);
+        }
+        changed
+    }
+}
+
 /// Sorts a sqlx error into "the store is unavailable" or "the store refused this data".
 pub(crate) fn classify(error: sqlx::Error) -> StoreError {
     match &error {
@@ -160,9 +233,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Adds uses to `usage_count` and stamps `last_used`.
     async fn add_exception_uses(&self, uses: &[(Uuid, u64)]) -> Result<(), StoreError>;
 
-    /// Changes whenever a policy or exception row is added or changed (not on usage counts):
-    /// what the reloader polls.
-    async fn policy_revision(&self) -> Result<String, StoreError>;
+    /// The revision of each part of the store that gateways keep in memory, moved by triggers on
+    /// any change whoever makes it (not by exception usage counts): what the reloader polls.
+    async fn revisions(&self) -> Result<Revisions, StoreError>;
 
     /// The user with this email (case-insensitive), with department chain, groups, unexpired
     /// roles and service lists; `None` when unknown.
@@ -292,9 +365,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: i64,
     ) -> Result<Vec<serde_json::Value>, StoreError>;
 
-    /// A channel that receives a message whenever policies or exceptions change, for stores that
-    /// can push (PostgreSQL `LISTEN aigate_reload`); `None` where polling is the only way.
-    async fn change_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+    /// A channel that receives the part of the store that changed, for stores that can push
+    /// (PostgreSQL `LISTEN aigate_reload`); `None` where polling is the only way.
+    async fn change_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<ChangeDomain>> {
         None
     }
 

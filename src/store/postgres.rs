@@ -11,8 +11,8 @@ use tracing::info;
 
 use super::admin::{ExceptionChange, ListQuery, Listing, PolicyWrite, TokenGrant, ViolationPatch};
 use super::{
-    classify, pg_copy, redact_url, signature_rows, DirectorySync, Store, StoreError,
-    TimeSeriesShape,
+    classify, pg_copy, redact_url, signature_rows, ChangeDomain, DirectorySync, Revisions, Store,
+    StoreError, TimeSeriesShape,
 };
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::{AiService, Catalog};
@@ -584,19 +584,15 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn policy_revision(&self) -> Result<String, StoreError> {
-        sqlx::query_scalar(
-            "SELECT (SELECT count(*)::text || '|' || COALESCE(max(updated_at)::text, '') FROM policies) \
-             || '/' || (SELECT count(*)::text || '|' || COALESCE(max(requested_at)::text, '') || '|' \
-             || COALESCE(max(approved_at)::text, '') || '|' || COALESCE(max(revoked_at)::text, '') || '|' \
-             || COALESCE(sum(length(status)), 0)::text FROM exceptions)",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(classify)
+    async fn revisions(&self) -> Result<Revisions, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT domain, revision FROM store_changes")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(Revisions::from_rows(rows))
     }
 
-    async fn change_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<()>> {
+    async fn change_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<ChangeDomain>> {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
             Ok(listener) => listener,
             Err(error) => {
@@ -608,16 +604,24 @@ impl Store for PostgresStore {
             tracing::warn!(%error, "Cannot LISTEN for policy changes; polling only.");
             return None;
         }
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             loop {
                 match listener.recv().await {
-                    // A full channel already holds a pending reload: this change is in it.
-                    Ok(_) => {
-                        if let Err(tokio::sync::mpsc::error::TrySendError::Closed(())) =
-                            tx.try_send(())
-                        {
-                            return;
+                    Ok(notification) => {
+                        // A payload from an older trigger (a table name) refreshes everything.
+                        let domains = match ChangeDomain::from_name(notification.payload()) {
+                            Some(domain) => vec![domain],
+                            None => ChangeDomain::ALL.to_vec(),
+                        };
+                        for domain in domains {
+                            // A full channel holds pending changes; the reloader drains them
+                            // all and then compares revisions, so none is missed.
+                            if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
+                                tx.try_send(domain)
+                            {
+                                return;
+                            }
                         }
                     }
                     // sqlx reconnects on the next recv; changes made meanwhile reach the poller.

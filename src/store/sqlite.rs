@@ -15,7 +15,8 @@ use uuid::Uuid;
 
 use super::admin::{ExceptionChange, ListQuery, Listing, PolicyWrite, TokenGrant, ViolationPatch};
 use super::{
-    classify, parse_timestamp, signature_rows, DirectorySync, Store, StoreError, TimeSeriesShape,
+    classify, parse_timestamp, signature_rows, DirectorySync, Revisions, Store, StoreError,
+    TimeSeriesShape,
 };
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::{AiService, Catalog};
@@ -785,15 +786,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn policy_revision(&self) -> Result<String, StoreError> {
-        sqlx::query_scalar(
-            "SELECT (SELECT count(*) || '|' || COALESCE(max(updated_at), '') || '|' || COALESCE(sum(length(rule_content) + priority + length(status)), 0) FROM policies) \
-             || '/' || (SELECT count(*) || '|' || COALESCE(max(requested_at), '') || '|' || COALESCE(max(approved_at), '') \
-             || '|' || COALESCE(max(revoked_at), '') || '|' || COALESCE(sum(length(status)), 0) FROM exceptions)",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(classify)
+    async fn revisions(&self) -> Result<Revisions, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT domain, revision FROM store_changes")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(Revisions::from_rows(rows))
     }
 
     async fn user_context_by_email(&self, email: &str) -> Result<Option<UserContext>, StoreError> {

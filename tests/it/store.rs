@@ -650,7 +650,7 @@ async fn policies_and_exceptions_round_trip_in_both_stores() {
         assert_eq!(eu.rule_metadata, original.rule_metadata);
         assert_eq!(eu.priority, 1000);
 
-        let before = store.policy_revision().await.unwrap();
+        let before = store.revisions().await.unwrap();
         let now = time::OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .unwrap();
@@ -669,14 +669,14 @@ async fn policies_and_exceptions_round_trip_in_both_stores() {
             effective_until: Some(now + time::Duration::hours(1)),
         };
         store.insert_exception(&exception).await.unwrap();
-        let after = store.policy_revision().await.unwrap();
+        let after = store.revisions().await.unwrap();
         assert_ne!(before, after, "a new exception changes the revision: {url}");
         store
             .add_exception_uses(&[(exception.exception_id, 2)])
             .await
             .unwrap();
         assert_eq!(
-            store.policy_revision().await.unwrap(),
+            store.revisions().await.unwrap(),
             after,
             "uses do not trigger reloads"
         );
@@ -697,13 +697,13 @@ async fn policies_and_exceptions_round_trip_in_both_stores() {
     }
     // An edit made with plain SQL moves the revision (the trigger stamps updated_at).
     let pg = store::open(&pg_url).await.unwrap();
-    let before = pg.policy_revision().await.unwrap();
+    let before = pg.revisions().await.unwrap();
     let mut db = sqlx::PgConnection::connect(&pg_url).await.unwrap();
     sqlx::query("UPDATE policies SET priority = 999 WHERE priority = 1000")
         .execute(&mut db)
         .await
         .unwrap();
-    assert_ne!(pg.policy_revision().await.unwrap(), before);
+    assert_ne!(pg.revisions().await.unwrap(), before);
     drop(db);
     drop_pg_database(&pg_url).await;
 }
