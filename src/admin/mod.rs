@@ -293,7 +293,12 @@ async fn proxy_pac(
             (header::CONTENT_TYPE, "application/x-ns-proxy-autoconfig"),
             (header::CACHE_CONTROL, "max-age=300"),
         ],
-        crate::front::pac::render(&snapshot.catalog, &shared.config().intercept, &proxies),
+        crate::front::pac::render(
+            &snapshot.catalog,
+            &shared.config().intercept,
+            &proxies,
+            shared.config().admin.pac_direct_fallback,
+        ),
     )
 }
 

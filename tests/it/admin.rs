@@ -52,8 +52,9 @@ async fn health_metrics_and_ca_download() {
         .text()
         .await
         .unwrap();
+    // Fails closed: no DIRECT after the gateway unless configured.
     assert!(
-        pac.contains(&format!("PROXY {}; DIRECT", gateway.gateway.proxy_addr)),
+        pac.contains(&format!("\"PROXY {}\";", gateway.gateway.proxy_addr)),
         "{pac}"
     );
 }
@@ -177,14 +178,14 @@ async fn pac_decisions(pac: &str, hosts: &[&str]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_pac_file_sends_ai_domains_to_the_gateways_and_the_rest_direct() {
+async fn served_pac(direct_fallback: bool) -> String {
     let ca = upstream_ca();
     let gateway = TestGateway::start_with(&ca, &[], |config| {
         config.admin.pac_proxies = vec![
             "gw1.corp.example:3128".into(),
             "gw2.corp.example:3128".into(),
         ];
+        config.admin.pac_direct_fallback = direct_fallback;
         config.intercept.extra_hosts = vec!["llm.internal.example".into()];
         config.intercept.bypass = vec!["copilot-proxy.githubusercontent.com".into()];
     })
@@ -196,22 +197,38 @@ async fn the_pac_file_sends_ai_domains_to_the_gateways_and_the_rest_direct() {
         response.headers()["content-type"],
         "application/x-ns-proxy-autoconfig"
     );
-    let pac = response.text().await.unwrap();
+    response.text().await.unwrap()
+}
+
+const PAC_HOSTS: [&str; 8] = [
+    "api.openai.com",
+    "CHAT.DeepSeek.com",
+    "claude.ai",
+    "a.b.llm.internal.example",
+    "notopenai.com",
+    "example.org",
+    "copilot-proxy.githubusercontent.com",
+    "openai.com.evil.example",
+];
+
+/// AI hosts get the gateways and nothing after them: when every gateway is down the browser
+/// fails rather than reaching the service unpoliced.
+#[tokio::test]
+async fn the_pac_file_sends_ai_domains_to_the_gateways_only_and_the_rest_direct() {
+    let pac = served_pac(false).await;
+    let via = "PROXY gw1.corp.example:3128; PROXY gw2.corp.example:3128";
+    let decisions = pac_decisions(&pac, &PAC_HOSTS).await;
+    assert_eq!(
+        decisions,
+        [via, via, via, via, "DIRECT", "DIRECT", "DIRECT", "DIRECT"]
+    );
+}
+
+#[tokio::test]
+async fn the_pac_direct_fallback_is_an_explicit_option() {
+    let pac = served_pac(true).await;
     let via = "PROXY gw1.corp.example:3128; PROXY gw2.corp.example:3128; DIRECT";
-    let decisions = pac_decisions(
-        &pac,
-        &[
-            "api.openai.com",
-            "CHAT.DeepSeek.com",
-            "claude.ai",
-            "a.b.llm.internal.example",
-            "notopenai.com",
-            "example.org",
-            "copilot-proxy.githubusercontent.com",
-            "openai.com.evil.example",
-        ],
-    )
-    .await;
+    let decisions = pac_decisions(&pac, &PAC_HOSTS).await;
     assert_eq!(
         decisions,
         [via, via, via, via, "DIRECT", "DIRECT", "DIRECT", "DIRECT"]
