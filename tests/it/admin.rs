@@ -91,13 +91,7 @@ async fn admin_routes_require_a_configured_token() {
         .unwrap();
     assert_eq!(listed["learned"], serde_json::json!([]));
 
-    for _ in 0..3 {
-        gateway
-            .gateway
-            .shared
-            .router
-            .record_handshake_abort("claude.ai");
-    }
+    learn_bypass(&gateway, "claude.ai");
     let listed: serde_json::Value = client
         .get(&url)
         .bearer_auth(token)
@@ -107,7 +101,8 @@ async fn admin_routes_require_a_configured_token() {
         .json()
         .await
         .unwrap();
-    assert_eq!(listed["learned"], serde_json::json!(["claude.ai"]));
+    assert_eq!(listed["learned"][0]["host"], "claude.ai");
+    assert_eq!(listed["learned"][0]["client"], "10.0.0.7");
     let forget = format!("{url}/learned/claude.ai");
     assert_eq!(client.delete(&forget).send().await.unwrap().status(), 401);
     assert_eq!(
@@ -138,6 +133,16 @@ async fn admin_routes_require_a_configured_token() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].0, "intercept_bypass_changed");
     assert!(events[0].1.contains("\"before\""), "{}", events[0].1);
+}
+
+/// A learned bypass for claude.ai, as a pinning app on 10.0.0.7 (which trusts the CA) makes one.
+fn learn_bypass(gateway: &TestGateway, host: &str) {
+    let router = &gateway.gateway.shared.router;
+    let client = "10.0.0.7".parse().unwrap();
+    router.note_completed_handshake(client);
+    for _ in 0..3 {
+        router.record_handshake_abort(client, Some("t13d1516h2_app"), host, None);
+    }
 }
 
 #[tokio::test]
@@ -253,13 +258,7 @@ async fn a_learned_bypass_can_be_made_permanent_and_survives_a_restart() {
         TestGateway::start_with(&ca, &[], configure(digest.clone(), store_url.clone())).await;
     let base = format!("http://{}/admin/bypass", gateway.gateway.admin_addr);
     let client = reqwest::Client::new();
-    for _ in 0..3 {
-        gateway
-            .gateway
-            .shared
-            .router
-            .record_handshake_abort("claude.ai");
-    }
+    learn_bypass(&gateway, "claude.ai");
     let promote = format!("{base}/permanent/claude.ai");
     assert_eq!(client.put(&promote).send().await.unwrap().status(), 401);
     assert_eq!(
@@ -304,7 +303,7 @@ async fn a_learned_bypass_can_be_made_permanent_and_survives_a_restart() {
             .shared
             .router
             .route(&catalog.catalog, "claude.ai"),
-        Route::Tunnel
+        Route::Bypass(aigate::front::route::BypassKind::Permanent)
     );
     let base = format!("http://{}/admin/bypass", restarted.gateway.admin_addr);
     let remove = format!("{base}/permanent/claude.ai");
