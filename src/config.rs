@@ -341,6 +341,10 @@ pub struct AdminConfig {
     /// Gateways (`host:port`) the PAC file sends AI traffic to, in failover order. Empty: this
     /// gateway's `[proxy] listen`.
     pub pac_proxies: Vec<String>,
+    /// End the PAC's gateway list with `DIRECT`, so browsers reach AI services unpoliced when
+    /// every gateway is down. Off by default: the PAC routes only AI hosts to the gateway, so
+    /// failing closed costs nothing but AI access during an outage.
+    pub pac_direct_fallback: bool,
     /// Serve the listener over HTTPS (rustls, TLS 1.2/1.3).
     pub tls: bool,
     /// PEM certificate chain and key for HTTPS; when absent, a certificate for `tls_names` is
@@ -356,6 +360,7 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token_sha256: Vec::new(),
             pac_proxies: Vec::new(),
+            pac_direct_fallback: false,
             tls: false,
             tls_cert: None,
             tls_key: None,

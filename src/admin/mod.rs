@@ -17,7 +17,7 @@ mod services;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -293,12 +293,17 @@ async fn proxy_pac(
             (header::CONTENT_TYPE, "application/x-ns-proxy-autoconfig"),
             (header::CACHE_CONTROL, "max-age=300"),
         ],
-        crate::front::pac::render(&snapshot.catalog, &shared.config().intercept, &proxies),
+        crate::front::pac::render(
+            &snapshot.catalog,
+            &shared.config().intercept,
+            &proxies,
+            shared.config().admin.pac_direct_fallback,
+        ),
     )
 }
 
 #[utoipa::path(get, path = "/admin/bypass", tag = "gateway",
-    responses((status = 200, description = "Configured, permanent and learned bypass hosts", body = Object)),
+    responses((status = 200, description = "Configured and permanent bypass hosts, and the learned bypass per client app (host, client, ja4, learned_at, expires_at, evidence)", body = Object)),
     security(("bearer" = [])))]
 async fn list_bypass(
     State(shared): State<Arc<Shared>>,
@@ -339,7 +344,7 @@ async fn add_permanent_bypass(
             &format!("{host:?} is not a host name"),
         );
     }
-    let was_learned = shared.router.forget_learned_bypass(&host);
+    let was_learned = shared.router.forget_learned_bypass(&host, None) > 0;
     if let Err(error) = shared
         .store
         .add_bypass_host(&host, "promoted by an administrator")
@@ -467,26 +472,47 @@ fn audit_bypass_change(shared: &Shared, host: &str, action: &str, changes: serde
         })));
 }
 
+/// `?client=` of a learned-bypass removal.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ForgetLearned {
+    /// Forget only this client address's entries; absent: every client's.
+    client: Option<String>,
+}
+
 #[utoipa::path(delete, path = "/admin/bypass/learned/{host}", tag = "gateway",
-    params(("host" = String, Path)),
-    responses((status = 204, description = "Forgotten"), (status = 404, body = schema::ErrorBody)),
+    params(("host" = String, Path), ForgetLearned),
+    responses((status = 204, description = "Forgotten"), (status = 400, body = schema::ErrorBody), (status = 404, body = schema::ErrorBody)),
     security(("bearer" = [])))]
 async fn forget_learned_bypass(
     State(shared): State<Arc<Shared>>,
     Extension(grant): Extension<Grant>,
     Path(host): Path<String>,
+    Query(only): Query<ForgetLearned>,
 ) -> Response {
     if let Err(error) = grant.require("gateway", Access::Write) {
         return error.into_response();
     }
-    if shared.router.forget_learned_bypass(&host) {
-        info!(%host, "Learned bypass removed by an administrator; the host is intercepted again.");
+    let client = match only.client.as_deref().map(str::parse::<std::net::IpAddr>) {
+        None => None,
+        Some(Ok(client)) => Some(client),
+        Some(Err(_)) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "invalid_client",
+                "client: expected an IP address",
+            )
+        }
+    };
+    let ended = shared.router.forget_learned_bypass(&host, client);
+    if ended > 0 {
+        info!(%host, ?client, ended, "Learned bypass removed by an administrator; intercepted again.");
         audit_bypass_change(
             &shared,
             &host,
             "remove_learned_bypass",
             serde_json::json!({
-                "before": { "learned_bypass": true },
+                "before": { "learned_bypass": true, "client": client, "entries": ended },
                 "after": { "learned_bypass": false },
             }),
         );

@@ -13,9 +13,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::route::Route;
-use super::{intercept, tunnel, ConnectTarget, ConnectionMeta, FrontContext};
+use super::hello::{read_client_hello, HelloError};
+use super::intercept::HelloFacts;
+use super::route::{BypassKind, Route};
+use super::{bypass, intercept, tunnel, ConnectTarget, ConnectionMeta, FrontContext};
 use crate::metrics;
+use crate::pipeline::Source;
 use crate::upstream::UpstreamError;
 
 const MAX_HEADERS: usize = 100;
@@ -149,51 +152,288 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
             // hold the head buffer, the CONNECT headers or a catalog snapshot.
             let pending = buffer[head_len..].to_vec();
             drop((buffer, headers));
-            let route = front
-                .shared
-                .router
-                .route(&front.shared.snapshot.load().catalog, &target.host);
-            match route {
-                Route::Tunnel => open_tunnel(&front, client, pending, target).await,
-                Route::Intercept => {
-                    if write_connect_established(&mut client).await.is_err() {
-                        return;
-                    }
-                    let meta = Arc::new(ConnectionMeta::explicit(
-                        peer,
-                        Some(target.clone()),
-                        tunnel_user,
-                    ));
-                    intercept::intercept(&front, client, pending, target, meta).await;
-                }
-            }
+            let connect = Connect {
+                client,
+                peer,
+                pending,
+                target,
+                tunnel_user,
+            };
+            Box::pin(route_connect(&front, connect)).await;
         }
     }
 }
 
-async fn open_tunnel(
-    front: &FrontContext,
-    mut client: TcpStream,
+/// A CONNECT that passed authentication, about to be routed.
+struct Connect {
+    client: TcpStream,
+    peer: SocketAddr,
+    /// Bytes the client sent after the head (and, once read, its ClientHello).
     pending: Vec<u8>,
     target: ConnectTarget,
+    tunnel_user: Option<crate::identity::TunnelUser>,
+}
+
+impl Connect {
+    /// What the policy can know at CONNECT (the JA4 only names the app, not the service).
+    fn facts(&self) -> bypass::ConnectFacts<'_> {
+        bypass::ConnectFacts {
+            client: self.peer,
+            tunnel_user: self.tunnel_user,
+            host: &self.target.host,
+            port: self.target.port,
+            ja4: None,
+            source: Source::ProxyIntercepted,
+        }
+    }
+}
+
+async fn route_connect(front: &FrontContext, mut connect: Connect) {
+    if crate::host::is_ip_literal(&connect.target.host) {
+        return Box::pin(ip_literal(front, connect)).await;
+    }
+    let route = front
+        .shared
+        .router
+        .route(&front.shared.snapshot.load().catalog, &connect.target.host);
+    match route {
+        Route::Tunnel => open_tunnel(front, connect, false).await,
+        Route::Bypass(kind) => {
+            let verdict = bypass::decide(front, &connect.facts()).await;
+            if verdict.denies() {
+                return refuse_denied(front, connect, verdict, kind).await;
+            }
+            verdict.record(front, kind, None);
+            open_tunnel(front, connect, false).await;
+        }
+        Route::Intercept => {
+            // A learned bypass is per app (JA4), known only after the ClientHello, which comes
+            // after our 200: if this client holds one for the host, ask the policy now, while
+            // the CONNECT can still be refused.
+            let early = if front
+                .shared
+                .router
+                .may_have_learned(connect.peer.ip(), &connect.target.host)
+            {
+                let verdict = bypass::decide(front, &connect.facts()).await;
+                if verdict.denies() {
+                    return refuse_denied(front, connect, verdict, BypassKind::Learned).await;
+                }
+                Some(verdict)
+            } else {
+                None
+            };
+            if write_connect_established(&mut connect.client)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let host = connect.target.host.clone();
+            let Some(hello) =
+                intercept::read_hello(front, &mut connect.client, &mut connect.pending, &host)
+                    .await
+            else {
+                return;
+            };
+            Box::pin(intercept_or_learned(front, connect, hello, early, None)).await;
+        }
+    }
+}
+
+/// After the ClientHello of an AI host: this client app's learned bypass tunnels it (decided
+/// first), anything else is intercepted. `upstream` is where to connect instead of resolving
+/// the host (a CONNECT to an IP literal).
+async fn intercept_or_learned(
+    front: &FrontContext,
+    connect: Connect,
+    hello: HelloFacts,
+    early: Option<bypass::ConnectVerdict>,
+    upstream: Option<SocketAddr>,
 ) {
+    let router = &front.shared.router;
+    let learned = router.learned_bypass_for(
+        connect.peer.ip(),
+        hello.ja4.as_deref(),
+        &connect.target.host,
+    );
+    if let Some(learned) = learned {
+        let verdict = match early {
+            Some(verdict) => verdict,
+            None => bypass::decide(front, &connect.facts()).await,
+        };
+        if verdict.denies() {
+            // The 200 is out: closing is the refusal the client can still get.
+            verdict.record(front, BypassKind::Learned, None);
+            return;
+        }
+        verdict.record(front, BypassKind::Learned, Some(&learned.evidence));
+        return open_tunnel_to(front, connect, upstream, true).await;
+    }
+    let meta = ConnectionMeta {
+        original_dst: upstream,
+        ..ConnectionMeta::explicit(
+            connect.peer,
+            Some(connect.target.clone()),
+            connect.tunnel_user,
+        )
+    };
+    intercept::accept(
+        front,
+        connect.client,
+        connect.pending,
+        connect.target,
+        Arc::new(meta),
+        hello,
+    )
+    .await;
+}
+
+/// A CONNECT to an IP literal names no host to route by, but the ClientHello inside does: an AI
+/// service's SNI is routed as if the CONNECT had named it (intercepted, or decided and tunnelled
+/// through a bypass), with the upstream connection still going to the address the client gave.
+async fn ip_literal(front: &FrontContext, mut connect: Connect) {
+    if write_connect_established(&mut connect.client)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let timeout = front.shared.config().proxy.header_read_timeout();
+    if connect.pending.is_empty() {
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(timeout, connect.client.peek(&mut first)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+            // A protocol where the server speaks first (SSH, SMTP) sends nothing. Port 443 is
+            // where AI services are, and TLS clients speak first there: fail closed.
+            Err(_) if connect.target.port == 443 => {
+                debug!(host = %connect.target.host, "Nothing sent through a CONNECT to an IP literal on 443 in time; closing.");
+                return;
+            }
+            Err(_) => return open_tunnel(front, connect, true).await,
+        }
+    }
+    let hello = match Box::pin(read_client_hello(
+        &mut connect.client,
+        &mut connect.pending,
+        timeout,
+    ))
+    .await
+    {
+        Ok(hello) => HelloFacts::from(hello),
+        // Not TLS: no name to route by; a plain tunnel as before.
+        Err(HelloError::NotTls) => return open_tunnel(front, connect, true).await,
+        Err(error) => {
+            metrics::CONNECTIONS_REJECTED
+                .with_label_values(&[error.metric_label()])
+                .inc();
+            info!(host = %connect.target.host, %error, "No usable ClientHello after a CONNECT to an IP literal; closing.");
+            return;
+        }
+    };
+    let sni = hello
+        .sni
+        .clone()
+        .filter(|sni| crate::host::is_dns_name(sni) && !crate::host::is_ip_literal(sni));
+    let Some(sni) = sni else {
+        return open_tunnel(front, connect, true).await;
+    };
+    let route = front
+        .shared
+        .router
+        .route(&front.shared.snapshot.load().catalog, &sni);
+    if route == Route::Tunnel {
+        return open_tunnel(front, connect, true).await;
+    }
+    let Ok(address) = connect.target.host.parse::<std::net::IpAddr>() else {
+        return;
+    };
+    let upstream = SocketAddr::new(address, connect.target.port);
+    info!(address = %upstream, %sni, "CONNECT to an IP literal names an AI service in its ClientHello; routing by the SNI.");
+    connect.target.host = sni;
+    match route {
+        Route::Bypass(kind) => {
+            let verdict = bypass::decide(front, &connect.facts()).await;
+            if verdict.denies() {
+                // The 200 is out: closing is the refusal the client can still get.
+                return verdict.record(front, kind, None);
+            }
+            verdict.record(front, kind, None);
+            open_tunnel_to(front, connect, Some(upstream), true).await;
+        }
+        _ => {
+            Box::pin(intercept_or_learned(
+                front,
+                connect,
+                hello,
+                None,
+                Some(upstream),
+            ))
+            .await
+        }
+    }
+}
+
+/// Refuses a CONNECT whose host the policy denies even without content, recording the DENY.
+async fn refuse_denied(
+    front: &FrontContext,
+    mut connect: Connect,
+    verdict: bypass::ConnectVerdict,
+    kind: BypassKind,
+) {
+    let message = format!(
+        "Blocked by policy: {} ({}). This host is not tunnelled uninspected.\n",
+        verdict.reason(),
+        connect.target.host
+    );
+    verdict.record(front, kind, None);
+    let _ = write_status(&mut connect.client, 403, "Forbidden", &message).await;
+}
+
+async fn open_tunnel(front: &FrontContext, connect: Connect, answered: bool) {
+    open_tunnel_to(front, connect, None, answered).await;
+}
+
+/// Relays `connect` to its target (or to `upstream` when given). `answered`: the 200 is already
+/// out, so a failure can only close the connection.
+async fn open_tunnel_to(
+    front: &FrontContext,
+    connect: Connect,
+    upstream: Option<SocketAddr>,
+    answered: bool,
+) {
+    let Connect {
+        mut client,
+        pending,
+        target,
+        ..
+    } = connect;
     let shared = &front.shared;
-    let addr = match shared.upstream.resolve(&target.host, target.port).await {
+    let resolved = match upstream {
+        Some(addr) => shared.upstream.pinned(addr),
+        None => shared.upstream.resolve(&target.host, target.port).await,
+    };
+    let addr = match resolved {
         Ok(addr) => addr,
         Err(error @ UpstreamError::SelfLoop { .. }) => {
             warn!(host = %target.host, port = target.port, %error, "Refused a tunnel to the gateway itself.");
-            let _ = write_status(
-                &mut client,
-                403,
-                "Forbidden",
-                "The proxy does not connect to itself.\n",
-            )
-            .await;
+            if !answered {
+                let _ = write_status(
+                    &mut client,
+                    403,
+                    "Forbidden",
+                    "The proxy does not connect to itself.\n",
+                )
+                .await;
+            }
             return;
         }
         Err(error) => {
             info!(host = %target.host, %error, "Tunnel target does not resolve.");
-            let _ = write_status(&mut client, 502, "Bad Gateway", &format!("{error}.\n")).await;
+            if !answered {
+                let _ = write_status(&mut client, 502, "Bad Gateway", &format!("{error}.\n")).await;
+            }
             return;
         }
     };
@@ -206,29 +446,33 @@ async fn open_tunnel(
         Ok(Ok(origin)) => origin,
         Ok(Err(error)) => {
             info!(host = %target.host, %addr, %error, "Tunnel target refused the connection.");
-            let _ = write_status(
-                &mut client,
-                502,
-                "Bad Gateway",
-                &format!("Cannot connect to {}: {error}.\n", target.host),
-            )
-            .await;
+            if !answered {
+                let _ = write_status(
+                    &mut client,
+                    502,
+                    "Bad Gateway",
+                    &format!("Cannot connect to {}: {error}.\n", target.host),
+                )
+                .await;
+            }
             return;
         }
         Err(_) => {
             info!(host = %target.host, %addr, "Tunnel target did not answer in time.");
-            let _ = write_status(
-                &mut client,
-                504,
-                "Gateway Timeout",
-                &format!("{} did not answer in time.\n", target.host),
-            )
-            .await;
+            if !answered {
+                let _ = write_status(
+                    &mut client,
+                    504,
+                    "Gateway Timeout",
+                    &format!("{} did not answer in time.\n", target.host),
+                )
+                .await;
+            }
             return;
         }
     };
     let _ = origin.set_nodelay(true);
-    if write_connect_established(&mut client).await.is_err() {
+    if !answered && write_connect_established(&mut client).await.is_err() {
         return;
     }
     metrics::TUNNELS_TOTAL.inc();

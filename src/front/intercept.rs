@@ -2,8 +2,9 @@
 //! requested name and hand the decrypted stream to pingora.
 //!
 //! Must never: serve a certificate for a name other than the CONNECT target (the SNI has to agree
-//! with it), or let a client that refuses our leaf keep failing — repeated aborts feed the
-//! learned bypass so pinning apps get a tunnel instead.
+//! with it), or let a client app that refuses our leaf keep failing — repeated aborts from a
+//! client that otherwise trusts the gateway CA feed that app's learned bypass (`route`), so
+//! pinning apps get a tunnel instead.
 
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use super::client_tls::ClientTls;
-use super::hello::read_client_hello;
+use super::hello::{read_client_hello, ClientHello};
+use super::route::{AbortOutcome, LearnedBypass};
 use super::socket::ClientSocket;
 use super::{ConnectTarget, ConnectionMeta, FrontContext};
 use crate::audit::{AuditEventRecord, AuditRecord};
@@ -54,42 +56,69 @@ pub fn server_config_template() -> Result<rustls::ServerConfig, rustls::Error> {
     Ok(config)
 }
 
-pub async fn intercept(
+/// What outlives the ClientHello: the rest of the parsed hello goes as soon as it is read.
+#[derive(Debug, Clone, Default)]
+pub struct HelloFacts {
+    pub sni: Option<String>,
+    pub ja4: Option<String>,
+    pub prefers_chacha20: bool,
+}
+
+impl From<ClientHello> for HelloFacts {
+    fn from(hello: ClientHello) -> Self {
+        Self {
+            sni: hello.sni,
+            ja4: hello.ja4,
+            prefers_chacha20: hello.prefers_chacha20,
+        }
+    }
+}
+
+/// Reads the ClientHello after a CONNECT to `host` (into `pending`, which keeps every byte for
+/// the handshake or a tunnel). None, logged, when there is none or its SNI names another host.
+pub async fn read_hello(
     front: &FrontContext,
-    mut client: TcpStream,
-    mut pending: Vec<u8>,
+    client: &mut TcpStream,
+    pending: &mut Vec<u8>,
+    host: &str,
+) -> Option<HelloFacts> {
+    let timeout = front.shared.config().proxy.header_read_timeout();
+    let hello = match Box::pin(read_client_hello(client, pending, timeout)).await {
+        Ok(hello) => HelloFacts::from(hello),
+        Err(error) => {
+            metrics::CONNECTIONS_REJECTED
+                .with_label_values(&[error.metric_label()])
+                .inc();
+            info!(%host, %error, "No usable ClientHello after CONNECT; closing.");
+            return None;
+        }
+    };
+    if let Some(sni) = hello.sni.as_deref() {
+        if sni != host {
+            metrics::CONNECTIONS_REJECTED
+                .with_label_values(&["sni_mismatch"])
+                .inc();
+            warn!(%host, sni, "SNI differs from the CONNECT target; closing.");
+            return None;
+        }
+    }
+    Some(hello)
+}
+
+/// Terminates the client's TLS (its ClientHello already read into `pending`) with a leaf minted
+/// for `target` and hands the decrypted stream to pingora.
+pub async fn accept(
+    front: &FrontContext,
+    client: TcpStream,
+    pending: Vec<u8>,
     target: ConnectTarget,
     meta: Arc<ConnectionMeta>,
+    hello: HelloFacts,
 ) {
     let timeout = front.shared.config().proxy.header_read_timeout();
-    // Only the JA4 and the suite preference outlive the handshake; the rest of the parsed hello
-    // goes with this block.
-    let (ja4, prefers_chacha20) = {
-        let hello = match Box::pin(read_client_hello(&mut client, &mut pending, timeout)).await {
-            Ok(hello) => hello,
-            Err(error) => {
-                metrics::CONNECTIONS_REJECTED
-                    .with_label_values(&[error.metric_label()])
-                    .inc();
-                info!(host = %target.host, %error, "No usable ClientHello after CONNECT; closing.");
-                return;
-            }
-        };
-        if let Some(sni) = hello.sni.as_deref() {
-            if sni != target.host {
-                metrics::CONNECTIONS_REJECTED
-                    .with_label_values(&["sni_mismatch"])
-                    .inc();
-                warn!(host = %target.host, sni, "SNI differs from the CONNECT target; closing.");
-                return;
-            }
-        }
-        (hello.ja4, hello.prefers_chacha20)
-    };
-
     // Replaced, not kept beside the new one for the connection's life.
     let meta = Arc::new(ConnectionMeta {
-        ja4,
+        ja4: hello.ja4,
         ..Arc::unwrap_or_clone(meta)
     });
 
@@ -104,9 +133,10 @@ pub async fn intercept(
     config.cert_resolver = Arc::new(MintedLeaf(leaf));
     // The server's order (AES first), unless the client says it would rather not do AES: the
     // choice Go's and BoringSSL's servers make.
-    config.ignore_client_order = !prefers_chacha20;
+    config.ignore_client_order = !hello.prefers_chacha20;
 
     let client_ip = meta.client.ip();
+    let ja4 = meta.ja4.clone();
     // The connection lives on inside pingora; what only the handshake needed goes now.
     let stream = ClientSocket::new(client, &pending, meta);
     drop(pending);
@@ -125,16 +155,25 @@ pub async fn intercept(
             metrics::TLS_HANDSHAKE_FAILURES
                 .with_label_values(&["client_abort"])
                 .inc();
+            let alert = certificate_alert(&error);
             debug!(host = %target.host, %error, "Client aborted the TLS handshake on our leaf.");
-            if front.shared.router.record_handshake_abort(&target.host) {
-                front
-                    .shared
-                    .audit
-                    .record(learned_bypass_event(&target.host, client_ip));
+            let router = &front.shared.router;
+            match router.record_handshake_abort(client_ip, ja4.as_deref(), &target.host, alert) {
+                AbortOutcome::Learned(entry) => {
+                    front.shared.audit.record(learned_bypass_event(&entry));
+                }
+                AbortOutcome::NoCaEvidence => info!(
+                    host = %target.host,
+                    client = %client_ip,
+                    alert,
+                    "Client rejected the intercept certificate but never completed an intercepted handshake: most likely the gateway CA is not installed there; not counted as certificate pinning."
+                ),
+                AbortOutcome::Counted(_) | AbortOutcome::LearningOff => {}
             }
             return;
         }
     };
+    front.shared.router.note_completed_handshake(client_ip);
     metrics::INTERCEPTS_TOTAL.inc();
     let idle_timeout = front.shared.config().proxy.client_idle_timeout();
     if let Err(reason) = tls.wait_for_request(idle_timeout, &front.shutdown).await {
@@ -144,21 +183,44 @@ pub async fn intercept(
     front.app.process_new(Box::new(tls), &front.shutdown).await;
 }
 
-/// The audit trail of a host moved to the learned bypass: an administrator should know that
-/// traffic to it is no longer inspected.
-fn learned_bypass_event(host: &str, client: std::net::IpAddr) -> AuditRecord {
+/// The TLS alert a client answered our leaf with, when it sent one.
+fn certificate_alert(error: &std::io::Error) -> Option<&'static str> {
+    use rustls::AlertDescription as A;
+    let alert = match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => *alert,
+        _ => return None,
+    };
+    Some(match alert {
+        A::UnknownCA => "unknown_ca",
+        A::BadCertificate => "bad_certificate",
+        A::CertificateUnknown => "certificate_unknown",
+        A::CertificateExpired => "certificate_expired",
+        A::UnsupportedCertificate => "unsupported_certificate",
+        A::AccessDenied => "access_denied",
+        A::HandshakeFailure => "handshake_failure",
+        _ => "other",
+    })
+}
+
+/// The audit trail of a client app moved to the learned bypass: an administrator should know
+/// that its traffic to the host is no longer inspected, and on what evidence.
+fn learned_bypass_event(entry: &LearnedBypass) -> AuditRecord {
     AuditRecord::Event(Box::new(AuditEventRecord {
         actor_type: Some("system".to_owned()),
         source: Some("proxy".to_owned()),
-        ip_address: Some(client),
+        ip_address: Some(entry.client),
         event_data: Some(serde_json::json!({
             "reason": "repeated client TLS handshake aborts (certificate pinning)",
+            "client": entry.client,
+            "ja4": entry.ja4,
+            "evidence": entry.evidence,
+            "expires_at": entry.expires_at.unix_timestamp(),
         })),
         ..AuditEventRecord::about_host(
             "intercept_bypass_learned",
             "warning",
             "bypass_interception",
-            host,
+            &entry.host,
         )
     }))
 }

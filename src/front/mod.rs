@@ -13,6 +13,7 @@
 //! the place of the CONNECT target and the redirected connection's original destination is where
 //! upstream connections go.
 
+pub mod bypass;
 pub mod client_tls;
 pub mod drain;
 pub mod explicit;

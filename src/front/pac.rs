@@ -1,6 +1,10 @@
 //! The proxy auto-config file browsers fetch from `/proxy.pac`: AI-service domains go through the
 //! gateway (several gateways, in order, for failover), everything else goes `DIRECT`.
 //!
+//! Fails closed: when every listed gateway is down, AI hosts get no route at all (browsers show a
+//! proxy error) rather than `DIRECT`, which would reach them unpoliced. `[admin]
+//! pac_direct_fallback = true` appends `DIRECT` for sites that prefer availability.
+//!
 //! Generated from the live catalog snapshot, so it never disagrees with what the gateway
 //! intercepts. Hosts are matched as in the catalog: the domain itself and every subdomain.
 
@@ -9,12 +13,18 @@ use std::fmt::Write;
 use crate::catalog::Catalog;
 use crate::config::{InterceptConfig, InterceptMode};
 
-/// The PAC script for `proxies` (`host:port` each).
-pub fn render(catalog: &Catalog, intercept: &InterceptConfig, proxies: &[String]) -> String {
+/// The PAC script for `proxies` (`host:port` each); `direct_fallback` ends their list with
+/// `DIRECT`.
+pub fn render(
+    catalog: &Catalog,
+    intercept: &InterceptConfig,
+    proxies: &[String],
+    direct_fallback: bool,
+) -> String {
     let route = proxies
         .iter()
         .map(|proxy| format!("PROXY {proxy}"))
-        .chain(std::iter::once("DIRECT".to_owned()))
+        .chain(direct_fallback.then(|| "DIRECT".to_owned()))
         .collect::<Vec<_>>()
         .join("; ");
     let mut domains: Vec<&str> = catalog.domains().map(|(domain, _)| domain).collect();

@@ -23,10 +23,12 @@ use tokio::sync::Semaphore;
 use tracing::{debug, field, info, info_span, warn, Instrument, Span};
 
 use super::hello::read_client_hello;
+use super::intercept::HelloFacts;
 use super::listen::{self, ListenError, ListenGroup, ListenOptions};
-use super::route::Route;
-use super::{intercept, tunnel, ConnectTarget, ConnectionMeta, FrontContext, Listener};
+use super::route::{BypassKind, Route};
+use super::{bypass, intercept, tunnel, ConnectTarget, ConnectionMeta, FrontContext, Listener};
 use crate::metrics;
+use crate::pipeline::Source;
 
 const CONTENT_TYPE_HANDSHAKE: u8 = 0x16;
 /// Accept backlog of the transparent listener: an appliance takes a whole LAN's connections.
@@ -161,9 +163,10 @@ async fn tls(
     timeout: std::time::Duration,
 ) {
     let mut pending = Vec::new();
-    // Only the SNI is kept: the rest of the parsed hello must not live as long as the connection.
-    let sni = match read_client_hello(&mut client, &mut pending, timeout).await {
-        Ok(hello) => hello.sni,
+    // Only what routing and the handshake need is kept: the rest of the parsed hello must not
+    // live as long as the connection.
+    let hello = match read_client_hello(&mut client, &mut pending, timeout).await {
+        Ok(hello) => HelloFacts::from(hello),
         Err(error) => {
             metrics::CONNECTIONS_REJECTED
                 .with_label_values(&[error.metric_label()])
@@ -174,28 +177,48 @@ async fn tls(
     };
     // A name-less or non-DNS SNI has nothing to mint a leaf for or to verify the upstream
     // against: such a connection can only be passed through.
-    let host = sni.filter(|sni| crate::host::is_dns_name(sni) && !crate::host::is_ip_literal(sni));
-    let route = match host.as_deref() {
-        Some(host) => {
-            let snapshot = front.shared.snapshot.load();
-            front.shared.router.route(&snapshot.catalog, host)
-        }
-        None => Route::Tunnel,
+    let host = hello
+        .sni
+        .clone()
+        .filter(|sni| crate::host::is_dns_name(sni) && !crate::host::is_ip_literal(sni));
+    let Some(host) = host else {
+        return pass_through(front, client, pending, dst, None).await;
     };
-    match (route, host) {
-        (Route::Intercept, Some(host)) => {
-            let target = ConnectTarget {
-                host,
-                port: dst.port(),
-            };
-            let meta = Arc::new(ConnectionMeta {
-                intercepted: Some(target.clone()),
-                ..meta
-            });
-            intercept::intercept(front, client, pending, target, meta).await;
+    let router = &front.shared.router;
+    let route = router.route(&front.shared.snapshot.load().catalog, &host);
+    let bypass = match route {
+        Route::Tunnel => return pass_through(front, client, pending, dst, Some(&host)).await,
+        Route::Bypass(kind) => Some((kind, None)),
+        Route::Intercept => router
+            .learned_bypass_for(meta.client.ip(), hello.ja4.as_deref(), &host)
+            .map(|learned| (BypassKind::Learned, Some(learned))),
+    };
+    if let Some((kind, learned)) = bypass {
+        let facts = bypass::ConnectFacts {
+            client: meta.client,
+            tunnel_user: None,
+            host: &host,
+            port: dst.port(),
+            ja4: None,
+            source: Source::TransparentIntercepted,
+        };
+        let verdict = bypass::decide(front, &facts).await;
+        if verdict.denies() {
+            // A redirected client cannot be told why: closing is the refusal.
+            return verdict.record(front, kind, None);
         }
-        (_, host) => pass_through(front, client, pending, dst, host.as_deref()).await,
+        verdict.record(front, kind, learned.as_deref().map(|l| l.evidence.as_str()));
+        return pass_through(front, client, pending, dst, Some(&host)).await;
     }
+    let target = ConnectTarget {
+        host,
+        port: dst.port(),
+    };
+    let meta = Arc::new(ConnectionMeta {
+        intercepted: Some(target.clone()),
+        ..meta
+    });
+    intercept::accept(front, client, pending, target, meta, hello).await;
 }
 
 /// Relays the connection, ClientHello included, to where the client was going.

@@ -287,6 +287,23 @@ impl ProxyHttp for AigateProxy {
 // === impl AigateProxy ===
 
 impl AigateProxy {
+    /// An AI host (catalog, `extra_hosts`, or any host with `mode = "all"`), or a request whose
+    /// own signals (API path, headers) name an AI service or look like an unknown one.
+    fn is_ai_request(&self, snapshot: &pipeline::Snapshot, facts: &RequestFacts<'_>) -> bool {
+        if self.shared.router.intercepts(&snapshot.catalog, facts.host) {
+            return true;
+        }
+        let fingerprint = snapshot
+            .catalog
+            .fingerprint(&crate::catalog::RequestSignals {
+                host: facts.host,
+                path: facts.path,
+                headers: facts.headers,
+                ja4: facts.ja4,
+            });
+        fingerprint.service.is_some() || fingerprint.unknown_ai
+    }
+
     async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Answer> {
         let meta = connection_meta(session);
         let transparent = meta
@@ -396,12 +413,20 @@ impl AigateProxy {
             ja4: meta.as_ref().and_then(|m| m.ja4.as_deref()),
             identity: &identity,
         };
-        let deciding = Instant::now();
-        let verdict = pipeline::decide(&snapshot, &facts);
-        let record = pipeline::decision_record(&facts, &verdict, deciding.elapsed());
-        let decision = verdict.decision;
-        ctx.verdict = Some(verdict);
-        ctx.record = Some(record);
+        // A plain request to a host that is no AI service is forwarded undecided, as a tunnel
+        // to such a host is: it is not AI usage, and recording it as such filled the dashboard.
+        let plain = matches!(source, Source::ProxyPlain | Source::TransparentPlain);
+        let decision = if plain && !self.is_ai_request(&snapshot, &facts) {
+            Decision::Allow
+        } else {
+            let deciding = Instant::now();
+            let verdict = pipeline::decide(&snapshot, &facts);
+            let record = pipeline::decision_record(&facts, &verdict, deciding.elapsed());
+            let decision = verdict.decision;
+            ctx.verdict = Some(verdict);
+            ctx.record = Some(record);
+            decision
+        };
 
         let review_forwarded = decision == Decision::Review
             && self.shared.config().policy.review_action == ReviewAction::AllowAndFlag;

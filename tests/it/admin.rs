@@ -52,8 +52,9 @@ async fn health_metrics_and_ca_download() {
         .text()
         .await
         .unwrap();
+    // Fails closed: no DIRECT after the gateway unless configured.
     assert!(
-        pac.contains(&format!("PROXY {}; DIRECT", gateway.gateway.proxy_addr)),
+        pac.contains(&format!("\"PROXY {}\";", gateway.gateway.proxy_addr)),
         "{pac}"
     );
 }
@@ -90,13 +91,7 @@ async fn admin_routes_require_a_configured_token() {
         .unwrap();
     assert_eq!(listed["learned"], serde_json::json!([]));
 
-    for _ in 0..3 {
-        gateway
-            .gateway
-            .shared
-            .router
-            .record_handshake_abort("claude.ai");
-    }
+    learn_bypass(&gateway, "claude.ai");
     let listed: serde_json::Value = client
         .get(&url)
         .bearer_auth(token)
@@ -106,7 +101,8 @@ async fn admin_routes_require_a_configured_token() {
         .json()
         .await
         .unwrap();
-    assert_eq!(listed["learned"], serde_json::json!(["claude.ai"]));
+    assert_eq!(listed["learned"][0]["host"], "claude.ai");
+    assert_eq!(listed["learned"][0]["client"], "10.0.0.7");
     let forget = format!("{url}/learned/claude.ai");
     assert_eq!(client.delete(&forget).send().await.unwrap().status(), 401);
     assert_eq!(
@@ -137,6 +133,16 @@ async fn admin_routes_require_a_configured_token() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].0, "intercept_bypass_changed");
     assert!(events[0].1.contains("\"before\""), "{}", events[0].1);
+}
+
+/// A learned bypass for claude.ai, as a pinning app on 10.0.0.7 (which trusts the CA) makes one.
+fn learn_bypass(gateway: &TestGateway, host: &str) {
+    let router = &gateway.gateway.shared.router;
+    let client = "10.0.0.7".parse().unwrap();
+    router.note_completed_handshake(client);
+    for _ in 0..3 {
+        router.record_handshake_abort(client, Some("t13d1516h2_app"), host, None);
+    }
 }
 
 #[tokio::test]
@@ -177,14 +183,14 @@ async fn pac_decisions(pac: &str, hosts: &[&str]) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn the_pac_file_sends_ai_domains_to_the_gateways_and_the_rest_direct() {
+async fn served_pac(direct_fallback: bool) -> String {
     let ca = upstream_ca();
     let gateway = TestGateway::start_with(&ca, &[], |config| {
         config.admin.pac_proxies = vec![
             "gw1.corp.example:3128".into(),
             "gw2.corp.example:3128".into(),
         ];
+        config.admin.pac_direct_fallback = direct_fallback;
         config.intercept.extra_hosts = vec!["llm.internal.example".into()];
         config.intercept.bypass = vec!["copilot-proxy.githubusercontent.com".into()];
     })
@@ -196,22 +202,38 @@ async fn the_pac_file_sends_ai_domains_to_the_gateways_and_the_rest_direct() {
         response.headers()["content-type"],
         "application/x-ns-proxy-autoconfig"
     );
-    let pac = response.text().await.unwrap();
+    response.text().await.unwrap()
+}
+
+const PAC_HOSTS: [&str; 8] = [
+    "api.openai.com",
+    "CHAT.DeepSeek.com",
+    "claude.ai",
+    "a.b.llm.internal.example",
+    "notopenai.com",
+    "example.org",
+    "copilot-proxy.githubusercontent.com",
+    "openai.com.evil.example",
+];
+
+/// AI hosts get the gateways and nothing after them: when every gateway is down the browser
+/// fails rather than reaching the service unpoliced.
+#[tokio::test]
+async fn the_pac_file_sends_ai_domains_to_the_gateways_only_and_the_rest_direct() {
+    let pac = served_pac(false).await;
+    let via = "PROXY gw1.corp.example:3128; PROXY gw2.corp.example:3128";
+    let decisions = pac_decisions(&pac, &PAC_HOSTS).await;
+    assert_eq!(
+        decisions,
+        [via, via, via, via, "DIRECT", "DIRECT", "DIRECT", "DIRECT"]
+    );
+}
+
+#[tokio::test]
+async fn the_pac_direct_fallback_is_an_explicit_option() {
+    let pac = served_pac(true).await;
     let via = "PROXY gw1.corp.example:3128; PROXY gw2.corp.example:3128; DIRECT";
-    let decisions = pac_decisions(
-        &pac,
-        &[
-            "api.openai.com",
-            "CHAT.DeepSeek.com",
-            "claude.ai",
-            "a.b.llm.internal.example",
-            "notopenai.com",
-            "example.org",
-            "copilot-proxy.githubusercontent.com",
-            "openai.com.evil.example",
-        ],
-    )
-    .await;
+    let decisions = pac_decisions(&pac, &PAC_HOSTS).await;
     assert_eq!(
         decisions,
         [via, via, via, via, "DIRECT", "DIRECT", "DIRECT", "DIRECT"]
@@ -236,13 +258,7 @@ async fn a_learned_bypass_can_be_made_permanent_and_survives_a_restart() {
         TestGateway::start_with(&ca, &[], configure(digest.clone(), store_url.clone())).await;
     let base = format!("http://{}/admin/bypass", gateway.gateway.admin_addr);
     let client = reqwest::Client::new();
-    for _ in 0..3 {
-        gateway
-            .gateway
-            .shared
-            .router
-            .record_handshake_abort("claude.ai");
-    }
+    learn_bypass(&gateway, "claude.ai");
     let promote = format!("{base}/permanent/claude.ai");
     assert_eq!(client.put(&promote).send().await.unwrap().status(), 401);
     assert_eq!(
@@ -287,7 +303,7 @@ async fn a_learned_bypass_can_be_made_permanent_and_survives_a_restart() {
             .shared
             .router
             .route(&catalog.catalog, "claude.ai"),
-        Route::Tunnel
+        Route::Bypass(aigate::front::route::BypassKind::Permanent)
     );
     let base = format!("http://{}/admin/bypass", restarted.gateway.admin_addr);
     let remove = format!("{base}/permanent/claude.ai");

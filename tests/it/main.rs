@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod bypass;
 mod fleet;
 mod identity;
 mod inspect;

@@ -1,5 +1,5 @@
-//! Which CONNECTs are intercepted: catalog, extra hosts, bypass, `mode = "all"`, learned bypass
-//! for certificate-pinning clients, and the connection limit.
+//! Which CONNECTs are intercepted: catalog, extra hosts, bypass, `mode = "all"`, and the
+//! connection limit (the learned bypass for certificate-pinning apps: `bypass.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,66 +70,6 @@ async fn extra_hosts_bypass_and_mode_all() {
     assert_eq!(
         routed(&all, ca.cert_pem(), "https://api.openai.com/").await,
         (false, true)
-    );
-}
-
-/// A pinning client: it refuses any certificate not issued by the origin's own CA.
-async fn pinned_client_attempt(gateway: &TestGateway, origin_ca_pem: &str) -> bool {
-    gateway
-        .client(origin_ca_pem, Http::One)
-        .get("https://api.openai.com/v1/models")
-        .send()
-        .await
-        .is_ok()
-}
-
-#[tokio::test]
-async fn certificate_pinning_clients_are_learned_into_a_tunnel() {
-    let ca = upstream_ca();
-    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
-    let gateway = TestGateway::start(&ca, &[("api.openai.com", origin.addr)]).await;
-    for attempt in 1..=3 {
-        assert!(
-            !pinned_client_attempt(&gateway, ca.cert_pem()).await,
-            "attempt {attempt} must see our leaf"
-        );
-    }
-    // The third abort moved the host to the learned bypass: the pinning client now gets through.
-    let mut succeeded = false;
-    for _ in 0..20 {
-        if pinned_client_attempt(&gateway, ca.cert_pem()).await {
-            succeeded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        succeeded,
-        "after three aborted handshakes the host must be tunnelled"
-    );
-    assert_eq!(
-        gateway.gateway.shared.router.learned_bypass(),
-        vec!["api.openai.com".to_owned()]
-    );
-
-    let metrics = reqwest::get(format!("http://{}/metrics", gateway.gateway.admin_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(metrics.contains("aigate_learned_bypass_total"));
-
-    let learned: Vec<(String,)> = gateway
-        .rows_eventually(
-            "SELECT target_name FROM audit_events WHERE event_type = 'intercept_bypass_learned'",
-            1,
-        )
-        .await;
-    assert_eq!(
-        learned,
-        vec![("api.openai.com".to_owned(),)],
-        "the learned bypass is audited"
     );
 }
 
