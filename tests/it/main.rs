@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod faults;
 mod identity;
 mod inspect;
 mod lifecycle;
