@@ -247,6 +247,7 @@ pub fn init() {
     LazyLock::force(&AUDIT_STORE_FAILING);
     LazyLock::force(&AUDIT_JOURNAL_ERRORS);
     LazyLock::force(&AUDIT_HELD_RECORDS);
+    LazyLock::force(&POLICY_LOAD_ERRORS);
     LazyLock::force(&POLICY_MEMO_HITS);
     LazyLock::force(&POLICY_MEMO_MISSES);
 }
@@ -266,6 +267,12 @@ pub static POLICY_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
         "aigate_policy_errors_total",
         "Policy evaluations that failed (the fail mode applied).",
     )
+});
+pub static POLICY_LOAD_ERRORS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(IntGauge::new(
+        "aigate_policy_load_errors",
+        "Active policies that do not compile: their scope is denied until they are fixed.",
+    ))
 });
 pub static POLICY_MEMO_HITS: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
