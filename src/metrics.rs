@@ -173,6 +173,31 @@ pub static AUDIT_DROPPED_TOTAL: LazyLock<IntCounter> = LazyLock::new(|| {
         "Audit records lost (the journal itself could not be written).",
     )
 });
+pub static AUDIT_STORE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "aigate_audit_store_errors_total",
+        "Audit writes the store failed, by kind (disk_full, io_error, connection, busy, resources, rejected).",
+        &["kind"],
+    )
+});
+pub static AUDIT_STORE_FAILING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(IntGauge::new(
+        "aigate_audit_store_failing",
+        "1 while the store fails audit writes (records go to the journal or wait in memory).",
+    ))
+});
+pub static AUDIT_JOURNAL_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_audit_journal_errors_total",
+        "Spill journal appends that failed (records then wait in memory and are retried).",
+    )
+});
+pub static AUDIT_HELD_RECORDS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(IntGauge::new(
+        "aigate_audit_held_records",
+        "Audit records held in memory because neither the store nor the journal took them.",
+    ))
+});
 pub static AUDIT_FLUSH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     let opts = HistogramOpts::new(
         "aigate_audit_flush_seconds",
@@ -216,6 +241,13 @@ pub fn init() {
     LazyLock::force(&AUDIT_DEAD_LETTER_TOTAL);
     LazyLock::force(&AUDIT_DROPPED_TOTAL);
     LazyLock::force(&AUDIT_FLUSH_SECONDS);
+    for kind in crate::store::FailureKind::ALL {
+        AUDIT_STORE_ERRORS.with_label_values(&[kind.label()]);
+    }
+    LazyLock::force(&AUDIT_STORE_FAILING);
+    LazyLock::force(&AUDIT_JOURNAL_ERRORS);
+    LazyLock::force(&AUDIT_HELD_RECORDS);
+    LazyLock::force(&POLICY_LOAD_ERRORS);
     LazyLock::force(&POLICY_MEMO_HITS);
     LazyLock::force(&POLICY_MEMO_MISSES);
 }
@@ -235,6 +267,12 @@ pub static POLICY_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
         "aigate_policy_errors_total",
         "Policy evaluations that failed (the fail mode applied).",
     )
+});
+pub static POLICY_LOAD_ERRORS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(IntGauge::new(
+        "aigate_policy_load_errors",
+        "Active policies that do not compile: their scope is denied until they are fixed.",
+    ))
 });
 pub static POLICY_MEMO_HITS: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(

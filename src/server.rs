@@ -270,7 +270,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         config.inspect.min_confidence,
         config.proxy.body_buffer_bytes,
     )?);
-    let (policies, exceptions) = load_policy_state(&config, store.as_ref()).await?;
+    let (policies, exceptions) = load_policy_state(&config, store.as_ref(), &audit).await?;
     tracing::info!(
         active = policies.len(),
         exceptions = exceptions.len(),
@@ -521,15 +521,22 @@ fn upstream_roots_bundle(
 }
 
 /// The policies and approved exceptions of a new snapshot: the store's (after importing policy
-/// files it lacks) when it answers, the policy files alone when it does not.
+/// files it lacks) when it answers, the policy files alone when it does not. A file whose Rego
+/// does not compile is never imported, and no policy that does not compile (file or row) stops
+/// the gateway: it is reported (log, metric, audit event, `/readyz`) and its scope is denied.
 async fn load_policy_state(
     config: &Config,
     store: &dyn Store,
+    audit: &AuditHandle,
 ) -> Result<(PolicySet, Exceptions), StartError> {
     let files = crate::policy::load_dir(&config.policy.dir)?;
+    let (valid, rejected): (Vec<_>, Vec<_>) = files
+        .iter()
+        .cloned()
+        .partition(|file| crate::policy::validate(file).is_ok());
     let from_store = async {
         if config.policy.import {
-            let inserted = store.import_policies(&files).await?;
+            let inserted = store.import_policies(&valid).await?;
             if inserted > 0 {
                 info!(
                     inserted,
@@ -543,20 +550,61 @@ async fn load_policy_state(
         ))
     };
     let (definitions, exceptions) = match from_store.await {
-        Ok(loaded) => loaded,
+        Ok((mut stored, exceptions)) => {
+            // A rejected file the store has no row for still governs its scope (denied).
+            let rejected: Vec<_> = rejected
+                .into_iter()
+                .filter(|file| !stored.iter().any(|row| row.policy_id == file.policy_id))
+                .collect();
+            stored.extend(rejected);
+            (stored, exceptions)
+        }
         Err(error) => {
             tracing::warn!(%error, dir = %config.policy.dir.display(), "Cannot read policies from the store; serving the policy files without exceptions.");
             (files, Vec::new())
         }
     };
-    let policies = PolicySet::compile(
+    let policies = PolicySet::compile_lenient(
         &definitions,
         config.policy.defaults.clone(),
         config.policy.fail_mode,
         config.policy.evaluator,
-    )?;
+    );
+    report_broken_policies(&policies, audit);
     let exceptions = Exceptions::new(exceptions.into_iter().map(Into::into).collect());
     Ok((policies, exceptions))
+}
+
+/// Says loudly which policies do not compile: an error log and an audit event each, and the
+/// `aigate_policy_load_errors` gauge (0 once every policy compiles again).
+fn report_broken_policies(policies: &PolicySet, audit: &AuditHandle) {
+    let broken = policies.broken();
+    crate::metrics::POLICY_LOAD_ERRORS.set(broken.len() as i64);
+    for policy in broken {
+        let definition = &policy.definition;
+        tracing::error!(
+            policy = %definition.name,
+            policy_id = %definition.policy_id,
+            error = %policy.error,
+            "Policy does not compile; requests in its scope are denied until it is fixed."
+        );
+        audit.record(crate::audit::AuditRecord::Event(Box::new(
+            crate::audit::AuditEventRecord {
+                actor_type: Some("system".to_owned()),
+                target_type: Some("policy".to_owned()),
+                target_id: Some(definition.policy_id),
+                target_name: Some(definition.name.clone()),
+                result: Some("failure".to_owned()),
+                event_data: Some(serde_json::json!({ "error": policy.error.to_string() })),
+                ..crate::audit::AuditEventRecord::about_host(
+                    "policy_load_failed",
+                    "critical",
+                    "load_policy",
+                    &definition.name,
+                )
+            },
+        )));
+    }
 }
 
 /// What `aigate check-config` verified.
@@ -600,6 +648,8 @@ pub struct Reloaded {
     pub services: usize,
     pub policies: usize,
     pub exceptions: usize,
+    /// Active policies that do not compile (their scope is denied).
+    pub broken_policies: Vec<String>,
 }
 
 /// Rebuilds catalog, policies and exceptions and swaps them in atomically. On any error the
@@ -619,11 +669,17 @@ async fn reload_with(
             Some(catalog) => catalog,
             None => Catalog::load_dir(&config.catalog.dir)?,
         };
-        let (policies, exceptions) = load_policy_state(config, shared.store.as_ref()).await?;
+        let (policies, exceptions) =
+            load_policy_state(config, shared.store.as_ref(), &shared.audit).await?;
         let reloaded = Reloaded {
             services: catalog.services().len(),
             policies: policies.len(),
             exceptions: exceptions.len(),
+            broken_policies: policies
+                .broken()
+                .iter()
+                .map(|p| p.definition.name.clone())
+                .collect(),
         };
         let inspector = inspector.unwrap_or_else(|| Arc::clone(&shared.snapshot.load().inspector));
         shared.identity.invalidate();

@@ -238,8 +238,31 @@ async fn healthz() -> &'static str {
 
 #[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200, description = "Ready, with the catalog size", body = Object)))]
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let services = shared.snapshot.load().catalog.services().len();
-    Json(serde_json::json!({ "status": "ready", "catalog_services": services }))
+    let snapshot = shared.snapshot.load();
+    let services = snapshot.catalog.services().len();
+    let broken: Vec<_> = snapshot
+        .policies
+        .broken()
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "policy_id": p.definition.policy_id,
+                "name": p.definition.name,
+                "error": p.error.to_string(),
+            })
+        })
+        .collect();
+    // Still serving (200): a broken policy denies its own scope, the rest is enforced.
+    let status = if broken.is_empty() {
+        "ready"
+    } else {
+        "degraded"
+    };
+    Json(serde_json::json!({
+        "status": status,
+        "catalog_services": services,
+        "broken_policies": broken,
+    }))
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "public", responses((status = 200, description = "Prometheus text format", body = String)))]

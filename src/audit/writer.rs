@@ -9,7 +9,13 @@
 //! the journal is replayed in order before any newer batch once the store answers again. Writes
 //! are idempotent (primary keys, `ON CONFLICT DO NOTHING`), so a replay after a partial failure
 //! stores every record exactly once. A record the store refuses outright (a constraint) goes to
-//! the dead-letter file with the error instead of blocking the rest.
+//! the dead-letter file with the error instead of blocking the rest; a store that fails (down,
+//! disk full, I/O errors: `StoreError::is_retriable`) never sends a record there.
+//!
+//! The journal may sit on the same full disk. A batch it cannot take is held in memory and
+//! retried every `retry_interval`; while records are held the writer takes nothing new, so the
+//! queue and then the overflow fill up, and beyond `overflow_limit` new records are dropped and
+//! counted (`aigate_audit_dropped_total`): memory stays bounded by queue + overflow + one batch.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
@@ -111,6 +117,7 @@ impl AuditHandle {
                         journal: Journal::new(&config.journal_dir),
                         config,
                         overflow: parked,
+                        held: Vec::new(),
                     };
                     writer
                         .run(receiver, stopped, writer_wakeup, writer_scheduling)
@@ -176,11 +183,13 @@ struct Writer {
     journal: Journal,
     config: AuditWriterConfig,
     overflow: Arc<Mutex<Vec<AuditRecord>>>,
+    /// Records neither the store nor the journal took, oldest first, retried before anything new.
+    held: Vec<AuditRecord>,
 }
 
 impl Writer {
     async fn run(
-        self,
+        mut self,
         mut receiver: mpsc::Receiver<AuditRecord>,
         mut stopped: watch::Receiver<bool>,
         batch_waiting: Arc<Notify>,
@@ -193,7 +202,12 @@ impl Writer {
             let deadline = tokio::time::Instant::now() + self.config.flush_interval;
             // The queue is not awaited record by record (each record would wake this thread):
             // it is drained when a batch is waiting or the deadline has come.
+            let holding = !self.held.is_empty();
             let stopping = loop {
+                // Held records go first: nothing new is taken until they are placed.
+                if holding {
+                    break *stopped.borrow_and_update();
+                }
                 // The flag, not only the change notification: a notification consumed while
                 // waiting to retry the journal must still stop the writer.
                 if *stopped.borrow_and_update() {
@@ -220,7 +234,9 @@ impl Writer {
                 receiver.close();
                 take_queued(&mut receiver, &mut batch, usize::MAX);
             }
-            self.take_overflow(&mut batch);
+            if stopping || !holding {
+                self.take_overflow(&mut batch);
+            }
             batch.iter_mut().for_each(AuditRecord::settle);
             // A journal to replay is a backlog of unknown size: catch up at normal priority.
             let backlog = if journal_pending {
@@ -240,8 +256,9 @@ impl Writer {
             if journal_pending {
                 journal_pending = !self.replay().await;
             }
-            if !batch.is_empty() {
-                let records = std::mem::take(&mut batch);
+            let mut records = std::mem::take(&mut self.held);
+            records.append(&mut batch);
+            if !records.is_empty() {
                 if journal_pending {
                     // Older records are still waiting in the journal: keep the order.
                     self.spill(records).await;
@@ -250,13 +267,21 @@ impl Writer {
                 }
             }
             scheduling.flush_ended();
+            metrics::AUDIT_HELD_RECORDS.set(self.held.len() as i64);
             if stopping {
                 if journal_pending {
                     warn!("Audit records remain in the spill journal; they are replayed at next start.");
                 }
+                if !self.held.is_empty() {
+                    metrics::AUDIT_DROPPED_TOTAL.inc_by(self.held.len() as u64);
+                    error!(
+                        records = self.held.len(),
+                        "Stopping with audit records neither the store nor the journal took; they are lost."
+                    );
+                }
                 return;
             }
-            if journal_pending {
+            if journal_pending || !self.held.is_empty() {
                 tokio::select! {
                     () = tokio::time::sleep(self.config.retry_interval) => {}
                     _ = stopped.changed() => {}
@@ -271,8 +296,8 @@ impl Writer {
         }
     }
 
-    /// Writes a batch; returns true when (part of) it had to be spilled.
-    async fn flush(&self, records: Vec<AuditRecord>) -> bool {
+    /// Writes a batch; returns true when (part of) it had to be spilled or held.
+    async fn flush(&mut self, records: Vec<AuditRecord>) -> bool {
         let started = Instant::now();
         let count = records.len() as u64;
         // Moved apart rather than cloned: copying every record's JSON was the writer's largest
@@ -286,13 +311,14 @@ impl Writer {
             Ok(()) => {
                 metrics::AUDIT_WRITTEN_TOTAL.inc_by(count);
                 metrics::AUDIT_FLUSH_SECONDS.observe(started.elapsed().as_secs_f64());
+                store_recovered();
                 return false;
             }
             Err(error) => error,
         };
         let records = join(decisions, events);
         if error.is_retriable() {
-            warn!(%error, records = records.len(), "Store unavailable; spilling the batch to the journal.");
+            store_failed(&error, records.len());
             self.spill(records).await;
             true
         } else {
@@ -302,13 +328,21 @@ impl Writer {
     }
 
     /// Writes records one at a time to find the ones the store refuses.
-    async fn isolate(&self, records: Vec<AuditRecord>) -> bool {
+    async fn isolate(&mut self, records: Vec<AuditRecord>) -> bool {
         let mut retry_later = Vec::new();
         for record in records {
             match write(self.store.as_ref(), std::slice::from_ref(&record)).await {
                 Ok(()) => metrics::AUDIT_WRITTEN_TOTAL.inc(),
-                Err(error) if error.is_retriable() => retry_later.push(record),
-                Err(error) => self.dead_letter(record, &error).await,
+                Err(error) if error.is_retriable() => {
+                    store_failed(&error, 1);
+                    retry_later.push(record);
+                }
+                Err(error) => {
+                    metrics::AUDIT_STORE_ERRORS
+                        .with_label_values(&[error.failure_kind().label()])
+                        .inc();
+                    self.dead_letter(record, &error).await;
+                }
             }
         }
         let spilled = !retry_later.is_empty();
@@ -318,13 +352,20 @@ impl Writer {
         spilled
     }
 
-    async fn spill(&self, records: Vec<AuditRecord>) {
+    /// Appends to the journal; what it cannot take stays in memory, ahead of newer records.
+    async fn spill(&mut self, records: Vec<AuditRecord>) {
         let count = records.len() as u64;
-        match self.journal.append(records).await {
+        match self.journal.append(&records).await {
             Ok(()) => metrics::AUDIT_SPILLED_TOTAL.inc_by(count),
             Err(error) => {
-                metrics::AUDIT_DROPPED_TOTAL.inc_by(count);
-                error!(%error, records = count, "Cannot write the spill journal; audit records lost.");
+                metrics::AUDIT_JOURNAL_ERRORS.inc();
+                error!(
+                    %error,
+                    records = count,
+                    held = self.held.len() as u64 + count,
+                    "Cannot write the spill journal; holding the audit records in memory and retrying."
+                );
+                self.held.extend(records);
             }
         }
     }
@@ -361,13 +402,22 @@ impl Writer {
         }
         for chunk in records.chunks(self.config.batch_size.max(1)) {
             match write(self.store.as_ref(), chunk).await {
-                Ok(()) => metrics::AUDIT_REPLAYED_TOTAL.inc_by(chunk.len() as u64),
-                Err(error) if error.is_retriable() => return false,
+                Ok(()) => {
+                    metrics::AUDIT_REPLAYED_TOTAL.inc_by(chunk.len() as u64);
+                    store_recovered();
+                }
+                Err(error) if error.is_retriable() => {
+                    store_failed(&error, chunk.len());
+                    return false;
+                }
                 Err(_) => {
                     for record in chunk {
                         match write(self.store.as_ref(), std::slice::from_ref(record)).await {
                             Ok(()) => metrics::AUDIT_REPLAYED_TOTAL.inc(),
-                            Err(error) if error.is_retriable() => return false,
+                            Err(error) if error.is_retriable() => {
+                                store_failed(&error, 1);
+                                return false;
+                            }
                             Err(error) => self.dead_letter(record.clone(), &error).await,
                         }
                     }
@@ -383,6 +433,26 @@ impl Writer {
             "Spill journal replayed into the store."
         );
         true
+    }
+}
+
+/// Raises the alarm for a store that failed a write it should have taken: counted by kind, the
+/// gauge set, and an error logged when the store starts failing (not on every retry).
+fn store_failed(error: &StoreError, records: usize) {
+    let kind = error.failure_kind().label();
+    metrics::AUDIT_STORE_ERRORS.with_label_values(&[kind]).inc();
+    if metrics::AUDIT_STORE_FAILING.get() == 0 {
+        error!(%error, kind, records, "Store failing audit writes; spilling to the journal and retrying.");
+    } else {
+        warn!(%error, kind, records, "Store still failing audit writes.");
+    }
+    metrics::AUDIT_STORE_FAILING.set(1);
+}
+
+fn store_recovered() {
+    if metrics::AUDIT_STORE_FAILING.get() != 0 {
+        metrics::AUDIT_STORE_FAILING.set(0);
+        info!("Store accepts audit writes again.");
     }
 }
 
@@ -465,7 +535,7 @@ impl Journal {
             .is_ok_and(|m| m.len() > 0)
     }
 
-    async fn append(&self, records: Vec<AuditRecord>) -> std::io::Result<()> {
+    async fn append(&self, records: &[AuditRecord]) -> std::io::Result<()> {
         let lines: Vec<String> = records
             .iter()
             .filter_map(|record| serde_json::to_string(record).ok())
@@ -509,8 +579,12 @@ impl Journal {
     async fn clear(&self) -> std::io::Result<()> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let file = OpenOptions::new().write(true).truncate(true).open(&path)?;
-            file.sync_all()
+            match OpenOptions::new().write(true).truncate(true).open(&path) {
+                Ok(file) => file.sync_all(),
+                // Never created (its first append failed): nothing to clear.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(error) => Err(error),
+            }
         })
         .await
         .map_err(std::io::Error::other)?
@@ -526,16 +600,25 @@ fn parse_line(line: &str) -> Option<AuditRecord> {
     serde_json::from_str(json).ok()
 }
 
-/// Appends lines and fsyncs: a spilled batch survives a crash right after.
+/// Appends lines and fsyncs: a spilled batch survives a crash right after. All or nothing: a
+/// failed append (a full disk) is cut back off, since a torn line would swallow the next good
+/// one at replay, and the caller keeps the records.
 fn append_lines(path: &Path, lines: &[String]) -> std::io::Result<()> {
     let mut file = OpenOptions::new().create(true).append(true).open(path)?;
+    let length = file.metadata()?.len();
     let mut buffer = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
     for line in lines {
         buffer.push_str(line);
         buffer.push('\n');
     }
-    file.write_all(buffer.as_bytes())?;
-    file.sync_data()
+    let written = file
+        .write_all(buffer.as_bytes())
+        .and_then(|()| file.sync_data());
+    if written.is_err() {
+        // Shrinking needs no space; should it fail too, the checksum still catches the torn line.
+        let _ = file.set_len(length);
+    }
+    written
 }
 
 #[cfg(test)]

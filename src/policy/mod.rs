@@ -242,10 +242,19 @@ pub struct Conflict {
     pub details: Value,
 }
 
+/// An active policy that does not compile. It never stops the gateway: requests in its scope are
+/// denied (fail closed for what it governed) until it is fixed, and `/readyz` names it.
+#[derive(Debug)]
+pub struct BrokenPolicy {
+    pub definition: Arc<PolicyDefinition>,
+    pub error: PolicyError,
+}
+
 /// Every active policy of a snapshot, compiled.
 pub struct PolicySet {
     generation: u64,
     policies: Vec<CompiledPolicy>,
+    broken: Vec<BrokenPolicy>,
     /// Every input path some memoized policy reads, each once: projected once per request.
     input_paths: Vec<Vec<regorus::Value>>,
     prototypes: Vec<Prototype>,
@@ -437,18 +446,44 @@ pub struct Subject<'a> {
 
 impl PolicySet {
     /// Compiles every policy of `definitions` that is `active`. A policy that does not compile,
-    /// or fails on a sample input, is an error naming it.
+    /// or fails on a sample input, is an error naming it (files being checked, dry runs).
     pub fn compile(
         definitions: &[PolicyDefinition],
         defaults: Defaults,
         fail_mode: FailMode,
         evaluator: Evaluator,
     ) -> Result<PolicySet, PolicyError> {
+        let mut set = Self::compile_lenient(definitions, defaults, fail_mode, evaluator);
+        if set.broken.is_empty() {
+            Ok(set)
+        } else {
+            Err(set.broken.swap_remove(0).error)
+        }
+    }
+
+    /// Like `compile`, but a policy that does not compile is set aside as broken (see
+    /// `BrokenPolicy`) instead of failing the whole set: what a running gateway loads.
+    pub fn compile_lenient(
+        definitions: &[PolicyDefinition],
+        defaults: Defaults,
+        fail_mode: FailMode,
+        evaluator: Evaluator,
+    ) -> PolicySet {
         let use_vm = evaluator == Evaluator::Vm;
         let mut compiled = Vec::new();
+        let mut broken = Vec::new();
         let mut input_paths: Vec<Vec<regorus::Value>> = Vec::new();
         for definition in definitions.iter().filter(|d| d.status == "active") {
-            let (mut engine, rules) = compile_one(definition)?;
+            let (mut engine, rules) = match compile_one(definition) {
+                Ok(compiled) => compiled,
+                Err(error) => {
+                    broken.push(BrokenPolicy {
+                        definition: Arc::new(definition.clone()),
+                        error,
+                    });
+                    continue;
+                }
+            };
             let reads = match memo::input_reads(engine.get_modules()) {
                 memo::InputReads::Paths(paths) => Some(
                     paths
@@ -489,14 +524,20 @@ impl PolicySet {
         // Highest priority first; the sort is stable, so equal priorities keep file order.
         compiled.sort_by_key(|(policy, _)| std::cmp::Reverse(policy.definition.priority));
         let (policies, prototypes) = compiled.into_iter().unzip();
-        Ok(PolicySet {
+        PolicySet {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             policies,
+            broken,
             input_paths,
             prototypes,
             defaults,
             fail_mode,
-        })
+        }
+    }
+
+    /// Active policies that did not compile.
+    pub fn broken(&self) -> &[BrokenPolicy] {
+        &self.broken
     }
 
     pub fn len(&self) -> usize {
@@ -605,6 +646,13 @@ impl PolicySet {
         exceptions: &Exceptions,
         now: OffsetDateTime,
     ) -> Outcome {
+        if let Some(broken) = self
+            .broken
+            .iter()
+            .find(|b| b.definition.in_effect(now) && b.definition.scope.covers(subject))
+        {
+            return broken_outcome(broken);
+        }
         let mut evaluated = Vec::new();
         WORKERS.with(|cell| {
             let workers = &mut *cell.borrow_mut();
@@ -743,6 +791,28 @@ impl PolicySet {
                 }
             }
         }
+    }
+}
+
+/// A request in the scope of a policy that does not compile: what that policy would have decided
+/// is unknown, so it is denied, naming the policy (never the compiler's text, which may quote
+/// the module).
+fn broken_outcome(broken: &BrokenPolicy) -> Outcome {
+    let definition = &broken.definition;
+    Outcome {
+        decision: Decision::Deny,
+        reason: format!(
+            "policy_error: policy {:?} does not compile; requests in its scope are denied until an administrator fixes it",
+            definition.name
+        ),
+        primary: Some((definition.policy_id, definition.name.clone())),
+        evaluated: Vec::new(),
+        redact: false,
+        inject_headers: Vec::new(),
+        exceptions_used: Vec::new(),
+        policy_error: true,
+        violation_type: Some("policy_error".to_owned()),
+        default_for: None,
     }
 }
 

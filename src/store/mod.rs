@@ -48,10 +48,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether retrying the same write later can succeed (the store was down or slow), as
-    /// opposed to the data itself being refused (a constraint), which no retry will fix.
+    /// Whether retrying the same write later can succeed (the store was down, slow, out of disk
+    /// or failing I/O), as opposed to the data itself being refused (a constraint), which no
+    /// retry will fix. Decided by `failure_kind`, the one place that sorts errors.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        self.failure_kind().is_retriable()
+    }
+
+    /// What went wrong, for the retry decision and the operator's alarm.
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            StoreError::Unavailable(error) | StoreError::Rejected(error) => failure_kind(error),
+            StoreError::Io { source, .. } => io_failure_kind(source),
+            StoreError::Url { .. } | StoreError::Migrate(_) | StoreError::Corrupt { .. } => {
+                FailureKind::Rejected
+            }
+        }
     }
 }
 
@@ -128,28 +140,115 @@ impl Revisions {
     }
 }
 
-/// Sorts a sqlx error into "the store is unavailable" or "the store refused this data".
-pub(crate) fn classify(error: sqlx::Error) -> StoreError {
-    match &error {
+/// Why a store operation failed. Everything but `Rejected` is the store's condition, not the
+/// data's: the write is kept (journal or memory) and retried; only `Rejected` data is set aside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No space left (SQLITE_FULL, ENOSPC, PostgreSQL 53100 disk_full).
+    DiskFull,
+    /// The storage failed (SQLITE_IOERR and friends, PostgreSQL class 58 and XX).
+    IoError,
+    /// The server cannot be reached or went away (PostgreSQL 08, 57; sockets; pool).
+    Connection,
+    /// Contention that clears by itself (SQLITE_BUSY/LOCKED, PostgreSQL 40, 55P03).
+    Busy,
+    /// Memory or connection slots ran out (SQLITE_NOMEM, PostgreSQL 53 but disk_full).
+    Resources,
+    /// The store refused this data on its own merits (constraints, types): no retry helps.
+    Rejected,
+}
+
+impl FailureKind {
+    pub fn is_retriable(self) -> bool {
+        self != FailureKind::Rejected
+    }
+
+    /// The `kind` label of `aigate_audit_store_errors_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::DiskFull => "disk_full",
+            FailureKind::IoError => "io_error",
+            FailureKind::Connection => "connection",
+            FailureKind::Busy => "busy",
+            FailureKind::Resources => "resources",
+            FailureKind::Rejected => "rejected",
+        }
+    }
+
+    pub const ALL: [FailureKind; 6] = [
+        FailureKind::DiskFull,
+        FailureKind::IoError,
+        FailureKind::Connection,
+        FailureKind::Busy,
+        FailureKind::Resources,
+        FailureKind::Rejected,
+    ];
+}
+
+/// Sorts a sqlx error: the single decision of what is retriable (after vector's
+/// `is_retriable_error`). Unknown failures outside the database's answer count as the store's
+/// condition, so a record is never set aside for something that was not its fault.
+pub(crate) fn failure_kind(error: &sqlx::Error) -> FailureKind {
+    match error {
         sqlx::Error::Database(db) => {
-            // PostgreSQL class 08 (connection), 53 (resources), 57 (shutdown/cancel) are
-            // transient; SQLite BUSY/LOCKED likewise.
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-            let transient = code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57")
-                || code == "5"
-                || code == "6";
-            if transient {
-                StoreError::Unavailable(error)
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                sqlite_failure_kind(&code)
             } else {
-                StoreError::Rejected(error)
+                postgres_failure_kind(&code)
             }
         }
+        sqlx::Error::Io(source) => io_failure_kind(source),
         sqlx::Error::Encode(_)
         | sqlx::Error::TypeNotFound { .. }
-        | sqlx::Error::ColumnDecode { .. } => StoreError::Rejected(error),
-        _ => StoreError::Unavailable(error),
+        | sqlx::Error::ColumnDecode { .. } => FailureKind::Rejected,
+        _ => FailureKind::Connection,
+    }
+}
+
+/// SQLite reports extended result codes; the primary code is the low byte.
+fn sqlite_failure_kind(code: &str) -> FailureKind {
+    match code.parse::<i32>().map(|c| c & 0xff) {
+        Ok(5 | 6) => FailureKind::Busy,
+        Ok(7) => FailureKind::Resources,
+        Ok(13) => FailureKind::DiskFull,
+        // READONLY, IOERR, CORRUPT, CANTOPEN, PROTOCOL, NOTADB: the file or its disk.
+        Ok(8 | 10 | 11 | 14 | 15 | 26) => FailureKind::IoError,
+        _ => FailureKind::Rejected,
+    }
+}
+
+/// PostgreSQL SQLSTATE: the class is the first two characters.
+fn postgres_failure_kind(code: &str) -> FailureKind {
+    match (code, code.get(..2).unwrap_or_default()) {
+        ("53100", _) => FailureKind::DiskFull,
+        ("55P03", _) | (_, "40") => FailureKind::Busy,
+        (_, "53") => FailureKind::Resources,
+        (_, "08" | "57") => FailureKind::Connection,
+        (_, "58" | "XX") => FailureKind::IoError,
+        _ => FailureKind::Rejected,
+    }
+}
+
+fn io_failure_kind(error: &std::io::Error) -> FailureKind {
+    match error.kind() {
+        std::io::ErrorKind::StorageFull => FailureKind::DiskFull,
+        std::io::ErrorKind::ConnectionRefused
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::TimedOut
+        | std::io::ErrorKind::UnexpectedEof => FailureKind::Connection,
+        _ => FailureKind::IoError,
+    }
+}
+
+/// Wraps a sqlx error as "the store is unavailable" or "the store refused this data".
+pub(crate) fn classify(error: sqlx::Error) -> StoreError {
+    if failure_kind(&error).is_retriable() {
+        StoreError::Unavailable(error)
+    } else {
+        StoreError::Rejected(error)
     }
 }
 
@@ -477,6 +576,28 @@ pub(crate) fn parse_timestamp(text: &str) -> Option<time::OffsetDateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_failures_are_retriable_and_constraints_are_not() {
+        // SQLite primary and extended codes: FULL, IOERR_WRITE (778), BUSY_SNAPSHOT (517).
+        assert_eq!(sqlite_failure_kind("13"), FailureKind::DiskFull);
+        assert_eq!(sqlite_failure_kind("778"), FailureKind::IoError);
+        assert_eq!(sqlite_failure_kind("517"), FailureKind::Busy);
+        // CONSTRAINT_PRIMARYKEY (1555), CONSTRAINT_CHECK (275).
+        assert_eq!(sqlite_failure_kind("1555"), FailureKind::Rejected);
+        assert_eq!(sqlite_failure_kind("275"), FailureKind::Rejected);
+        assert_eq!(postgres_failure_kind("53100"), FailureKind::DiskFull);
+        assert_eq!(postgres_failure_kind("58030"), FailureKind::IoError);
+        assert_eq!(postgres_failure_kind("08006"), FailureKind::Connection);
+        assert_eq!(postgres_failure_kind("40P01"), FailureKind::Busy);
+        assert_eq!(postgres_failure_kind("23505"), FailureKind::Rejected);
+        assert_eq!(postgres_failure_kind("22P02"), FailureKind::Rejected);
+        let enospc = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(io_failure_kind(&enospc), FailureKind::DiskFull);
+        assert!(FailureKind::ALL
+            .iter()
+            .all(|k| k.is_retriable() == (*k != FailureKind::Rejected)));
+    }
 
     #[test]
     fn passwords_are_redacted_from_urls() {

@@ -461,6 +461,94 @@ async fn insert_decisions(
     Ok(())
 }
 
+/// Closes a connection whose write failed instead of returning it to the pool. After SQLITE_FULL
+/// or an I/O error SQLite can roll the transaction back by itself; sqlx's ROLLBACK then fails
+/// and it goes on counting a transaction that is gone, so every later "transaction" on that
+/// connection is a savepoint whose release commits nothing: writes reported as stored were
+/// never on disk. A fresh connection has no such history.
+async fn discard(connection: sqlx::pool::PoolConnection<Sqlite>) {
+    if let Err(error) = connection.close().await {
+        tracing::debug!(%error, "Closing a failed SQLite connection.");
+    }
+}
+
+async fn write_decision_rows(
+    connection: &mut sqlx::SqliteConnection,
+    batch: &[DecisionRecord],
+) -> Result<(), StoreError> {
+    use sqlx::Connection;
+    let mut tx = connection.begin().await.map_err(classify)?;
+    for rows in insert_chunks(batch) {
+        insert_decisions(&mut tx, rows).await?;
+    }
+
+    let violations: Vec<_> = batch
+        .iter()
+        .filter_map(|d| Some((d, d.violation.as_ref()?)))
+        .collect();
+    if !violations.is_empty() {
+        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT OR IGNORE INTO violations (violation_id, decision_id, timestamp, user_id, user_email, \
+             user_department, violation_type, policy_id, policy_name, severity, resource_type, \
+             resource_id, resource_name) ",
+        );
+        insert.push_values(violations, |mut row, (d, v)| {
+            row.push_bind(v.violation_id.to_string())
+                .push_bind(d.decision_id.to_string())
+                .push_bind(rfc3339(d.timestamp))
+                .push_bind(d.user_id.to_string())
+                .push_bind(d.user_email.clone())
+                .push_bind(d.user_department.clone())
+                .push_bind(v.violation_type.clone())
+                .push_bind(v.policy_id.to_string())
+                .push_bind(v.policy_name.clone())
+                .push_bind(v.severity.clone())
+                .push_bind(d.resource_type.clone())
+                .push_bind(text_uuid(d.resource_id))
+                .push_bind(d.resource_name.clone());
+        });
+        insert.build().execute(&mut *tx).await.map_err(classify)?;
+    }
+    notify_violations(&mut tx, batch).await?;
+    tx.commit().await.map_err(classify)
+}
+
+async fn write_event_rows(
+    connection: &mut sqlx::SqliteConnection,
+    batch: &[AuditEventRecord],
+) -> Result<(), StoreError> {
+    let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "INSERT OR IGNORE INTO audit_events (event_id, timestamp, event_type, severity, actor_id, \
+         actor_email, actor_type, target_type, target_id, target_name, action, result, decision_id, \
+         source, ip_address, event_data, changes) ",
+    );
+    insert.push_values(batch, |mut row, e| {
+        row.push_bind(e.event_id.to_string())
+            .push_bind(rfc3339(e.timestamp))
+            .push_bind(e.event_type.clone())
+            .push_bind(e.severity.clone())
+            .push_bind(text_uuid(e.actor_id))
+            .push_bind(e.actor_email.clone())
+            .push_bind(e.actor_type.clone())
+            .push_bind(e.target_type.clone())
+            .push_bind(text_uuid(e.target_id))
+            .push_bind(e.target_name.clone())
+            .push_bind(e.action.clone())
+            .push_bind(e.result.clone())
+            .push_bind(text_uuid(e.decision_id))
+            .push_bind(e.source.clone())
+            .push_bind(e.ip_address.map(|ip| ip.to_string()))
+            .push_bind(e.event_data.as_ref().map(json_text))
+            .push_bind(e.changes.as_ref().map(json_text));
+    });
+    insert
+        .build()
+        .execute(&mut *connection)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
 fn text_uuid(id: Option<Uuid>) -> Option<String> {
     id.map(|id| id.to_string())
 }
@@ -484,72 +572,24 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        for rows in insert_chunks(batch) {
-            insert_decisions(&mut tx, rows).await?;
+        let mut connection = self.pool.acquire().await.map_err(classify)?;
+        let written = write_decision_rows(&mut connection, batch).await;
+        if written.is_err() {
+            discard(connection).await;
         }
-
-        let violations: Vec<_> = batch
-            .iter()
-            .filter_map(|d| Some((d, d.violation.as_ref()?)))
-            .collect();
-        if !violations.is_empty() {
-            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT OR IGNORE INTO violations (violation_id, decision_id, timestamp, user_id, user_email, \
-                 user_department, violation_type, policy_id, policy_name, severity, resource_type, \
-                 resource_id, resource_name) ",
-            );
-            insert.push_values(violations, |mut row, (d, v)| {
-                row.push_bind(v.violation_id.to_string())
-                    .push_bind(d.decision_id.to_string())
-                    .push_bind(rfc3339(d.timestamp))
-                    .push_bind(d.user_id.to_string())
-                    .push_bind(d.user_email.clone())
-                    .push_bind(d.user_department.clone())
-                    .push_bind(v.violation_type.clone())
-                    .push_bind(v.policy_id.to_string())
-                    .push_bind(v.policy_name.clone())
-                    .push_bind(v.severity.clone())
-                    .push_bind(d.resource_type.clone())
-                    .push_bind(text_uuid(d.resource_id))
-                    .push_bind(d.resource_name.clone());
-            });
-            insert.build().execute(&mut *tx).await.map_err(classify)?;
-        }
-        notify_violations(&mut tx, batch).await?;
-        tx.commit().await.map_err(classify)
+        written
     }
 
     async fn write_audit_events(&self, batch: &[AuditEventRecord]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT OR IGNORE INTO audit_events (event_id, timestamp, event_type, severity, actor_id, \
-             actor_email, actor_type, target_type, target_id, target_name, action, result, decision_id, \
-             source, ip_address, event_data, changes) ",
-        );
-        insert.push_values(batch, |mut row, e| {
-            row.push_bind(e.event_id.to_string())
-                .push_bind(rfc3339(e.timestamp))
-                .push_bind(e.event_type.clone())
-                .push_bind(e.severity.clone())
-                .push_bind(text_uuid(e.actor_id))
-                .push_bind(e.actor_email.clone())
-                .push_bind(e.actor_type.clone())
-                .push_bind(e.target_type.clone())
-                .push_bind(text_uuid(e.target_id))
-                .push_bind(e.target_name.clone())
-                .push_bind(e.action.clone())
-                .push_bind(e.result.clone())
-                .push_bind(text_uuid(e.decision_id))
-                .push_bind(e.source.clone())
-                .push_bind(e.ip_address.map(|ip| ip.to_string()))
-                .push_bind(e.event_data.as_ref().map(json_text))
-                .push_bind(e.changes.as_ref().map(json_text));
-        });
-        insert.build().execute(&self.pool).await.map_err(classify)?;
-        Ok(())
+        let mut connection = self.pool.acquire().await.map_err(classify)?;
+        let written = write_event_rows(&mut connection, batch).await;
+        if written.is_err() {
+            discard(connection).await;
+        }
+        written
     }
 
     async fn import_catalog(&self, catalog: &Catalog) -> Result<usize, StoreError> {

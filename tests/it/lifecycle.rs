@@ -157,7 +157,7 @@ fn sighup_reloads_and_sigterm_stops_cleanly() {
 }
 
 /// The binary's stderr, collected line by line for assertions.
-fn collect_log(child: &mut std::process::Child) -> Arc<Mutex<Vec<String>>> {
+pub(crate) fn collect_log(child: &mut std::process::Child) -> Arc<Mutex<Vec<String>>> {
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
     let stderr = child.stderr.take().unwrap();
     let sink = log.clone();
@@ -170,7 +170,7 @@ fn collect_log(child: &mut std::process::Child) -> Arc<Mutex<Vec<String>>> {
     log
 }
 
-async fn log_line(log: &Mutex<Vec<String>>, needle: &str) -> String {
+pub(crate) async fn log_line(log: &Mutex<Vec<String>>, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Some(line) = log.lock().unwrap().iter().find(|l| l.contains(needle)) {

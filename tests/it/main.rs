@@ -7,6 +7,7 @@ mod support;
 
 mod admin;
 mod bypass;
+mod faults;
 mod fleet;
 mod identity;
 mod inspect;

@@ -256,18 +256,149 @@ async fn policy_changes_in_files_and_in_the_store_apply_without_restart() {
         "the archived policy stops applying without a restart"
     );
 
-    // A broken policy in the store is refused with its name and line; the running set serves on.
+    // A broken policy in the store does not stop the reload: it is named, and its scope (here
+    // everything) is denied until it is fixed.
     gateway
         .execute("UPDATE policies SET status = 'active', rule_content = 'package freeze\ndeny if {\n' WHERE name = 'Change freeze'")
         .await;
-    let rejected = reload(&gateway, token).await;
-    assert_eq!(rejected.status(), 422);
-    let message = rejected.text().await.unwrap();
-    assert!(
-        message.contains("policy:Change freeze:"),
-        "name and line: {message}"
+    let reloaded = reload(&gateway, token).await;
+    assert_eq!(reloaded.status(), 200);
+    let reloaded: serde_json::Value = reloaded.json().await.unwrap();
+    assert_eq!(
+        reloaded["broken_policies"][0], "Change freeze",
+        "{reloaded}"
     );
-    assert_eq!(post_json(&gateway, url, body).await.0, 200);
+    let (status, error) = post_json(&gateway, url, body).await;
+    assert_eq!(
+        (status, error["error"]["policy"].as_str()),
+        (403, Some("Change freeze"))
+    );
+    let ready = readyz(&gateway).await;
+    assert_eq!(ready["status"], "degraded");
+    assert!(
+        ready["broken_policies"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("policy:Change freeze:"),
+        "name and line: {ready}"
+    );
+}
+
+async fn readyz(gateway: &TestGateway) -> serde_json::Value {
+    reqwest::get(format!("http://{}/readyz", gateway.gateway.admin_addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A policy whose Rego does not compile, scoped to the `goodai` service only.
+fn write_broken_policy(dir: &std::path::Path, name: &str) {
+    let file = name.to_lowercase().replace(' ', "-");
+    std::fs::write(
+        dir.join(format!("{file}.yaml")),
+        format!(
+            "policy_id: {}\nname: {name}\nversion: 1.0.0\nstatus: active\npriority: 950\n\
+             policy_type: organizational\nrule_file: {file}.rego\nscope: {{departments: [], users: [], services: [goodai]}}\n\
+             effective_date: 2020-01-01T00:00:00Z\n",
+            uuid::Uuid::new_v4()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(format!("{file}.rego")),
+        "package broken\ndeny if {\n",
+    )
+    .unwrap();
+}
+
+/// Two approved services (`goodai` at good.example, `otherai` at other.example), their origin,
+/// and a gateway configuration over them; `prepare` runs on the policy directory and the store
+/// (migrated) before the gateway starts.
+async fn start_over_a_prepared_store<F, Fut>(prepare: F) -> (TestGateway, Origin)
+where
+    F: FnOnce(std::path::PathBuf, std::sync::Arc<dyn aigate::store::Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["good.example", "other.example"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let resolve = [
+        ("good.example", origin.addr),
+        ("other.example", origin.addr),
+    ];
+    let mut config = TestGateway::config(dir.path(), &ca, &resolve);
+    let catalog_dir = dir.path().join("catalog");
+    std::fs::create_dir(&catalog_dir).unwrap();
+    for (slug, domain) in [("goodai", "good.example"), ("otherai", "other.example")] {
+        let yaml = test_service(slug, domain, "approved", &["text_generation"]);
+        std::fs::write(catalog_dir.join(format!("{slug}.yaml")), yaml).unwrap();
+    }
+    config.catalog.dir = catalog_dir;
+    let store = aigate::store::open(&config.store.url).await.unwrap();
+    store.migrate().await.unwrap();
+    prepare(config.policy.dir.clone(), store).await;
+    config.validate().unwrap();
+    let gateway = aigate::server::start(config)
+        .await
+        .expect("a policy that does not compile must not stop start-up");
+    (TestGateway { gateway, dir }, origin)
+}
+
+/// The broken policy's scope (goodai) is denied naming it; the other service still passes, and
+/// `/readyz` says degraded with the policy's name.
+async fn assert_only_the_broken_scope_is_denied(gateway: &TestGateway, name: &str) {
+    let (status, error) = post_json(gateway, GOOD_URL, HELLO).await;
+    assert_eq!(
+        (status, error["error"]["policy"].as_str()),
+        (403, Some(name)),
+        "{error}"
+    );
+    let other = "https://other.example/v1/chat/completions";
+    assert_eq!(post_json(gateway, other, HELLO).await.0, 200);
+    let ready = readyz(gateway).await;
+    assert_eq!(ready["status"], "degraded");
+    assert_eq!(ready["broken_policies"][0]["name"], name, "{ready}");
+    let events: Vec<(String,)> = gateway
+        .rows_eventually(
+            &format!("SELECT event_type FROM audit_events WHERE target_name = '{name}'"),
+            1,
+        )
+        .await;
+    assert_eq!(events[0].0, "policy_load_failed");
+}
+
+#[tokio::test]
+async fn a_stored_policy_that_does_not_compile_does_not_stop_start_up_and_denies_only_its_scope() {
+    let (gateway, _origin) = start_over_a_prepared_store(|_, store| async move {
+        // The row an older gateway (or an administrator with SQL) left behind.
+        let staging = tempfile::tempdir().unwrap();
+        write_broken_policy(staging.path(), "Broken row");
+        let rows = aigate::policy::load_dir(staging.path()).unwrap();
+        assert_eq!(store.import_policies(&rows).await.unwrap(), 1);
+    })
+    .await;
+    assert_only_the_broken_scope_is_denied(&gateway, "Broken row").await;
+}
+
+#[tokio::test]
+async fn a_policy_file_that_does_not_compile_is_not_imported_and_denies_only_its_scope() {
+    let (gateway, _origin) = start_over_a_prepared_store(|policy_dir, _| async move {
+        write_broken_policy(&policy_dir, "Broken file");
+    })
+    .await;
+    assert_only_the_broken_scope_is_denied(&gateway, "Broken file").await;
+    let stored: Vec<(i64,)> = gateway
+        .rows_eventually(
+            "SELECT count(*) FROM policies WHERE name = 'Broken file'",
+            1,
+        )
+        .await;
+    assert_eq!(
+        stored[0].0, 0,
+        "a file that does not compile never lands in the store"
+    );
 }
 
 #[tokio::test]
