@@ -405,6 +405,14 @@ pub struct UpstreamConfig {
     /// Offer HTTP/2 to TLS upstreams (ALPN h2, http/1.1). Off: every upstream connection is
     /// HTTP/1.1, one per in-flight request, pooled for keep-alive.
     pub http2: bool,
+    /// Networks never connected to, on top of the built-in ones (loopback, link-local,
+    /// unspecified, multicast and the host's own interface addresses, always denied).
+    pub deny_networks: Vec<ipnet::IpNet>,
+    /// Also deny the private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7).
+    pub deny_private: bool,
+    /// Networks connected to even when denied above (an internal LLM on a LAN address). The
+    /// `resolve` overrides are the operator's own choice and never checked.
+    pub allow_networks: Vec<ipnet::IpNet>,
 }
 
 impl Default for UpstreamConfig {
@@ -416,6 +424,9 @@ impl Default for UpstreamConfig {
             read_timeout_secs: 120,
             idle_timeout_secs: 90,
             http2: true,
+            deny_networks: Vec::new(),
+            deny_private: false,
+            allow_networks: Vec::new(),
         }
     }
 }

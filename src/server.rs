@@ -284,7 +284,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         }
     }
     let shared = Arc::new(Shared {
-        upstream: Upstream::new(&config.upstream.resolve, own_listeners),
+        upstream: Upstream::new(&config.upstream, own_listeners),
         identity: crate::identity::Resolver::new(store.clone(), &config.identity),
         router,
         snapshot: ArcSwap::from_pointee(Snapshot::new(catalog, inspector, policies, exceptions)),
@@ -699,6 +699,7 @@ pub async fn reload_config(shared: &Shared, new: Config) -> Result<ConfigReloade
     let snapshot = reload_with(shared, &effective, Some(inspector)).await?;
     shared.router.reconfigure(&effective.intercept);
     shared.identity.reconfigure(&effective.identity);
+    shared.upstream.refresh_own_addresses();
     shared.config.store(Arc::new(effective));
     Ok(ConfigReloaded {
         snapshot,

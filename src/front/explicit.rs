@@ -129,6 +129,19 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
             head_len,
             headers,
         } => {
+            let via = headers.get_all(http::header::VIA);
+            if front
+                .shared
+                .upstream
+                .has_looped(via.iter().filter_map(|v| v.to_str().ok()))
+            {
+                metrics::UPSTREAM_REFUSED.with_label_values(&["loop"]).inc();
+                warn!(host = %target.host, "Refused a CONNECT that already passed through this gateway.");
+                let message =
+                    "Loop detected: this request already passed through this gateway (Via).\n";
+                let _ = write_status(&mut client, 508, "Loop Detected", message).await;
+                return;
+            }
             let identity = &front.shared.identity;
             let tunnel_user = match Box::pin(
                 identity.authenticate_tunnel(Some(peer.ip()), &headers),
@@ -180,20 +193,8 @@ async fn open_tunnel(
     let shared = &front.shared;
     let addr = match shared.upstream.resolve(&target.host, target.port).await {
         Ok(addr) => addr,
-        Err(error @ UpstreamError::SelfLoop { .. }) => {
-            warn!(host = %target.host, port = target.port, %error, "Refused a tunnel to the gateway itself.");
-            let _ = write_status(
-                &mut client,
-                403,
-                "Forbidden",
-                "The proxy does not connect to itself.\n",
-            )
-            .await;
-            return;
-        }
         Err(error) => {
-            info!(host = %target.host, %error, "Tunnel target does not resolve.");
-            let _ = write_status(&mut client, 502, "Bad Gateway", &format!("{error}.\n")).await;
+            refuse_tunnel(&mut client, &target, &error).await;
             return;
         }
     };
@@ -249,6 +250,44 @@ async fn open_tunnel(
         ),
         Err(error) => debug!(host = %target.host, %error, "Tunnel ended with an error."),
     }
+}
+
+/// Answers a CONNECT whose target cannot be connected to: 403 when the destination policy refuses
+/// it, 502 when it does not resolve; the reason also goes in `X-Aigate-Error`.
+async fn refuse_tunnel(client: &mut TcpStream, target: &ConnectTarget, error: &UpstreamError) {
+    let (status, reason, message) = match error.refusal_reason() {
+        Some(label) => {
+            metrics::UPSTREAM_REFUSED.with_label_values(&[label]).inc();
+            warn!(host = %target.host, port = target.port, reason = label, %error, "Refused a tunnel by the destination policy.");
+            (403, "Forbidden", format!("Forbidden: {error}."))
+        }
+        None => {
+            info!(host = %target.host, %error, "Tunnel target does not resolve.");
+            (502, "Bad Gateway", format!("Bad gateway: {error}."))
+        }
+    };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nX-Aigate-Error: {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}\n",
+        header_safe(&message),
+        message.len() + 1
+    );
+    if client.write_all(response.as_bytes()).await.is_ok() {
+        let _ = client.shutdown().await;
+    }
+}
+
+/// `text` as a header value: visible ASCII and spaces only, bounded.
+pub(crate) fn header_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(200)
+        .collect()
 }
 
 struct Refusal {

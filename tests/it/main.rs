@@ -10,6 +10,7 @@ mod identity;
 mod inspect;
 mod lifecycle;
 mod management;
+mod network;
 mod policy;
 mod proxy;
 mod routing;
