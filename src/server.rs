@@ -94,6 +94,8 @@ pub struct Shared {
     pub identity: crate::identity::Resolver,
     pub router: Router,
     pub upstream: Upstream,
+    /// Open connections per client address (`[proxy] max_connections_per_client`).
+    pub client_connections: Arc<crate::front::guard::ClientConnections>,
     pub minter: LeafMinter,
     pub ca: Arc<CertificateAuthority>,
     pub audit: AuditHandle,
@@ -285,6 +287,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     }
     let shared = Arc::new(Shared {
         upstream: Upstream::new(&config.upstream, own_listeners),
+        client_connections: Arc::default(),
         identity: crate::identity::Resolver::new(store.clone(), &config.identity),
         router,
         snapshot: ArcSwap::from_pointee(Snapshot::new(catalog, inspector, policies, exceptions)),

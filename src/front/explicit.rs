@@ -51,6 +51,19 @@ pub async fn serve(listener: TcpListener, front: Arc<FrontContext>, limit: Arc<S
             });
             continue;
         };
+        let per_client = front.shared.config().proxy.max_connections_per_client;
+        let Some(slot) = front.shared.client_connections.admit(peer.ip(), per_client) else {
+            metrics::CONNECTIONS_REJECTED
+                .with_label_values(&["max_connections_per_client"])
+                .inc();
+            warn!(%peer, limit = per_client, "Per-client connection limit reached; refusing.");
+            tokio::spawn(async move {
+                let mut socket = socket;
+                let message = "Too many connections from this client.\n";
+                let _ = write_status(&mut socket, 503, "Service Unavailable", message).await;
+            });
+            continue;
+        };
         let front = front.clone();
         let tracked = front.connections.track();
         tokio::spawn(
@@ -58,7 +71,7 @@ pub async fn serve(listener: TcpListener, front: Arc<FrontContext>, limit: Arc<S
                 metrics::CONNECTIONS_ACTIVE.inc();
                 handle(front, socket, peer).await;
                 metrics::CONNECTIONS_ACTIVE.dec();
-                drop(permit);
+                drop((permit, slot));
                 drop(tracked);
             }
             .instrument(info_span!("conn", %peer)),

@@ -441,3 +441,204 @@ async fn expect_100_continue_is_answered_by_the_gateway_in_plain_http_and_inside
         );
     }
 }
+
+/// CONNECT api.openai.com through the gateway and an HTTP/1.1 TLS session on the minted leaf.
+async fn intercepted(gateway: &TestGateway) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut stream = TcpStream::connect(gateway.gateway.proxy_addr)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut established = [0u8; 39];
+    stream.read_exact(&mut established).await.unwrap();
+    assert_eq!(&established, b"HTTP/1.1 200 Connection Established\r\n\r\n");
+    let config = crate::support::gateway_tls_config(
+        &gateway.ca_pem(),
+        rustls::crypto::ring::default_provider(),
+    );
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("api.openai.com").unwrap();
+    connector.connect(name, stream).await.unwrap()
+}
+
+/// Reads one response head and its Content-Length body from `stream`.
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> String {
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap() == 0 {
+            break;
+        }
+        response.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&response).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+/// Sends `drip` one byte every 100 ms (at most 15 s of it) while watching for the gateway to
+/// answer or close; returns what it answered, or `None` when it never did.
+async fn drip_until_closed(
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+    drip: &[u8],
+) -> Option<String> {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let dripping = async {
+        for byte in drip.iter().cycle().take(150) {
+            if writer.write_all(&[*byte]).await.is_err() || writer.flush().await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Dripped for 15 s without being cut off: wait no more.
+        std::future::pending::<()>().await;
+    };
+    let watching = async {
+        let mut answer = Vec::new();
+        let _ = reader.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    tokio::select! {
+        answer = watching => Some(answer),
+        () = dripping => None,
+        () = tokio::time::sleep(Duration::from_secs(16)) => None,
+    }
+}
+
+fn slow_client_limits(config: &mut aigate::config::Config) {
+    config.proxy.header_read_timeout_secs = 1;
+    config.proxy.min_body_rate_bytes_per_sec = 1024;
+    config.proxy.body_rate_grace_secs = 1;
+}
+
+#[tokio::test]
+async fn a_dripped_head_inside_tls_is_cut_off_on_every_keep_alive_request() {
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let gateway =
+        TestGateway::start_with(&ca, &[("api.openai.com", origin.addr)], slow_client_limits).await;
+
+    // First request of the connection, dripped.
+    let mut tls = intercepted(&gateway).await;
+    tls.write_all(b"GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n")
+        .await
+        .unwrap();
+    let answer = drip_until_closed(tls, b"X-Drip: aaaa\r\n").await;
+    let answer = answer.expect("a dripped head must be cut off by the head deadline");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+
+    // A keep-alive request after a normal one.
+    let mut tls = intercepted(&gateway).await;
+    tls.write_all(b"GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_response(&mut tls).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    tls.write_all(b"GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\n")
+        .await
+        .unwrap();
+    let answer = drip_until_closed(tls, b"X-Drip: aaaa\r\n").await;
+    let answer = answer.expect("the second head is under the deadline too");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert_eq!(origin.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_slow_body_inside_tls_is_cut_off() {
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let gateway =
+        TestGateway::start_with(&ca, &[("api.openai.com", origin.addr)], slow_client_limits).await;
+    let mut tls = intercepted(&gateway).await;
+    tls.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"messages\":\"",
+    )
+    .await
+    .unwrap();
+    let answer = drip_until_closed(tls, b"aaaaaaaaaa").await;
+    assert!(
+        answer.is_some(),
+        "a 100 B/s body must be cut off by the minimum rate"
+    );
+    assert!(origin.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_head_over_max_header_bytes_inside_tls_gets_431() {
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let gateway = TestGateway::start(&ca, &[("api.openai.com", origin.addr)]).await;
+    let mut tls = intercepted(&gateway).await;
+    let head = format!(
+        "GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40 * 1024)
+    );
+    let _ = tls.write_all(head.as_bytes()).await;
+    let answer = read_response(&mut tls).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(origin.requests().is_empty());
+
+    // A large head within the limit is served (the test origin's h2 takes up to 16 KiB).
+    let mut tls = intercepted(&gateway).await;
+    let head = format!(
+        "GET /v1/models HTTP/1.1\r\nHost: api.openai.com\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(12 * 1024)
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_response(&mut tls).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn one_client_cannot_hold_more_than_its_connections() {
+    let ca = upstream_ca();
+    let origin = Origin::start_plain().await;
+    let gateway = TestGateway::start_with(&ca, &[("plain.example", origin.addr)], |config| {
+        config.proxy.max_connections_per_client = 2;
+    })
+    .await;
+    let first = TcpStream::connect(gateway.gateway.proxy_addr)
+        .await
+        .unwrap();
+    let _second = TcpStream::connect(gateway.gateway.proxy_addr)
+        .await
+        .unwrap();
+    // Both are accepted (and idle) before the third arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let third = exchange(
+        &gateway,
+        "GET http://plain.example/ HTTP/1.1\r\nHost: plain.example\r\n\r\n",
+    )
+    .await;
+    assert!(third.starts_with("HTTP/1.1 503"), "{third}");
+    assert!(
+        third.contains("Too many connections from this client"),
+        "{third}"
+    );
+
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let again = exchange(
+        &gateway,
+        "GET http://plain.example/ HTTP/1.1\r\nHost: plain.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+}
