@@ -254,8 +254,17 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// Largest request head (request line + headers) accepted from a client.
     pub max_header_bytes: usize,
-    /// Time a client has to send its first request head.
+    /// Time a client has to send a whole request head, from its first byte: the first head of a
+    /// connection and every keep-alive head after it, inside TLS too.
     pub header_read_timeout_secs: u64,
+    /// Slowest request body accepted, over the time the gateway waits for it, once
+    /// `body_rate_grace_secs` of waiting have passed. 0: no minimum.
+    pub min_body_rate_bytes_per_sec: u64,
+    /// Waiting for a body this long is always allowed, however few bytes came.
+    pub body_rate_grace_secs: u64,
+    /// Open connections one client address may hold on each listener; beyond it new ones
+    /// are refused (503). 0: only `max_connections` applies.
+    pub max_connections_per_client: usize,
     /// Request bodies are buffered for inspection up to this size; beyond it the decision is
     /// made on the prefix and flagged `truncated`.
     pub body_buffer_bytes: usize,
@@ -282,6 +291,9 @@ impl Default for ProxyConfig {
             max_connections: 10_000,
             max_header_bytes: 32 * 1024,
             header_read_timeout_secs: 10,
+            min_body_rate_bytes_per_sec: 1024,
+            body_rate_grace_secs: 10,
+            max_connections_per_client: 256,
             body_buffer_bytes: 10 * 1024 * 1024,
             tunnel_idle_timeout_secs: 300,
             client_idle_timeout_secs: 120,
@@ -410,6 +422,14 @@ pub struct UpstreamConfig {
     /// Offer HTTP/2 to TLS upstreams (ALPN h2, http/1.1). Off: every upstream connection is
     /// HTTP/1.1, one per in-flight request, pooled for keep-alive.
     pub http2: bool,
+    /// Networks never connected to, on top of the built-in ones (loopback, link-local,
+    /// unspecified, multicast and the host's own interface addresses, always denied).
+    pub deny_networks: Vec<ipnet::IpNet>,
+    /// Also deny the private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7).
+    pub deny_private: bool,
+    /// Networks connected to even when denied above (an internal LLM on a LAN address). The
+    /// `resolve` overrides are the operator's own choice and never checked.
+    pub allow_networks: Vec<ipnet::IpNet>,
 }
 
 impl Default for UpstreamConfig {
@@ -421,6 +441,9 @@ impl Default for UpstreamConfig {
             read_timeout_secs: 120,
             idle_timeout_secs: 90,
             http2: true,
+            deny_networks: Vec::new(),
+            deny_private: false,
+            allow_networks: Vec::new(),
         }
     }
 }
@@ -692,6 +715,12 @@ impl Config {
             return Err(invalid(
                 "[proxy] max_header_bytes",
                 "must be between 1024 and 1048576",
+            ));
+        }
+        if proxy.body_rate_grace_secs == 0 && proxy.min_body_rate_bytes_per_sec > 0 {
+            return Err(invalid(
+                "[proxy] body_rate_grace_secs",
+                "must be at least 1 when min_body_rate_bytes_per_sec is set",
             ));
         }
         if proxy.body_buffer_bytes < 1024 {

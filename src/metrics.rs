@@ -55,6 +55,13 @@ pub static CONNECTIONS_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         &["reason"],
     )
 });
+pub static UPSTREAM_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "aigate_upstream_refused_total",
+        "Requests and CONNECTs refused by the destination policy, by reason (self, loop, loopback, link_local, unspecified, multicast, own_address, private, denied_network).",
+        &["reason"],
+    )
+});
 pub static PROXY_AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "aigate_proxy_auth_failures_total",
@@ -224,6 +231,7 @@ pub fn init() {
     }
     LazyLock::force(&CONNECTIONS_ACTIVE);
     LazyLock::force(&CONNECTIONS_REJECTED);
+    LazyLock::force(&UPSTREAM_REFUSED);
     LazyLock::force(&PROXY_AUTH_FAILURES);
     LazyLock::force(&TUNNELS_TOTAL);
     LazyLock::force(&INTERCEPTS_TOTAL);

@@ -94,6 +94,8 @@ pub struct Shared {
     pub identity: crate::identity::Resolver,
     pub router: Router,
     pub upstream: Upstream,
+    /// Open connections per client address (`[proxy] max_connections_per_client`).
+    pub client_connections: Arc<crate::front::guard::ClientConnections>,
     pub minter: LeafMinter,
     pub ca: Arc<CertificateAuthority>,
     pub audit: AuditHandle,
@@ -284,7 +286,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         }
     }
     let shared = Arc::new(Shared {
-        upstream: Upstream::new(&config.upstream.resolve, own_listeners),
+        upstream: Upstream::new(&config.upstream, own_listeners),
+        client_connections: Arc::default(),
         identity: crate::identity::Resolver::new(store.clone(), &config.identity),
         router,
         snapshot: ArcSwap::from_pointee(Snapshot::new(catalog, inspector, policies, exceptions)),
@@ -755,6 +758,7 @@ pub async fn reload_config(shared: &Shared, new: Config) -> Result<ConfigReloade
     let snapshot = reload_with(shared, &effective, Some(inspector)).await?;
     shared.router.reconfigure(&effective.intercept);
     shared.identity.reconfigure(&effective.identity);
+    shared.upstream.refresh_own_addresses();
     shared.config.store(Arc::new(effective));
     Ok(ConfigReloaded {
         snapshot,

@@ -245,6 +245,7 @@ listen = "127.0.0.1:$AIGATE_PORT"
 max_connections = 20000
 header_read_timeout_secs = 300      # idle-connection check: the handshaken connections send nothing
 client_idle_timeout_secs = 300
+max_connections_per_client = 0      # every load connection comes from 127.0.0.1
 ${BUSY_POLL_US:+busy_poll_us = $BUSY_POLL_US}
 
 [admin]

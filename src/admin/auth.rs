@@ -77,6 +77,14 @@ pub fn generate_token() -> String {
     )
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110 section 11.1) and any run of spaces may separate it from the token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_start_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 pub async fn require_token(
     State(shared): State<Arc<Shared>>,
     mut request: Request,
@@ -86,7 +94,7 @@ pub async fn require_token(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     let Some(token) = presented else {
         return unauthorized("an Authorization: Bearer token is required");
     };

@@ -1,18 +1,48 @@
 //! A read-only dashboard at `/`: decisions per hour, top services, open violations. Server-side
-//! HTML with inline CSS and SVG, no scripts.
+//! HTML with inline CSS and SVG, no scripts. The page is served under a Content-Security-Policy
+//! that allows nothing but its own stylesheet (by hash): an injected tag or attribute that escaped
+//! the escaping could neither run, load, style nor submit anything.
 
 use std::fmt::Write;
 use std::sync::Arc;
 
+use std::sync::LazyLock;
+
 use axum::extract::State;
-use axum::response::Html;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
 use axum::Extension;
+use base64::Engine;
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::api::ApiResult;
 use super::auth::{Access, Grant};
 use crate::server::Shared;
 use crate::store::admin::{ListQuery, Listing};
+
+/// The page's only stylesheet; the policy below names it by hash, so no other style applies.
+const STYLE: &str = r##"
+body { font: 14px/1.4 system-ui, sans-serif; margin: 2rem; color: #1d2433; background: #f6f7fb; }
+h1 { font-size: 1.4rem; } h2 { font-size: 1.05rem; margin-top: 0; }
+.cards { display: flex; gap: 1rem; margin-bottom: 1rem; }
+.card { background: #fff; border-radius: 8px; padding: 1rem 1.4rem; box-shadow: 0 1px 3px #0002; }
+.card b { display: block; font-size: 1.8rem; }
+.panel { background: #fff; border-radius: 8px; padding: 1rem; margin-bottom: 1rem; box-shadow: 0 1px 3px #0002; }
+table { border-collapse: collapse; width: 100%; } td, th { padding: .3rem .5rem; border-bottom: 1px solid #e4e7ef; text-align: left; }
+.n { text-align: right; } .allow { fill: #3a9d5d; } .deny { fill: #d1495b; }
+.tick { font-size: 10px; text-anchor: middle; fill: #667; }
+.sev.critical, .sev.high { color: #b3261e; font-weight: 600; }
+.key-allow { color: #3a9d5d; } .key-deny { color: #d1495b; }
+"##;
+
+/// No scripts, frames, forms, fonts, images or connections; inline SVG needs none of them.
+static CONTENT_SECURITY_POLICY: LazyLock<String> = LazyLock::new(|| {
+    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
+    format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+});
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -31,7 +61,7 @@ fn text<'a>(row: &'a serde_json::Value, key: &str) -> &'a str {
 pub async fn dashboard(
     State(shared): State<Arc<Shared>>,
     Extension(grant): Extension<Grant>,
-) -> ApiResult<Html<String>> {
+) -> ApiResult<impl IntoResponse> {
     grant.require("decisions", Access::Read)?;
     grant.require("violations", Access::Read)?;
     let since = OffsetDateTime::now_utc() - time::Duration::hours(24);
@@ -126,18 +156,7 @@ pub async fn dashboard(
     let page = format!(
         r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>aigate dashboard</title>
-<style>
-body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2rem; color: #1d2433; background: #f6f7fb; }}
-h1 {{ font-size: 1.4rem; }} h2 {{ font-size: 1.05rem; margin-top: 0; }}
-.cards {{ display: flex; gap: 1rem; margin-bottom: 1rem; }}
-.card {{ background: #fff; border-radius: 8px; padding: 1rem 1.4rem; box-shadow: 0 1px 3px #0002; }}
-.card b {{ display: block; font-size: 1.8rem; }}
-.panel {{ background: #fff; border-radius: 8px; padding: 1rem; margin-bottom: 1rem; box-shadow: 0 1px 3px #0002; }}
-table {{ border-collapse: collapse; width: 100%; }} td, th {{ padding: .3rem .5rem; border-bottom: 1px solid #e4e7ef; text-align: left; }}
-.n {{ text-align: right; }} .allow {{ fill: #3a9d5d; }} .deny {{ fill: #d1495b; }}
-.tick {{ font-size: 10px; text-anchor: middle; fill: #667; }}
-.sev.critical, .sev.high {{ color: #b3261e; font-weight: 600; }}
-</style></head><body>
+<style>{STYLE}</style></head><body>
 <h1>aigate — last 24 hours</h1>
 <div class="cards">
 <div class="card"><b id="total">{total}</b>decisions</div>
@@ -147,11 +166,20 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ padding: .3rem .5r
 <div class="panel"><h2>Decisions per hour</h2>
 <svg width="{svg_width}" height="200" role="img" aria-label="decisions per hour">
 <line x1="36" y1="180" x2="{svg_width}" y2="180" stroke="#99a"/>{bars}</svg>
-<p><span style="color:#3a9d5d">■</span> allowed <span style="color:#d1495b">■</span> denied or reviewed</p></div>
+<p><span class="key-allow">■</span> allowed <span class="key-deny">■</span> denied or reviewed</p></div>
 <div class="panel"><h2>Top services</h2><table><tr><th>service</th><th class="n">decisions</th><th class="n">denied/reviewed</th></tr>{service_rows}</table></div>
 <div class="panel"><h2>Open violations</h2><table><tr><th>time (UTC)</th><th>user</th><th>service</th><th>policy</th><th>severity</th></tr>{violation_rows}</table></div>
 </body></html>"##,
         svg_width = 60 + per_hour.len().max(1) * (width + 6),
     );
-    Ok(Html(page))
+    Ok((
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                CONTENT_SECURITY_POLICY.as_str(),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        Html(page),
+    ))
 }

@@ -25,6 +25,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::server::TlsStream;
 
+use super::guard::{GuardedIo, RequestGuard, RequestLimits};
 use super::socket::ClientSocket;
 
 /// Why a parked connection ended without a request.
@@ -38,8 +39,10 @@ pub enum Unparked {
     Socket(#[from] io::Error),
 }
 
+/// The decrypted stream and, for HTTP/1, the guard on its request heads and bodies (h2 frames
+/// its own requests; pingora's h2 settings bound them).
 #[derive(Debug)]
-pub struct ClientTls(TlsStream<ClientSocket>);
+pub struct ClientTls(TlsStream<ClientSocket>, Option<Box<RequestGuard>>);
 
 impl ClientTls {
     /// Terminates the client's TLS with `config` (the leaf minted for the CONNECT target).
@@ -50,7 +53,7 @@ impl ClientTls {
         let stream = tokio_rustls::TlsAcceptor::from(config)
             .accept(socket)
             .await?;
-        Ok(ClientTls(stream))
+        Ok(ClientTls(stream, None))
     }
 
     /// Returns once the client has sent something after the handshake (or closed): pingora
@@ -82,6 +85,14 @@ impl ClientTls {
         }
     }
 
+    /// Enforces `limits` on every HTTP/1 request of the connection (not on h2).
+    pub fn guard_requests(&mut self, limits: RequestLimits) {
+        let h2 = self.0.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+        if !h2 {
+            self.1 = Some(Box::new(RequestGuard::new(limits)));
+        }
+    }
+
     fn socket(&self) -> &ClientSocket {
         self.0.get_ref().0
     }
@@ -93,7 +104,21 @@ impl AsyncRead for ClientTls {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        let this = &mut *self;
+        match this.1.as_mut() {
+            Some(guard) => guard.poll_read(cx, buf, &mut this.0),
+            None => Pin::new(&mut this.0).poll_read(cx, buf),
+        }
+    }
+}
+
+impl GuardedIo for TlsStream<ClientSocket> {
+    fn poll_unguarded_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_read(cx, buf)
     }
 }
 

@@ -54,6 +54,19 @@ pub async fn serve(listener: TcpListener, front: Arc<FrontContext>, limit: Arc<S
             });
             continue;
         };
+        let per_client = front.shared.config().proxy.max_connections_per_client;
+        let Some(slot) = front.shared.client_connections.admit(peer.ip(), per_client) else {
+            metrics::CONNECTIONS_REJECTED
+                .with_label_values(&["max_connections_per_client"])
+                .inc();
+            warn!(%peer, limit = per_client, "Per-client connection limit reached; refusing.");
+            tokio::spawn(async move {
+                let mut socket = socket;
+                let message = "Too many connections from this client.\n";
+                let _ = write_status(&mut socket, 503, "Service Unavailable", message).await;
+            });
+            continue;
+        };
         let front = front.clone();
         let tracked = front.connections.track();
         tokio::spawn(
@@ -61,7 +74,7 @@ pub async fn serve(listener: TcpListener, front: Arc<FrontContext>, limit: Arc<S
                 metrics::CONNECTIONS_ACTIVE.inc();
                 handle(front, socket, peer).await;
                 metrics::CONNECTIONS_ACTIVE.dec();
-                drop(permit);
+                drop((permit, slot));
                 drop(tracked);
             }
             .instrument(info_span!("conn", %peer)),
@@ -132,6 +145,19 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
             head_len,
             headers,
         } => {
+            let via = headers.get_all(http::header::VIA);
+            if front
+                .shared
+                .upstream
+                .has_looped(via.iter().filter_map(|v| v.to_str().ok()))
+            {
+                metrics::UPSTREAM_REFUSED.with_label_values(&["loop"]).inc();
+                warn!(host = %target.host, "Refused a CONNECT that already passed through this gateway.");
+                let message =
+                    "Loop detected: this request already passed through this gateway (Via).\n";
+                let _ = write_status(&mut client, 508, "Loop Detected", message).await;
+                return;
+            }
             let identity = &front.shared.identity;
             let tunnel_user = match Box::pin(
                 identity.authenticate_tunnel(Some(peer.ip()), &headers),
@@ -416,24 +442,17 @@ async fn open_tunnel_to(
     };
     let addr = match resolved {
         Ok(addr) => addr,
-        Err(error @ UpstreamError::SelfLoop { .. }) => {
-            warn!(host = %target.host, port = target.port, %error, "Refused a tunnel to the gateway itself.");
-            if !answered {
-                let _ = write_status(
-                    &mut client,
-                    403,
-                    "Forbidden",
-                    "The proxy does not connect to itself.\n",
-                )
-                .await;
+        Err(error) if answered => {
+            // The 200 is out (a CONNECT routed by its ClientHello): closing is the refusal the
+            // client can still get.
+            if let Some(label) = error.refusal_reason() {
+                metrics::UPSTREAM_REFUSED.with_label_values(&[label]).inc();
             }
+            info!(host = %target.host, %error, "Tunnel target refused or unresolvable; closing.");
             return;
         }
         Err(error) => {
-            info!(host = %target.host, %error, "Tunnel target does not resolve.");
-            if !answered {
-                let _ = write_status(&mut client, 502, "Bad Gateway", &format!("{error}.\n")).await;
-            }
+            refuse_tunnel(&mut client, &target, &error).await;
             return;
         }
     };
@@ -493,6 +512,44 @@ async fn open_tunnel_to(
         ),
         Err(error) => debug!(host = %target.host, %error, "Tunnel ended with an error."),
     }
+}
+
+/// Answers a CONNECT whose target cannot be connected to: 403 when the destination policy refuses
+/// it, 502 when it does not resolve; the reason also goes in `X-Aigate-Error`.
+async fn refuse_tunnel(client: &mut TcpStream, target: &ConnectTarget, error: &UpstreamError) {
+    let (status, reason, message) = match error.refusal_reason() {
+        Some(label) => {
+            metrics::UPSTREAM_REFUSED.with_label_values(&[label]).inc();
+            warn!(host = %target.host, port = target.port, reason = label, %error, "Refused a tunnel by the destination policy.");
+            (403, "Forbidden", format!("Forbidden: {error}."))
+        }
+        None => {
+            info!(host = %target.host, %error, "Tunnel target does not resolve.");
+            (502, "Bad Gateway", format!("Bad gateway: {error}."))
+        }
+    };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nX-Aigate-Error: {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}\n",
+        header_safe(&message),
+        message.len() + 1
+    );
+    if client.write_all(response.as_bytes()).await.is_ok() {
+        let _ = client.shutdown().await;
+    }
+}
+
+/// `text` as a header value: visible ASCII and spaces only, bounded.
+pub(crate) fn header_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .take(200)
+        .collect()
 }
 
 struct Refusal {

@@ -175,6 +175,9 @@ pub async fn accept(
     };
     front.shared.router.note_completed_handshake(client_ip);
     metrics::INTERCEPTS_TOTAL.inc();
+    tls.guard_requests(super::guard::RequestLimits::from_config(
+        &front.shared.config().proxy,
+    ));
     let idle_timeout = front.shared.config().proxy.client_idle_timeout();
     if let Err(reason) = tls.wait_for_request(idle_timeout, &front.shutdown).await {
         debug!(host = %target.host, %reason, "Intercepted connection ended before a request.");

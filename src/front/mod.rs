@@ -17,6 +17,7 @@ pub mod bypass;
 pub mod client_tls;
 pub mod drain;
 pub mod explicit;
+pub mod guard;
 pub mod hello;
 pub mod intercept;
 pub mod listen;
@@ -117,7 +118,8 @@ pub(crate) async fn hand_to_proxy(
     read: &[u8],
     meta: Arc<ConnectionMeta>,
 ) {
-    let stream = socket::ClientSocket::new(client, read, meta);
+    let limits = guard::RequestLimits::from_config(&front.shared.config().proxy);
+    let stream = socket::ClientSocket::new(client, read, meta).guarded(limits);
     front
         .app
         .process_new(Box::new(stream), &front.shutdown)

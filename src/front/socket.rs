@@ -29,6 +29,7 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::guard::{GuardedIo, RequestGuard, RequestLimits};
 use super::ConnectionMeta;
 use crate::busy_poll;
 
@@ -46,6 +47,8 @@ pub struct ClientSocket {
     /// Written but not yet sent; `sent` bytes of it already are.
     unsent: Vec<u8>,
     sent: usize,
+    /// Limits on each plain HTTP/1 request (not set under TLS, where `ClientTls` guards).
+    guard: Option<Box<RequestGuard>>,
 }
 
 /// Beyond this many held bytes a write first sends what is held (a bulk response streams).
@@ -63,7 +66,14 @@ impl ClientSocket {
             socket_digest: Some(socket_digest),
             unsent: Vec::new(),
             sent: 0,
+            guard: None,
         }
+    }
+
+    /// Enforces `limits` on every request pingora reads from this (plain) connection.
+    pub fn guarded(mut self, limits: RequestLimits) -> ClientSocket {
+        self.guard = Some(Box::new(RequestGuard::new(limits)));
+        self
     }
 
     /// Bytes read before pingora took over that have not been served yet.
@@ -103,6 +113,24 @@ impl ClientSocket {
 impl AsyncRead for ClientSocket {
     fn poll_read(
         mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match this.guard.take() {
+            None => this.poll_unguarded_read(cx, buf),
+            Some(mut guard) => {
+                let read = guard.poll_read(cx, buf, this);
+                this.guard = Some(guard);
+                read
+            }
+        }
+    }
+}
+
+impl GuardedIo for ClientSocket {
+    fn poll_unguarded_read(
+        &mut self,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {

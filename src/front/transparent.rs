@@ -76,6 +76,14 @@ pub async fn serve(
             warn!(%peer, "Connection limit reached; refusing a redirected connection.");
             continue;
         };
+        let per_client = front.shared.config().proxy.max_connections_per_client;
+        let Some(slot) = front.shared.client_connections.admit(peer.ip(), per_client) else {
+            metrics::CONNECTIONS_REJECTED
+                .with_label_values(&["max_connections_per_client"])
+                .inc();
+            warn!(%peer, limit = per_client, "Per-client connection limit reached; refusing a redirected connection.");
+            continue;
+        };
         let front = front.clone();
         let tracked = front.connections.track();
         tokio::spawn(
@@ -83,7 +91,7 @@ pub async fn serve(
                 metrics::CONNECTIONS_ACTIVE.inc();
                 handle(&front, socket, peer, listen, tproxy).await;
                 metrics::CONNECTIONS_ACTIVE.dec();
-                drop(permit);
+                drop((permit, slot));
                 drop(tracked);
             }
             .instrument(info_span!("conn", %peer, listener = "transparent", dst = field::Empty)),

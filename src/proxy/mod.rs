@@ -179,12 +179,17 @@ impl ProxyHttp for AigateProxy {
         // Proxy credentials and proxy hop headers are for us, never for the origin.
         request.remove_header("proxy-authorization");
         request.remove_header("proxy-connection");
+        // The gateway answered the expectation itself (`answer_expectation`); a subrequest
+        // re-reads the client's original head, so the header is removed here, on every path.
+        request.remove_header(&http::header::EXPECT);
         // Whoever set it, the identity header is the gateway's business only.
         let identity = self.shared.identity.config();
         request.remove_header(identity.trusted_header.as_str());
         if let Some(target) = ctx.target.as_ref() {
             normalize_to_origin_form(request, target)?;
         }
+        // Chained gateways (or one reached again through an origin) recognise their own entry.
+        request.append_header(http::header::VIA, self.shared.upstream.via())?;
         Ok(())
     }
 
@@ -208,6 +213,9 @@ impl ProxyHttp for AigateProxy {
     ) -> FailToProxy {
         let status = match (error.etype(), error.esource()) {
             (ErrorType::HTTPStatus(code), _) => *code,
+            // pingora leaves the source of a body framing error unset, but only a client's body
+            // is parsed before an upstream answers: a malformed chunk is the client's mistake.
+            (kind, source) if *source != ErrorSource::Upstream && is_malformed_request(kind) => 400,
             (_, ErrorSource::Upstream) => match error.etype() {
                 ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                     504
@@ -354,6 +362,21 @@ impl AigateProxy {
             tls,
             addr: None,
         });
+        let via = session.req_header().headers.get_all(http::header::VIA);
+        if self
+            .shared
+            .upstream
+            .has_looped(via.iter().filter_map(|v| v.to_str().ok()))
+        {
+            metrics::UPSTREAM_REFUSED.with_label_values(&["loop"]).inc();
+            warn!(host = ?ctx.target.as_ref().map(|t| t.host.as_str()), "Refused a request that already passed through this gateway.");
+            return respond_text(
+                session,
+                508,
+                "Loop detected: this request already passed through this gateway (Via).\n",
+            )
+            .await;
+        }
 
         let client = meta.as_ref().map(|m| m.client);
         let claims = Claims {
@@ -381,6 +404,9 @@ impl AigateProxy {
                 .await;
             }
         };
+        if let Some(answer) = answer_expectation(session).await? {
+            return Ok(answer);
+        }
         let cap = self.shared.config().proxy.body_buffer_bytes;
         let (body, complete) = read_body_prefix(session, cap).await?;
         let inspected = &body[..body.len().min(cap)];
@@ -471,19 +497,7 @@ impl AigateProxy {
         };
         match resolved {
             Ok(addr) => target.addr = Some(addr),
-            Err(error @ UpstreamError::SelfLoop { .. }) => {
-                warn!(host = %target.host, port = target.port, %error, "Refused a request to the gateway itself.");
-                return respond_text(
-                    session,
-                    403,
-                    "Forbidden: the proxy does not connect to itself.\n",
-                )
-                .await;
-            }
-            Err(error) => {
-                warn!(host = %target.host, port = target.port, %error, "Upstream host does not resolve.");
-                return respond_text(session, 502, format!("Bad gateway: {error}.\n")).await;
-            }
+            Err(error) => return refuse_destination(session, target, &error).await,
         }
 
         let Some(verdict) = ctx.verdict.as_ref() else {
@@ -746,6 +760,70 @@ async fn redirect(session: &mut Session, location: &str) -> Result<Answer> {
     header.insert_header("cache-control", "no-store")?;
     session
         .write_response_header(Box::new(header), true)
+        .await?;
+    Ok(Answer::Done)
+}
+
+/// The gateway needs the body to decide, so it answers `Expect: 100-continue` itself (a client
+/// would otherwise wait about a second before sending the body); `upstream_request_filter` does
+/// not pass the expectation on, since the upstream gets a body that is already there. Any other expectation is one
+/// the gateway cannot meet (417).
+async fn answer_expectation(session: &mut Session) -> Result<Option<Answer>> {
+    let Some(expect) = session.req_header().headers.get(http::header::EXPECT) else {
+        return Ok(None);
+    };
+    if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+        return respond_text(
+            session,
+            417,
+            "Expectation failed: only 100-continue is supported.\n",
+        )
+        .await
+        .map(Some);
+    }
+    session.downstream_session.write_continue_response().await?;
+    Ok(None)
+}
+
+/// pingora's errors for request framing it cannot parse (chunk sizes that overflow, bad chunk
+/// terminators, invalid heads).
+fn is_malformed_request(kind: &ErrorType) -> bool {
+    matches!(kind, ErrorType::InvalidHTTPHeader)
+        || matches!(kind, ErrorType::Custom(name) if *name == "InvalidChunk")
+}
+
+/// Answers a request whose destination cannot be connected to: 403 when the destination policy
+/// refuses it, 502 when it does not resolve, with the reason in `X-Aigate-Error` and the reason
+/// phrase too (clients such as pip show only the status line).
+async fn refuse_destination(
+    session: &mut Session,
+    target: &Target,
+    error: &UpstreamError,
+) -> Result<Answer> {
+    let (status, message) = match error.refusal_reason() {
+        Some(reason) => {
+            metrics::UPSTREAM_REFUSED.with_label_values(&[reason]).inc();
+            warn!(host = %target.host, port = target.port, reason, %error, "Refused a request by the destination policy.");
+            (403, format!("Forbidden: {error}."))
+        }
+        None => {
+            warn!(host = %target.host, port = target.port, %error, "Upstream host does not resolve.");
+            (502, format!("Bad gateway: {error}."))
+        }
+    };
+    let phrase = crate::front::explicit::header_safe(&message);
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.set_reason_phrase(Some(&phrase))?;
+    header.insert_header("content-type", "text/plain; charset=utf-8")?;
+    header.insert_header("x-aigate-error", phrase.as_str())?;
+    let body = format!("{message}\n");
+    header.insert_header("content-length", body.len().to_string())?;
+    session.set_keepalive(None);
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
         .await?;
     Ok(Answer::Done)
 }

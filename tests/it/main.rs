@@ -13,6 +13,7 @@ mod identity;
 mod inspect;
 mod lifecycle;
 mod management;
+mod network;
 mod policy;
 mod proxy;
 mod routing;
