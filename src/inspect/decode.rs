@@ -118,7 +118,7 @@ pub fn base64_decode(run: &str, budget: usize) -> Option<Vec<u8>> {
     if digits.len() % 4 == 1 {
         digits = &digits[..digits.len() - 1];
     }
-    if digits.is_empty() || digits.len() / 4 * 3 > budget {
+    if digits.is_empty() || digits.len() * 3 / 4 > budget {
         return None;
     }
     let engine = if digits.contains(['-', '_']) {
