@@ -150,3 +150,66 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    const LABEL: &str = "[A-Za-z0-9_]([A-Za-z0-9_-]{0,20}[A-Za-z0-9_])?";
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn the_host_grammar_never_panics_and_agrees_with_itself(name in "\\PC{0,80}|[a-zA-Z0-9.\\-_\\[\\]:]{0,80}") {
+            let valid = is_dns_name(&name);
+            if valid {
+                let normal = normalize(&name);
+                prop_assert!(is_dns_name(&normal));
+                prop_assert_eq!(normalize(&normal), normal.clone());
+                prop_assert!(!normal.contains(['"', '\\', ' ', '\'']), "PAC lists quote names unescaped");
+            }
+            let _ = is_ip_literal(&name);
+            prop_assert!(name.contains(unbracket(&name)));
+        }
+
+        #[test]
+        fn generated_names_are_valid_and_match_their_subdomains(
+            labels in proptest::collection::vec(LABEL, 1..5),
+            sub in LABEL,
+            trailing_dot in any::<bool>(),
+        ) {
+            let name = labels.join(".");
+            prop_assume!(name.len() <= MAX_DNS_NAME - sub.len() - 1);
+            let written = if trailing_dot { format!("{name}.") } else { name.clone() };
+            prop_assert!(is_dns_name(&written));
+            let mut map = DomainMap::default();
+            map.insert(&written, ());
+            let upper = name.to_ascii_uppercase();
+            let subdomain = format!("{sub}.{upper}");
+            prop_assert!(map.find(&upper).is_some());
+            prop_assert!(map.find(&subdomain).is_some());
+            let glued = format!("{sub}{name}");
+            prop_assert!(map.find(&glued).is_none(), "{} matched {}", glued, name);
+        }
+
+        #[test]
+        fn names_with_a_bad_byte_are_refused(
+            before in LABEL,
+            bad in "[^A-Za-z0-9_.\\-]",
+            after in LABEL,
+        ) {
+            let candidate = format!("{before}{bad}{after}");
+            prop_assert!(!is_dns_name(&candidate));
+        }
+    }
+}

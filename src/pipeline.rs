@@ -21,7 +21,7 @@ use crate::audit::{
 };
 use crate::catalog::{AiService, Catalog, Fingerprint, RequestSignals};
 use crate::identity::{DeviceContext, Identity, UserContext};
-use crate::inspect::{DataClass, Inspection, Inspector};
+use crate::inspect::{DataClass, Inspection, Inspector, Origin};
 use crate::policy::{Exceptions, Outcome, PolicySet, Subject};
 
 /// Everything a request is judged against, swapped atomically on reload; a request holds one
@@ -100,6 +100,14 @@ pub enum Source {
 }
 
 impl Source {
+    /// Decrypted from TLS the gateway chose to intercept (an AI host by configuration).
+    pub fn intercepted(self) -> bool {
+        matches!(
+            self,
+            Source::ProxyIntercepted | Source::TransparentIntercepted
+        )
+    }
+
     /// The decision's `source` column and the policy input's `context.mode`.
     pub fn mode(self) -> &'static str {
         match self {
@@ -117,6 +125,8 @@ pub struct RequestFacts<'a> {
     pub host: &'a str,
     pub port: u16,
     pub path: &'a str,
+    /// The URL's query string, without the `?` (inspected for secrets, never recorded).
+    pub query: Option<&'a str>,
     pub headers: &'a http::HeaderMap,
     /// The buffered body prefix (at most the configured cap).
     pub body: &'a [u8],
@@ -134,6 +144,43 @@ impl RequestFacts<'_> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// Every value of a list-valued header as the one comma-separated list HTTP says they are:
+    /// an origin that reads the second `Content-Encoding` must not see a body inspected by the
+    /// first. A value that is not text is kept (lossily) so that it fails to decode, not vanishes.
+    fn header_list(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        let mut values = self.headers.get_all(name).iter();
+        let first = values.next()?;
+        let text = |v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
+        match (values.next(), first.to_str()) {
+            (None, Ok(only)) => Some(std::borrow::Cow::Borrowed(only)),
+            _ => {
+                let all: Vec<String> = self.headers.get_all(name).iter().map(text).collect();
+                Some(std::borrow::Cow::Owned(all.join(", ")))
+            }
+        }
+    }
+
+    /// The strings a request carries outside its body, inspected for secrets: query
+    /// parameters and the values of headers that are not HTTP machinery or the service's own
+    /// credentials (an API key sent to its API is how the API is called, not a leak).
+    fn outside_body(&self) -> Vec<(Origin, String)> {
+        let mut strings: Vec<(Origin, String)> = Vec::new();
+        if let Some(query) = self.query {
+            for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+                let origin = Origin::Query(name.to_string());
+                strings.push((origin.clone(), name.into_owned()));
+                strings.push((origin, value.into_owned()));
+            }
+        }
+        for (name, value) in self.headers {
+            if !is_machinery_header(name.as_str()) {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                strings.push((Origin::Header(name.as_str().to_owned()), value));
+            }
+        }
+        strings
+    }
+
     /// `scheme://host/path`, without `format!`'s machinery (twice per request).
     fn url(&self) -> String {
         let mut url =
@@ -146,6 +193,43 @@ impl RequestFacts<'_> {
 }
 
 pub use crate::policy::Decision;
+
+/// Headers whose values are protocol machinery, or the credentials a client sends to the
+/// service it calls; every other header value is inspected for secrets.
+fn is_machinery_header(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "expect"
+            | "content-length"
+            | "content-type"
+            | "content-encoding"
+            | "cache-control"
+            | "pragma"
+            | "priority"
+            | "range"
+            | "date"
+            | "dnt"
+            | "origin"
+            | "via"
+            | "forwarded"
+            | "authorization"
+            | "proxy-authorization"
+            | "cookie"
+            | "x-api-key"
+            | "api-key"
+            | "x-goog-api-key"
+    ) || name.starts_with("accept")
+        || name.starts_with("if-")
+        || name.starts_with("sec-")
+        || name.starts_with("x-forwarded-")
+}
 
 #[derive(Debug)]
 pub struct Verdict {
@@ -172,14 +256,7 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
         headers: request.headers,
         ja4: request.ja4,
     });
-    let inspection = (!request.body.is_empty()).then(|| {
-        Box::new(snapshot.inspector.inspect(
-            request.header("content-type"),
-            request.header("content-encoding"),
-            request.body,
-            request.body_truncated,
-        ))
-    });
+    let inspection = inspect(snapshot, request);
     let service = fingerprint.service.clone();
     let input = policy_input(snapshot, request, &fingerprint, inspection.as_deref());
     let data_types: Vec<String> = inspection
@@ -211,12 +288,20 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
         data_types,
         host: Some(request.host),
     };
-    let outcome = snapshot.policies.evaluate_document(
+    let mut outcome = snapshot.policies.evaluate_document(
         &subject,
         &input,
         &snapshot.exceptions,
         OffsetDateTime::now_utc(),
     );
+    let ai = service.is_some() || fingerprint.unknown_ai || request.source.intercepted();
+    if let Some(problem) = inspection
+        .as_deref()
+        .filter(|i| ai && i.extracted.unreadable)
+        .and_then(|i| i.extracted.problem.as_deref())
+    {
+        refuse_unreadable(&mut outcome, problem);
+    }
     Verdict {
         decision_id: Uuid::now_v7(),
         decision: outcome.decision,
@@ -228,6 +313,41 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
         input,
         body_truncated: request.body_truncated,
     }
+}
+
+/// What the request carries: its body, and secrets in its query and header values. `None` for a
+/// request without a body and without a secret elsewhere, as before there was anything to read.
+fn inspect(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Option<Box<Inspection>> {
+    let outside = request.outside_body();
+    if request.body.is_empty() && outside.is_empty() {
+        return None;
+    }
+    let outside: Vec<(Origin, &str)> = outside
+        .iter()
+        .map(|(origin, value)| (origin.clone(), value.as_str()))
+        .collect();
+    let inspection = snapshot.inspector.inspect_request(
+        request.header("content-type"),
+        request.header_list("content-encoding").as_deref(),
+        request.body,
+        request.body_truncated,
+        &outside,
+    );
+    (!request.body.is_empty() || !inspection.entities.is_empty()).then(|| Box::new(inspection))
+}
+
+/// A body that could not be decoded as labelled is denied whatever the policies said: it was
+/// not inspected, and the service may read it differently. Never an exception's business.
+fn refuse_unreadable(outcome: &mut Outcome, problem: &str) {
+    outcome.decision = Decision::Deny;
+    outcome.reason = format!(
+        "The request body could not be inspected ({problem}), so it is refused. Send it \
+         uncompressed or with a supported Content-Encoding (gzip, deflate, br, zstd)."
+    );
+    outcome.primary = None;
+    outcome.redact = false;
+    outcome.inject_headers.clear();
+    outcome.violation_type = Some("uninspectable_content".to_owned());
 }
 
 /// A policy-input object built as regorus values directly: converting a JSON tree afterwards
@@ -838,6 +958,7 @@ mod tests {
             host,
             port: 443,
             path: "/v1/chat/completions",
+            query: None,
             headers,
             body: b"{}",
             body_truncated: false,

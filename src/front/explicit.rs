@@ -722,3 +722,116 @@ mod tests {
         }
     }
 }
+
+/// Property tests of the CONNECT head parser (helper D, issue 38): arbitrary bytes never panic
+/// and never read past the head limit; every valid CONNECT head is read back as sent.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// `read_head` over a real loopback socket the client writes `bytes` to and then closes.
+    fn read(bytes: Vec<u8>, max_bytes: usize) -> (Result<Head, Refusal>, Vec<u8>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let writer = tokio::spawn(async move {
+                let mut client = TcpStream::connect(addr).await.unwrap();
+                let _ = client.write_all(&bytes).await;
+                let _ = client.shutdown().await;
+                // Held open until the reader is done, so a reset never races the last bytes.
+                let mut sink = Vec::new();
+                let _ = client.read_to_end(&mut sink).await;
+            });
+            let (mut server, _) = listener.accept().await.unwrap();
+            let mut buffer = Vec::new();
+            let head = read_head(&mut server, &mut buffer, max_bytes).await;
+            drop(server);
+            let _ = writer.await;
+            (head, buffer)
+        })
+    }
+
+    const NAME: &str = "[a-zA-Z][a-zA-Z0-9-]{0,15}[a-zA-Z0-9](\\.[a-zA-Z][a-zA-Z0-9]{0,8}){1,3}";
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn connect_targets_never_panic_and_are_valid_when_accepted(authority in "\\PC{0,60}|[a-zA-Z0-9.:\\[\\]@%-]{0,60}") {
+            if let Some(target) = parse_connect_target(&authority) {
+                prop_assert!(target.port != 0);
+                prop_assert!(crate::host::is_dns_name(&target.host) || crate::host::is_ip_literal(&target.host));
+                prop_assert_eq!(target.host.to_ascii_lowercase(), target.host.clone());
+            }
+        }
+
+        #[test]
+        fn any_head_bytes_are_refused_or_read_within_the_limit(
+            bytes in proptest::collection::vec(any::<u8>(), 0..3000),
+            prefix in prop_oneof![Just(&b""[..]), Just(&b"CONNECT "[..]), Just(&b"GET http://x/ HTTP/1.1\r\n"[..])],
+            max_bytes in 16usize..2048,
+        ) {
+            let mut sent = prefix.to_vec();
+            sent.extend(&bytes);
+            let total = sent.len();
+            let (head, buffer) = read(sent, max_bytes);
+            prop_assert!(buffer.len() <= total);
+            if let Ok(Head::Connect { head_len, target, .. }) = head {
+                prop_assert!(head_len <= max_bytes && head_len <= buffer.len());
+                prop_assert!(target.port != 0);
+            }
+        }
+
+        #[test]
+        fn a_valid_connect_head_is_read_back(
+            host in NAME,
+            port in 1u16..,
+            headers in proptest::collection::vec(("[a-zA-Z][a-zA-Z0-9-]{0,12}", "[ -~]{0,40}"), 0..8),
+            trailing in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut head = format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n");
+            for (name, value) in &headers {
+                head.push_str(&format!("{name}: {}\r\n", value.trim()));
+            }
+            head.push_str("\r\n");
+            let mut sent = head.clone().into_bytes();
+            sent.extend(&trailing);
+            let (result, buffer) = read(sent, 32 * 1024);
+            match result {
+                Ok(Head::Connect { target, head_len, .. }) => {
+                    prop_assert_eq!(target.host, host.to_ascii_lowercase());
+                    prop_assert_eq!(target.port, port);
+                    prop_assert_eq!(head_len, head.len());
+                    prop_assert!(buffer.starts_with(head.as_bytes()));
+                }
+                Ok(Head::Plain) => prop_assert!(false, "read as a plain request"),
+                Err(refusal) => prop_assert!(false, "refused: {}", refusal.message),
+            }
+        }
+
+        #[test]
+        fn a_head_over_the_limit_is_refused(
+            host in NAME,
+            padding in 64usize..4096,
+        ) {
+            let head = format!("CONNECT {host}:443 HTTP/1.1\r\nX-Pad: {}\r\n\r\n", "a".repeat(padding));
+            let max_bytes = head.len() - 1;
+            let (result, _) = read(head.into_bytes(), max_bytes);
+            let refused = matches!(result, Err(Refusal { status: 431, .. }));
+            prop_assert!(refused);
+        }
+    }
+}

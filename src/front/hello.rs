@@ -439,3 +439,122 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    /// A ClientHello as rustls writes it for `name`.
+    fn hello_for(name: &str) -> Vec<u8> {
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from(name.to_owned()).unwrap();
+        let mut connection =
+            rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let mut bytes = Vec::new();
+        connection.write_tls(&mut bytes).unwrap();
+        bytes
+    }
+
+    /// What `read_client_hello` makes of `bytes` arriving `split` bytes at a time, then EOF.
+    fn peek(bytes: &[u8], split: usize) -> (Result<ClientHello, HelloError>, Vec<u8>) {
+        let mut stream = Trickle {
+            data: bytes.to_vec(),
+            at: 0,
+            split,
+        };
+        let mut buffer = Vec::new();
+        let result = runtime().block_on(read_client_hello(
+            &mut stream,
+            &mut buffer,
+            Duration::from_secs(5),
+        ));
+        (result, buffer)
+    }
+
+    /// An in-memory stream that hands out at most `split` bytes per read.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        split: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let end = (self.at + self.split.max(1))
+                .min(self.data.len())
+                .min(self.at + buf.remaining());
+            buf.put_slice(&self.data[self.at..end]);
+            self.at = end;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_stay_bounded(
+            bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+            split in 1usize..600,
+        ) {
+            let (_, buffer) = peek(&bytes, split);
+            prop_assert!(buffer.len() <= bytes.len());
+            let _ = parse(&bytes);
+        }
+
+        #[test]
+        fn the_sni_of_a_real_hello_is_read_in_any_fragmentation(
+            name in "[a-z][a-z0-9-]{0,20}[a-z0-9](\\.[a-z][a-z0-9]{0,10}){1,3}",
+            split in 1usize..400,
+        ) {
+            let hello = hello_for(&name);
+            let (result, buffer) = peek(&hello, split);
+            let parsed = result.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(parsed.sni.as_deref(), Some(name.as_str()));
+            prop_assert_eq!(buffer, hello, "every byte read is kept for the replay");
+        }
+
+        #[test]
+        fn a_corrupted_hello_never_panics(
+            position in any::<prop::sample::Index>(),
+            value in any::<u8>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut hello = hello_for("api.openai.com");
+            let at = position.index(hello.len());
+            hello[at] = value;
+            hello.truncate(cut.index(hello.len()) + 1);
+            let (_, buffer) = peek(&hello, 97);
+            prop_assert!(buffer.len() <= hello.len());
+            if hello.len() > 5 {
+                let _ = parse(&hello[5..]);
+            }
+        }
+    }
+}

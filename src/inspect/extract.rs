@@ -8,10 +8,11 @@
 //! where it came from, so redaction can write masked values back into a still-valid body.
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::ops::Range;
 
 use bytes::Bytes;
+
+use super::decode;
 
 /// What the request does with the AI service, the `decisions.action` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +43,23 @@ pub enum Origin {
     Form(String),
     /// A `multipart/form-data` part, by position.
     Part(usize),
+    /// Text decoded out of another origin: base64, percent-encoding, invisible characters removed.
+    Decoded(Box<Origin>),
+    /// A query parameter of the request URL, by name.
+    Query(String),
+    /// A request header's value, by name.
+    Header(String),
+}
+
+impl Origin {
+    /// Came from the body (not the URL or a header).
+    fn in_body(&self) -> bool {
+        match self {
+            Origin::Decoded(inner) => inner.in_body(),
+            Origin::Query(_) | Origin::Header(_) => false,
+            _ => true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +97,18 @@ pub struct Extracted {
     pub problem: Option<String>,
     /// The body after content decoding, when it was encoded (redaction rewrites this one).
     pub decoded: Option<Bytes>,
+    /// The body could not be decoded as labelled (unknown or corrupt `Content-Encoding`): it was
+    /// not inspected, and the gateway refuses it rather than forward it unread.
+    pub unreadable: bool,
+    /// Where the text scanned for secrets only begins: the URL query, header values and raw
+    /// base64 payloads, where personal data is expected and only a secret is a finding.
+    pub secrets_only_from: usize,
+    /// Bytes the decoders may still produce for this request.
+    budget: usize,
+    /// Secrets-only strings from outside the body, appended after the body's text.
+    secrets_only: Vec<(String, Origin)>,
+    /// Raw base64 payloads of the body, scanned for secrets only and not decoded again.
+    payloads: Vec<(String, Origin)>,
 }
 
 /// Prompt text must never reach a log line, so `Debug` shows the shape only.
@@ -92,6 +122,7 @@ impl std::fmt::Debug for Extracted {
             .field("files", &self.files)
             .field("truncated", &self.truncated)
             .field("problem", &self.problem)
+            .field("unreadable", &self.unreadable)
             .finish()
     }
 }
@@ -100,10 +131,10 @@ impl Extracted {
     pub fn action(&self) -> Action {
         if !self.files.is_empty() {
             Action::UploadFile
-        } else if self.text.is_empty() {
-            Action::AccessService
-        } else {
+        } else if self.segments.iter().any(|s| s.origin.in_body()) {
             Action::SendPrompt
+        } else {
+            Action::AccessService
         }
     }
 
@@ -117,8 +148,73 @@ impl Extracted {
     /// The whole body as one prompt segment: plain text, or JSON that did not parse.
     fn push_body_as_text(&mut self, body: &[u8]) {
         self.format = "text";
-        let text = String::from_utf8_lossy(body);
+        let text = decode::as_text(body).unwrap_or_else(|| String::from_utf8_lossy(body));
         self.push(&text, Origin::Body(0..body.len()), true);
+    }
+
+    /// Takes `bytes` out of the decoding budget; `false` (and the inspection marked truncated)
+    /// when the budget cannot cover them.
+    fn spend(&mut self, bytes: usize) -> bool {
+        if bytes > self.budget {
+            self.truncated = true;
+            return false;
+        }
+        self.budget -= bytes;
+        true
+    }
+
+    /// Adds decoded copies of the segments from `first` on: invisible characters removed,
+    /// percent-escapes undone, base64 runs that decode to text. A copy is expanded again once
+    /// (base64 in base64), all within the budget.
+    fn expand(&mut self, first: usize) {
+        const MAX_DEPTH: u8 = 2;
+        let mut depths: Vec<u8> = vec![0; self.segments.len().saturating_sub(first)];
+        let mut index = first;
+        while index < self.segments.len() {
+            let depth = depths[index - first];
+            index += 1;
+            if depth >= MAX_DEPTH {
+                continue;
+            }
+            let segment = &self.segments[index - 1];
+            let origin = Origin::Decoded(Box::new(segment.origin.clone()));
+            let value = &self.text[segment.range.clone()];
+            let mut copies: Vec<String> = Vec::new();
+            copies.extend(decode::strip_invisible(value));
+            copies.extend(decode::percent_decode(value));
+            for run in decode::base64_runs(value, decode::MIN_BASE64_RUN) {
+                let Some(bytes) = decode::base64_decode(&value[run], self.budget) else {
+                    continue;
+                };
+                if let Some(text) = decode::as_text(&bytes) {
+                    copies.push(text.into_owned());
+                }
+            }
+            for copy in copies {
+                if !self.spend(copy.len()) {
+                    return;
+                }
+                let before = self.segments.len();
+                self.push(&copy, origin.clone(), false);
+                if self.segments.len() > before {
+                    depths.push(depth + 1);
+                }
+            }
+        }
+    }
+
+    /// Expands the body's text, then appends the secrets-only strings (expanded too).
+    fn finish(&mut self) {
+        self.expand(0);
+        self.secrets_only_from = self.text.len();
+        let first = self.segments.len();
+        for (value, origin) in std::mem::take(&mut self.secrets_only) {
+            self.push(&value, origin, false);
+        }
+        self.expand(first);
+        for (value, origin) in std::mem::take(&mut self.payloads) {
+            self.push(&value, origin, false);
+        }
     }
 
     fn push(&mut self, value: &str, origin: Origin, prompt: bool) {
@@ -168,7 +264,8 @@ const PROMPT_PATHS: &[(&str, &str)] = &[
     ("inputs", "huggingface"),
 ];
 
-/// Strings this long made only of base64 characters are payloads (images, audio), not text.
+/// Strings this long made only of base64 characters are payloads (images, audio): decoded and
+/// inspected when they decode to text.
 const BINARY_STRING_MIN: usize = 256;
 
 /// Reads the prompt out of `body`. `content_type` and `content_encoding` are the request's
@@ -180,56 +277,121 @@ pub fn extract(
     limit: usize,
     truncated: bool,
 ) -> Extracted {
+    extract_request(content_type, content_encoding, body, limit, truncated, &[])
+}
+
+/// [`extract`], plus strings from outside the body (the URL query, header values) inspected for
+/// secrets only.
+pub fn extract_request(
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    body: &[u8],
+    limit: usize,
+    truncated: bool,
+    outside_body: &[(Origin, &str)],
+) -> Extracted {
     let mut out = Extracted {
         truncated,
         format: "empty",
+        budget: limit,
         ..Extracted::default()
     };
-    if body.is_empty() {
-        return out;
+    out.secrets_only = outside_body
+        .iter()
+        .map(|(origin, value)| ((*value).to_owned(), origin.clone()))
+        .collect();
+    if !body.is_empty() {
+        extract_body(&mut out, content_type, content_encoding, body, limit);
     }
-    let decoded = match content_encoding
+    out.finish();
+    out
+}
+
+fn extract_body(
+    out: &mut Extracted,
+    content_type: Option<&str>,
+    content_encoding: Option<&str>,
+    body: &[u8],
+    limit: usize,
+) {
+    let mut decoded = match content_encoding
         .map(str::trim)
         .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"))
     {
         None => None,
-        Some(encoding) => match decode(encoding, body, limit) {
+        Some(encoding) => match decode::content_decode(encoding, body, limit) {
             Ok((bytes, cut)) => {
                 out.truncated |= cut;
-                Some(Bytes::from(bytes))
+                Some(bytes)
             }
             Err(problem) => {
-                // A truncated prefix of a compressed body ends mid-stream; what decoded is kept.
-                out.problem = Some(problem);
+                // What cannot be read as labelled is refused, never forwarded unread: the
+                // origin may decode it differently (or not at all) and read the plain text.
+                out.problem = Some(format!("{problem}; the body was not inspected"));
                 out.format = "undecodable";
-                return out;
+                out.unreadable = true;
+                return;
             }
         },
     };
-    let body: &[u8] = decoded.as_deref().unwrap_or(body);
+    // UTF-16 text is inspected as the UTF-8 it spells; masks cannot be written back into it.
+    if let Some(text) = decode::utf16(decoded.as_deref().unwrap_or(body)) {
+        decoded = Some(text.into_bytes());
+    }
+    let decoded = decoded.map(Bytes::from);
+    extract_content(out, content_type, decoded.as_deref().unwrap_or(body), limit);
+    out.decoded = decoded;
+}
+
+/// Reads `body` by what it is, whatever `Content-Type` says: JSON and multipart are recognised
+/// by their first bytes, text by its bytes; the label only picks forms, and a multipart boundary.
+fn extract_content(out: &mut Extracted, content_type: Option<&str>, body: &[u8], limit: usize) {
     let mime = content_type
         .and_then(|c| c.split(';').next())
         .map(|m| m.trim().to_ascii_lowercase())
         .unwrap_or_default();
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    if mime.contains("json")
-        || (mime.is_empty() || mime == "text/plain") && matches!(first, Some(b'{' | b'['))
-    {
-        extract_json(&mut out, body);
+    if mime.contains("json") || matches!(first, Some(b'{' | b'[')) {
+        extract_json(out, body);
+    } else if let Some(boundary) = multipart_boundary(content_type, body) {
+        extract_multipart(out, &boundary, body, limit);
     } else if mime == "application/x-www-form-urlencoded" {
         out.format = "form";
         for (name, value) in form_urlencoded::parse(body) {
+            // A name is as free as a value: `sk-...=1` carries the key in the name.
+            out.push(&name, Origin::Form(name.clone().into_owned()), false);
             out.push(&value, Origin::Form(name.into_owned()), true);
         }
-    } else if mime == "multipart/form-data" {
-        extract_multipart(&mut out, content_type.unwrap_or_default(), body, limit);
-    } else if mime.is_empty() || mime.starts_with("text/") || is_text_like(&mime) {
-        out.push_body_as_text(body);
+    } else if let Some(text) = decode::as_text(body) {
+        out.format = "text";
+        out.push(&text, Origin::Body(0..body.len()), true);
     } else {
         out.format = "binary";
     }
-    out.decoded = decoded;
-    out
+}
+
+/// The boundary of a multipart body: the label's when the body uses it, else the one the body
+/// opens with (`--boundary` then a part header), whatever the label says.
+fn multipart_boundary(content_type: Option<&str>, body: &[u8]) -> Option<String> {
+    let labelled = content_type
+        .and_then(|c| multer::parse_boundary(c).ok())
+        .filter(|b| memchr::memmem::find(body, format!("--{b}").as_bytes()).is_some());
+    if labelled.is_some() {
+        return labelled;
+    }
+    let start = body.iter().position(|b| !matches!(b, b'\r' | b'\n'))?;
+    let body = &body[start..];
+    let line_end = memchr::memchr(b'\n', body)?;
+    let line = body[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&body[..line_end]);
+    let boundary = line.strip_prefix(b"--")?;
+    let next = &body[line_end + 1..];
+    let plausible = (1..=70).contains(&boundary.len())
+        && boundary.iter().all(|b| b.is_ascii_graphic() || *b == b' ')
+        && next.len() >= 8
+        && next[..8].eq_ignore_ascii_case(b"content-");
+    plausible.then(|| String::from_utf8_lossy(boundary).into_owned())
 }
 
 /// Reads a JSON body as serde parses it, without building a tree first: each string leaf is
@@ -269,8 +431,11 @@ struct JsonWalk<'o> {
 
 impl JsonWalk<'_> {
     fn string(&mut self, s: &str) {
-        if is_binary_payload(s) {
-            return;
+        if let Some(payload) = encoded_payload(s) {
+            if self.payload(payload) {
+                return;
+            }
+            // Not base64 after all (`data:...;base64,` then plain text): read as it is.
         }
         let provider = PROMPT_PATHS
             .iter()
@@ -285,6 +450,29 @@ impl JsonWalk<'_> {
         }
         self.out
             .push(s, Origin::Json(self.pointer.clone()), provider.is_some());
+    }
+
+    /// A base64 payload (an image, a file): decoded within the budget and inspected when it
+    /// decodes to text; its raw characters are scanned for secrets too, since a token pasted
+    /// where a payload belongs decodes to noise. `false` when it is not base64.
+    fn payload(&mut self, payload: &str) -> bool {
+        let origin = || Origin::Json(self.pointer.clone());
+        let Some(bytes) = decode::base64_decode(payload, self.out.budget) else {
+            if !decode::is_base64_text(payload) {
+                return false;
+            }
+            // Over the budget: the raw characters are still scanned, the inspection is partial.
+            self.out.truncated = true;
+            self.out.payloads.push((payload.to_owned(), origin()));
+            return true;
+        };
+        self.out.spend(bytes.len());
+        if let Some(text) = decode::as_text(&bytes) {
+            self.out
+                .push(&text, Origin::Decoded(Box::new(origin())), false);
+        }
+        self.out.payloads.push((payload.to_owned(), origin()));
+        true
     }
 
     /// Steps into array position `index`; returns where to step back to.
@@ -415,13 +603,13 @@ impl<'de> serde::de::Visitor<'de> for Key<'_, '_> {
     }
 }
 
-fn is_binary_payload(s: &str) -> bool {
-    if s.starts_with("data:") && s.contains(";base64,") {
-        return true;
+/// The base64 part of a string that is a payload rather than text: a `data:` URL's, or a long
+/// string of base64 characters.
+fn encoded_payload(s: &str) -> Option<&str> {
+    if let Some(url) = s.strip_prefix("data:") {
+        return url.split_once(";base64,").map(|(_, payload)| payload);
     }
-    s.len() >= BINARY_STRING_MIN
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
+    (s.len() >= BINARY_STRING_MIN && decode::is_base64_text(s)).then_some(s)
 }
 
 fn is_text_like(mime: &str) -> bool {
@@ -486,15 +674,8 @@ fn is_text_file(content_type: Option<&str>, name: &str) -> bool {
         )
 }
 
-fn extract_multipart(out: &mut Extracted, content_type: &str, body: &[u8], limit: usize) {
+fn extract_multipart(out: &mut Extracted, boundary: &str, body: &[u8], limit: usize) {
     out.format = "multipart";
-    let boundary = match multer::parse_boundary(content_type) {
-        Ok(boundary) => boundary,
-        Err(error) => {
-            out.problem = Some(format!("multipart body without a usable boundary: {error}"));
-            return;
-        }
-    };
     let stream = futures::stream::once(futures::future::ready(Ok::<Bytes, std::io::Error>(
         Bytes::copy_from_slice(body),
     )));
@@ -502,17 +683,17 @@ fn extract_multipart(out: &mut Extracted, content_type: &str, body: &[u8], limit
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit as u64));
     let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
     // The whole body is in memory, so every future here is ready at once: no I/O, no waiting.
-    futures::executor::block_on(async {
+    let failed = futures::executor::block_on(async {
         let mut index = 0;
         loop {
             let field = match multipart.next_field().await {
                 Ok(Some(field)) => field,
-                Ok(None) => break,
+                Ok(None) => return false,
                 Err(error) => {
                     if !out.truncated {
                         out.problem = Some(format!("multipart body ends early: {error}"));
                     }
-                    break;
+                    return true;
                 }
             };
             let file_name = field.file_name().map(str::to_owned);
@@ -523,14 +704,17 @@ fn extract_multipart(out: &mut Extracted, content_type: &str, body: &[u8], limit
                     if !out.truncated {
                         out.problem = Some(format!("multipart part {index} unreadable: {error}"));
                     }
-                    break;
+                    return true;
                 }
             };
+            // A part is read by its bytes too: a "png" that is text is inspected as text.
+            let text = decode::as_text(&bytes);
             match file_name {
                 Some(name) => {
-                    let inspected = is_text_file(part_type.as_deref(), &name);
+                    let inspected = text.is_some() || is_text_file(part_type.as_deref(), &name);
                     if inspected {
-                        out.push(&String::from_utf8_lossy(&bytes), Origin::Part(index), true);
+                        let text = text.unwrap_or_else(|| String::from_utf8_lossy(&bytes));
+                        out.push(&text, Origin::Part(index), true);
                     }
                     out.files.push(FileUpload {
                         name,
@@ -539,47 +723,23 @@ fn extract_multipart(out: &mut Extracted, content_type: &str, body: &[u8], limit
                         inspected,
                     });
                 }
-                None => out.push(&String::from_utf8_lossy(&bytes), Origin::Part(index), true),
+                None => {
+                    let text = text.unwrap_or_else(|| String::from_utf8_lossy(&bytes));
+                    out.push(&text, Origin::Part(index), true);
+                }
             }
             index += 1;
         }
     });
-}
-
-/// Undoes `Content-Encoding` (codings listed in the order applied) up to `limit` bytes.
-/// Returns the bytes and whether they were cut at the limit.
-fn decode(encoding: &str, body: &[u8], limit: usize) -> Result<(Vec<u8>, bool), String> {
-    let mut data = body.to_vec();
-    let mut cut = false;
-    for coding in encoding.split(',').rev() {
-        let coding = coding.trim().to_ascii_lowercase();
-        let reader: Box<dyn Read + '_> = match coding.as_str() {
-            "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(data.as_slice())),
-            "deflate" => Box::new(flate2::read::ZlibDecoder::new(data.as_slice())),
-            "br" => Box::new(brotli::Decompressor::new(data.as_slice(), 8192)),
-            "zstd" => Box::new(
-                zstd::stream::read::Decoder::new(data.as_slice())
-                    .map_err(|e| format!("zstd body could not be decoded: {e}"))?,
-            ),
-            "identity" | "" => continue,
-            other => return Err(format!("unsupported Content-Encoding {other:?}")),
-        };
-        let mut decoded = Vec::new();
-        let read = reader.take(limit as u64 + 1).read_to_end(&mut decoded);
-        if let Err(error) = read {
-            // A body cut at the cap ends mid-stream: keep what decoded.
-            if decoded.is_empty() {
-                return Err(format!("{coding} body could not be decoded: {error}"));
-            }
-            cut = true;
-        }
-        if decoded.len() > limit {
-            decoded.truncate(limit);
-            cut = true;
-        }
-        data = decoded;
+    if failed {
+        // The part that broke the parser (or was cut at the cap) is still read, as text.
+        let delimiter = format!("--{boundary}");
+        let tail =
+            memchr::memmem::rfind(body, delimiter.as_bytes()).map_or(0, |at| at + delimiter.len());
+        let rest = &body[tail..];
+        let text = decode::as_text(rest).unwrap_or_else(|| String::from_utf8_lossy(rest));
+        out.push(&text, Origin::Body(tail..body.len()), true);
     }
-    Ok((data, cut))
 }
 
 #[cfg(test)]
@@ -775,5 +935,127 @@ mod tests {
             .problem
             .as_deref()
             .is_some_and(|p| p.contains("not valid JSON")));
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            cases: 256,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    fn check_shape(out: &Extracted, body_len: usize, limit: usize) -> Result<(), TestCaseError> {
+        let mut previous_end = 0;
+        for segment in &out.segments {
+            prop_assert!(
+                segment.range.start >= previous_end && segment.range.end <= out.text.len()
+            );
+            prop_assert!(
+                out.text.get(segment.range.clone()).is_some(),
+                "range off char boundaries"
+            );
+            previous_end = segment.range.end;
+        }
+        prop_assert!(out.secrets_only_from <= out.text.len());
+        prop_assert!(out
+            .decoded
+            .as_ref()
+            .is_none_or(|d| d.len() <= 2 * limit.max(body_len) + 2));
+        prop_assert!(out.text.len() <= 5 * (limit + body_len) + out.segments.len());
+        Ok(())
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[a-z ]{1,24}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z/~]{1,8}", inner, 0..6)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn leaves<'v>(value: &'v serde_json::Value, found: &mut Vec<&'v str>) {
+        match value {
+            serde_json::Value::String(s) => found.push(s),
+            serde_json::Value::Array(items) => items.iter().for_each(|v| leaves(v, found)),
+            serde_json::Value::Object(members) => members.values().for_each(|v| leaves(v, found)),
+            _ => {}
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_body_under_any_label_is_read_without_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..1500),
+            content_type in proptest::option::of(
+                "(application/json|text/plain|image/png|application/octet-stream|application/x-www-form-urlencoded|multipart/form-data; boundary=[a-z]{1,8})"
+            ),
+            encoding in proptest::option::of("(gzip|br|zstd|deflate|identity|x-foo)"),
+            limit in 1usize..4096,
+            truncated in any::<bool>(),
+        ) {
+            let out = extract(content_type.as_deref(), encoding.as_deref(), &body, limit, truncated);
+            check_shape(&out, body.len(), limit)?;
+            prop_assert_eq!(out.unreadable, out.format == "undecodable");
+        }
+
+        #[test]
+        fn every_json_string_is_inspected_whatever_the_label(
+            value in json_value(),
+            content_type in proptest::option::of("(application/json|image/png|application/octet-stream)"),
+        ) {
+            let body = value.to_string();
+            let out = extract(content_type.as_deref(), None, body.as_bytes(), 1 << 20, false);
+            check_shape(&out, body.len(), 1 << 20)?;
+            let mut strings = Vec::new();
+            leaves(&value, &mut strings);
+            for s in strings {
+                prop_assert!(out.text.contains(s), "{:?} not inspected", s);
+            }
+        }
+
+        #[test]
+        fn every_multipart_part_is_inspected_whatever_the_label(
+            boundary in "[A-Za-z0-9]{1,30}",
+            parts in proptest::collection::vec(("[a-z]{1,8}", "[a-zA-Z0-9 ,.]{1,64}", any::<bool>()), 1..5),
+            label in 0..3u8,
+        ) {
+            let mut body = String::new();
+            for (name, content, file) in &parts {
+                body.push_str(&format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\""));
+                if *file {
+                    body.push_str(&format!("; filename=\"{name}.png\"\r\nContent-Type: image/png"));
+                }
+                body.push_str(&format!("\r\n\r\n{content}\r\n"));
+            }
+            body.push_str(&format!("--{boundary}--\r\n"));
+            let content_type = match label {
+                0 => format!("multipart/form-data; boundary={boundary}"),
+                1 => "application/octet-stream".to_owned(),
+                _ => "multipart/form-data; boundary=wrong".to_owned(),
+            };
+            let out = extract(Some(&content_type), None, body.as_bytes(), 1 << 20, false);
+            check_shape(&out, body.len(), 1 << 20)?;
+            prop_assert_eq!(out.format, "multipart");
+            for (_, content, _) in &parts {
+                prop_assert!(out.text.contains(content.as_str()), "{:?} not inspected", content);
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! extracted text, `redact` produces the forms that may be stored or forwarded. Raw values never
 //! leave this module: an [`Inspection`] hands out redacted values, counts and spans only.
 
+mod decode;
 pub mod detect;
 pub mod extract;
 pub mod redact;
@@ -64,9 +65,41 @@ impl Inspector {
         body: &[u8],
         truncated: bool,
     ) -> Inspection {
-        let extracted =
-            extract::extract(content_type, content_encoding, body, self.limit, truncated);
-        let entities = self.scan(&extracted.text);
+        self.inspect_request(content_type, content_encoding, body, truncated, &[])
+    }
+
+    /// [`Inspector::inspect`], plus strings from outside the body (the URL query, header
+    /// values), where only secrets are findings.
+    pub fn inspect_request(
+        &self,
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+        body: &[u8],
+        truncated: bool,
+        outside_body: &[(Origin, &str)],
+    ) -> Inspection {
+        let extracted = extract::extract_request(
+            content_type,
+            content_encoding,
+            body,
+            self.limit,
+            truncated,
+            outside_body,
+        );
+        let split = extracted.secrets_only_from;
+        let mut entities = self.scan(&extracted.text[..split]);
+        let secrets = self.scan(&extracted.text[split..]);
+        entities.extend(
+            secrets
+                .into_iter()
+                .filter(|e| e.kind.is_secret())
+                .map(|e| Entity {
+                    start: e.start + split,
+                    end: e.end + split,
+                    ..e
+                }),
+        );
+        drop_decoded_repeats(&extracted, &mut entities);
         Inspection {
             extracted,
             entities,
@@ -153,6 +186,33 @@ impl Inspection {
         }
         Some(body)
     }
+}
+
+/// A finding in a decoded copy (percent-escapes undone, invisible characters dropped) that
+/// repeats one already found is the same finding, not a second one.
+fn drop_decoded_repeats(extracted: &Extracted, entities: &mut Vec<Entity>) {
+    let text = &extracted.text;
+    let value = |e: &Entity| text.get(e.start..e.end).unwrap_or_default();
+    let decoded = |e: &Entity| {
+        let at = extracted
+            .segments
+            .partition_point(|s| s.range.end <= e.start);
+        extracted
+            .segments
+            .get(at)
+            .is_some_and(|s| matches!(s.origin, Origin::Decoded(_)))
+    };
+    let mut kept: Vec<Entity> = Vec::with_capacity(entities.len());
+    for entity in entities.drain(..) {
+        let repeat = decoded(&entity)
+            && kept
+                .iter()
+                .any(|k| k.kind == entity.kind && value(k) == value(&entity));
+        if !repeat {
+            kept.push(entity);
+        }
+    }
+    *entities = kept;
 }
 
 /// Two decimals, as f64: an f32 printed through JSON would read 0.9900000095367432.

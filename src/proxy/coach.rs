@@ -76,6 +76,7 @@ pub async fn justify(
         host,
         port: 443,
         path,
+        query: None,
         headers: &headers,
         body: &[],
         body_truncated: false,

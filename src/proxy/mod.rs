@@ -431,6 +431,7 @@ impl AigateProxy {
             host: target.map_or("", |t| t.host.as_str()),
             port,
             path: header.uri.path(),
+            query: header.uri.query(),
             headers: &header.headers,
             body: inspected,
             body_truncated: !complete,

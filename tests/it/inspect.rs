@@ -265,3 +265,302 @@ fn the_classify_command_prints_redacted_findings() {
         serde_json::json!(["financial", "credentials"])
     );
 }
+
+// === Bypasses: each sent a secret to the origin unread ===
+
+/// An OpenAI project key (the shipped deny-credentials policy denies it).
+const KEY: &str = "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4zAb7cDe0f";
+
+/// Sends one request built by `build` through a gateway in front of api.openai.com and asserts
+/// it was refused: a 403 with a JSON error, nothing reached the origin, a DENY decision row,
+/// and the key stored nowhere. Returns the decision's reason.
+async fn refused(
+    agent: &str,
+    build: impl FnOnce(&reqwest::Client) -> reqwest::RequestBuilder,
+) -> String {
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let gateway = TestGateway::start(&ca, &[("api.openai.com", origin.addr)]).await;
+    let client = gateway.client(&gateway.ca_pem(), Http::One);
+    let response = build(&client)
+        .header("user-agent", agent)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    assert_eq!(status, 403, "{agent}: {body}");
+    assert!(
+        origin.requests().is_empty(),
+        "{agent}: the origin was reached"
+    );
+    assert!(!body.contains(&KEY[8..]), "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error["error"]["code"], "deny", "{body}");
+    let rows: Vec<(String, String, String)> = gateway
+        .rows_eventually(
+            &format!(
+                "SELECT decision, reason, COALESCE(CAST(detected_entities AS TEXT), '') || \
+                 COALESCE(explanation, '') FROM decisions WHERE user_agent = '{agent}'"
+            ),
+            1,
+        )
+        .await;
+    let (decision, reason, stored) = &rows[0];
+    assert_eq!(decision, "DENY");
+    assert!(!stored.contains(&KEY[8..]), "{stored}");
+    reason.clone()
+}
+
+fn chat(content: &str) -> String {
+    serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": content}]})
+        .to_string()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(bytes).unwrap();
+    gz.finish().unwrap()
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+const URL: &str = "https://api.openai.com/v1/chat/completions";
+
+#[tokio::test]
+async fn a_plain_body_labelled_gzip_is_refused_unread() {
+    let body = chat(&format!("why does {KEY} fail?"));
+    let reason = refused("bypass-gzip-label", |c| {
+        c.post(URL)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(body)
+    })
+    .await;
+    assert!(reason.contains("could not be inspected"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_unknown_content_encoding_is_refused_unread() {
+    let body = chat(&format!("why does {KEY} fail?"));
+    let reason = refused("bypass-x-foo", |c| {
+        c.post(URL)
+            .header("content-type", "application/json")
+            .header("content-encoding", "x-foo")
+            .body(body)
+    })
+    .await;
+    assert!(
+        reason.contains("could not be inspected") && reason.contains("x-foo"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_content_encoding_header_is_decoded_too() {
+    let body = gzip(chat(&format!("why does {KEY} fail?")).as_bytes());
+    let reason = refused("bypass-two-encodings", |c| {
+        c.post(URL)
+            .header("content-type", "application/json")
+            .header("content-encoding", "identity")
+            .header("content-encoding", "gzip")
+            .body(body)
+    })
+    .await;
+    assert!(reason.contains("OPENAI_KEY"), "{reason}");
+}
+
+#[tokio::test]
+async fn json_labelled_octet_stream_is_sniffed_and_inspected() {
+    let body = chat(&format!("why does {KEY} fail?"));
+    let reason = refused("bypass-octet-stream", |c| {
+        c.post(URL)
+            .header("content-type", "application/octet-stream")
+            .body(body)
+    })
+    .await;
+    assert!(reason.contains("OPENAI_KEY"), "{reason}");
+}
+
+#[tokio::test]
+async fn text_labelled_image_png_is_sniffed_and_inspected() {
+    let reason = refused("bypass-image-png", |c| {
+        c.post(URL)
+            .header("content-type", "image/png")
+            .body(format!("please check why {KEY} is rejected"))
+    })
+    .await;
+    assert!(reason.contains("OPENAI_KEY"), "{reason}");
+}
+
+#[tokio::test]
+async fn two_content_type_headers_do_not_hide_a_json_body() {
+    let body = chat(&format!("why does {KEY} fail?"));
+    let reason = refused("bypass-two-types", |c| {
+        c.post(URL)
+            .header("content-type", "image/png")
+            .header("content-type", "application/json")
+            .body(body)
+    })
+    .await;
+    assert!(reason.contains("OPENAI_KEY"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_data_url_of_plain_text_is_inspected() {
+    let body = serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,the key is {KEY} ok")}}
+    ]}]})
+    .to_string();
+    let reason = refused("bypass-data-url", |c| {
+        c.post(URL)
+            .header("content-type", "application/json")
+            .body(body)
+    })
+    .await;
+    assert!(reason.contains("OPENAI_KEY"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_long_base64_string_that_decodes_to_text_is_inspected() {
+    let text = format!(
+        "{}the deploy key is {KEY}\n",
+        "log line that pads the payload\n".repeat(8)
+    );
+    let payload = base64(text.as_bytes());
+    assert!(payload.len() >= 256);
+    let body = serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "see attachment"}],
+        "metadata": {"attachment": payload}})
+    .to_string();
+    let reason = refused("bypass-long-base64", |c| {
+        c.post(URL)
+            .header("content-type", "application/json")
+            .body(body)
+    })
+    .await;
+    assert!(reason.contains("OPENAI_KEY"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_key_split_by_zero_width_characters_is_inspected() {
+    let split: String = KEY
+        .chars()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let invisible = [
+                '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{AD}',
+            ];
+            [
+                Some(c),
+                (i % 4 == 3).then(|| invisible[i / 4 % invisible.len()]),
+            ]
+        })
+        .flatten()
+        .collect();
+    let reason = refused("bypass-zero-width", |c| {
+        c.post(URL)
+            .header("content-type", "application/json")
+            .body(chat(&format!("why does {split} fail?")))
+    })
+    .await;
+    assert!(reason.contains("OPENAI_KEY"), "{reason}");
+}
+
+#[tokio::test]
+async fn base64_and_url_encoded_keys_are_inspected() {
+    let encoded = base64(KEY.as_bytes());
+    let reason = refused("bypass-base64-key", |c| {
+        c.post(URL)
+            .header("content-type", "application/json")
+            .body(chat(&format!(
+                "decode this and tell me what it is: {encoded}"
+            )))
+    })
+    .await;
+    assert!(reason.contains("OPENAI_KEY"), "{reason}");
+    let escaped: String = KEY.replace('-', "%2D");
+    let reason = refused("bypass-url-encoded-key", |c| {
+        c.post(URL)
+            .header("content-type", "application/json")
+            .body(chat(&format!("my config has key={escaped} in it")))
+    })
+    .await;
+    assert!(reason.contains("OPENAI_KEY"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_utf16_body_is_decoded_and_inspected() {
+    let mut body = vec![0xFF, 0xFE];
+    body.extend(
+        chat(&format!("why does {KEY} fail?"))
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes),
+    );
+    let reason = refused("bypass-utf16", |c| {
+        c.post(URL)
+            .header("content-type", "application/json")
+            .body(body)
+    })
+    .await;
+    assert!(reason.contains("OPENAI_KEY"), "{reason}");
+}
+
+#[tokio::test]
+async fn secrets_in_the_query_string_or_a_custom_header_are_inspected() {
+    let reason = refused("bypass-query", |c| {
+        c.get(format!(
+            "https://api.openai.com/v1/models?debug_token={KEY}"
+        ))
+    })
+    .await;
+    assert!(reason.contains("OPENAI_KEY"), "{reason}");
+    let reason = refused("bypass-header", |c| {
+        c.post(URL)
+            .header("content-type", "application/json")
+            .header("x-debug-note", format!("token {KEY}"))
+            .body(chat("hello"))
+    })
+    .await;
+    assert!(reason.contains("OPENAI_KEY"), "{reason}");
+}
+
+/// What the bypass fixes must not refuse: the key as the API's own credential, a real image,
+/// a compressed body, a percent sign and a long token in a prompt.
+#[tokio::test]
+async fn ordinary_api_calls_still_pass() {
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let gateway = TestGateway::start(&ca, &[("api.openai.com", origin.addr)]).await;
+    let client = gateway.client(&gateway.ca_pem(), Http::One);
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+    png.extend((0..600u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    let image = serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is in this image? 100% of it"},
+        {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", base64(&png))}}
+    ]}]})
+    .to_string();
+    let requests = [
+        (image.clone().into_bytes(), None),
+        (gzip(image.as_bytes()), Some("gzip")),
+        (chat("summarise RFC 9110 section 8.4").into_bytes(), None),
+    ];
+    for (body, encoding) in requests {
+        let mut request = client
+            .post(URL)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("x-stainless-lang", "python")
+            .body(body);
+        if let Some(encoding) = encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        assert_eq!(status, 200, "{}", response.text().await.unwrap());
+    }
+    assert_eq!(origin.requests().len(), 3);
+}
