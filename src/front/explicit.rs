@@ -319,6 +319,17 @@ async fn intercept_or_learned(
 /// service's SNI is routed as if the CONNECT had named it (intercepted, or decided and tunnelled
 /// through a bypass), with the upstream connection still going to the address the client gave.
 async fn ip_literal(front: &FrontContext, mut connect: Connect) {
+    let Ok(address) = connect.target.host.parse::<std::net::IpAddr>() else {
+        return;
+    };
+    let upstream = SocketAddr::new(address, connect.target.port);
+    // The address needs no lookup: refuse a forbidden one while the CONNECT can still be answered.
+    if let Err(error) = front.shared.upstream.pinned(upstream) {
+        warn!(address = %upstream, %error, "Refused a tunnel to an address the proxy does not connect to.");
+        let message = format!("Forbidden: {error}.\n");
+        let _ = write_status(&mut connect.client, 403, "Forbidden", &message).await;
+        return;
+    }
     if write_connect_established(&mut connect.client)
         .await
         .is_err()
@@ -372,10 +383,6 @@ async fn ip_literal(front: &FrontContext, mut connect: Connect) {
     if route == Route::Tunnel {
         return open_tunnel(front, connect, true).await;
     }
-    let Ok(address) = connect.target.host.parse::<std::net::IpAddr>() else {
-        return;
-    };
-    let upstream = SocketAddr::new(address, connect.target.port);
     info!(address = %upstream, %sni, "CONNECT to an IP literal names an AI service in its ClientHello; routing by the SNI.");
     connect.target.host = sni;
     match route {
