@@ -56,6 +56,7 @@ pub async fn decide(front: &FrontContext, facts: &ConnectFacts<'_>) -> ConnectVe
         host: facts.host,
         port: facts.port,
         path: "/",
+        query: None,
         headers: &headers,
         body: &[],
         body_truncated: false,
