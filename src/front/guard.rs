@@ -413,7 +413,7 @@ impl RequestGuard {
                 size: 0,
                 in_extension: false,
             },
-            (Framing::Trailers { line }, b'\n') if line == 0 => Framing::Head,
+            (Framing::Trailers { line: 0 }, b'\n') => Framing::Head,
             (Framing::Trailers { .. }, b'\n') => Framing::Trailers { line: 0 },
             (Framing::Trailers { line }, b'\r') => Framing::Trailers { line },
             (Framing::Trailers { line }, _) => Framing::Trailers { line: line + 1 },

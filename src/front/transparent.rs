@@ -118,13 +118,19 @@ async fn handle(
         }
     };
     Span::current().record("dst", field::display(dst));
-    if is_loop(dst, local, listen) || front.shared.upstream.pinned(dst).is_err() {
+    if is_loop(dst, local, listen) {
         // Either nothing redirected this connection (a client dialled the listener itself) or
         // the redirect points back at the gateway: proxying it would connect to ourselves.
         warn!(%dst, "Refused a connection addressed to the gateway itself (not redirected, or a redirect loop).");
         metrics::CONNECTIONS_REJECTED
             .with_label_values(&["loop"])
             .inc();
+        return;
+    }
+    if let Err(error) = front.shared.upstream.pinned(dst) {
+        let reason = error.refusal_reason().unwrap_or("self");
+        warn!(%dst, reason, %error, "Refused a redirected connection by the destination policy.");
+        metrics::UPSTREAM_REFUSED.with_label_values(&[reason]).inc();
         return;
     }
 
