@@ -325,10 +325,7 @@ async fn ip_literal(front: &FrontContext, mut connect: Connect) {
     let upstream = SocketAddr::new(address, connect.target.port);
     // The address needs no lookup: refuse a forbidden one while the CONNECT can still be answered.
     if let Err(error) = front.shared.upstream.pinned(upstream) {
-        warn!(address = %upstream, %error, "Refused a tunnel to an address the proxy does not connect to.");
-        let message = format!("Forbidden: {error}.\n");
-        let _ = write_status(&mut connect.client, 403, "Forbidden", &message).await;
-        return;
+        return refuse_tunnel(&mut connect.client, &connect.target, &error).await;
     }
     if write_connect_established(&mut connect.client)
         .await

@@ -501,45 +501,45 @@ impl AigateProxy {
             Err(error) => return refuse_destination(session, target, &error).await,
         }
 
-        let Some(verdict) = ctx.verdict.as_ref() else {
-            return Ok(Answer::Forward);
-        };
-        // Obligations of the policies that allowed the request.
-        inject_headers(session, verdict.outcome.inject_headers.clone());
-        if verdict.outcome.redact && decision == Decision::Allow {
-            if !complete {
-                // The unread rest of the body cannot be masked, so it must not be sent.
-                return respond_text(
-                    session,
-                    413,
-                    "Payload too large: a policy requires sensitive data to be masked, and this body exceeds what the gateway can inspect.\n",
-                )
-                .await;
-            }
-            let findings = verdict
-                .inspection
-                .as_ref()
-                .is_some_and(|i| !i.entities.is_empty());
-            // Masks keep the body's length: pingora replays the client's original head.
-            let redacted = verdict
-                .inspection
-                .as_ref()
-                .and_then(|i| i.masked_in_place(&body));
-            if findings && redacted.is_none() {
-                return respond_text(
-                    session,
-                    422,
-                    "A policy requires sensitive data to be masked, and this body cannot be rewritten (compressed, or the data is escaped); remove the sensitive data and retry.\n",
-                )
-                .await;
-            }
-            if let Some(redacted) = redacted {
-                if let Some(record) = ctx.record.as_mut() {
-                    record.explanation = record.explanation.take().map(with_body_redacted);
+        // Obligations of the policies that allowed the request (an undecided request, plain
+        // traffic to a host that is no AI service, has none, but its body is replayed all the same).
+        if let Some(verdict) = ctx.verdict.as_ref() {
+            inject_headers(session, verdict.outcome.inject_headers.clone());
+            if verdict.outcome.redact && decision == Decision::Allow {
+                if !complete {
+                    // The unread rest of the body cannot be masked, so it must not be sent.
+                    return respond_text(
+                        session,
+                        413,
+                        "Payload too large: a policy requires sensitive data to be masked, and this body exceeds what the gateway can inspect.\n",
+                    )
+                    .await;
                 }
-                self.forward_as_subrequest(session, ctx, Bytes::from(redacted))
-                    .await?;
-                return Ok(Answer::Done);
+                let findings = verdict
+                    .inspection
+                    .as_ref()
+                    .is_some_and(|i| !i.entities.is_empty());
+                // Masks keep the body's length: pingora replays the client's original head.
+                let redacted = verdict
+                    .inspection
+                    .as_ref()
+                    .and_then(|i| i.masked_in_place(&body));
+                if findings && redacted.is_none() {
+                    return respond_text(
+                        session,
+                        422,
+                        "A policy requires sensitive data to be masked, and this body cannot be rewritten (compressed, or the data is escaped); remove the sensitive data and retry.\n",
+                    )
+                    .await;
+                }
+                if let Some(redacted) = redacted {
+                    if let Some(record) = ctx.record.as_mut() {
+                        record.explanation = record.explanation.take().map(with_body_redacted);
+                    }
+                    self.forward_as_subrequest(session, ctx, Bytes::from(redacted))
+                        .await?;
+                    return Ok(Answer::Done);
+                }
             }
         }
 

@@ -287,7 +287,11 @@ async fn through_ip_literal(gateway: &TestGateway, origin: &Origin, sni: &str) -
 async fn a_connect_to_an_ip_literal_is_routed_by_the_sni() {
     let ca = upstream_ca();
     let origin = Origin::start_tls(&ca, &["api.openai.com", "chat.deepseek.com"]).await;
-    let gateway = TestGateway::start(&ca, &[]).await;
+    // The origin is on loopback, which the destination policy refuses unless allowed.
+    let gateway = TestGateway::start_with(&ca, &[], |config| {
+        config.upstream.allow_networks = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
 
     let reply = through_ip_literal(&gateway, &origin, "api.openai.com").await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
