@@ -18,6 +18,7 @@ use crate::support::{repo_path, Origin};
 /// A tmpfs mounted on a temporary directory, unmounted when dropped (even by a failing test).
 struct Tmpfs {
     dir: tempfile::TempDir,
+    mounted: bool,
 }
 
 impl Tmpfs {
@@ -38,7 +39,15 @@ impl Tmpfs {
             status.success(),
             "mounting a tmpfs needs root (the fault tests run as root in CI)"
         );
-        Tmpfs { dir }
+        Tmpfs { dir, mounted: true }
+    }
+
+    /// Stands in for a tmpfs that must stay mounted (see `PgOnTmpfs`).
+    fn leaked() -> Tmpfs {
+        Tmpfs {
+            dir: tempfile::tempdir().unwrap(),
+            mounted: false,
+        }
     }
 
     fn path(&self) -> &Path {
@@ -70,6 +79,9 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
+        if !self.mounted {
+            return;
+        }
         let _ = Command::new("umount")
             .arg("-l")
             .arg(self.dir.path())
@@ -340,49 +352,103 @@ async fn sqlite_and_journal_on_one_full_disk_hold_records_in_memory_until_space_
     disk_full_loses_nothing(&disk, &url, rows, true).await;
 }
 
-/// A database whose tablespace is on a tmpfs the test can fill.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_tablespace_full_loses_no_decision_and_counts_only_commits() {
-    let disk = Tmpfs::mount("64m");
-    let location = disk.path().join("pg");
-    std::fs::create_dir(&location).unwrap();
-    let postgres = nix_user("postgres");
-    std::os::unix::fs::chown(&location, Some(postgres), Some(postgres)).unwrap();
-    let server = "postgres://postgres@127.0.0.1:5432";
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let (tablespace, database) = (
-        format!("aigate_ts_{suffix}"),
-        format!("aigate_test_{suffix}"),
-    );
-    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
-        .await
-        .unwrap();
-    sqlx::query(&format!(
-        "CREATE TABLESPACE {tablespace} LOCATION '{}'",
-        location.display()
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    sqlx::query(&format!(
-        "CREATE DATABASE {database} TABLESPACE {tablespace}"
-    ))
-    .execute(&mut admin)
-    .await
-    .unwrap();
-    let url = format!("{server}/{database}");
-    disk_full_loses_nothing(&disk, &url, Rows::Postgres(url.clone()), false).await;
-    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    sqlx::query(&format!("DROP TABLESPACE {tablespace}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+/// A PostgreSQL database whose tablespace lives on a tmpfs the test can fill. Dropped in this
+/// order even when the test fails: space freed, database and tablespace dropped, then the tmpfs
+/// unmounted. A tablespace whose files vanish under a live cluster fails every checkpoint of that
+/// cluster (and so every other test's DROP DATABASE), so the unmount must come last.
+struct PgOnTmpfs {
+    disk: Tmpfs,
+    server: String,
+    tablespace: String,
+    database: String,
 }
 
-fn nix_user(name: &str) -> u32 {
+impl PgOnTmpfs {
+    async fn create(size: &str) -> PgOnTmpfs {
+        let disk = Tmpfs::mount(size);
+        let location = disk.path().join("pg");
+        std::fs::create_dir(&location).unwrap();
+        let postgres = user_id("postgres");
+        std::os::unix::fs::chown(&location, Some(postgres), Some(postgres)).unwrap();
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let guard = PgOnTmpfs {
+            disk,
+            server: "postgres://postgres@127.0.0.1:5432".to_owned(),
+            tablespace: format!("aigate_ts_{suffix}"),
+            database: format!("aigate_test_{suffix}"),
+        };
+        let mut admin = guard.admin().await;
+        for sql in [
+            format!(
+                "CREATE TABLESPACE {} LOCATION '{}'",
+                guard.tablespace,
+                location.display()
+            ),
+            format!(
+                "CREATE DATABASE {} TABLESPACE {}",
+                guard.database, guard.tablespace
+            ),
+        ] {
+            sqlx::query(&sql).execute(&mut admin).await.unwrap();
+        }
+        guard
+    }
+
+    async fn admin(&self) -> sqlx::PgConnection {
+        sqlx::PgConnection::connect(&format!("{}/postgres", self.server))
+            .await
+            .unwrap()
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", self.server, self.database)
+    }
+}
+
+impl Drop for PgOnTmpfs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.disk.filler());
+        let statements = [
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
+            format!("DROP TABLESPACE IF EXISTS {}", self.tablespace),
+        ];
+        let server = self.server.clone();
+        // A runtime of its own: this may run while the test's runtime unwinds.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres")).await?;
+                for sql in &statements {
+                    sqlx::query(sql).execute(&mut admin).await?;
+                }
+                Ok::<_, sqlx::Error>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            // Unmounting now would strand the tablespace: leave the tmpfs for an operator.
+            eprintln!(
+                "could not drop {} / {}: the tmpfs at {} stays mounted",
+                self.database,
+                self.tablespace,
+                self.disk.path().display()
+            );
+            std::mem::forget(std::mem::replace(&mut self.disk, Tmpfs::leaked()));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tablespace_full_loses_no_decision_and_counts_only_commits() {
+    let pg = PgOnTmpfs::create("64m").await;
+    let url = pg.url();
+    disk_full_loses_nothing(&pg.disk, &url, Rows::Postgres(url.clone()), false).await;
+}
+
+fn user_id(name: &str) -> u32 {
     let output = Command::new("id").args(["-u", name]).output().unwrap();
     String::from_utf8(output.stdout)
         .unwrap()

@@ -267,6 +267,11 @@ async fn a_policy_goes_from_draft_to_enforced_to_archived_and_every_write_is_aud
         "unknown fields are refused: {status}"
     );
 
+    // Nothing refused landed in the store.
+    let (status, listed) = api.admin("GET", "/admin/policies", None).await;
+    assert_eq!(status, 200);
+    assert!(!listed.to_string().contains("Change freeze"), "{listed}");
+
     // A valid one is a draft and is not enforced.
     let (status, created) = api
         .admin("POST", "/admin/policies", Some(freeze_policy(FREEZE)))
@@ -275,6 +280,24 @@ async fn a_policy_goes_from_draft_to_enforced_to_archived_and_every_write_is_aud
     assert_eq!(created["status"], "draft");
     let id = created["policy_id"].as_str().unwrap().to_owned();
     assert_eq!(api.chat().await, 200);
+
+    // An edit that does not compile is refused and the stored Rego stays.
+    let (status, error) = api
+        .admin(
+            "PUT",
+            &format!("/admin/policies/{id}"),
+            Some(freeze_policy(broken)),
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["type"].as_str()),
+        (400, Some("invalid_rego")),
+        "{error}"
+    );
+    let (_, stored) = api
+        .admin("GET", &format!("/admin/policies/{id}"), None)
+        .await;
+    assert_eq!(stored["rule_content"], FREEZE, "{stored}");
 
     // A dry run evaluates the draft.
     let (status, dry) = api
