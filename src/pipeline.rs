@@ -163,19 +163,19 @@ impl RequestFacts<'_> {
     /// The strings a request carries outside its body, inspected for secrets: query
     /// parameters and the values of headers that are not HTTP machinery or the service's own
     /// credentials (an API key sent to its API is how the API is called, not a leak).
-    fn outside_body(&self) -> Vec<(Origin, String)> {
-        let mut strings: Vec<(Origin, String)> = Vec::new();
+    fn outside_body(&self) -> Vec<(Origin, std::borrow::Cow<'_, str>)> {
+        let mut strings = Vec::new();
         if let Some(query) = self.query {
             for (name, value) in form_urlencoded::parse(query.as_bytes()) {
                 let origin = Origin::Query(name.to_string());
-                strings.push((origin.clone(), name.into_owned()));
-                strings.push((origin, value.into_owned()));
+                strings.push((origin.clone(), name));
+                strings.push((origin, value));
             }
         }
         for (name, value) in self.headers {
             if !is_machinery_header(name.as_str()) {
-                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-                strings.push((Origin::Header(name.as_str().to_owned()), value));
+                let value = String::from_utf8_lossy(value.as_bytes());
+                strings.push((Origin::Header(name.clone()), value));
             }
         }
         strings
@@ -324,7 +324,7 @@ fn inspect(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Option<Box<Inspec
     }
     let outside: Vec<(Origin, &str)> = outside
         .iter()
-        .map(|(origin, value)| (origin.clone(), value.as_str()))
+        .map(|(origin, value)| (origin.clone(), value.as_ref()))
         .collect();
     let inspection = snapshot.inspector.inspect_request(
         request.header("content-type"),

@@ -46,7 +46,7 @@ pub fn percent_decode(text: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if escaped(i) {
-            out.push(hex_value(bytes[i + 1]) << 4 | hex_value(bytes[i + 2]));
+            out.push((hex_value(bytes[i + 1]) << 4) | hex_value(bytes[i + 2]));
             i += 3;
         } else {
             out.push(bytes[i]);

@@ -48,7 +48,7 @@ pub enum Origin {
     /// A query parameter of the request URL, by name.
     Query(String),
     /// A request header's value, by name.
-    Header(String),
+    Header(http::HeaderName),
 }
 
 impl Origin {
@@ -105,8 +105,6 @@ pub struct Extracted {
     pub secrets_only_from: usize,
     /// Bytes the decoders may still produce for this request.
     budget: usize,
-    /// Secrets-only strings from outside the body, appended after the body's text.
-    secrets_only: Vec<(String, Origin)>,
     /// Raw base64 payloads of the body, scanned for secrets only and not decoded again.
     payloads: Vec<(String, Origin)>,
 }
@@ -204,12 +202,12 @@ impl Extracted {
     }
 
     /// Expands the body's text, then appends the secrets-only strings (expanded too).
-    fn finish(&mut self) {
+    fn finish(&mut self, outside_body: &[(Origin, &str)]) {
         self.expand(0);
         self.secrets_only_from = self.text.len();
         let first = self.segments.len();
-        for (value, origin) in std::mem::take(&mut self.secrets_only) {
-            self.push(&value, origin, false);
+        for (origin, value) in outside_body {
+            self.push(value, origin.clone(), false);
         }
         self.expand(first);
         for (value, origin) in std::mem::take(&mut self.payloads) {
@@ -296,14 +294,10 @@ pub fn extract_request(
         budget: limit,
         ..Extracted::default()
     };
-    out.secrets_only = outside_body
-        .iter()
-        .map(|(origin, value)| ((*value).to_owned(), origin.clone()))
-        .collect();
     if !body.is_empty() {
         extract_body(&mut out, content_type, content_encoding, body, limit);
     }
-    out.finish();
+    out.finish(outside_body);
     out
 }
 

@@ -471,7 +471,7 @@ async fn a_key_split_by_zero_width_characters_is_inspected() {
 }
 
 #[tokio::test]
-async fn base64_and_url_encoded_keys_are_inspected() {
+async fn a_base64_encoded_key_in_a_prompt_is_inspected() {
     let encoded = base64(KEY.as_bytes());
     let reason = refused("bypass-base64-key", |c| {
         c.post(URL)
@@ -482,11 +482,15 @@ async fn base64_and_url_encoded_keys_are_inspected() {
     })
     .await;
     assert!(reason.contains("OPENAI_KEY"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_url_encoded_key_in_a_prompt_is_inspected() {
     let escaped: String = KEY.replace('-', "%2D");
     let reason = refused("bypass-url-encoded-key", |c| {
         c.post(URL)
             .header("content-type", "application/json")
-            .body(chat(&format!("my config has key={escaped} in it")))
+            .body(chat(&format!("my config has {escaped} in it")))
     })
     .await;
     assert!(reason.contains("OPENAI_KEY"), "{reason}");
@@ -510,7 +514,7 @@ async fn a_utf16_body_is_decoded_and_inspected() {
 }
 
 #[tokio::test]
-async fn secrets_in_the_query_string_or_a_custom_header_are_inspected() {
+async fn a_secret_in_the_query_string_is_inspected() {
     let reason = refused("bypass-query", |c| {
         c.get(format!(
             "https://api.openai.com/v1/models?debug_token={KEY}"
@@ -518,6 +522,10 @@ async fn secrets_in_the_query_string_or_a_custom_header_are_inspected() {
     })
     .await;
     assert!(reason.contains("OPENAI_KEY"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_secret_in_a_custom_header_is_inspected() {
     let reason = refused("bypass-header", |c| {
         c.post(URL)
             .header("content-type", "application/json")
