@@ -100,6 +100,8 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Where the explicit proxy actually listens (the PAC file's default gateway).
     pub proxy_addr: SocketAddr,
+    /// Signs and spends the coaching pages' justification tokens.
+    pub coach: crate::proxy::coach::Coach,
 }
 
 pub struct RunningGateway {
@@ -286,6 +288,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let shared = Arc::new(Shared {
         upstream: Upstream::new(&config.upstream.resolve, own_listeners),
         identity: crate::identity::Resolver::new(store.clone(), &config.identity),
+        coach: crate::proxy::coach::Coach::new(),
         router,
         snapshot: ArcSwap::from_pointee(Snapshot::new(catalog, inspector, policies, exceptions)),
         minter,
@@ -640,6 +643,34 @@ async fn reload_with(
     result
 }
 
+/// Swaps in the store's approved exceptions under the running catalog and compiled policies:
+/// a new exception (a user's justification) costs one store query, not a policy rebuild.
+pub async fn reload_exceptions(shared: &Shared) -> Result<usize, crate::store::StoreError> {
+    flush_exception_uses(shared).await;
+    // A full reload racing this one may have swapped in a snapshot built from older exception
+    // rows; retry on the newer snapshot rather than overwrite it.
+    loop {
+        let current = shared.snapshot.load_full();
+        let rows = shared.store.load_exceptions().await?;
+        let exceptions = Exceptions::new(rows.into_iter().map(Into::into).collect());
+        let count = exceptions.len();
+        let next = Arc::new(current.with_exceptions(exceptions));
+        let previous = shared.snapshot.compare_and_swap(&current, next);
+        if Arc::ptr_eq(&previous, &current) {
+            crate::metrics::POLICY_RELOADS
+                .with_label_values(&["exceptions"])
+                .inc();
+            return Ok(count);
+        }
+    }
+}
+
+/// True when only the exceptions part of a store revision (`policies/exceptions`) changed.
+fn only_exceptions_changed(seen: Option<&String>, revision: &str) -> bool {
+    let policies = |r: &str| r.split_once('/').map(|(p, _)| p.to_owned());
+    seen.is_some_and(|seen| seen != revision && policies(seen) == policies(revision))
+}
+
 /// What a configuration reload did.
 #[derive(Debug)]
 pub struct ConfigReloaded {
@@ -746,6 +777,21 @@ async fn watch_policies(shared: Arc<Shared>) {
             }
         };
         if !notified && seen.as_ref() == Some(&revision) {
+            continue;
+        }
+        // An exception changed and nothing else the revision covers: no policy rebuild. (A
+        // notification with an unchanged revision is a catalog change: full reload.)
+        if only_exceptions_changed(seen.as_ref(), &revision) {
+            match reload_exceptions(&shared).await {
+                Ok(exceptions) => info!(
+                    exceptions,
+                    notified, "Exceptions changed in the store; exception set reloaded."
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "Cannot reload the exceptions; the previous set keeps serving.")
+                }
+            }
+            seen = Some(revision);
             continue;
         }
         match reload(&shared).await {

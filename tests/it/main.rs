@@ -6,6 +6,7 @@
 mod support;
 
 mod admin;
+mod coach;
 mod identity;
 mod inspect;
 mod lifecycle;
