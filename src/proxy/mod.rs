@@ -354,6 +354,16 @@ impl AigateProxy {
                 metrics::PROXY_AUTH_FAILURES
                     .with_label_values(&[refusal.metric_label()])
                     .inc();
+                if let Some(secs) = refusal.retry_after() {
+                    let secs = secs.to_string();
+                    return respond_with(
+                        session,
+                        429,
+                        &[("retry-after", secs.as_str())],
+                        "Too many failed sign-ins: proxy authentication is locked for a while.\n",
+                    )
+                    .await;
+                }
                 let challenge = self.shared.identity.challenge();
                 return respond_with(
                     session,

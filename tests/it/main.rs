@@ -10,6 +10,7 @@ mod coach;
 mod identity;
 mod inspect;
 mod lifecycle;
+mod lockout;
 mod management;
 mod policy;
 mod proxy;
