@@ -259,6 +259,25 @@ pub static POLICY_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+pub static PROXY_AUTH_VERIFICATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_proxy_auth_verifications_total",
+        "Proxy passwords checked with argon2 (cached results and lockouts cost none).",
+    )
+});
+pub static PROXY_AUTH_VERIFYING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(IntGauge::new(
+        "aigate_proxy_auth_verifying",
+        "Argon2 proxy-password checks running now.",
+    ))
+});
+pub static PROXY_AUTH_VERIFYING_PEAK: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(IntGauge::new(
+        "aigate_proxy_auth_verifying_peak",
+        "Most argon2 proxy-password checks ever running at once (bounded by the CPU count).",
+    ))
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,22 +299,3 @@ mod tests {
         }
     }
 }
-
-pub static PROXY_AUTH_VERIFICATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter(
-        "aigate_proxy_auth_verifications_total",
-        "Proxy passwords checked with argon2 (cached results and lockouts cost none).",
-    )
-});
-pub static PROXY_AUTH_VERIFYING: LazyLock<IntGauge> = LazyLock::new(|| {
-    register(IntGauge::new(
-        "aigate_proxy_auth_verifying",
-        "Argon2 proxy-password checks running now.",
-    ))
-});
-pub static PROXY_AUTH_VERIFYING_PEAK: LazyLock<IntGauge> = LazyLock::new(|| {
-    register(IntGauge::new(
-        "aigate_proxy_auth_verifying_peak",
-        "Most argon2 proxy-password checks ever running at once (bounded by the CPU count).",
-    ))
-});
