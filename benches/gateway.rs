@@ -106,7 +106,7 @@ fn decision(c: &mut Criterion) {
     )
     .unwrap_or_else(|error| panic!("compile: {error}"));
     for (engine, set) in [
-        ("bytecode VM", &snapshot.policies),
+        ("bytecode VM", &*snapshot.policies),
         ("interpreter", &interpreted),
     ] {
         let distribution = latency_distribution(|| {

@@ -75,6 +75,11 @@ pub struct IdentityConfig {
     pub proxy_auth_realm: String,
     pub cache_ttl_secs: u64,
     pub cache_capacity: u64,
+    /// Wrong proxy passwords a client address, or an account, may send within
+    /// `auth_lockout_secs` before further attempts are refused (429) without being checked.
+    pub max_auth_failures: u32,
+    /// The failure window and the lockout that follows it.
+    pub auth_lockout_secs: u64,
 }
 
 impl Default for IdentityConfig {
@@ -91,6 +96,8 @@ impl Default for IdentityConfig {
             proxy_auth_realm: "aigate".to_owned(),
             cache_ttl_secs: 300,
             cache_capacity: 100_000,
+            max_auth_failures: 10,
+            auth_lockout_secs: 300,
         }
     }
 }
@@ -138,6 +145,9 @@ pub struct PolicyConfig {
     /// Status of that exception: "approved" (effective at once) or "pending" (an administrator
     /// approves it).
     pub justification_status: JustificationStatus,
+    /// Justifications one client (a user, or an anonymous address) may give per hour; more are
+    /// refused with 429.
+    pub max_justifications_per_hour: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -175,6 +185,7 @@ impl Default for PolicyConfig {
             review_action: ReviewAction::Coach,
             justification_exception_secs: 3600,
             justification_status: JustificationStatus::Approved,
+            max_justifications_per_hour: 10,
         }
     }
 }
@@ -676,6 +687,18 @@ impl Config {
             return Err(invalid(
                 "[identity] cache_ttl_secs / cache_capacity",
                 "must be at least 1",
+            ));
+        }
+        if self.identity.max_auth_failures == 0 || self.identity.auth_lockout_secs == 0 {
+            return Err(invalid(
+                "[identity] max_auth_failures / auth_lockout_secs",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=1000).contains(&self.policy.max_justifications_per_hour) {
+            return Err(invalid(
+                "[policy] max_justifications_per_hour",
+                "must be between 1 and 1000",
             ));
         }
         if self.policy.reload_interval_secs == 0 {

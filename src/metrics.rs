@@ -65,7 +65,7 @@ pub static UPSTREAM_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static PROXY_AUTH_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         "aigate_proxy_auth_failures_total",
-        "Requests and CONNECTs answered 407, by reason (missing or rejected credentials).",
+        "Requests and CONNECTs refused for proxy authentication, by reason (missing or rejected credentials: 407; locked: 429 after repeated failures).",
         &["reason"],
     )
 });
@@ -233,6 +233,9 @@ pub fn init() {
     LazyLock::force(&CONNECTIONS_REJECTED);
     LazyLock::force(&UPSTREAM_REFUSED);
     LazyLock::force(&PROXY_AUTH_FAILURES);
+    LazyLock::force(&PROXY_AUTH_VERIFICATIONS);
+    LazyLock::force(&PROXY_AUTH_VERIFYING);
+    LazyLock::force(&PROXY_AUTH_VERIFYING_PEAK);
     LazyLock::force(&TUNNELS_TOTAL);
     LazyLock::force(&INTERCEPTS_TOTAL);
     LazyLock::force(&CERT_CACHE_HITS);
@@ -300,6 +303,25 @@ pub static POLICY_RELOADS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "Snapshot reloads of policies, catalog and exceptions, by result.",
         &["result"],
     )
+});
+
+pub static PROXY_AUTH_VERIFICATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        "aigate_proxy_auth_verifications_total",
+        "Proxy passwords checked with argon2 (cached results and lockouts cost none).",
+    )
+});
+pub static PROXY_AUTH_VERIFYING: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(IntGauge::new(
+        "aigate_proxy_auth_verifying",
+        "Argon2 proxy-password checks running now.",
+    ))
+});
+pub static PROXY_AUTH_VERIFYING_PEAK: LazyLock<IntGauge> = LazyLock::new(|| {
+    register(IntGauge::new(
+        "aigate_proxy_auth_verifying_peak",
+        "Most argon2 proxy-password checks ever running at once (bounded by the CPU count).",
+    ))
 });
 
 #[cfg(test)]

@@ -28,13 +28,14 @@ use crate::policy::{Exceptions, Outcome, PolicySet, Subject};
 /// snapshot for its whole life.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub catalog: Catalog,
+    /// Shared with the snapshots that only change the exceptions ([`Snapshot::with_exceptions`]).
+    pub catalog: Arc<Catalog>,
     pub inspector: Arc<Inspector>,
-    pub policies: PolicySet,
+    pub policies: Arc<PolicySet>,
     pub exceptions: Exceptions,
     /// Each service's `resource` document of the policy input, built once per snapshot: it is
     /// the largest part of the input and the same for every request to the service.
-    resources: HashMap<Uuid, regorus::Value>,
+    resources: Arc<HashMap<Uuid, regorus::Value>>,
     /// Whether `input.request.headers` is worth building: no shipped policy reads it, and the
     /// map cost a tree node and two strings a header on every request.
     headers_read: bool,
@@ -54,12 +55,26 @@ impl Snapshot {
             .collect();
         let headers_read = policies.may_read(&["request", "headers"]);
         Snapshot {
-            catalog,
+            catalog: Arc::new(catalog),
             inspector,
-            policies,
+            policies: Arc::new(policies),
             exceptions,
-            resources,
+            resources: Arc::new(resources),
             headers_read,
+        }
+    }
+
+    /// This snapshot with another exception set: a new exception (a user's justification) must
+    /// not pay for recompiling every policy. The policy set keeps its generation, so the
+    /// serving threads keep their compiled workers too.
+    pub fn with_exceptions(&self, exceptions: Exceptions) -> Snapshot {
+        Snapshot {
+            catalog: Arc::clone(&self.catalog),
+            inspector: Arc::clone(&self.inspector),
+            policies: Arc::clone(&self.policies),
+            exceptions,
+            resources: Arc::clone(&self.resources),
+            headers_read: self.headers_read,
         }
     }
 }
@@ -287,6 +302,10 @@ pub fn decide(snapshot: &Snapshot, request: &RequestFacts<'_>) -> Verdict {
         approval_status,
         data_types,
         host: Some(request.host),
+        client: Some(crate::policy::exception::ClientSignals {
+            ip: request.client.map(|c| c.ip()),
+            user_agent: request.header("user-agent"),
+        }),
     };
     let mut outcome = snapshot.policies.evaluate_document(
         &subject,

@@ -102,6 +102,8 @@ pub struct Shared {
     pub store: Arc<dyn Store>,
     /// Where the explicit proxy actually listens (the PAC file's default gateway).
     pub proxy_addr: SocketAddr,
+    /// Signs and spends the coaching pages' justification tokens.
+    pub coach: crate::proxy::coach::Coach,
 }
 
 pub struct RunningGateway {
@@ -289,6 +291,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         upstream: Upstream::new(&config.upstream, own_listeners),
         client_connections: Arc::default(),
         identity: crate::identity::Resolver::new(store.clone(), &config.identity),
+        coach: crate::proxy::coach::Coach::new(),
         router,
         snapshot: ArcSwap::from_pointee(Snapshot::new(catalog, inspector, policies, exceptions)),
         minter,
@@ -699,6 +702,28 @@ async fn reload_with(
     result
 }
 
+/// Swaps in the store's approved exceptions under the running catalog and compiled policies:
+/// a new exception (a user's justification) costs one store query, not a policy rebuild.
+pub async fn reload_exceptions(shared: &Shared) -> Result<usize, crate::store::StoreError> {
+    flush_exception_uses(shared).await;
+    // A full reload racing this one may have swapped in a snapshot built from older exception
+    // rows; retry on the newer snapshot rather than overwrite it.
+    loop {
+        let current = shared.snapshot.load_full();
+        let rows = shared.store.load_exceptions().await?;
+        let exceptions = Exceptions::new(rows.into_iter().map(Into::into).collect());
+        let count = exceptions.len();
+        let next = Arc::new(current.with_exceptions(exceptions));
+        let previous = shared.snapshot.compare_and_swap(&current, next);
+        if Arc::ptr_eq(&previous, &current) {
+            crate::metrics::POLICY_RELOADS
+                .with_label_values(&["exceptions"])
+                .inc();
+            return Ok(count);
+        }
+    }
+}
+
 /// What a configuration reload did.
 #[derive(Debug)]
 pub struct ConfigReloaded {
@@ -827,6 +852,10 @@ async fn watch_store(shared: Arc<Shared>) {
                 changed.push(domain);
             }
         }
+        // A rebuilt snapshot reads the exceptions too.
+        if changed.contains(&ChangeDomain::Snapshot) {
+            changed.retain(|domain| *domain != ChangeDomain::Exceptions);
+        }
         for domain in changed {
             apply_store_change(&shared, domain).await;
         }
@@ -843,11 +872,23 @@ async fn apply_store_change(shared: &Shared, domain: ChangeDomain) {
                 services = reloaded.services,
                 policies = reloaded.policies,
                 exceptions = reloaded.exceptions,
-                "The catalog, policies or exceptions changed in the store; snapshot reloaded."
+                "The catalog or policies changed in the store; snapshot reloaded."
             ),
             Err(error) => tracing::error!(
                 %error,
                 "A change in the store was rejected; the previous snapshot keeps serving."
+            ),
+        },
+        // A new exception (a user's justification, an approval) costs one query, not a policy
+        // rebuild.
+        ChangeDomain::Exceptions => match reload_exceptions(shared).await {
+            Ok(exceptions) => info!(
+                exceptions,
+                "Exceptions changed in the store; exception set reloaded."
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                "Cannot reload the exceptions; the previous set keeps serving."
             ),
         },
         ChangeDomain::Directory => {

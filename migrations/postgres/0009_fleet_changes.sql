@@ -1,5 +1,5 @@
 -- Every gateway of a fleet keeps in memory what administrators and provisioning systems change in
--- the store: the snapshot (catalog, signatures, policies, exceptions), the directory (users,
+-- the store: the snapshot (catalog, signatures, policies), the exceptions, the directory (users,
 -- departments, groups, roles, assets, proxy credentials, cached by the identity module) and the
 -- permanent interception bypass. A change to any of them bumps that domain's revision here (what
 -- each gateway polls, the safety net) and notifies `aigate_reload` with the domain's name (what
@@ -10,7 +10,7 @@ CREATE TABLE store_changes (
     domain VARCHAR(20) PRIMARY KEY,
     revision BIGINT NOT NULL DEFAULT 0
 );
-INSERT INTO store_changes (domain) VALUES ('snapshot'), ('directory'), ('bypass');
+INSERT INTO store_changes (domain) VALUES ('snapshot'), ('exceptions'), ('directory'), ('bypass');
 
 CREATE OR REPLACE FUNCTION aigate_note_change() RETURNS trigger AS $$
 BEGIN
@@ -50,4 +50,4 @@ $$;
 CREATE TRIGGER exceptions_note_change AFTER INSERT OR DELETE OR UPDATE OF
     exception_type, user_id, department_id, group_id, policy_id, ai_service_id, conditions,
     status, effective_from, effective_until
-ON exceptions FOR EACH ROW EXECUTE FUNCTION aigate_note_change('snapshot');
+ON exceptions FOR EACH ROW EXECUTE FUNCTION aigate_note_change('exceptions');

@@ -1,12 +1,12 @@
--- Revisions of what gateways keep in memory: the snapshot (catalog, signatures, policies,
--- exceptions), the directory (users, departments, groups, roles, assets, proxy credentials) and
+-- Revisions of what gateways keep in memory: the snapshot (catalog, signatures, policies), the
+-- exceptions, the directory (users, departments, groups, roles, assets, proxy credentials) and
 -- the permanent interception bypass. Triggers bump a domain's revision on any change, whoever
 -- makes it (the admin API, a provisioning job, plain SQL); the gateway polls them.
 CREATE TABLE store_changes (
     domain TEXT PRIMARY KEY,
     revision INTEGER NOT NULL DEFAULT 0
 );
-INSERT INTO store_changes (domain) VALUES ('snapshot'), ('directory'), ('bypass');
+INSERT INTO store_changes (domain) VALUES ('snapshot'), ('exceptions'), ('directory'), ('bypass');
 CREATE TRIGGER policies_note_insert AFTER INSERT ON policies
 BEGIN
     UPDATE store_changes SET revision = revision + 1 WHERE domain = 'snapshot';
@@ -153,14 +153,14 @@ BEGIN
 END;
 CREATE TRIGGER exceptions_note_insert AFTER INSERT ON exceptions
 BEGIN
-    UPDATE store_changes SET revision = revision + 1 WHERE domain = 'snapshot';
+    UPDATE store_changes SET revision = revision + 1 WHERE domain = 'exceptions';
 END;
 -- Uses are counted on every matched request: only what changes an exception's cover counts.
 CREATE TRIGGER exceptions_note_update AFTER UPDATE OF exception_type, user_id, department_id, group_id, policy_id, ai_service_id, conditions, status, effective_from, effective_until ON exceptions
 BEGIN
-    UPDATE store_changes SET revision = revision + 1 WHERE domain = 'snapshot';
+    UPDATE store_changes SET revision = revision + 1 WHERE domain = 'exceptions';
 END;
 CREATE TRIGGER exceptions_note_delete AFTER DELETE ON exceptions
 BEGIN
-    UPDATE store_changes SET revision = revision + 1 WHERE domain = 'snapshot';
+    UPDATE store_changes SET revision = revision + 1 WHERE domain = 'exceptions';
 END;

@@ -159,18 +159,32 @@ async fn handle(front: Arc<FrontContext>, mut client: TcpStream, peer: SocketAdd
                 return;
             }
             let identity = &front.shared.identity;
-            let tunnel_user = match Box::pin(
-                identity.authenticate_tunnel(Some(peer.ip()), &headers),
-            )
-            .await
-            {
+            // A blind tunnel to a host that is no AI service never uses its user: without
+            // required authentication its credentials are not worth an argon2 check. (An IP
+            // literal may still name an AI service in its ClientHello.)
+            let unused = !identity.config().require_proxy_auth
+                && !crate::host::is_ip_literal(&target.host)
+                && front
+                    .shared
+                    .router
+                    .route(&front.shared.snapshot.load().catalog, &target.host)
+                    == Route::Tunnel;
+            let authenticated = if unused {
+                Ok(None)
+            } else {
+                Box::pin(identity.authenticate_tunnel(Some(peer.ip()), &headers)).await
+            };
+            let tunnel_user = match authenticated {
                 Ok(user) => user,
                 Err(refusal) => {
                     metrics::PROXY_AUTH_FAILURES
                         .with_label_values(&[refusal.metric_label()])
                         .inc();
                     info!(host = %target.host, %refusal, "CONNECT refused: proxy authentication.");
-                    let _ = write_proxy_auth_required(&mut client, &identity.challenge()).await;
+                    let _ = match refusal.retry_after() {
+                        Some(secs) => write_locked_out(&mut client, secs).await,
+                        None => write_proxy_auth_required(&mut client, &identity.challenge()).await,
+                    };
                     return;
                 }
             };
@@ -677,6 +691,16 @@ async fn write_proxy_auth_required(client: &mut TcpStream, challenge: &str) -> s
     let message = "Proxy authentication required: sign in with your corporate account.\n";
     let response = format!(
         "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: {challenge}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}",
+        message.len()
+    );
+    client.write_all(response.as_bytes()).await?;
+    client.shutdown().await
+}
+
+async fn write_locked_out(client: &mut TcpStream, retry_after_secs: u64) -> std::io::Result<()> {
+    let message = "Too many failed sign-ins: proxy authentication is locked for a while.\n";
+    let response = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {retry_after_secs}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}",
         message.len()
     );
     client.write_all(response.as_bytes()).await?;

@@ -1,6 +1,7 @@
 //! Proxy credentials: `Proxy-Authorization: Basic` parsing and argon2id verification.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{LazyLock, OnceLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -30,11 +31,22 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
         .to_string())
 }
 
-/// Verifies `password` against the stored `(user, hash)`, off the async workers. An unknown user
-/// is verified against a dummy hash so a wrong name costs as long as a wrong password (no user
-/// enumeration by timing).
+/// Argon2 checks allowed at once, process-wide: one per CPU. Each holds argon2's memory and a
+/// blocking thread, so a flood of wrong passwords queues here instead of growing the process
+/// and starving the proxy.
+static VERIFYING: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    tokio::sync::Semaphore::new(cpus)
+});
+
+/// Verifies `password` against the stored `(user, hash)`, off the async workers, at most one
+/// check per CPU at a time. An unknown user is verified against a dummy hash so a wrong name
+/// costs as long as a wrong password (no user enumeration by timing).
 pub(super) async fn verify(stored: Option<(Uuid, String)>, password: String) -> Option<Uuid> {
-    tokio::task::spawn_blocking(move || {
+    let _permit = VERIFYING.acquire().await.ok()?;
+    crate::metrics::PROXY_AUTH_VERIFICATIONS.inc();
+    let running = InFlight::start();
+    let verified = tokio::task::spawn_blocking(move || {
         let (user, hash) = match stored {
             Some((user, hash)) => (Some(user), hash),
             None => (None, dummy_hash().to_owned()),
@@ -47,7 +59,29 @@ pub(super) async fn verify(stored: Option<(Uuid, String)>, password: String) -> 
     })
     .await
     .ok()
-    .flatten()
+    .flatten();
+    drop(running);
+    verified
+}
+
+/// Keeps the in-flight gauge (and its peak) right even when the caller is cancelled.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> InFlight {
+        static PEAK: AtomicI64 = AtomicI64::new(0);
+        let gauge = &crate::metrics::PROXY_AUTH_VERIFYING;
+        gauge.inc();
+        PEAK.fetch_max(gauge.get(), Ordering::Relaxed);
+        crate::metrics::PROXY_AUTH_VERIFYING_PEAK.set(PEAK.load(Ordering::Relaxed));
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        crate::metrics::PROXY_AUTH_VERIFYING.dec();
+    }
 }
 
 fn dummy_hash() -> &'static str {

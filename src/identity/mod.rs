@@ -10,6 +10,7 @@
 
 mod credentials;
 pub mod directory;
+mod lockout;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -142,6 +143,10 @@ pub enum ProxyAuthError {
     Required,
     #[error("proxy credentials rejected")]
     Rejected,
+    /// Too many wrong passwords from this client or for this account: answered 429 with
+    /// `Retry-After`, without checking the password.
+    #[error("proxy authentication locked out for {retry_after_secs} s after repeated failures")]
+    Locked { retry_after_secs: u64 },
 }
 
 impl ProxyAuthError {
@@ -149,6 +154,15 @@ impl ProxyAuthError {
         match self {
             ProxyAuthError::Required => "missing",
             ProxyAuthError::Rejected => "rejected",
+            ProxyAuthError::Locked { .. } => "locked",
+        }
+    }
+
+    /// The `Retry-After` of a lockout.
+    pub fn retry_after(self) -> Option<u64> {
+        match self {
+            ProxyAuthError::Locked { retry_after_secs } => Some(retry_after_secs),
+            _ => None,
         }
     }
 }
@@ -157,6 +171,7 @@ enum ProxyCredentials {
     Absent,
     Valid(Uuid),
     Invalid,
+    Locked(u64),
 }
 
 /// Who a request is attributed to.
@@ -204,6 +219,10 @@ pub struct Resolver {
     devices_by_ip: Cache<IpAddr, Option<Arc<DeviceContext>>>,
     /// SHA-256 of a `Proxy-Authorization` value → the user it proves, or `None` for wrong ones.
     credentials: Cache<[u8; 32], Option<Uuid>>,
+    /// Wrong passwords per client address and per account.
+    lockout: lockout::Lockout,
+    /// Argon2 checks this resolver ran (the process-wide metric sums every resolver).
+    verifications: std::sync::atomic::AtomicU64,
 }
 
 impl Resolver {
@@ -215,6 +234,8 @@ impl Resolver {
             users_by_id: bounded_cache(config),
             devices_by_ip: bounded_cache(config),
             credentials: bounded_cache(config),
+            lockout: lockout::Lockout::new(config.auth_lockout_secs, config.cache_capacity),
+            verifications: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -227,6 +248,12 @@ impl Resolver {
     pub fn reconfigure(&self, config: &IdentityConfig) {
         self.config.store(Arc::new(config.clone()));
         self.invalidate();
+    }
+
+    /// Proxy passwords this resolver has checked with argon2.
+    pub fn verifications(&self) -> u64 {
+        self.verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Drops every cached context (on reload, so directory changes apply).
@@ -259,11 +286,7 @@ impl Resolver {
             let user = match method {
                 AttributionMethod::TrustedHeader => self.trusted_header_user(claims).await,
                 AttributionMethod::ProxyBasic if claims.proxy_auth_applies => {
-                    match self.check_proxy_credentials(claims.headers).await {
-                        ProxyCredentials::Valid(id) => self.user_by_id(id).await,
-                        ProxyCredentials::Invalid => self.rejected()?,
-                        ProxyCredentials::Absent => None,
-                    }
+                    self.proxy_basic_user(claims.client, claims.headers).await?
                 }
                 AttributionMethod::ProxyBasic => None,
                 AttributionMethod::SourceIp => match device.as_ref().and_then(|d| d.owner_id) {
@@ -306,13 +329,7 @@ impl Resolver {
         for method in &config.order {
             let user = match method {
                 AttributionMethod::TrustedHeader => self.trusted_header_user(&claims).await,
-                AttributionMethod::ProxyBasic => {
-                    match self.check_proxy_credentials(headers).await {
-                        ProxyCredentials::Valid(id) => self.user_by_id(id).await,
-                        ProxyCredentials::Invalid => self.rejected()?,
-                        ProxyCredentials::Absent => None,
-                    }
-                }
+                AttributionMethod::ProxyBasic => self.proxy_basic_user(client, headers).await?,
                 AttributionMethod::SourceIp => None,
             };
             if let Some(user) = user {
@@ -336,11 +353,30 @@ impl Resolver {
         )
     }
 
-    /// Wrong credentials: a 407 when authentication is required; otherwise the request is
-    /// simply not attributed by them (a client still configured for another proxy keeps working).
-    fn rejected(&self) -> Result<Option<Arc<UserContext>>, ProxyAuthError> {
+    async fn proxy_basic_user(
+        &self,
+        client: Option<IpAddr>,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Arc<UserContext>>, ProxyAuthError> {
+        match self.check_proxy_credentials(client, headers).await {
+            ProxyCredentials::Valid(id) => Ok(self.user_by_id(id).await),
+            ProxyCredentials::Invalid => self.rejected(ProxyAuthError::Rejected),
+            ProxyCredentials::Locked(retry_after_secs) => {
+                self.rejected(ProxyAuthError::Locked { retry_after_secs })
+            }
+            ProxyCredentials::Absent => Ok(None),
+        }
+    }
+
+    /// Wrong (or locked-out) credentials: refused when authentication is required; otherwise
+    /// the request is simply not attributed by them (a client still configured for another
+    /// proxy keeps working).
+    fn rejected(
+        &self,
+        refusal: ProxyAuthError,
+    ) -> Result<Option<Arc<UserContext>>, ProxyAuthError> {
         if self.config.load().require_proxy_auth {
-            Err(ProxyAuthError::Rejected)
+            Err(refusal)
         } else {
             tracing::debug!(
                 "Ignoring proxy credentials that do not match (authentication not required)."
@@ -383,8 +419,14 @@ impl Resolver {
 
     /// Checks `Proxy-Authorization: Basic`. Argon2 is deliberately slow, so outcomes are cached
     /// by a digest of the header (never the password itself), good and bad alike: a client
-    /// retrying wrong credentials costs one verification per TTL, not one per request.
-    async fn check_proxy_credentials(&self, headers: &http::HeaderMap) -> ProxyCredentials {
+    /// retrying wrong credentials costs one verification per TTL, not one per request, and a
+    /// signed-in user none. A credential not yet known is checked only while neither its client
+    /// address nor its account is locked out ([`lockout`]).
+    async fn check_proxy_credentials(
+        &self,
+        client: Option<IpAddr>,
+        headers: &http::HeaderMap,
+    ) -> ProxyCredentials {
         let Some(value) = headers.get(http::header::PROXY_AUTHORIZATION) else {
             return ProxyCredentials::Absent;
         };
@@ -392,17 +434,40 @@ impl Resolver {
             return ProxyCredentials::Invalid;
         };
         let digest: [u8; 32] = sha2::Sha256::digest(value.as_bytes()).into();
+        match self.credentials.get(&digest).await {
+            Some(Some(user)) => return ProxyCredentials::Valid(user),
+            Some(None) => return ProxyCredentials::Invalid,
+            None => {}
+        }
+        let max = self.config.load().max_auth_failures;
+        if let Some(retry_after) = self.lockout.locked(client, &username, max) {
+            return ProxyCredentials::Locked(retry_after);
+        }
         let store = Arc::clone(&self.store);
+        let fresh = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let checked = Arc::clone(&fresh);
+        let account = username.clone();
         let verified = self
             .credentials
             .try_get_with(digest, async move {
-                let stored = store.proxy_credential(&username).await?;
+                checked.store(true, std::sync::atomic::Ordering::Relaxed);
+                let stored = store.proxy_credential(&account).await?;
                 Ok::<_, StoreError>(credentials::verify(stored, password).await)
             })
             .await;
+        let fresh = fresh.load(std::sync::atomic::Ordering::Relaxed);
+        if fresh {
+            self.verifications
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match verified {
             Ok(Some(user)) => ProxyCredentials::Valid(user),
-            Ok(None) => ProxyCredentials::Invalid,
+            Ok(None) => {
+                if fresh {
+                    self.lockout.failed(client, &username);
+                }
+                ProxyCredentials::Invalid
+            }
             Err(error) => {
                 tracing::warn!(%error, "Proxy credential lookup failed; refusing the credentials.");
                 ProxyCredentials::Invalid

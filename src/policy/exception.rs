@@ -1,12 +1,34 @@
 //! Approved exceptions: a user, department or group excused from one policy or one service,
 //! for a time, a number of uses and (optionally) only some data types.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::Digest;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{Decision, Subject};
+
+/// Who is on the other end of a request, for exceptions scoped to one client: an anonymous
+/// user's justification must not lift the review for every other anonymous user.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientSignals<'a> {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<&'a str>,
+}
+
+impl ClientSignals<'_> {
+    /// A short, stable name for the client's software (`conditions.devices`): a digest of its
+    /// User-Agent, so another browser or tool behind the same address is another device. Not
+    /// the JA4: a resumed TLS session adds extensions and changes it between two connections
+    /// of one browser. Never the raw value, which is not the exception's business.
+    pub fn device_key(&self) -> String {
+        let digest = sha2::Sha256::digest(self.user_agent.unwrap_or("").as_bytes());
+        hex::encode(&digest[..12])
+    }
+}
 
 /// An `exceptions` row as the store returns it.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,10 +103,28 @@ impl From<ExceptionRecord> for ExceptionRule {
                 .get("decisions")
                 .and_then(|d| serde_json::from_value(d.clone()).ok())
                 .unwrap_or_default(),
+            clients: strings(&conditions, "clients")
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
+            devices: strings(&conditions, "devices"),
             uses: AtomicU64::new(u64::try_from(record.usage_count).unwrap_or(0)),
             unflushed: AtomicU64::new(0),
         }
     }
+}
+
+fn strings(conditions: &serde_json::Value, key: &str) -> Vec<String> {
+    conditions
+        .get(key)
+        .and_then(serde_json::Value::as_array)
+        .map(|values| {
+            values
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One `exceptions` row, as the engine needs it.
@@ -110,6 +150,11 @@ pub struct ExceptionRule {
     /// `conditions.decisions`: the outcomes it may cancel (`["review"]` for a user's own
     /// justification, so it never lifts a DENY). Empty: any.
     pub decisions: Vec<Decision>,
+    /// `conditions.clients`: only requests from these addresses. Empty: any.
+    pub clients: Vec<IpAddr>,
+    /// `conditions.devices`: only requests from these devices ([`ClientSignals::device_key`]).
+    /// Empty: any.
+    pub devices: Vec<String>,
     /// Uses so far: the stored count plus this process's uses since the last load.
     pub uses: AtomicU64,
     /// Uses not yet written back to the store.
@@ -156,7 +201,28 @@ impl ExceptionRule {
                     .iter()
                     .any(|allowed| allowed.eq_ignore_ascii_case(h))
             });
-        self.status == "approved" && who && what && outcome && when && data && host
+        self.status == "approved"
+            && who
+            && what
+            && outcome
+            && when
+            && data
+            && host
+            && self.covers_client(subject.client.as_ref())
+    }
+
+    /// A client-scoped exception covers only requests that show the same address and device;
+    /// a request without client signals is not covered (fail closed).
+    fn covers_client(&self, client: Option<&ClientSignals<'_>>) -> bool {
+        if self.clients.is_empty() && self.devices.is_empty() {
+            return true;
+        }
+        let Some(client) = client else {
+            return false;
+        };
+        let address =
+            self.clients.is_empty() || client.ip.is_some_and(|ip| self.clients.contains(&ip));
+        address && (self.devices.is_empty() || self.devices.contains(&client.device_key()))
     }
 
     /// Takes one use if any is left.

@@ -442,6 +442,9 @@ pub struct Subject<'a> {
     pub data_types: Vec<String>,
     /// The request's host, for exceptions that name hosts.
     pub host: Option<&'a str>,
+    /// The client's address and device signals, for exceptions scoped to one client (an
+    /// anonymous user's own justification).
+    pub client: Option<exception::ClientSignals<'a>>,
 }
 
 impl PolicySet {
@@ -1062,6 +1065,7 @@ pub fn eval_input(set: &PolicySet, input: &Value, now: OffsetDateTime) -> Outcom
         approval_status: text("/resource/approval_status"),
         data_types,
         host: text("/request/host"),
+        client: None,
     };
     set.evaluate(&subject, input, &Exceptions::default(), now)
 }

@@ -186,6 +186,8 @@ fn exception(
         data_types: data_types.iter().map(|s| (*s).to_owned()).collect(),
         hosts: Vec::new(),
         decisions: Vec::new(),
+        clients: Vec::new(),
+        devices: Vec::new(),
         uses: AtomicU64::new(0),
         unflushed: AtomicU64::new(0),
     }

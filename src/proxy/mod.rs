@@ -394,6 +394,16 @@ impl AigateProxy {
                 metrics::PROXY_AUTH_FAILURES
                     .with_label_values(&[refusal.metric_label()])
                     .inc();
+                if let Some(secs) = refusal.retry_after() {
+                    let secs = secs.to_string();
+                    return respond_with(
+                        session,
+                        429,
+                        &[("retry-after", secs.as_str())],
+                        "Too many failed sign-ins: proxy authentication is locked for a while.\n",
+                    )
+                    .await;
+                }
                 let challenge = self.shared.identity.challenge();
                 return respond_with(
                     session,
@@ -411,18 +421,24 @@ impl AigateProxy {
         let (body, complete) = read_body_prefix(session, cap).await?;
         let inspected = &body[..body.len().min(cap)];
         let snapshot = self.shared.snapshot.load();
-        if session.req_header().method == http::Method::POST
-            && session.req_header().uri.path() == coach::JUSTIFY_PATH
-        {
-            let host = ctx.target.as_ref().map_or("", |t| t.host.as_str());
-            return match coach::justify(&self.shared, &snapshot, host, inspected, client, &identity)
-                .await
-            {
-                coach::Reply::Redirect(location) => redirect(session, &location).await,
-                coach::Reply::Refused(status, message) => {
-                    respond_text(session, status, message).await
-                }
+        if session.req_header().uri.path() == coach::JUSTIFY_PATH {
+            let header = session.req_header();
+            let caller = coach::Caller {
+                host: ctx.target.as_ref().map_or("", |t| t.host.as_str()),
+                port,
+                tls,
+                identity: &identity,
+                signals: coach::caller_signals(client.map(|c| c.ip()), &header.headers),
             };
+            let request = coach::Request {
+                method: &header.method,
+                query: header.uri.query(),
+                headers: &header.headers,
+                form: inspected,
+                client,
+            };
+            let reply = coach::answer(&self.shared, &snapshot, &caller, &request).await;
+            return coach_reply(session, reply).await;
         }
         let (header, target) = (session.req_header(), ctx.target.as_ref());
         let facts = RequestFacts {
@@ -473,7 +489,19 @@ impl AigateProxy {
             } else {
                 "/"
             };
-            let (header, body) = block::render(verdict, html, return_to)?;
+            let offer = (decision == Decision::Review).then(|| {
+                let caller = coach::Caller {
+                    signals: coach::caller_signals(client.map(|c| c.ip()), &request.headers),
+                    host: ctx.target.as_ref().map_or("", |t| t.host.as_str()),
+                    port,
+                    tls,
+                    identity: &identity,
+                };
+                self.shared
+                    .coach
+                    .offer(&caller, verdict.decision_id, !html, return_to)
+            });
+            let (header, body) = block::render(verdict, html, return_to, offer.as_ref())?;
             session
                 .write_response_header(Box::new(header), false)
                 .await?;
@@ -750,6 +778,31 @@ fn inject_headers(session: &mut Session, headers: Vec<(String, String)>) {
     for (name, value) in headers {
         if let Err(error) = session.req_header_mut().insert_header(name.clone(), value) {
             warn!(header = %name, %error, "A policy's inject_headers entry is not a valid header; skipped.");
+        }
+    }
+}
+
+async fn coach_reply(session: &mut Session, reply: coach::Reply) -> Result<Answer> {
+    match reply {
+        coach::Reply::Redirect(location) => redirect(session, &location).await,
+        coach::Reply::Page(status, page) => {
+            let headers = [
+                ("content-type", "text/html; charset=utf-8"),
+                ("cache-control", "no-store"),
+                ("content-security-policy", block::PAGE_CSP),
+            ];
+            respond_with(session, status, &headers, page).await
+        }
+        coach::Reply::Refused(status, message) => respond_text(session, status, message).await,
+        coach::Reply::TooMany(retry_after) => {
+            let retry_after = retry_after.to_string();
+            respond_with(
+                session,
+                429,
+                &[("retry-after", retry_after.as_str())],
+                "Too many justifications from this client; try again later.\n",
+            )
+            .await
         }
     }
 }

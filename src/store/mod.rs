@@ -70,8 +70,10 @@ impl StoreError {
 /// A part of the store that gateways keep in memory, refreshed as a whole when it changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChangeDomain {
-    /// Catalog, signatures, policies and exceptions: the decision snapshot is rebuilt.
+    /// Catalog, signatures and policies: the decision snapshot is rebuilt.
     Snapshot,
+    /// Exceptions (not their usage counts): only the exception set is swapped.
+    Exceptions,
     /// Users, departments, groups, roles, assets, proxy credentials: identity caches are dropped.
     Directory,
     /// The permanent interception bypass.
@@ -79,8 +81,9 @@ pub enum ChangeDomain {
 }
 
 impl ChangeDomain {
-    pub const ALL: [ChangeDomain; 3] = [
+    pub const ALL: [ChangeDomain; 4] = [
         ChangeDomain::Snapshot,
+        ChangeDomain::Exceptions,
         ChangeDomain::Directory,
         ChangeDomain::Bypass,
     ];
@@ -89,6 +92,7 @@ impl ChangeDomain {
     pub fn as_str(self) -> &'static str {
         match self {
             ChangeDomain::Snapshot => "snapshot",
+            ChangeDomain::Exceptions => "exceptions",
             ChangeDomain::Directory => "directory",
             ChangeDomain::Bypass => "bypass",
         }
@@ -105,6 +109,7 @@ impl ChangeDomain {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Revisions {
     pub snapshot: i64,
+    pub exceptions: i64,
     pub directory: i64,
     pub bypass: i64,
 }
@@ -116,6 +121,7 @@ impl Revisions {
         for (name, revision) in rows {
             match ChangeDomain::from_name(&name) {
                 Some(ChangeDomain::Snapshot) => revisions.snapshot = revision,
+                Some(ChangeDomain::Exceptions) => revisions.exceptions = revision,
                 Some(ChangeDomain::Directory) => revisions.directory = revision,
                 Some(ChangeDomain::Bypass) => revisions.bypass = revision,
                 None => {}
@@ -129,6 +135,9 @@ impl Revisions {
         let mut changed = Vec::new();
         if self.snapshot != earlier.snapshot {
             changed.push(ChangeDomain::Snapshot);
+        }
+        if self.exceptions != earlier.exceptions {
+            changed.push(ChangeDomain::Exceptions);
         }
         if self.directory != earlier.directory {
             changed.push(ChangeDomain::Directory);

@@ -8,12 +8,12 @@ use aigate::store::Store;
 use crate::support::{upstream_ca, Http, Origin, TestGateway};
 
 const ANONYMOUS: &str = "00000000-0000-0000-0000-000000000000";
-const CHAT: &str =
+pub(crate) const CHAT: &str =
     r#"{"model":"gpt-4o","messages":[{"role":"user","content":"Summarise our meeting notes"}]}"#;
 
 /// An Okta-like export: a department tree, a group, a role, four people and one laptop at
 /// 127.0.0.1 (where every test client connects from) owned by dev@.
-fn export(with_laptop: bool) -> serde_json::Value {
+pub(crate) fn export(with_laptop: bool) -> serde_json::Value {
     let mut export = serde_json::json!({
         "source": {"provider": "okta", "name": "Okta test tenant"},
         "departments": [
@@ -64,7 +64,7 @@ fn sqlite_url(gateway: &TestGateway) -> String {
 }
 
 /// Imports `export` into the running gateway's store, as `aigate directory import` would.
-async fn import_into(
+pub(crate) async fn import_into(
     gateway: &TestGateway,
     export: &serde_json::Value,
 ) -> std::sync::Arc<dyn Store> {
@@ -77,7 +77,7 @@ async fn import_into(
 }
 
 /// A gateway with a TLS catalog origin (api.openai.com) and a plain origin (plain.example).
-async fn gateway_with(
+pub(crate) async fn gateway_with(
     adjust: impl FnOnce(&mut aigate::config::Config),
 ) -> (
     TestGateway,
@@ -167,7 +167,7 @@ async fn a_trusted_header_counts_only_from_trusted_networks_and_never_reaches_th
     }
 }
 
-fn basic(user: &str, password: &str) -> String {
+pub(crate) fn basic(user: &str, password: &str) -> String {
     use base64::Engine;
     format!(
         "Basic {}",

@@ -7,11 +7,13 @@ mod support;
 
 mod admin;
 mod bypass;
+mod coach;
 mod faults;
 mod fleet;
 mod identity;
 mod inspect;
 mod lifecycle;
+mod lockout;
 mod management;
 mod network;
 mod policy;

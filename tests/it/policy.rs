@@ -2,7 +2,12 @@
 
 use crate::support::{upstream_ca, Http, Origin, TestGateway};
 
-fn test_service(slug: &str, domain: &str, approval: &str, capabilities: &[&str]) -> String {
+pub(crate) fn test_service(
+    slug: &str,
+    domain: &str,
+    approval: &str,
+    capabilities: &[&str],
+) -> String {
     format!(
         "services:\n- service_id: {id}\n  slug: {slug}\n  name: {slug} AI\n  signatures:\n    domains: [{domain}]\n    api_patterns: [/v1/chat/completions]\n  \
          risk_tier: high\n  risk_score: 80\n  approval_status: {approval}\n  certifications: [SOC2]\n  data_handling: no_retention\n  capabilities: [{caps}]\n",
@@ -14,7 +19,7 @@ fn test_service(slug: &str, domain: &str, approval: &str, capabilities: &[&str])
 /// A gateway over a one-file catalog and a copy of the shipped policies (plus `extra`
 /// policies, as `(name, priority, rego)`), polling the store every second. Returns the policy
 /// directory too, for tests that change it.
-async fn policy_gateway(
+pub(crate) async fn policy_gateway(
     catalog_yaml: &str,
     host: &'static str,
     extra: &[(&str, i32, &str)],
@@ -39,7 +44,7 @@ async fn policy_gateway(
     (gateway, origin, policy_dir)
 }
 
-async fn gateway_with(catalog_yaml: &str, host: &'static str) -> (TestGateway, Origin) {
+pub(crate) async fn gateway_with(catalog_yaml: &str, host: &'static str) -> (TestGateway, Origin) {
     let (gateway, origin, _) = policy_gateway(catalog_yaml, host, &[], |_| {}).await;
     (gateway, origin)
 }
@@ -84,11 +89,15 @@ fn write_policy(dir: &std::path::Path, name: &str, priority: i32, rego: &str) {
     std::fs::write(dir.join(format!("{file}.rego")), rego).unwrap();
 }
 
-async fn post_json(gateway: &TestGateway, url: &str, body: &str) -> (u16, serde_json::Value) {
+pub(crate) async fn post_json(
+    gateway: &TestGateway,
+    url: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
     post_json_with(gateway, url, body, &[]).await
 }
 
-async fn post_json_with(
+pub(crate) async fn post_json_with(
     gateway: &TestGateway,
     url: &str,
     body: &str,
@@ -457,10 +466,15 @@ async fn a_business_justification_lifts_a_review_but_never_a_denial() {
             && html.contains("name=\"return_to\" value=\"/chat?x=1\""),
         "{html}"
     );
+    let token = crate::coach::token_of(&html);
 
     let too_short = browser
         .post("https://new.example/.aigate/justify")
-        .form(&[("justification", "need"), ("return_to", "/chat?x=1")])
+        .form(&[
+            ("justification", "need"),
+            ("return_to", "/chat?x=1"),
+            ("token", &token),
+        ])
         .send()
         .await
         .unwrap();
@@ -477,6 +491,7 @@ async fn a_business_justification_lifts_a_review_but_never_a_denial() {
         .form(&[
             ("justification", "Evaluating it for the Q3 vendor review"),
             ("return_to", "/chat?x=1"),
+            ("token", &token),
         ])
         .send()
         .await
@@ -639,7 +654,9 @@ async fn an_unknown_ai_service_is_coached_and_a_justification_lets_the_user_thro
         .await
         .unwrap();
     assert_eq!(page.status(), 403);
-    assert!(page.text().await.unwrap().contains("/.aigate/justify"));
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/.aigate/justify"));
+    let token = crate::coach::token_of(&html);
 
     let justified = browser
         .post("https://llm.internal.example/.aigate/justify")
@@ -649,6 +666,7 @@ async fn an_unknown_ai_service_is_coached_and_a_justification_lets_the_user_thro
                 "Trying our internal model gateway for the pilot",
             ),
             ("return_to", "/v1/chat/completions"),
+            ("token", &token),
         ])
         .send()
         .await
