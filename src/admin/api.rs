@@ -216,6 +216,14 @@ pub fn audit(shared: &Shared, grant: &Grant, change: Change<'_>) {
         })));
 }
 
+/// Swaps in the store's exceptions after an exception changed: no policy rebuild.
+pub async fn reload_exceptions(shared: &Shared) -> ApiResult<()> {
+    crate::server::reload_exceptions(shared)
+        .await
+        .map(|_| ())
+        .map_err(ApiError::from)
+}
+
 /// Rebuilds the enforcement snapshot after a write that changes it.
 pub async fn reload(shared: &Shared) -> ApiResult<()> {
     crate::server::reload(shared)

@@ -192,7 +192,7 @@ async fn decide(
             after: after.clone(),
         },
     );
-    api::reload(shared).await?;
+    api::reload_exceptions(shared).await?;
     Ok(Json(after))
 }
 
