@@ -156,18 +156,10 @@ mod proptests {
     use super::*;
     use proptest::prelude::*;
 
-    fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 256,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
     const LABEL: &str = "[A-Za-z0-9_]([A-Za-z0-9_-]{0,20}[A-Za-z0-9_])?";
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(crate::proptest_config())]
 
         #[test]
         fn the_host_grammar_never_panics_and_agrees_with_itself(name in "\\PC{0,80}|[a-zA-Z0-9.\\-_\\[\\]:]{0,80}") {

@@ -22,3 +22,14 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod upstream;
+
+/// The property tests' settings: a bounded case count so CI stays fast, and no failure files
+/// written into the source tree.
+#[cfg(test)]
+pub(crate) fn proptest_config() -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: 256,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}

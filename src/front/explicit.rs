@@ -758,14 +758,6 @@ mod proptests {
     use super::*;
     use proptest::prelude::*;
 
-    fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 256,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
     /// `read_head` over a real loopback socket the client writes `bytes` to and then closes.
     fn read(bytes: Vec<u8>, max_bytes: usize) -> (Result<Head, Refusal>, Vec<u8>) {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -795,7 +787,7 @@ mod proptests {
     const NAME: &str = "[a-zA-Z][a-zA-Z0-9-]{0,15}[a-zA-Z0-9](\\.[a-zA-Z][a-zA-Z0-9]{0,8}){1,3}";
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(crate::proptest_config())]
 
         #[test]
         fn connect_targets_never_panic_and_are_valid_when_accepted(authority in "\\PC{0,60}|[a-zA-Z0-9.:\\[\\]@%-]{0,60}") {

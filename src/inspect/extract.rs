@@ -937,14 +937,6 @@ mod proptests {
     use super::*;
     use proptest::prelude::*;
 
-    fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 256,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
-    }
-
     fn check_shape(out: &Extracted, body_len: usize, limit: usize) -> Result<(), TestCaseError> {
         let mut previous_end = 0;
         for segment in &out.segments {
@@ -992,7 +984,7 @@ mod proptests {
     }
 
     proptest! {
-        #![proptest_config(config())]
+        #![proptest_config(crate::proptest_config())]
 
         #[test]
         fn any_body_under_any_label_is_read_without_panic(

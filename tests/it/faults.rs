@@ -7,12 +7,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
-use crate::lifecycle::{collect_log, log_line};
+use crate::support::process::GatewayProcess;
 use crate::support::{repo_path, Origin};
 
 /// A tmpfs mounted on a temporary directory, unmounted when dropped (even by a failing test).
@@ -89,45 +89,22 @@ impl Drop for Tmpfs {
     }
 }
 
-/// The gateway binary, killed when dropped.
+/// The gateway binary under test.
 struct Gateway {
-    child: std::process::Child,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    proxy: String,
-    admin: String,
+    process: GatewayProcess,
 }
 
 impl Gateway {
     async fn start(config: &str, dir: &Path) -> Gateway {
         let path = dir.join("aigate.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_aigate"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = collect_log(&mut child);
-        let listening = log_line(&log, "Gateway listening").await;
-        let field = |name: &str| {
-            listening
-                .split_whitespace()
-                .find_map(|f| f.strip_prefix(name))
-                .unwrap()
-                .to_owned()
-        };
         Gateway {
-            proxy: field("proxy="),
-            admin: field("admin="),
-            child,
-            log,
+            process: GatewayProcess::start(&path).await,
         }
     }
 
     async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("http://{}/metrics", self.admin))
+        let text = reqwest::get(format!("http://{}/metrics", self.process.admin))
             .await
             .unwrap()
             .text()
@@ -160,21 +137,14 @@ impl Gateway {
     }
 
     fn stop(mut self) {
-        let pid = self.child.id().to_string();
+        let pid = self.process.child.id().to_string();
         assert!(Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .unwrap()
             .success());
-        let status = self.child.wait().unwrap();
+        let status = self.process.child.wait().unwrap();
         assert!(status.success(), "{status}");
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -248,7 +218,7 @@ async fn disk_full_loses_nothing(
     )
     .await;
     let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://{}", gateway.proxy)).unwrap())
+        .proxy(reqwest::Proxy::http(format!("http://{}", gateway.process.proxy)).unwrap())
         .build()
         .unwrap();
 
@@ -298,7 +268,7 @@ async fn disk_full_loses_nothing(
     assert_eq!(gateway.metric("aigate_audit_dropped_total").await, 0.0);
     assert_eq!(gateway.metric("aigate_audit_dead_letter_total").await, 0.0);
     assert_counts_only_committed(&gateway, &rows).await;
-    let errors = gateway.log.lock().unwrap().join("\n");
+    let errors = gateway.process.log.lock().unwrap().join("\n");
     assert!(
         errors.contains("Store failing audit writes"),
         "the failure must be logged as an error"

@@ -3,14 +3,13 @@
 //! within about a second, without a restart: the other's poll interval is set to a minute here, so
 //! only the store's change notifications can make the deadline.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::store::{drop_pg_database, fresh_pg_database};
+use crate::support::process::GatewayProcess;
 use crate::support::{repo_path, sha256_hex, upstream_ca, Origin};
 
 const TOKEN: &str = "fleet-admin-token";
@@ -20,22 +19,13 @@ const PROPAGATION: Duration = Duration::from_secs(3);
 
 /// One gateway process with its own CA and addresses, on the shared store.
 struct Member {
-    child: Child,
-    proxy: String,
-    admin: String,
+    process: GatewayProcess,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Member {
     /// `identity`: extra lines of the `[identity]` section.
-    fn spawn(
+    async fn spawn(
         store_url: &str,
         upstream_ca_pem: &str,
         resolve: &[(&str, std::net::SocketAddr)],
@@ -43,43 +33,8 @@ impl Member {
     ) -> Member {
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), store_url, upstream_ca_pem, resolve, identity);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_aigate"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                let _ = lines_tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let listening = loop {
-            assert!(Instant::now() < deadline, "the gateway did not start");
-            if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(200)) {
-                if line.contains("Gateway listening") {
-                    break line;
-                }
-            }
-        };
-        let field = |name: &str| {
-            listening
-                .split(&format!("{name}="))
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .unwrap()
-                .to_owned()
-        };
         Member {
-            proxy: field("proxy"),
-            admin: field("admin"),
-            child,
+            process: GatewayProcess::start(&config).await,
             dir,
         }
     }
@@ -98,7 +53,7 @@ impl Member {
         let mut request = client
             .request(
                 method.parse().unwrap(),
-                format!("http://{}{path}", self.admin),
+                format!("http://{}{path}", self.process.admin),
             )
             .bearer_auth(TOKEN);
         if let Some(body) = body {
@@ -115,7 +70,7 @@ impl Member {
 
     /// A fresh client through this gateway's proxy (a kept-alive tunnel stays what it was).
     fn client(&self, credentials: Option<(&str, &str)>) -> reqwest::Client {
-        let mut proxy = reqwest::Proxy::all(format!("http://{}", self.proxy)).unwrap();
+        let mut proxy = reqwest::Proxy::all(format!("http://{}", self.process.proxy)).unwrap();
         if let Some((user, password)) = credentials {
             proxy = proxy.basic_auth(user, password);
         }
@@ -185,8 +140,8 @@ async fn a_change_through_one_gateway_reaches_the_other_at_once() {
     let ca = upstream_ca();
     let origin = Origin::start_tls(&ca, &["chatgpt.com"]).await;
     let resolve = [("chatgpt.com", origin.addr)];
-    let a = Member::spawn(&pg_url, ca.cert_pem(), &resolve, "");
-    let b = Member::spawn(&pg_url, ca.cert_pem(), &resolve, "");
+    let a = Member::spawn(&pg_url, ca.cert_pem(), &resolve, "").await;
+    let b = Member::spawn(&pg_url, ca.cert_pem(), &resolve, "").await;
     let chat = |member: &Member| {
         let client = member.client(None);
         async move {
@@ -258,13 +213,15 @@ async fn a_provisioned_password_is_accepted_by_every_gateway_at_once() {
         ca.cert_pem(),
         &resolve,
         "require_proxy_auth = true",
-    );
+    )
+    .await;
     let b = Member::spawn(
         &pg_url,
         ca.cert_pem(),
         &resolve,
         "require_proxy_auth = true",
-    );
+    )
+    .await;
     let store = aigate::store::open(&pg_url).await.unwrap();
     let export = a.dir.path().join("export.json");
     std::fs::write(

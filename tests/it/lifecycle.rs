@@ -2,9 +2,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::process::{collect_log, log_line};
 use crate::support::{
     gateway_tls_config, repo_path, shipped_policies_without, upstream_ca, Origin,
 };
@@ -154,34 +155,6 @@ fn sighup_reloads_and_sigterm_stops_cleanly() {
     wait_for("SIGTERM received");
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
-}
-
-/// The binary's stderr, collected line by line for assertions.
-pub(crate) fn collect_log(child: &mut std::process::Child) -> Arc<Mutex<Vec<String>>> {
-    let log: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stderr = child.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            sink.lock().unwrap().push(line);
-        }
-    });
-    log
-}
-
-pub(crate) async fn log_line(log: &Mutex<Vec<String>>, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Some(line) = log.lock().unwrap().iter().find(|l| l.contains(needle)) {
-            return line.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "no log line containing {needle:?}:\n{}",
-        log.lock().unwrap().join("\n")
-    );
 }
 
 /// A TLS client for the intercepted inside of a CONNECT tunnel, trusting the gateway CA only.

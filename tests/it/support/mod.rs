@@ -1,6 +1,8 @@
 //! Shared test fixtures: a real gateway on port 0, a local TLS/plain HTTP upstream that records
 //! what it receives, and clients configured to go through the proxy.
 
+pub mod process;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
