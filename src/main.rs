@@ -347,9 +347,19 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
+/// jemalloc gives freed pages back to the system only from a thread that allocates: after a burst
+/// of connections an idle gateway kept its peak RSS for good (0% of 65 MiB back 32 s after 1,000
+/// keep-alive connections closed). A background thread purges them on jemalloc's decay timers.
+fn release_freed_memory_in_background() {
+    if let Err(error) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(%error, "Cannot start jemalloc's background purging; freed memory stays resident.");
+    }
+}
+
 fn run(path: &std::path::Path) -> anyhow::Result<()> {
     let config = load(path)?;
     init_logging(&config);
+    release_freed_memory_in_background();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("aigate")
