@@ -236,7 +236,7 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200, description = "Ready, with the catalog size", body = Object)))]
+#[utoipa::path(get, path = "/readyz", tag = "public", responses((status = 200, description = "Ready, with the catalog size; \"degraded\" with broken_policies when an active policy does not compile (still 200: the gateway serves)", body = Object)))]
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let snapshot = shared.snapshot.load();
     let services = snapshot.catalog.services().len();
