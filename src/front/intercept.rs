@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use pingora::apps::ServerApp;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{Ssl, ALPN};
 use rustls::server::{ClientHello as RustlsClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpStream;
@@ -183,7 +185,42 @@ pub async fn accept(
         debug!(host = %target.host, %reason, "Intercepted connection ended before a request.");
         return;
     }
-    front.app.process_new(Box::new(tls), &front.shutdown).await;
+    if matches!(tls.selected_alpn_proto(), Some(ALPN::H2)) {
+        front.app.process_new(Box::new(tls), &front.shutdown).await;
+    } else {
+        serve_http1(front, tls, idle_timeout).await;
+    }
+}
+
+/// HTTP/1.1 keep-alive, parked between requests. pingora's own loop makes the next session at
+/// once and waits for the next request inside a future sized for a whole proxied request, so
+/// an idle keep-alive connection held a session, its buffers and that future (64.7 KiB per
+/// connection in a debug build, `benches/load/keepalive_rss.py`); here only the TLS stream
+/// waits, and a session is made when the next request's bytes arrive.
+async fn serve_http1(front: &FrontContext, mut tls: ClientTls, idle_timeout: std::time::Duration) {
+    let mut settings = None;
+    loop {
+        let mut session = ServerSession::new_http1(Box::new(tls));
+        match settings.take() {
+            Some(settings) => HttpPersistentSettings::apply_to_session(settings, &mut session),
+            // What pingora's loop gives a first request.
+            None => session.set_keepalive((!*front.shutdown.borrow()).then_some(60)),
+        }
+        let Some(reused) = front.app.process_new_http(session, &front.shutdown).await else {
+            return;
+        };
+        let (stream, persistent) = reused.consume();
+        settings = persistent;
+        // Our own stream comes back: it went in as a `ClientTls`.
+        let Ok(stream) = stream.into_any().downcast::<ClientTls>() else {
+            return;
+        };
+        tls = *stream;
+        if let Err(reason) = tls.wait_for_request(idle_timeout, &front.shutdown).await {
+            debug!(%reason, "Intercepted keep-alive connection ended between requests.");
+            return;
+        }
+    }
 }
 
 /// The TLS alert a client answered our leaf with, when it sent one.
