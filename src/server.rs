@@ -281,11 +281,8 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         "Policies compiled."
     );
     let router = Router::new(&config.intercept);
-    match store.bypass_hosts().await {
-        Ok(hosts) => router.set_permanent_bypass(&hosts),
-        Err(error) => {
-            tracing::warn!(%error, "Cannot load the permanent bypass; starting without it.")
-        }
+    if let Err(error) = router.reload_permanent_bypass(store.as_ref()).await {
+        tracing::warn!(%error, "Cannot load the permanent bypass; starting without it.")
     }
     let shared = Arc::new(Shared {
         upstream: Upstream::new(&config.upstream, own_listeners),
@@ -895,14 +892,15 @@ async fn apply_store_change(shared: &Shared, domain: ChangeDomain) {
             shared.identity.invalidate();
             info!("The directory changed in the store; identity caches dropped.");
         }
-        ChangeDomain::Bypass => match shared.store.bypass_hosts().await {
-            Ok(hosts) => {
-                shared.router.set_permanent_bypass(&hosts);
-                info!(
-                    hosts = hosts.len(),
-                    "The interception bypass changed in the store; reloaded."
-                );
-            }
+        ChangeDomain::Bypass => match shared
+            .router
+            .reload_permanent_bypass(shared.store.as_ref())
+            .await
+        {
+            Ok(hosts) => info!(
+                hosts,
+                "The interception bypass changed in the store; reloaded."
+            ),
             Err(error) => tracing::warn!(
                 %error,
                 "Cannot read the changed interception bypass; the previous one stays."

@@ -375,7 +375,11 @@ async fn add_permanent_bypass(
     {
         return store_unavailable(&error);
     }
-    if let Err(error) = reload_permanent_bypass(&shared).await {
+    if let Err(error) = shared
+        .router
+        .reload_permanent_bypass(shared.store.as_ref())
+        .await
+    {
         return store_unavailable(&error);
     }
     info!(%host, was_learned, "Host added to the permanent interception bypass.");
@@ -415,7 +419,11 @@ async fn remove_permanent_bypass(
             &format!("{host} is not in the permanent bypass"),
         );
     }
-    if let Err(error) = reload_permanent_bypass(&shared).await {
+    if let Err(error) = shared
+        .router
+        .reload_permanent_bypass(shared.store.as_ref())
+        .await
+    {
         return store_unavailable(&error);
     }
     info!(%host, "Host removed from the permanent interception bypass.");
@@ -458,12 +466,6 @@ async fn reload(State(shared): State<Arc<Shared>>, Extension(grant): Extension<G
             )
         }
     }
-}
-
-async fn reload_permanent_bypass(shared: &Shared) -> Result<(), crate::store::StoreError> {
-    let hosts = shared.store.bypass_hosts().await?;
-    shared.router.set_permanent_bypass(&hosts);
-    Ok(())
 }
 
 fn store_unavailable(error: &crate::store::StoreError) -> Response {

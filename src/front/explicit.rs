@@ -546,14 +546,16 @@ async fn refuse_tunnel(client: &mut TcpStream, target: &ConnectTarget, error: &U
             (502, "Bad Gateway", format!("Bad gateway: {error}."))
         }
     };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nX-Aigate-Error: {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}\n",
-        header_safe(&message),
-        message.len() + 1
-    );
-    if client.write_all(response.as_bytes()).await.is_ok() {
-        let _ = client.shutdown().await;
-    }
+    let header = header_safe(&message);
+    let body = format!("{message}\n");
+    let _ = write_response(
+        client,
+        status,
+        reason,
+        Some(("X-Aigate-Error", &header)),
+        &body,
+    )
+    .await;
 }
 
 /// `text` as a header value: visible ASCII and spaces only, bounded.
@@ -689,22 +691,22 @@ async fn write_connect_established(client: &mut TcpStream) -> std::io::Result<()
 
 async fn write_proxy_auth_required(client: &mut TcpStream, challenge: &str) -> std::io::Result<()> {
     let message = "Proxy authentication required: sign in with your corporate account.\n";
-    let response = format!(
-        "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: {challenge}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}",
-        message.len()
-    );
-    client.write_all(response.as_bytes()).await?;
-    client.shutdown().await
+    let header = Some(("Proxy-Authenticate", challenge));
+    write_response(
+        client,
+        407,
+        "Proxy Authentication Required",
+        header,
+        message,
+    )
+    .await
 }
 
 async fn write_locked_out(client: &mut TcpStream, retry_after_secs: u64) -> std::io::Result<()> {
     let message = "Too many failed sign-ins: proxy authentication is locked for a while.\n";
-    let response = format!(
-        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: {retry_after_secs}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}",
-        message.len()
-    );
-    client.write_all(response.as_bytes()).await?;
-    client.shutdown().await
+    let retry_after = retry_after_secs.to_string();
+    let header = Some(("Retry-After", retry_after.as_str()));
+    write_response(client, 429, "Too Many Requests", header, message).await
 }
 
 async fn write_status(
@@ -713,8 +715,22 @@ async fn write_status(
     reason: &str,
     message: &str,
 ) -> std::io::Result<()> {
+    write_response(client, status, reason, None, message).await
+}
+
+/// A plain-text answer that closes the connection, with one extra header when given.
+async fn write_response(
+    client: &mut TcpStream,
+    status: u16,
+    reason: &str,
+    header: Option<(&str, &str)>,
+    message: &str,
+) -> std::io::Result<()> {
+    let extra = header.map_or(String::new(), |(name, value)| {
+        format!("{name}: {value}\r\n")
+    });
     let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}",
+        "HTTP/1.1 {status} {reason}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{message}",
         message.len()
     );
     client.write_all(response.as_bytes()).await?;

@@ -319,6 +319,17 @@ impl Router {
             .store(Arc::new(DomainSet::new(hosts.iter().map(String::as_str))));
     }
 
+    /// Re-reads the permanent bypass from the store; returns how many hosts it holds. On an
+    /// error the running set stays.
+    pub async fn reload_permanent_bypass(
+        &self,
+        store: &dyn crate::store::Store,
+    ) -> Result<usize, crate::store::StoreError> {
+        let hosts = store.bypass_hosts().await?;
+        self.set_permanent_bypass(&hosts);
+        Ok(hosts.len())
+    }
+
     /// Every learned bypass entry, by host then client.
     pub fn learned_bypass(&self) -> Vec<LearnedBypass> {
         let mut entries: Vec<LearnedBypass> = self

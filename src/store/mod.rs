@@ -81,6 +81,7 @@ pub enum ChangeDomain {
 }
 
 impl ChangeDomain {
+    /// Every domain, in declaration order (a domain's index in `Revisions`).
     pub const ALL: [ChangeDomain; 4] = [
         ChangeDomain::Snapshot,
         ChangeDomain::Exceptions,
@@ -105,47 +106,32 @@ impl ChangeDomain {
     }
 }
 
-/// Each domain's revision (`store_changes`).
+/// Each domain's revision (`store_changes`), in `ChangeDomain::ALL` order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Revisions {
-    pub snapshot: i64,
-    pub exceptions: i64,
-    pub directory: i64,
-    pub bypass: i64,
-}
+pub struct Revisions([i64; ChangeDomain::ALL.len()]);
 
 impl Revisions {
     /// From `(domain, revision)` rows; an unknown domain is ignored (a newer schema).
     pub(crate) fn from_rows(rows: impl IntoIterator<Item = (String, i64)>) -> Revisions {
         let mut revisions = Revisions::default();
         for (name, revision) in rows {
-            match ChangeDomain::from_name(&name) {
-                Some(ChangeDomain::Snapshot) => revisions.snapshot = revision,
-                Some(ChangeDomain::Exceptions) => revisions.exceptions = revision,
-                Some(ChangeDomain::Directory) => revisions.directory = revision,
-                Some(ChangeDomain::Bypass) => revisions.bypass = revision,
-                None => {}
+            if let Some(domain) = ChangeDomain::from_name(&name) {
+                revisions.0[domain as usize] = revision;
             }
         }
         revisions
     }
 
+    pub fn get(&self, domain: ChangeDomain) -> i64 {
+        self.0[domain as usize]
+    }
+
     /// The domains whose revision differs from `earlier`.
     pub fn changed_since(&self, earlier: &Revisions) -> Vec<ChangeDomain> {
-        let mut changed = Vec::new();
-        if self.snapshot != earlier.snapshot {
-            changed.push(ChangeDomain::Snapshot);
-        }
-        if self.exceptions != earlier.exceptions {
-            changed.push(ChangeDomain::Exceptions);
-        }
-        if self.directory != earlier.directory {
-            changed.push(ChangeDomain::Directory);
-        }
-        if self.bypass != earlier.bypass {
-            changed.push(ChangeDomain::Bypass);
-        }
-        changed
+        ChangeDomain::ALL
+            .into_iter()
+            .filter(|domain| self.get(*domain) != earlier.get(*domain))
+            .collect()
     }
 }
 
@@ -585,6 +571,21 @@ pub(crate) fn parse_timestamp(text: &str) -> Option<time::OffsetDateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn revisions_follow_each_domain() {
+        for (index, domain) in ChangeDomain::ALL.into_iter().enumerate() {
+            assert_eq!(domain as usize, index);
+        }
+        let earlier = Revisions::from_rows([("snapshot".to_owned(), 3), ("bypass".to_owned(), 1)]);
+        let later = Revisions::from_rows([
+            ("snapshot".to_owned(), 3),
+            ("bypass".to_owned(), 2),
+            ("future".to_owned(), 9),
+        ]);
+        assert_eq!(later.get(ChangeDomain::Bypass), 2);
+        assert_eq!(later.changed_since(&earlier), vec![ChangeDomain::Bypass]);
+    }
 
     #[test]
     fn storage_failures_are_retriable_and_constraints_are_not() {
