@@ -5,7 +5,9 @@
 #   aigate-tunnel     aigate blind-tunnelling a host outside the catalog (bench.test)
 #   mitmproxy         mitmdump intercepting, with a regex PII/secret scan addon (mitm_scan.py)
 #   squid             Squid ssl-bump intercepting (bump all), access log on
-# and writes target/bench-report.md. See the README section "Load harness".
+# and writes its report to docs/perf/REPORT-<UTC date>.md (-b, -c, ... when that day has one
+# already; each report is history, never overwritten), raw results to target/bench-results.jsonl.
+# Add the new report's row to docs/perf/RESULTS.md. See the README section "Load harness".
 #
 # Usage: benches/load/run.sh [--quick] [--targets direct,aigate-intercept,...] [--keep]
 #   --quick    short runs (2 s per level, 256 MiB bulk, 2,000 idle connections) to validate
@@ -424,7 +426,24 @@ if want aigate-intercept || want aigate-tunnel; then
 fi
 
 # --- report ------------------------------------------------------------------------------------
-REPORT="$ROOT/target/bench-report.md"
+# The next free name for today's report: REPORT-<date>.md, then -b, -c, ... (a full day of
+# experiments has reached -g), so an earlier run of the day is never overwritten.
+next_report_path() {
+    local dir="$ROOT/docs/perf" day suffix candidate
+    day=$(date -u +%Y-%m-%d)
+    candidate="$dir/REPORT-$day.md"
+    for suffix in b c d e f g h i j k l m n o p q r s t u v w x y z; do
+        [ -e "$candidate" ] || break
+        candidate="$dir/REPORT-$day-$suffix.md"
+    done
+    if [ -e "$candidate" ]; then
+        echo "run.sh: every report name for $day is taken up to -z in $dir" >&2
+        return 1
+    fi
+    echo "$candidate"
+}
+mkdir -p "$ROOT/docs/perf"
+REPORT=$(next_report_path)
 read -r STEAL_START TOTAL_START <<<"$TICKS_AT_START"
 read -r STEAL_END TOTAL_END <<<"$(cpu_ticks)"
 STEAL_SHARE=$(awk -v s=$((STEAL_END - STEAL_START)) -v t=$((TOTAL_END - TOTAL_START)) 'BEGIN { printf "%.1f%%", t ? 100 * s / t : 0 }')
@@ -446,4 +465,4 @@ STEAL_SHARE=$(awk -v s=$((STEAL_END - STEAL_START)) -v t=$((TOTAL_END - TOTAL_ST
 } >"$WORK/header.md"
 "$CLIENT" report --results "$RESULTS" --out "$REPORT" --header "$WORK/header.md"
 cp "$RESULTS" "$ROOT/target/bench-results.jsonl"
-log "report: $REPORT (raw: target/bench-results.jsonl)"
+log "report: ${REPORT#"$ROOT"/} (raw: target/bench-results.jsonl); add its row to docs/perf/RESULTS.md"
