@@ -508,7 +508,7 @@ fn full_decision_path(c: &mut Criterion) {
     // this thread makes decisions several times faster than the writer can store them (and than
     // any gateway can serve requests), so records pile up between drains, the heap grows into
     // fresh pages, and the request thread takes their page faults: on one host 80-90% of the
-    // calls whose record stage took over 10 µs had faulted (REPORT-2026-12-04). Paced, the writer
+    // calls whose record stage took over 10 µs had faulted (docs/perf/RESULTS.md, 2026-12-04). Paced, the writer
     // keeps up as it does behind a real gateway, and the tail is the decision path's own.
     for (label, interval) in [
         ("back to back", None),

@@ -55,7 +55,7 @@ enum Command {
     Run(Box<RunArgs>),
     /// The host's price of a cross-CPU wake-up, printed as one line for the report header: what
     /// a thread pays to wake one that sleeps on another, idle CPU, and how late that one runs.
-    /// On some hypervisors this is several times a request's own CPU cost (REPORT-2026-12-04).
+    /// On some hypervisors this is several times a request's own CPU cost (docs/perf/RESULTS.md, 2026-12-04).
     WakeCost {
         #[arg(long, default_value_t = 0)]
         waker_cpu: usize,
