@@ -154,8 +154,7 @@ struct Resolved(Vec<Migration>);
 impl MigrationSource<'static> for Resolved {
     fn resolve(
         self,
-    ) -> futures::future::BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>>
-    {
+    ) -> futures::future::BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
         Box::pin(async move { Ok(self.0) })
     }
 }
@@ -246,7 +245,10 @@ mod tests {
 
     #[test]
     fn an_existing_database_keeps_its_shape() {
-        for shape in [TimeSeriesShape::Timescale, TimeSeriesShape::NativePartitions] {
+        for shape in [
+            TimeSeriesShape::Timescale,
+            TimeSeriesShape::NativePartitions,
+        ] {
             assert_eq!(
                 decide(TimeSeries::Auto, Some(shape), offer(true, true)),
                 Ok(shape)

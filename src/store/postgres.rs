@@ -11,8 +11,8 @@ use tracing::info;
 
 use super::admin::{ExceptionChange, ListQuery, Listing, PolicyWrite, TokenGrant, ViolationPatch};
 use super::{
-    classify, pg_copy, pg_timeseries, redact_url, signature_rows, ChangeDomain, DirectorySync, Revisions, Store,
-    StoreError, TimeSeries, TimeSeriesShape,
+    classify, pg_copy, pg_timeseries, redact_url, signature_rows, ChangeDomain, DirectorySync,
+    Revisions, Store, StoreError, TimeSeries, TimeSeriesShape,
 };
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::{AiService, Catalog};

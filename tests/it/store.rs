@@ -403,7 +403,7 @@ async fn assert_timescale_shape(db: &mut sqlx::PgConnection) {
     let (materialized_only, refresh_jobs): (bool, i64) = sqlx::query_as(
         "SELECT c.materialized_only, (SELECT count(*) FROM timescaledb_information.jobs j \
          WHERE j.proc_name = 'policy_refresh_continuous_aggregate' \
-         AND j.hypertable_name = c.materialization_hypertable_name) \
+         AND j.hypertable_name = c.view_name) \
          FROM timescaledb_information.continuous_aggregates c WHERE c.view_name = 'decisions_hourly'",
     )
     .fetch_one(&mut *db)
