@@ -476,6 +476,35 @@ pub struct StoreConfig {
     pub import_catalog: bool,
     /// Interval of the partition/retention/rollup job.
     pub maintenance_interval_secs: u64,
+    /// How a new PostgreSQL database stores decisions and audit events.
+    pub time_series: TimeSeries,
+}
+
+/// `[store] time_series`: the shape migration 0002 gives a new PostgreSQL database. A database
+/// keeps the shape it was created with; an explicit choice that contradicts it fails the
+/// migration instead of converting tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeSeries {
+    /// TimescaleDB when the server has the extension installed and preloaded, else partitions.
+    #[default]
+    Auto,
+    /// Hypertables, retention jobs and a continuous aggregate; refuses to migrate without the
+    /// extension installed and in `shared_preload_libraries`.
+    Timescaledb,
+    /// Native monthly range partitions kept by the gateway, even when TimescaleDB is there.
+    Partitions,
+}
+
+impl TimeSeries {
+    /// The value as written in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeSeries::Auto => "auto",
+            TimeSeries::Timescaledb => "timescaledb",
+            TimeSeries::Partitions => "partitions",
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -485,6 +514,7 @@ impl Default for StoreConfig {
             migrate_on_start: true,
             import_catalog: true,
             maintenance_interval_secs: 3600,
+            time_series: TimeSeries::Auto,
         }
     }
 }

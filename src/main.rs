@@ -162,7 +162,8 @@ fn main() -> anyhow::Result<()> {
             let config = load(&config)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             let shape = runtime.block_on(async {
-                let store = aigate::store::open(&config.store.url).await?;
+                let store =
+                    aigate::store::open_with(&config.store.url, config.store.time_series).await?;
                 store.migrate().await
             })?;
             eprintln!(
@@ -336,7 +337,7 @@ struct OpenStore {
 fn open_migrated_store(config: &Config) -> anyhow::Result<OpenStore> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let store = runtime.block_on(async {
-        let store = aigate::store::open(&config.store.url).await?;
+        let store = aigate::store::open_with(&config.store.url, config.store.time_series).await?;
         store.migrate().await?;
         Ok::<_, aigate::store::StoreError>(store)
     })?;

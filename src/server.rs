@@ -378,7 +378,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
 /// Opens the store, migrates it and imports the catalog, logging which time-series shape is in
 /// use. A store that is down at start is not fatal: the audit writer spills until it is back.
 async fn prepare_store(config: &Config, catalog: &Catalog) -> Result<Arc<dyn Store>, StartError> {
-    let store = store::open(&config.store.url).await?;
+    let store = store::open_with(&config.store.url, config.store.time_series).await?;
     if config.store.migrate_on_start {
         match store.migrate().await {
             Ok(shape) => {

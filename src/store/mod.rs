@@ -5,6 +5,7 @@
 //! request path never waits on it.
 
 mod pg_copy;
+mod pg_timeseries;
 mod postgres;
 mod sqlite;
 
@@ -23,6 +24,7 @@ use admin::{ExceptionChange, ListQuery, Listing, PolicyWrite, TokenGrant, Violat
 
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::{AiService, Catalog};
+pub use crate::config::TimeSeries;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +36,8 @@ pub enum StoreError {
     Rejected(#[source] sqlx::Error),
     #[error("migrating the store: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("[store] time_series: {0}")]
+    TimeSeries(String),
     #[error("stored {table} row {id}: {message}")]
     Corrupt {
         table: &'static str,
@@ -60,9 +64,10 @@ impl StoreError {
         match self {
             StoreError::Unavailable(error) | StoreError::Rejected(error) => failure_kind(error),
             StoreError::Io { source, .. } => io_failure_kind(source),
-            StoreError::Url { .. } | StoreError::Migrate(_) | StoreError::Corrupt { .. } => {
-                FailureKind::Rejected
-            }
+            StoreError::Url { .. }
+            | StoreError::Migrate(_)
+            | StoreError::TimeSeries(_)
+            | StoreError::Corrupt { .. } => FailureKind::Rejected,
         }
     }
 }
@@ -262,7 +267,7 @@ impl TimeSeriesShape {
     pub fn describe(self) -> &'static str {
         match self {
             TimeSeriesShape::Timescale => "TimescaleDB hypertables with retention policies and the decisions_hourly continuous aggregate",
-            TimeSeriesShape::NativePartitions => "native monthly range partitions maintained by the gateway (TimescaleDB not available)",
+            TimeSeriesShape::NativePartitions => "native monthly range partitions maintained by the gateway",
             TimeSeriesShape::Embedded => "embedded SQLite tables",
         }
     }
@@ -498,12 +503,26 @@ pub struct DirectorySync {
     pub error: Option<String>,
 }
 
-/// Opens the store a `[store] url` names (`sqlite:` or `postgres://`).
+/// Opens the store a `[store] url` names (`sqlite:` or `postgres://`); a new PostgreSQL
+/// database gets TimescaleDB when the server has it (`[store] time_series = "auto"`).
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, TimeSeries::Auto).await
+}
+
+/// Opens the store with the configured `[store] time_series` choice.
+pub async fn open_with(url: &str, time_series: TimeSeries) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
+        if time_series != TimeSeries::Auto {
+            return Err(StoreError::TimeSeries(format!(
+                "\"{}\" applies to PostgreSQL only; the SQLite store has one shape (remove the key)",
+                time_series.name()
+            )));
+        }
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
+        Ok(Arc::new(
+            postgres::PostgresStore::open(url, time_series).await?,
+        ))
     } else {
         Err(StoreError::Url {
             url: url.to_owned(),

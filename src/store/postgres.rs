@@ -11,8 +11,8 @@ use tracing::info;
 
 use super::admin::{ExceptionChange, ListQuery, Listing, PolicyWrite, TokenGrant, ViolationPatch};
 use super::{
-    classify, pg_copy, redact_url, signature_rows, ChangeDomain, DirectorySync, Revisions, Store,
-    StoreError, TimeSeriesShape,
+    classify, pg_copy, pg_timeseries, redact_url, signature_rows, ChangeDomain, DirectorySync,
+    Revisions, Store, StoreError, TimeSeries, TimeSeriesShape,
 };
 use crate::audit::{AuditEventRecord, DecisionRecord};
 use crate::catalog::{AiService, Catalog};
@@ -36,10 +36,11 @@ const PARALLEL_COPY_ROWS: usize = 400;
 #[derive(Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    time_series: TimeSeries,
 }
 
 impl PostgresStore {
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, time_series: TimeSeries) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(std::time::Duration::from_secs(5))
@@ -48,21 +49,13 @@ impl PostgresStore {
                 url: redact_url(url),
                 message: error.to_string(),
             })?;
-        Ok(Self { pool })
+        Ok(Self { pool, time_series })
     }
 
     async fn shape(&self) -> Result<TimeSeriesShape, StoreError> {
-        let timescale: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(classify)?;
-        Ok(if timescale {
-            TimeSeriesShape::Timescale
-        } else {
-            TimeSeriesShape::NativePartitions
-        })
+        Ok(pg_timeseries::existing_shape(&self.pool)
+            .await?
+            .unwrap_or(TimeSeriesShape::NativePartitions))
     }
 
     /// Creates the monthly partition of `table` that holds `month_start`, moving any rows the
@@ -305,22 +298,13 @@ async fn notify_violations(
 #[async_trait]
 impl Store for PostgresStore {
     async fn migrate(&self) -> Result<TimeSeriesShape, StoreError> {
-        MIGRATOR.run(&self.pool).await?;
-        let shape = self.shape().await?;
+        let shape = pg_timeseries::choose_shape(&self.pool, self.time_series).await?;
+        pg_timeseries::migrator_for(&MIGRATOR, shape)
+            .await?
+            .run(&self.pool)
+            .await?;
         if shape == TimeSeriesShape::Timescale {
-            // Continuous aggregates cannot be created inside a transaction, so not in a migration.
-            for statement in [
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS decisions_hourly WITH (timescaledb.continuous) AS \
-                 SELECT time_bucket('1 hour', timestamp) AS hour, user_id, resource_id, decision, \
-                 COUNT(*) AS decision_count, AVG(risk_score) AS avg_risk_score, \
-                 AVG(evaluation_duration_ms) AS avg_duration_ms \
-                 FROM decisions GROUP BY hour, user_id, resource_id, decision WITH NO DATA",
-                "SELECT add_continuous_aggregate_policy('decisions_hourly', \
-                 start_offset => INTERVAL '3 hours', end_offset => INTERVAL '1 hour', \
-                 schedule_interval => INTERVAL '1 hour', if_not_exists => TRUE)",
-            ] {
-                sqlx::query(statement).execute(&self.pool).await.map_err(classify)?;
-            }
+            pg_timeseries::ensure_continuous_aggregate(&self.pool).await?;
         } else {
             self.maintain().await?;
         }
@@ -1309,7 +1293,10 @@ impl Store for PostgresStore {
             .max_connections(2)
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_lazy_with(options);
-        Some(Arc::new(PostgresStore { pool }))
+        Some(Arc::new(PostgresStore {
+            pool,
+            time_series: self.time_series,
+        }))
     }
 
     async fn maintain(&self) -> Result<Vec<String>, StoreError> {

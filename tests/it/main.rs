@@ -20,4 +20,5 @@ mod policy;
 mod proxy;
 mod routing;
 mod store;
+mod timeseries;
 mod transparent;

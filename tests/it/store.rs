@@ -10,7 +10,7 @@ use sqlx::{Connection, Row};
 use tokio::net::{TcpListener, TcpStream};
 
 use aigate::audit::{AuditHandle, AuditRecord, AuditWriterConfig, DecisionRecord, ViolationRecord};
-use aigate::store::{self, TimeSeriesShape};
+use aigate::store::{self, Store, TimeSeries, TimeSeriesShape};
 
 use crate::support::{upstream_ca, Http, Origin, TestGateway};
 
@@ -32,6 +32,32 @@ pub(crate) async fn fresh_pg_database() -> String {
         .await
         .unwrap();
     format!("{}/{name}", pg_server())
+}
+
+/// The two shapes of a PostgreSQL store: tests of the time-series tables (migrations, the
+/// decisions write path, rollups) run in both. CI installs and preloads TimescaleDB
+/// (`.ci/run`), so both are always available there.
+pub(crate) const PG_SHAPES: [TimeSeries; 2] = [TimeSeries::Timescaledb, TimeSeries::Partitions];
+
+/// A fresh database (as `fresh_pg_database`) migrated into `time_series` shape, with its store:
+/// `TimeSeries::Timescaledb` gives hypertables, retention jobs and the continuous aggregate,
+/// `TimeSeries::Partitions` native partitions, whatever the server offers.
+pub(crate) async fn fresh_pg_store(time_series: TimeSeries) -> (String, Arc<dyn Store>) {
+    let url = fresh_pg_database().await;
+    let store = store::open_with(&url, time_series).await.unwrap();
+    let shape = store.migrate().await.unwrap_or_else(|error| {
+        panic!("{error} (TimescaleDB: run ../shared/timescaledb/install.sh as .ci/run does)")
+    });
+    assert_eq!(shape, expected_shape(time_series), "{url}");
+    (url, store)
+}
+
+pub(crate) fn expected_shape(time_series: TimeSeries) -> TimeSeriesShape {
+    match time_series {
+        TimeSeries::Timescaledb => TimeSeriesShape::Timescale,
+        TimeSeries::Partitions => TimeSeriesShape::NativePartitions,
+        TimeSeries::Auto => unreachable!("tests name the shape they need"),
+    }
 }
 
 pub(crate) async fn drop_pg_database(url: &str) {
@@ -86,137 +112,6 @@ pub(crate) fn decision(at: time::OffsetDateTime, deny: bool) -> DecisionRecord {
             severity: "critical".into(),
         }),
     }
-}
-
-#[tokio::test]
-async fn postgres_migrations_apply_idempotently_with_constraints_and_partitions() {
-    let url = fresh_pg_database().await;
-    let store = store::open(&url).await.unwrap();
-    assert_eq!(
-        store.migrate().await.unwrap(),
-        TimeSeriesShape::NativePartitions
-    );
-    assert_eq!(
-        store.migrate().await.unwrap(),
-        TimeSeriesShape::NativePartitions,
-        "second run is a no-op"
-    );
-
-    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE '%\\_y%' \
-         AND tablename NOT LIKE '%\\_default' AND tablename NOT LIKE '\\_sqlx%' ORDER BY 1",
-    )
-    .fetch_all(&mut db)
-    .await
-    .unwrap();
-    for table in [
-        "ai_service_signatures",
-        "ai_services",
-        "assets",
-        "audit_events",
-        "compliance_controls",
-        "compliance_evidence",
-        "compliance_frameworks",
-        "decisions",
-        "departments",
-        "exceptions",
-        "groups",
-        "integration_sync_logs",
-        "integrations",
-        "notifications",
-        "policies",
-        "policy_conflicts",
-        "policy_control_mappings",
-        "policy_versions",
-        "readiness_assessments",
-        "roles",
-        "shadow_ai_detections",
-        "user_groups",
-        "user_roles",
-        "users",
-        "violations",
-    ] {
-        assert!(
-            tables.contains(&table.to_owned()),
-            "{table} missing: {tables:?}"
-        );
-    }
-    let frameworks: i64 = sqlx::query_scalar("SELECT count(*) FROM compliance_frameworks")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    assert_eq!(frameworks, 5, "the data model's seed rows");
-
-    let check = sqlx::query(
-        "INSERT INTO ai_services (name, signatures, risk_tier, risk_score, approval_status) \
-         VALUES ('x', '{}', 'extreme', 10, 'approved')",
-    )
-    .execute(&mut db)
-    .await
-    .unwrap_err();
-    assert!(check.to_string().contains("valid_risk_tier"), "{check}");
-
-    // Decisions land in the partition of their month; an old month's partition is dropped by
-    // the retention job.
-    let now = time::OffsetDateTime::now_utc();
-    store.write_decisions(&[decision(now, true)]).await.unwrap();
-    let partition: String = sqlx::query_scalar("SELECT tableoid::regclass::text FROM decisions")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    assert_eq!(
-        partition,
-        format!("decisions_y{:04}m{:02}", now.year(), u8::from(now.month()))
-    );
-    let violations: i64 = sqlx::query_scalar("SELECT count(*) FROM violations")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    assert_eq!(violations, 1);
-
-    // A replayed batch (COPY collides with stored rows) is written idempotently.
-    let replayed = decision(now, true);
-    store
-        .write_decisions(std::slice::from_ref(&replayed))
-        .await
-        .unwrap();
-    store
-        .write_decisions(&[replayed, decision(now, false)])
-        .await
-        .unwrap();
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM decisions")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    assert_eq!(stored, 3, "the replayed row once, the new row once");
-
-    sqlx::query("CREATE TABLE decisions_y2020m01 PARTITION OF decisions FOR VALUES FROM ('2020-01-01') TO ('2020-02-01')")
-        .execute(&mut db)
-        .await
-        .unwrap();
-    let old = time::macros::datetime!(2020-01-15 12:00 UTC);
-    store
-        .write_decisions(&[decision(old, false)])
-        .await
-        .unwrap();
-    let report = store.maintain().await.unwrap();
-    assert!(
-        report
-            .iter()
-            .any(|line| line.contains("decisions_y2020m01")),
-        "{report:?}"
-    );
-    let remaining: i64 = sqlx::query_scalar("SELECT count(*) FROM decisions")
-        .fetch_one(&mut db)
-        .await
-        .unwrap();
-    assert_eq!(
-        remaining, 3,
-        "only this month's decisions survive retention"
-    );
-    db.close().await.unwrap();
-    drop_pg_database(&url).await;
 }
 
 /// A TCP relay in front of PostgreSQL that the test can cut and restore.
@@ -422,11 +317,24 @@ async fn the_embedded_store_records_a_denied_request_with_its_violation() {
 
 #[tokio::test]
 async fn the_gateway_on_postgres_records_decisions_and_imports_the_catalog_once() {
+    for time_series in PG_SHAPES {
+        gateway_on_postgres_records_decisions_and_imports_the_catalog_once(time_series).await;
+    }
+}
+
+/// The gateway migrates a new database into the `[store] time_series` shape it is configured
+/// with, then records decisions there.
+async fn gateway_on_postgres_records_decisions_and_imports_the_catalog_once(
+    time_series: TimeSeries,
+) {
     let url = fresh_pg_database().await;
     let ca = upstream_ca();
     let store_url = url.clone();
-    let gateway =
-        TestGateway::start_with(&ca, &[], move |config| config.store.url = store_url).await;
+    let gateway = TestGateway::start_with(&ca, &[], move |config| {
+        config.store.url = store_url;
+        config.store.time_series = time_series;
+    })
+    .await;
     let client = gateway.client(&gateway.ca_pem(), Http::One);
     let denied = client
         .get("https://chat.deepseek.com/")
@@ -462,6 +370,17 @@ async fn the_gateway_on_postgres_records_decisions_and_imports_the_catalog_once(
         .execute(&mut db)
         .await
         .unwrap();
+    let partitioned: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = 'decisions'::regclass)",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        partitioned,
+        time_series == TimeSeries::Partitions,
+        "{time_series:?}"
+    );
     let store_url = url.clone();
     let again = TestGateway::start_with(&ca, &[], move |config| config.store.url = store_url).await;
     again.gateway.shutdown().await;
@@ -775,9 +694,11 @@ async fn sqlite_stores_batches_of_any_size_once() {
 /// before (a replay after a half committed).
 #[tokio::test]
 async fn postgres_stores_batches_of_any_size_once() {
-    let url = fresh_pg_database().await;
-    stores_batches_of_any_size_once(&url, &[1, 399, 400, 401, 1077]).await;
-    drop_pg_database(&url).await;
+    for time_series in PG_SHAPES {
+        let (url, _) = fresh_pg_store(time_series).await;
+        stores_batches_of_any_size_once(&url, &[1, 399, 400, 401, 1077]).await;
+        drop_pg_database(&url).await;
+    }
 }
 
 /// Writes each batch size twice, the second time after storing the batch's second half alone,
@@ -814,10 +735,14 @@ async fn stores_batches_of_any_size_once(url: &str, sizes: &[usize]) {
 /// relies on hitting the same primary key, and readers must not see which path wrote a row.
 #[tokio::test]
 async fn postgres_copy_and_insert_store_identical_rows() {
-    let url = fresh_pg_database().await;
-    let store = store::open(&url).await.unwrap();
-    store.migrate().await.unwrap();
+    for time_series in PG_SHAPES {
+        let (url, store) = fresh_pg_store(time_series).await;
+        copy_and_insert_store_identical_rows(&url, &*store).await;
+        drop_pg_database(&url).await;
+    }
+}
 
+async fn copy_and_insert_store_identical_rows(url: &str, store: &dyn Store) {
     let at = time::OffsetDateTime::now_utc()
         .replace_nanosecond(123_456_789)
         .unwrap();
@@ -874,7 +799,7 @@ async fn postgres_copy_and_insert_store_identical_rows() {
         .await
         .unwrap();
 
-    let mut db = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut db = sqlx::PgConnection::connect(url).await.unwrap();
     let row = |id: uuid::Uuid| {
         sqlx::query_scalar::<_, serde_json::Value>(
             "SELECT to_jsonb(d) - 'decision_id' FROM decisions d WHERE decision_id = $1",
@@ -921,5 +846,4 @@ async fn postgres_copy_and_insert_store_identical_rows() {
     assert_eq!(violations.len(), 2, "{violations:?}");
     assert_eq!(violations[0], violations[1]);
     db.close().await.unwrap();
-    drop_pg_database(&url).await;
 }
