@@ -103,7 +103,7 @@ pub fn decision_record(
 impl DecisionRecord {
     /// Notes in the explanation that the body went upstream masked. Only redacted forwards pay
     /// the re-parse.
-    pub fn note_body_redacted(&mut self) {
+    pub(crate) fn note_body_redacted(&mut self) {
         self.explanation = self.explanation.take().map(with_body_redacted);
     }
 }

@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 pub use definition::{load_dir, PolicyDefinition, PolicyLoadError, Scope};
 pub use exception::{ExceptionRecord, ExceptionRule, Exceptions, NewException};
-pub use input::InputBuilder;
+pub(crate) use input::InputBuilder;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
