@@ -2,10 +2,12 @@
 //! store in batches, without ever making a request wait on the database or losing a record when
 //! the database is down.
 
+mod decision;
 mod priority;
 mod record;
 mod writer;
 
+pub use decision::decision_record;
 pub use priority::{WriterPriority, WRITER_THREAD_PREFIX};
 
 pub use record::{

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// The user id recorded when a request could not be attributed to anyone.
-pub const ANONYMOUS_USER: Uuid = Uuid::nil();
+/// The user id recorded when a request could not be attributed to anyone (the policy input
+/// names the same id).
+pub use crate::policy::facts::ANONYMOUS_USER;
 
 /// Stands in for `policy_id` on violations raised by the built-in catalog-approval rule, which
 /// is not a row of `policies` (the column is NOT NULL).

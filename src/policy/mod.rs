@@ -12,6 +12,8 @@
 
 pub mod definition;
 pub mod exception;
+pub mod facts;
+mod input;
 mod memo;
 pub mod testing;
 
@@ -26,6 +28,7 @@ use uuid::Uuid;
 
 pub use definition::{load_dir, PolicyDefinition, PolicyLoadError, Scope};
 pub use exception::{ExceptionRecord, ExceptionRule, Exceptions, NewException};
+pub(crate) use input::InputBuilder;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,

@@ -1,19 +1,15 @@
 //! The pingora `ProxyHttp` implementation: every request phase is a few lines calling a module.
 //!
-//! Where the request goes is fixed before the request is read: for an intercepted tunnel, the
-//! CONNECT target the front recorded on the connection (never the inner `Host`, which would allow
-//! domain fronting); for a plain request, the absolute-form target. `request_filter` buffers the
-//! body, asks the pipeline for a verdict and either answers the block itself or lets pingora
-//! forward — so a denied request never opens an upstream connection.
-//!
-//! Body replay: pingora sends the request head upstream before `request_body_filter` runs, so the
-//! body is read in `request_filter`. Up to 64 KiB pingora's retry buffer replays it; a complete
-//! body beyond that is re-issued as a subrequest carrying the buffered bytes; a body beyond the
-//! inspection cap is judged on its prefix and the prefix is put back in front of the rest in
-//! `request_body_filter`.
+//! Where the request goes is fixed before the request is read (`target`). `request_filter`
+//! buffers the body, asks the pipeline for a verdict and carries out the plan `enforce` makes of
+//! it: it answers a stop itself or lets pingora forward, so a denied request never opens an
+//! upstream connection.
 
 pub mod block;
 pub mod coach;
+mod enforce;
+mod respond;
+mod target;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,17 +26,17 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::{debug, info, warn};
 
-use crate::audit::{AuditRecord, DecisionRecord, JsonText};
-use crate::config::ReviewAction;
+use crate::audit::{AuditRecord, DecisionRecord};
 use crate::front::{ConnectionMeta, Listener};
-use crate::identity::Claims;
+use crate::identity::{Claims, Identity};
 use crate::metrics;
-use crate::pipeline::{self, Decision, RequestFacts, Source, Verdict};
+use crate::pipeline::{self, RequestFacts, Source, Verdict};
 use crate::server::Shared;
-use crate::upstream::UpstreamError;
 
-/// pingora's retry buffer holds at most this much request body (`BODY_BUF_LIMIT`).
-const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
+use enforce::{Delivery, Plan};
+use respond::{respond_text, respond_with};
+use target::{normalize_to_origin_form, Target};
+
 /// Streams multiplexed on one upstream h2 connection.
 const UPSTREAM_H2_STREAMS: usize = 100;
 
@@ -52,16 +48,6 @@ impl AigateProxy {
     pub fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
-}
-
-/// Where a request goes upstream, fixed in `request_filter`.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub host: String,
-    pub port: u16,
-    pub tls: bool,
-    /// Resolved only once the request is allowed.
-    pub addr: Option<SocketAddr>,
 }
 
 /// Carried into the nested pass of a large-body subrequest: the parent already decided.
@@ -294,7 +280,349 @@ impl ProxyHttp for AigateProxy {
 
 // === impl AigateProxy ===
 
+/// A phase's result, or the answer it wrote itself (then the request is done with).
+type Phase<T> = Result<std::result::Result<T, Answer>>;
+
+/// The value of a phase; returns the answer from `admit` when the phase wrote one.
+macro_rules! or_answered {
+    ($phase:expr) => {
+        match $phase {
+            Ok(value) => value,
+            Err(answer) => return Ok(answer),
+        }
+    };
+}
+
+/// The request body as buffered for the decision.
+struct Body {
+    bytes: Bytes,
+    /// Nothing is left unread on the wire.
+    complete: bool,
+    /// The inspection cap (the last chunk read may take `bytes` past it).
+    cap: usize,
+}
+
+impl Body {
+    /// Reads the request body until it ends or `cap` bytes are buffered.
+    async fn read(session: &mut Session, cap: usize) -> Result<Body> {
+        session.enable_retry_buffering();
+        let mut body = BytesMut::new();
+        while !session.is_body_done() {
+            match session.read_request_body().await? {
+                Some(chunk) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() >= cap {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        Ok(Body {
+            bytes: body.freeze(),
+            complete: session.is_body_done(),
+            cap,
+        })
+    }
+
+    fn inspected(&self) -> &[u8] {
+        &self.bytes[..self.bytes.len().min(self.cap)]
+    }
+}
+
 impl AigateProxy {
+    /// Everything between the request head and the upstream: where the request goes, who sent
+    /// it, its body, the decision, and what the decision requires.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Answer> {
+        let meta = connection_meta(session);
+        let meta = meta.as_deref();
+        let source = or_answered!(self.route(session, ctx, meta).await?);
+        let identity = or_answered!(self.identify(session, meta).await?);
+        if let Some(answer) = respond::answer_expectation(session).await? {
+            return Ok(answer);
+        }
+        let cap = self.shared.config().proxy.body_buffer_bytes;
+        let body = Body::read(session, cap).await?;
+        if session.req_header().uri.path() == coach::JUSTIFY_PATH {
+            return self.justify(session, ctx, meta, &identity, &body).await;
+        }
+        self.decide(session, ctx, meta, source, &identity, &body);
+        let review_action = self.shared.config().policy.review_action;
+        match enforce::plan(
+            ctx.verdict.as_ref(),
+            review_action,
+            &body.bytes,
+            body.complete,
+        ) {
+            Plan::Stop { coach } => {
+                self.stop(session, ctx, meta, &identity, coach, body.complete)
+                    .await
+            }
+            Plan::Allow(delivery) => self.deliver(session, ctx, meta, delivery, body.bytes).await,
+        }
+    }
+
+    /// Fixes where the request goes (`ctx.target`), refusing a request that cannot be routed or
+    /// that already passed through this gateway.
+    async fn route(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        meta: Option<&ConnectionMeta>,
+    ) -> Phase<Source> {
+        let (target, source) = match target::route(session.req_header(), meta) {
+            Ok(routed) => routed,
+            Err(unroutable) => {
+                return respond_text(session, unroutable.status, unroutable.message)
+                    .await
+                    .map(Err)
+            }
+        };
+        ctx.target = Some(target);
+        let via = session.req_header().headers.get_all(http::header::VIA);
+        if self
+            .shared
+            .upstream
+            .has_looped(via.iter().filter_map(|v| v.to_str().ok()))
+        {
+            metrics::UPSTREAM_REFUSED.with_label_values(&["loop"]).inc();
+            warn!(host = ?ctx.target.as_ref().map(|t| t.host.as_str()), "Refused a request that already passed through this gateway.");
+            return respond_text(
+                session,
+                508,
+                "Loop detected: this request already passed through this gateway (Via).\n",
+            )
+            .await
+            .map(Err);
+        }
+        Ok(Ok(source))
+    }
+
+    /// Who sent the request; a failed proxy authentication is answered with 407 (429 while the
+    /// sign-in is locked).
+    async fn identify(
+        &self,
+        session: &mut Session,
+        meta: Option<&ConnectionMeta>,
+    ) -> Phase<Identity> {
+        let claims = Claims {
+            client: meta.map(|m| m.client.ip()),
+            headers: &session.req_header().headers,
+            tunnel_user: meta.and_then(|m| m.tunnel_user),
+            proxy_auth_applies: meta
+                .is_none_or(|m| m.listener == Listener::Explicit && m.intercepted.is_none()),
+        };
+        let refusal = match self.shared.identity.identify(&claims).await {
+            Ok(identity) => return Ok(Ok(identity)),
+            Err(refusal) => refusal,
+        };
+        info!(%refusal, "Proxy authentication failed.");
+        metrics::PROXY_AUTH_FAILURES
+            .with_label_values(&[refusal.metric_label()])
+            .inc();
+        let answer = if let Some(secs) = refusal.retry_after() {
+            let secs = secs.to_string();
+            respond_with(
+                session,
+                429,
+                &[("retry-after", secs.as_str())],
+                "Too many failed sign-ins: proxy authentication is locked for a while.\n",
+            )
+            .await
+        } else {
+            let challenge = self.shared.identity.challenge();
+            respond_with(
+                session,
+                407,
+                &[("proxy-authenticate", challenge.as_str())],
+                "Proxy authentication required: sign in with your corporate account.\n",
+            )
+            .await
+        };
+        answer.map(Err)
+    }
+
+    /// Answers the coaching form's own path: the justification a REVIEW offers.
+    async fn justify(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        meta: Option<&ConnectionMeta>,
+        identity: &Identity,
+        body: &Body,
+    ) -> Result<Answer> {
+        let snapshot = self.shared.snapshot.load();
+        let header = session.req_header();
+        let client = meta.map(|m| m.client);
+        let caller = caller(ctx.target.as_ref(), identity, client, &header.headers);
+        let request = coach::Request {
+            method: &header.method,
+            query: header.uri.query(),
+            headers: &header.headers,
+            form: body.inspected(),
+            client,
+        };
+        let reply = coach::answer(&self.shared, &snapshot, &caller, &request).await;
+        respond::coach_reply(session, reply).await
+    }
+
+    /// Puts the verdict and its audit record in `ctx`. A plain request to a host that is no AI
+    /// service is forwarded undecided, as a tunnel to such a host is: it is not AI usage, and
+    /// recording it as such filled the dashboard.
+    fn decide(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        meta: Option<&ConnectionMeta>,
+        source: Source,
+        identity: &Identity,
+        body: &Body,
+    ) {
+        let snapshot = self.shared.snapshot.load();
+        let (header, target) = (session.req_header(), ctx.target.as_ref());
+        let facts = RequestFacts {
+            method: header.method.as_str(),
+            scheme: if target.is_some_and(|t| t.tls) {
+                "https"
+            } else {
+                "http"
+            },
+            host: target.map_or("", |t| t.host.as_str()),
+            port: target.map_or(0, |t| t.port),
+            path: header.uri.path(),
+            query: header.uri.query(),
+            headers: &header.headers,
+            body: body.inspected(),
+            body_truncated: !body.complete,
+            client: meta.map(|m| m.client),
+            source,
+            ja4: meta.and_then(|m| m.ja4.as_deref()),
+            identity,
+        };
+        let plain = matches!(source, Source::ProxyPlain | Source::TransparentPlain);
+        if plain && !self.is_ai_request(&snapshot, &facts) {
+            return;
+        }
+        let deciding = Instant::now();
+        let verdict = pipeline::decide(&snapshot, &facts);
+        ctx.record = Some(pipeline::decision_record(
+            &facts,
+            &verdict,
+            deciding.elapsed(),
+        ));
+        ctx.verdict = Some(verdict);
+    }
+
+    /// Answers a stopped request with the stop page, with the justification a REVIEW offers
+    /// when `offer_justification`.
+    async fn stop(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        meta: Option<&ConnectionMeta>,
+        identity: &Identity,
+        offer_justification: bool,
+        complete: bool,
+    ) -> Result<Answer> {
+        if !complete {
+            // The rest of the body is still on the wire; this connection cannot carry another request.
+            session.set_keepalive(None);
+        }
+        let Some(verdict) = ctx.verdict.as_ref() else {
+            return Ok(Answer::Forward);
+        };
+        let request = session.req_header();
+        let html = block::wants_html(request.headers.get("accept"));
+        // The coaching form sends the user back to the page they asked for.
+        let return_to = if request.method == http::Method::GET {
+            request.uri.path_and_query().map_or("/", |p| p.as_str())
+        } else {
+            "/"
+        };
+        let offer = offer_justification.then(|| {
+            let client = meta.map(|m| m.client);
+            let caller = caller(ctx.target.as_ref(), identity, client, &request.headers);
+            self.shared
+                .coach
+                .offer(&caller, verdict.decision_id, !html, return_to)
+        });
+        let (header, body) = block::render(verdict, html, return_to, offer.as_ref())?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(Answer::Done)
+    }
+
+    /// Sends an allowed request on: resolves its destination, applies the obligations of the
+    /// policies that allowed it, and delivers `body` as planned.
+    async fn deliver(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        meta: Option<&ConnectionMeta>,
+        delivery: Delivery,
+        body: Bytes,
+    ) -> Result<Answer> {
+        or_answered!(self.resolve(session, ctx, meta).await?);
+        // An undecided request (plain traffic to a host that is no AI service) has no
+        // obligations, but its body is delivered all the same.
+        if let Some(verdict) = ctx.verdict.as_ref() {
+            inject_headers(session, verdict.outcome.inject_headers.clone());
+        }
+        match delivery {
+            Delivery::Refuse { status, message } => respond_text(session, status, message).await,
+            Delivery::Masked(masked) => {
+                if let Some(record) = ctx.record.as_mut() {
+                    record.note_body_redacted();
+                }
+                self.forward_as_subrequest(session, ctx, masked).await?;
+                Ok(Answer::Done)
+            }
+            Delivery::Replay => Ok(Answer::Forward),
+            Delivery::Subrequest => {
+                self.forward_as_subrequest(session, ctx, body).await?;
+                Ok(Answer::Done)
+            }
+            Delivery::PrefixThenRest => {
+                ctx.unreplayed_body = Some(body);
+                Ok(Answer::Forward)
+            }
+        }
+    }
+
+    /// The upstream address. Only an allowed request is resolved: a denied one must not depend
+    /// on, or leak through, a DNS lookup of the service it was denied for.
+    async fn resolve(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        meta: Option<&ConnectionMeta>,
+    ) -> Phase<()> {
+        let Some(target) = ctx.target.as_mut() else {
+            return Ok(Err(Answer::Forward));
+        };
+        // A redirected client already chose the address; DNS is only asked for explicit clients.
+        let resolved = match meta.and_then(|m| m.original_dst) {
+            Some(original_dst) => self.shared.upstream.pinned(original_dst),
+            None => {
+                self.shared
+                    .upstream
+                    .resolve(&target.host, target.port)
+                    .await
+            }
+        };
+        match resolved {
+            Ok(addr) => {
+                target.addr = Some(addr);
+                Ok(Ok(()))
+            }
+            Err(error) => respond::refuse_destination(session, target, &error)
+                .await
+                .map(Err),
+        }
+    }
+
     /// An AI host (catalog, `extra_hosts`, or any host with `mode = "all"`), or a request whose
     /// own signals (API path, headers) name an AI service or look like an unknown one.
     fn is_ai_request(&self, snapshot: &pipeline::Snapshot, facts: &RequestFacts<'_>) -> bool {
@@ -310,274 +638,6 @@ impl AigateProxy {
                 ja4: facts.ja4,
             });
         fingerprint.service.is_some() || fingerprint.unknown_ai
-    }
-
-    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Answer> {
-        let meta = connection_meta(session);
-        let transparent = meta
-            .as_ref()
-            .is_some_and(|m| m.listener == Listener::Transparent);
-        let (host, port, tls, source) = match meta.as_ref().and_then(|m| m.intercepted.as_ref()) {
-            Some(connect) => {
-                if let Some(inner) = inner_host(session.req_header()) {
-                    if !inner.eq_ignore_ascii_case(&connect.host) {
-                        // Sending a request for one host inside a tunnel opened to another is
-                        // domain fronting; the upstream is pinned to the CONNECT target (or the
-                        // SNI of a redirected connection) anyway.
-                        warn!(connect = %connect.host, inner, "Inner Host differs from the intercepted host.");
-                        return respond_text(
-                            session,
-                            421,
-                            "Misdirected request: the Host header must match the host the TLS connection was opened for.\n",
-                        )
-                        .await;
-                    }
-                }
-                let source = if transparent {
-                    Source::TransparentIntercepted
-                } else {
-                    Source::ProxyIntercepted
-                };
-                (connect.host.clone(), connect.port, true, source)
-            }
-            None if transparent => {
-                let port = meta
-                    .as_ref()
-                    .and_then(|m| m.original_dst)
-                    .map_or(80, |dst| dst.port());
-                match redirected_target(session.req_header()) {
-                    Ok(host) => (host, port, false, Source::TransparentPlain),
-                    Err(message) => return respond_text(session, 400, message).await,
-                }
-            }
-            None => match absolute_form_target(session.req_header()) {
-                Ok((host, port)) => (host, port, false, Source::ProxyPlain),
-                Err(message) => return respond_text(session, 400, message).await,
-            },
-        };
-
-        ctx.target = Some(Target {
-            host,
-            port,
-            tls,
-            addr: None,
-        });
-        let via = session.req_header().headers.get_all(http::header::VIA);
-        if self
-            .shared
-            .upstream
-            .has_looped(via.iter().filter_map(|v| v.to_str().ok()))
-        {
-            metrics::UPSTREAM_REFUSED.with_label_values(&["loop"]).inc();
-            warn!(host = ?ctx.target.as_ref().map(|t| t.host.as_str()), "Refused a request that already passed through this gateway.");
-            return respond_text(
-                session,
-                508,
-                "Loop detected: this request already passed through this gateway (Via).\n",
-            )
-            .await;
-        }
-
-        let client = meta.as_ref().map(|m| m.client);
-        let claims = Claims {
-            client: client.map(|c| c.ip()),
-            headers: &session.req_header().headers,
-            tunnel_user: meta.as_ref().and_then(|m| m.tunnel_user),
-            proxy_auth_applies: meta
-                .as_ref()
-                .is_none_or(|m| m.listener == Listener::Explicit && m.intercepted.is_none()),
-        };
-        let identity = match self.shared.identity.identify(&claims).await {
-            Ok(identity) => identity,
-            Err(refusal) => {
-                info!(%refusal, "Proxy authentication failed.");
-                metrics::PROXY_AUTH_FAILURES
-                    .with_label_values(&[refusal.metric_label()])
-                    .inc();
-                if let Some(secs) = refusal.retry_after() {
-                    let secs = secs.to_string();
-                    return respond_with(
-                        session,
-                        429,
-                        &[("retry-after", secs.as_str())],
-                        "Too many failed sign-ins: proxy authentication is locked for a while.\n",
-                    )
-                    .await;
-                }
-                let challenge = self.shared.identity.challenge();
-                return respond_with(
-                    session,
-                    407,
-                    &[("proxy-authenticate", challenge.as_str())],
-                    "Proxy authentication required: sign in with your corporate account.\n",
-                )
-                .await;
-            }
-        };
-        if let Some(answer) = answer_expectation(session).await? {
-            return Ok(answer);
-        }
-        let cap = self.shared.config().proxy.body_buffer_bytes;
-        let (body, complete) = read_body_prefix(session, cap).await?;
-        let inspected = &body[..body.len().min(cap)];
-        let snapshot = self.shared.snapshot.load();
-        if session.req_header().uri.path() == coach::JUSTIFY_PATH {
-            let header = session.req_header();
-            let caller = coach::Caller {
-                host: ctx.target.as_ref().map_or("", |t| t.host.as_str()),
-                port,
-                tls,
-                identity: &identity,
-                signals: coach::caller_signals(client.map(|c| c.ip()), &header.headers),
-            };
-            let request = coach::Request {
-                method: &header.method,
-                query: header.uri.query(),
-                headers: &header.headers,
-                form: inspected,
-                client,
-            };
-            let reply = coach::answer(&self.shared, &snapshot, &caller, &request).await;
-            return coach_reply(session, reply).await;
-        }
-        let (header, target) = (session.req_header(), ctx.target.as_ref());
-        let facts = RequestFacts {
-            method: header.method.as_str(),
-            scheme: if tls { "https" } else { "http" },
-            host: target.map_or("", |t| t.host.as_str()),
-            port,
-            path: header.uri.path(),
-            query: header.uri.query(),
-            headers: &header.headers,
-            body: inspected,
-            body_truncated: !complete,
-            client,
-            source,
-            ja4: meta.as_ref().and_then(|m| m.ja4.as_deref()),
-            identity: &identity,
-        };
-        // A plain request to a host that is no AI service is forwarded undecided, as a tunnel
-        // to such a host is: it is not AI usage, and recording it as such filled the dashboard.
-        let plain = matches!(source, Source::ProxyPlain | Source::TransparentPlain);
-        let decision = if plain && !self.is_ai_request(&snapshot, &facts) {
-            Decision::Allow
-        } else {
-            let deciding = Instant::now();
-            let verdict = pipeline::decide(&snapshot, &facts);
-            let record = pipeline::decision_record(&facts, &verdict, deciding.elapsed());
-            let decision = verdict.decision;
-            ctx.verdict = Some(verdict);
-            ctx.record = Some(record);
-            decision
-        };
-
-        let review_forwarded = decision == Decision::Review
-            && self.shared.config().policy.review_action == ReviewAction::AllowAndFlag;
-        if decision != Decision::Allow && !review_forwarded {
-            if !complete {
-                // The rest of the body is still on the wire; this connection cannot carry another request.
-                session.set_keepalive(None);
-            }
-            let Some(verdict) = ctx.verdict.as_ref() else {
-                return Ok(Answer::Forward);
-            };
-            let request = session.req_header();
-            let html = block::wants_html(request.headers.get("accept"));
-            // The coaching form sends the user back to the page they asked for.
-            let return_to = if request.method == http::Method::GET {
-                request.uri.path_and_query().map_or("/", |p| p.as_str())
-            } else {
-                "/"
-            };
-            let offer = (decision == Decision::Review).then(|| {
-                let caller = coach::Caller {
-                    signals: coach::caller_signals(client.map(|c| c.ip()), &request.headers),
-                    host: ctx.target.as_ref().map_or("", |t| t.host.as_str()),
-                    port,
-                    tls,
-                    identity: &identity,
-                };
-                self.shared
-                    .coach
-                    .offer(&caller, verdict.decision_id, !html, return_to)
-            });
-            let (header, body) = block::render(verdict, html, return_to, offer.as_ref())?;
-            session
-                .write_response_header(Box::new(header), false)
-                .await?;
-            session.write_response_body(Some(body), true).await?;
-            return Ok(Answer::Done);
-        }
-
-        // Only an allowed request is resolved: a denied one must not depend on, or leak through,
-        // a DNS lookup of the service it was denied for.
-        let Some(target) = ctx.target.as_mut() else {
-            return Ok(Answer::Forward);
-        };
-        // A redirected client already chose the address; DNS is only asked for explicit clients.
-        let resolved = match meta.as_ref().and_then(|m| m.original_dst) {
-            Some(original_dst) => self.shared.upstream.pinned(original_dst),
-            None => {
-                self.shared
-                    .upstream
-                    .resolve(&target.host, target.port)
-                    .await
-            }
-        };
-        match resolved {
-            Ok(addr) => target.addr = Some(addr),
-            Err(error) => return refuse_destination(session, target, &error).await,
-        }
-
-        // Obligations of the policies that allowed the request (an undecided request, plain
-        // traffic to a host that is no AI service, has none, but its body is replayed all the same).
-        if let Some(verdict) = ctx.verdict.as_ref() {
-            inject_headers(session, verdict.outcome.inject_headers.clone());
-            if verdict.outcome.redact && decision == Decision::Allow {
-                if !complete {
-                    // The unread rest of the body cannot be masked, so it must not be sent.
-                    return respond_text(
-                        session,
-                        413,
-                        "Payload too large: a policy requires sensitive data to be masked, and this body exceeds what the gateway can inspect.\n",
-                    )
-                    .await;
-                }
-                let findings = verdict
-                    .inspection
-                    .as_ref()
-                    .is_some_and(|i| !i.entities.is_empty());
-                // Masks keep the body's length: pingora replays the client's original head.
-                let redacted = verdict
-                    .inspection
-                    .as_ref()
-                    .and_then(|i| i.masked_in_place(&body));
-                if findings && redacted.is_none() {
-                    return respond_text(
-                        session,
-                        422,
-                        "A policy requires sensitive data to be masked, and this body cannot be rewritten (compressed, or the data is escaped); remove the sensitive data and retry.\n",
-                    )
-                    .await;
-                }
-                if let Some(redacted) = redacted {
-                    if let Some(record) = ctx.record.as_mut() {
-                        record.explanation = record.explanation.take().map(with_body_redacted);
-                    }
-                    self.forward_as_subrequest(session, ctx, Bytes::from(redacted))
-                        .await?;
-                    return Ok(Answer::Done);
-                }
-            }
-        }
-
-        if !complete {
-            ctx.unreplayed_body = Some(body);
-        } else if body.len() > RETRY_BUFFER_LIMIT {
-            self.forward_as_subrequest(session, ctx, body).await?;
-            return Ok(Answer::Done);
-        }
-        Ok(Answer::Forward)
     }
 
     /// Re-issues a request whose complete body outgrew pingora's retry buffer, with the buffered
@@ -626,26 +686,6 @@ impl AigateProxy {
     }
 }
 
-/// Reads the request body until it ends or `cap` bytes are buffered. Returns the bytes read (the
-/// last chunk may take it past `cap`) and whether the body is complete.
-async fn read_body_prefix(session: &mut Session, cap: usize) -> Result<(Bytes, bool)> {
-    session.enable_retry_buffering();
-    let mut body = BytesMut::new();
-    while !session.is_body_done() {
-        match session.read_request_body().await? {
-            Some(chunk) => {
-                body.extend_from_slice(&chunk);
-                if body.len() >= cap {
-                    break;
-                }
-            }
-            None => break,
-        }
-    }
-    let complete = session.is_body_done();
-    Ok((body.freeze(), complete))
-}
-
 fn connection_meta(session: &Session) -> Option<Arc<ConnectionMeta>> {
     session
         .as_downstream()
@@ -658,109 +698,23 @@ fn connection_meta(session: &Session) -> Option<Arc<ConnectionMeta>> {
         .cloned()
 }
 
-/// The host the request itself names (`Host`, or the h2 `:authority`), without a port.
-fn inner_host(header: &RequestHeader) -> Option<&str> {
-    let authority = header
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| header.headers.get("host").and_then(|h| h.to_str().ok()))?;
-    Some(strip_port(authority))
-}
-
-fn strip_port(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
+/// The client as the coaching tokens bind it.
+fn caller<'a>(
+    target: Option<&'a Target>,
+    identity: &'a Identity,
+    client: Option<SocketAddr>,
+    headers: &'a http::HeaderMap,
+) -> coach::Caller<'a> {
+    coach::Caller {
+        host: target.map_or("", |t| t.host.as_str()),
+        port: target.map_or(0, |t| t.port),
+        tls: target.is_some_and(|t| t.tls),
+        identity,
+        signals: coach::caller_signals(client.map(|c| c.ip()), headers),
     }
-    authority
-        .rsplit_once(':')
-        .map_or(authority, |(host, port)| {
-            if port.bytes().all(|b| b.is_ascii_digit()) {
-                host
-            } else {
-                authority
-            }
-        })
-}
-
-/// The target of an absolute-form request (`GET http://host:port/path`), the only form a forward
-/// proxy can route.
-fn absolute_form_target(header: &RequestHeader) -> std::result::Result<(String, u16), String> {
-    let uri: http::Uri = std::str::from_utf8(header.raw_path())
-        .ok()
-        .and_then(|raw| raw.parse().ok())
-        .ok_or_else(|| "Bad request: the request target is not a valid URI.\n".to_owned())?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some(other) => {
-            return Err(format!(
-                "Bad request: {other}:// targets must be tunnelled with CONNECT.\n"
-            ))
-        }
-        None => {
-            return Err("Bad request: this is a forward proxy; send absolute-form requests (http://host/path) or CONNECT.\n".to_owned())
-        }
-    }
-    let host = uri
-        .host()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| "Bad request: the request target has no host.\n".to_owned())?;
-    let host = crate::host::unbracket(host).to_ascii_lowercase();
-    Ok((host, uri.port_u16().unwrap_or(80)))
-}
-
-/// The host a redirected plain-HTTP request is for: its `Host` header (or absolute-form
-/// authority). It names the service for fingerprinting and policy; where the request goes is the
-/// connection's original destination.
-fn redirected_target(header: &RequestHeader) -> std::result::Result<String, String> {
-    let host = inner_host(header)
-        .map(|h| crate::host::unbracket(h).to_ascii_lowercase())
-        .filter(|h| crate::host::is_dns_name(h) || crate::host::is_ip_literal(h))
-        .ok_or_else(|| "Bad request: a Host header naming the server is required.\n".to_owned())?;
-    Ok(crate::host::normalize(&host))
-}
-
-/// Upstream requests are sent origin-form with a `Host` header, whatever form the client used
-/// (absolute-form to the proxy, or h2 `:authority`).
-fn normalize_to_origin_form(request: &mut RequestHeader, target: &Target) -> Result<()> {
-    // An absolute-form h1 target is kept verbatim in the raw target (the parsed uri then holds
-    // only the path); h2 requests carry scheme and authority in the uri itself.
-    let absolute = request.uri.scheme().is_some()
-        || request.uri.authority().is_some()
-        || !request.raw_path().starts_with(b"/");
-    if absolute {
-        let path = request
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse::<http::Uri>()
-            .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "request path", e))?;
-        request.set_uri(path);
-    }
-    if request.headers.get("host").is_none() {
-        let default_port = if target.tls { 443 } else { 80 };
-        let host = if target.port == default_port {
-            target.host.clone()
-        } else {
-            format!("{}:{}", target.host, target.port)
-        };
-        request.insert_header("host", host)?;
-    }
-    Ok(())
 }
 
 /// A client-facing description of an upstream failure: the kind, never internal detail.
-/// The explanation with `body_redacted: true` added. Only redacted forwards pay the re-parse.
-fn with_body_redacted(explanation: JsonText) -> JsonText {
-    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(explanation.get()) else {
-        return explanation;
-    };
-    if let Some(object) = value.as_object_mut() {
-        object.insert("body_redacted".into(), serde_json::Value::Bool(true));
-    }
-    JsonText::of(&value).unwrap_or(explanation)
-}
-
 fn upstream_failure(kind: &ErrorType) -> &'static str {
     match kind {
         ErrorType::InvalidCert | ErrorType::TLSHandshakeFailure | ErrorType::HandshakeError => {
@@ -782,188 +736,9 @@ fn inject_headers(session: &mut Session, headers: Vec<(String, String)>) {
     }
 }
 
-async fn coach_reply(session: &mut Session, reply: coach::Reply) -> Result<Answer> {
-    match reply {
-        coach::Reply::Redirect(location) => redirect(session, &location).await,
-        coach::Reply::Page(status, page) => {
-            let headers = [
-                ("content-type", "text/html; charset=utf-8"),
-                ("cache-control", "no-store"),
-                ("content-security-policy", block::PAGE_CSP),
-            ];
-            respond_with(session, status, &headers, page).await
-        }
-        coach::Reply::Refused(status, message) => respond_text(session, status, message).await,
-        coach::Reply::TooMany(retry_after) => {
-            let retry_after = retry_after.to_string();
-            respond_with(
-                session,
-                429,
-                &[("retry-after", retry_after.as_str())],
-                "Too many justifications from this client; try again later.\n",
-            )
-            .await
-        }
-    }
-}
-
-async fn redirect(session: &mut Session, location: &str) -> Result<Answer> {
-    let mut header = ResponseHeader::build(303, Some(3))?;
-    header.insert_header("location", location)?;
-    header.insert_header("content-length", "0")?;
-    header.insert_header("cache-control", "no-store")?;
-    session
-        .write_response_header(Box::new(header), true)
-        .await?;
-    Ok(Answer::Done)
-}
-
-/// The gateway needs the body to decide, so it answers `Expect: 100-continue` itself (a client
-/// would otherwise wait about a second before sending the body); `upstream_request_filter` does
-/// not pass the expectation on, since the upstream gets a body that is already there. Any other expectation is one
-/// the gateway cannot meet (417).
-async fn answer_expectation(session: &mut Session) -> Result<Option<Answer>> {
-    let Some(expect) = session.req_header().headers.get(http::header::EXPECT) else {
-        return Ok(None);
-    };
-    if !expect.as_bytes().eq_ignore_ascii_case(b"100-continue") {
-        return respond_text(
-            session,
-            417,
-            "Expectation failed: only 100-continue is supported.\n",
-        )
-        .await
-        .map(Some);
-    }
-    session.downstream_session.write_continue_response().await?;
-    Ok(None)
-}
-
 /// pingora's errors for request framing it cannot parse (chunk sizes that overflow, bad chunk
 /// terminators, invalid heads).
 fn is_malformed_request(kind: &ErrorType) -> bool {
     matches!(kind, ErrorType::InvalidHTTPHeader)
         || matches!(kind, ErrorType::Custom(name) if *name == "InvalidChunk")
-}
-
-/// Answers a request whose destination cannot be connected to: 403 when the destination policy
-/// refuses it, 502 when it does not resolve, with the reason in `X-Aigate-Error` and the reason
-/// phrase too (clients such as pip show only the status line).
-async fn refuse_destination(
-    session: &mut Session,
-    target: &Target,
-    error: &UpstreamError,
-) -> Result<Answer> {
-    let (status, message) = match error.refusal_reason() {
-        Some(reason) => {
-            metrics::UPSTREAM_REFUSED.with_label_values(&[reason]).inc();
-            warn!(host = %target.host, port = target.port, reason, %error, "Refused a request by the destination policy.");
-            (403, format!("Forbidden: {error}."))
-        }
-        None => {
-            warn!(host = %target.host, port = target.port, %error, "Upstream host does not resolve.");
-            (502, format!("Bad gateway: {error}."))
-        }
-    };
-    let phrase = crate::front::explicit::header_safe(&message);
-    let mut header = ResponseHeader::build(status, Some(4))?;
-    header.set_reason_phrase(Some(&phrase))?;
-    header.insert_header("content-type", "text/plain; charset=utf-8")?;
-    header.insert_header("x-aigate-error", phrase.as_str())?;
-    let body = format!("{message}\n");
-    header.insert_header("content-length", body.len().to_string())?;
-    session.set_keepalive(None);
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await?;
-    Ok(Answer::Done)
-}
-
-async fn respond_text(
-    session: &mut Session,
-    status: u16,
-    message: impl Into<String>,
-) -> Result<Answer> {
-    respond_with(session, status, &[], message).await
-}
-
-async fn respond_with(
-    session: &mut Session,
-    status: u16,
-    extra_headers: &[(&'static str, &str)],
-    message: impl Into<String>,
-) -> Result<Answer> {
-    let message = message.into();
-    let mut header = ResponseHeader::build(status, Some(3 + extra_headers.len()))?;
-    header.insert_header("content-type", "text/plain; charset=utf-8")?;
-    for (name, value) in extra_headers {
-        header.insert_header(*name, *value)?;
-    }
-    header.insert_header("content-length", message.len().to_string())?;
-    // The body may still be unread; do not try to reuse this connection.
-    session.set_keepalive(None);
-    session
-        .write_response_header(Box::new(header), false)
-        .await?;
-    session
-        .write_response_body(Some(Bytes::from(message)), true)
-        .await?;
-    Ok(Answer::Done)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strip_port_handles_names_and_ipv6() {
-        assert_eq!(strip_port("api.openai.com:443"), "api.openai.com");
-        assert_eq!(strip_port("api.openai.com"), "api.openai.com");
-        assert_eq!(strip_port("[::1]:8443"), "::1");
-    }
-
-    #[test]
-    fn absolute_form_is_required_for_plain_requests() {
-        let header = RequestHeader::build("GET", b"http://Example.com:8080/x?y=1", None).unwrap();
-        assert_eq!(
-            absolute_form_target(&header).unwrap(),
-            ("example.com".to_owned(), 8080)
-        );
-        let header = RequestHeader::build("GET", b"/relative", None).unwrap();
-        assert!(absolute_form_target(&header)
-            .unwrap_err()
-            .contains("absolute-form"));
-        let header = RequestHeader::build("GET", b"https://example.com/", None).unwrap();
-        assert!(absolute_form_target(&header)
-            .unwrap_err()
-            .contains("CONNECT"));
-    }
-
-    #[test]
-    fn redirected_requests_are_named_by_their_host_header() {
-        let mut header = RequestHeader::build("GET", b"/v1/models", None).unwrap();
-        assert!(redirected_target(&header).is_err());
-        header.insert_header("host", "API.OpenAI.com:80").unwrap();
-        assert_eq!(redirected_target(&header).unwrap(), "api.openai.com");
-        header.insert_header("host", "bad host").unwrap();
-        assert!(redirected_target(&header).is_err());
-    }
-
-    #[test]
-    fn origin_form_gets_a_host_header() {
-        let target = Target {
-            host: "api.openai.com".into(),
-            port: 443,
-            tls: true,
-            addr: None,
-        };
-        let mut header =
-            RequestHeader::build("POST", b"https://api.openai.com/v1/chat?x=1", None).unwrap();
-        normalize_to_origin_form(&mut header, &target).unwrap();
-        assert_eq!(header.uri.to_string(), "/v1/chat?x=1");
-        assert_eq!(header.headers.get("host").unwrap(), "api.openai.com");
-    }
 }
