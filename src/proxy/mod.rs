@@ -36,7 +36,7 @@ use crate::front::{ConnectionMeta, Listener};
 use crate::identity::Claims;
 use crate::metrics;
 use crate::pipeline::{self, Decision, RequestFacts, Source, Verdict};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::upstream::UpstreamError;
 
 /// pingora's retry buffer holds at most this much request body (`BODY_BUF_LIMIT`).
