@@ -32,8 +32,6 @@ use crate::store::{Store, StoreError};
 use crate::tls::{CaError, CertificateAuthority, LeafMinter, MintError};
 use crate::upstream::Upstream;
 
-pub use crate::state::{check, CheckSummary};
-
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("certificate authority in {dir}: {source}")]
@@ -140,7 +138,7 @@ impl RunningGateway {
     }
 }
 
-/// Starts a gateway. The configuration is validated here (as by `check` and by every reload),
+/// Starts a gateway. The configuration is validated here (as by `state::check` and by every reload),
 /// whoever built it.
 pub async fn start(config: impl Into<Config>) -> Result<RunningGateway, StartError> {
     let config: Config = config.into();

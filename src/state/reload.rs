@@ -161,7 +161,12 @@ impl Batch {
     async fn run(self, rebuild: &impl Rebuild) {
         // Each file re-read is applied in order: its outcome (what needs a restart) is its own.
         for (config, reply) in self.configs {
-            let _ = reply.send(rebuild.apply_config(config).await.map_err(ReloadFailed::from));
+            let _ = reply.send(
+                rebuild
+                    .apply_config(config)
+                    .await
+                    .map_err(ReloadFailed::from),
+            );
         }
         if !self.snapshots.is_empty() {
             // A rebuilt snapshot reads the exceptions too.
