@@ -1,10 +1,14 @@
 //! Typed gateway configuration.
 //!
 //! The TOML file is parsed into `Config` with serde (`deny_unknown_fields` everywhere, so a typo is
-//! an error naming the key rather than a silently ignored setting), then `validate` checks the
-//! values that serde cannot: ranges, host syntax, listener clashes. Every error names the section
-//! and key an operator has to fix. Relative paths are kept as written and resolve against the
-//! working directory, like every other path the operator types.
+//! an error naming the key rather than a silently ignored setting). Each section then checks the
+//! values serde cannot (ranges, host syntax) in its own `validate`, and `Config::validate` adds
+//! what spans sections (listener clashes); every error names the section and key an operator has
+//! to fix. `Config::validated` is the one way to a `ValidConfig`, the form start, reload and
+//! `aigate check-config` accept. Sections compare by value (`PartialEq`), so a reload can tell
+//! what changed. A new key is a field, its default, and (when it has a range) a check in its
+//! section's `validate`. Relative paths are kept as written and resolve against the working
+//! directory, like every other path the operator types.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,7 +44,7 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub proxy: ProxyConfig,
@@ -58,7 +62,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityConfig {
     /// Attribution methods, first hit wins; nothing matching means anonymous.
@@ -120,7 +124,7 @@ impl AttributionMethod {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// Policies (`NAME.yaml` + `NAME.rego`) loaded at start and on `POST /admin/reload`.
@@ -190,7 +194,7 @@ impl Default for PolicyConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InspectConfig {
     /// Findings below this confidence (0.0-1.0) are not reported.
@@ -208,7 +212,7 @@ impl Default for InspectConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DictionaryConfig {
     /// The entity type reported, UPPER_SNAKE_CASE (`CROWN_JEWEL`).
@@ -256,7 +260,7 @@ impl InspectConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
     /// Explicit forward-proxy listener (CONNECT and absolute-form requests).
@@ -343,7 +347,7 @@ impl ProxyConfig {
 
 /// The transparent listener: connections an appliance redirected (iptables `REDIRECT` or
 /// `TPROXY`) to the gateway without the client knowing. Off unless `listen` is set.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransparentConfig {
     /// Where redirected connections arrive (`0.0.0.0:3129` on an appliance). Absent: disabled.
@@ -354,7 +358,7 @@ pub struct TransparentConfig {
     pub tproxy: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
@@ -392,7 +396,7 @@ impl Default for AdminConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// Directory holding `ca.pem` and `ca.key` (generated on first run).
@@ -419,7 +423,7 @@ impl TlsConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
     /// PEM files of extra trust anchors for upstream TLS, on top of the system roots (private
@@ -465,7 +469,7 @@ impl UpstreamConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// `sqlite://path` (embedded default) or `postgres://...`.
@@ -519,7 +523,7 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// Records waiting for the writer; beyond it records are parked and spilled, never dropped.
@@ -579,7 +583,7 @@ pub enum InterceptMode {
     All,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InterceptConfig {
     pub mode: InterceptMode,
@@ -608,7 +612,7 @@ impl Default for InterceptConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CatalogConfig {
     /// Directory of `*.yaml` AI-service definitions.
@@ -631,7 +635,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing `EnvFilter` directive; `RUST_LOG` overrides it.
@@ -650,7 +654,7 @@ impl Default for LogConfig {
 
 impl Config {
     /// Reads, parses and validates a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path) -> Result<ValidConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -665,236 +669,180 @@ impl Config {
     }
 
     /// Parses and validates config text (the path in a parse error is left empty).
-    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    pub fn parse(text: &str) -> Result<ValidConfig, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|error| ConfigError::Parse {
             path: PathBuf::new(),
             message: error.to_string(),
         })?;
-        config.validate()?;
-        Ok(config)
+        config.validated()
     }
 
+    /// Checks every section, then what spans sections (listeners that clash).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if http::HeaderName::from_bytes(self.identity.trusted_header.as_bytes()).is_err() {
-            return Err(invalid(
-                "[identity] trusted_header",
-                "is not a valid header name",
-            ));
-        }
-        if self.admin.tls_cert.is_some() != self.admin.tls_key.is_some() {
-            return Err(invalid(
-                "[admin] tls_cert / tls_key",
-                "give both or neither (neither: a certificate from the gateway CA)",
-            ));
-        }
-        if self.admin.tls && self.admin.tls_cert.is_none() && self.admin.tls_names.is_empty() {
-            return Err(invalid(
-                "[admin] tls_names",
-                "needs at least one name for the CA-issued certificate",
-            ));
-        }
-        if self.identity.require_proxy_auth
-            && !self.identity.order.contains(&AttributionMethod::ProxyBasic)
-        {
-            return Err(invalid(
-                "[identity] require_proxy_auth",
-                "needs \"proxy_basic\" in [identity] order",
-            ));
-        }
-        if self.identity.proxy_auth_realm.is_empty()
-            || self
-                .identity
-                .proxy_auth_realm
-                .chars()
-                .any(|c| c == '"' || c == '\\' || c.is_control())
-        {
-            return Err(invalid(
-                "[identity] proxy_auth_realm",
-                "must be non-empty, without quotes, backslashes or control characters",
-            ));
-        }
-        if self.identity.cache_ttl_secs == 0 || self.identity.cache_capacity == 0 {
-            return Err(invalid(
-                "[identity] cache_ttl_secs / cache_capacity",
-                "must be at least 1",
-            ));
-        }
-        if self.identity.max_auth_failures == 0 || self.identity.auth_lockout_secs == 0 {
-            return Err(invalid(
-                "[identity] max_auth_failures / auth_lockout_secs",
-                "must be at least 1",
-            ));
-        }
-        if !(1..=1000).contains(&self.policy.max_justifications_per_hour) {
-            return Err(invalid(
-                "[policy] max_justifications_per_hour",
-                "must be between 1 and 1000",
-            ));
-        }
-        if self.policy.reload_interval_secs == 0 {
-            return Err(invalid(
-                "[policy] reload_interval_secs",
-                "must be at least 1",
-            ));
-        }
-        if !(60..=30 * 86_400).contains(&self.policy.justification_exception_secs) {
-            return Err(invalid(
-                "[policy] justification_exception_secs",
-                "must be between 60 and 2592000 (30 days)",
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.inspect.min_confidence) {
-            return Err(invalid(
-                "[inspect] min_confidence",
-                "must be between 0.0 and 1.0",
-            ));
-        }
-        for dictionary in &self.inspect.dictionaries {
-            if dictionary.terms.is_empty() && dictionary.terms_file.is_none() {
-                return Err(invalid(
-                    "[inspect] dictionaries",
-                    format!(
-                        "dictionary {:?} has neither terms nor terms_file",
-                        dictionary.name
-                    ),
-                ));
-            }
-        }
-        let proxy = &self.proxy;
-        if proxy.max_connections == 0 {
-            return Err(invalid("[proxy] max_connections", "must be at least 1"));
-        }
-        if !(1024..=1024 * 1024).contains(&proxy.max_header_bytes) {
-            return Err(invalid(
-                "[proxy] max_header_bytes",
-                "must be between 1024 and 1048576",
-            ));
-        }
-        if proxy.body_rate_grace_secs == 0 && proxy.min_body_rate_bytes_per_sec > 0 {
-            return Err(invalid(
-                "[proxy] body_rate_grace_secs",
-                "must be at least 1 when min_body_rate_bytes_per_sec is set",
-            ));
-        }
-        if proxy.body_buffer_bytes < 1024 {
-            return Err(invalid(
-                "[proxy] body_buffer_bytes",
-                "must be at least 1024",
-            ));
-        }
-        for (key, value) in [
-            (
-                "[proxy] header_read_timeout_secs",
-                proxy.header_read_timeout_secs,
-            ),
-            (
-                "[proxy] tunnel_idle_timeout_secs",
-                proxy.tunnel_idle_timeout_secs,
-            ),
-            (
-                "[proxy] client_idle_timeout_secs",
-                proxy.client_idle_timeout_secs,
-            ),
-            (
-                "[upstream] connect_timeout_secs",
-                self.upstream.connect_timeout_secs,
-            ),
-            (
-                "[upstream] read_timeout_secs",
-                self.upstream.read_timeout_secs,
-            ),
-            (
-                "[upstream] idle_timeout_secs",
-                self.upstream.idle_timeout_secs,
-            ),
-            ("[tls] leaf_validity_hours", self.tls.leaf_validity_hours),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be greater than 0"));
-            }
-        }
-        if self.tls.leaf_validity_hours > 24 * 90 {
-            return Err(invalid(
-                "[tls] leaf_validity_hours",
-                "must be at most 2160 (90 days); leaves are short-lived by design",
-            ));
-        }
-        for (key, value) in [
-            ("[audit] queue_capacity", self.audit.queue_capacity as u64),
-            ("[audit] batch_size", self.audit.batch_size as u64),
-            ("[audit] flush_interval_ms", self.audit.flush_interval_ms),
-            ("[audit] retry_interval_ms", self.audit.retry_interval_ms),
-            (
-                "[store] maintenance_interval_secs",
-                self.store.maintenance_interval_secs,
-            ),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be greater than 0"));
-            }
-        }
-        if self.audit.batch_size > 5000 {
-            return Err(invalid(
-                "[audit] batch_size",
-                "must be at most 5000 (bind-parameter limits)",
-            ));
-        }
-        if self.audit.writer_nice > 19 {
-            return Err(invalid(
-                "[audit] writer_nice",
-                "must be a niceness from 0 (normal) to 19 (lowest)",
-            ));
-        }
-        if self.tls.leaf_cache_capacity == 0 {
-            return Err(invalid("[tls] leaf_cache_capacity", "must be at least 1"));
-        }
-        if proxy.listen == self.admin.listen && proxy.listen.port() != 0 {
+        self.proxy.validate()?;
+        self.transparent.validate()?;
+        self.admin.validate()?;
+        self.tls.validate()?;
+        self.upstream.validate()?;
+        self.store.validate()?;
+        self.intercept.validate()?;
+        self.inspect.validate()?;
+        self.policy.validate()?;
+        self.identity.validate()?;
+        self.audit.validate()?;
+        self.log.validate()?;
+        self.validate_listeners()
+    }
+
+    /// Validates and marks the configuration valid: the one way to a [`ValidConfig`], which
+    /// start, every reload and `aigate check-config` go through.
+    pub fn validated(self) -> Result<ValidConfig, ConfigError> {
+        self.validate()?;
+        Ok(ValidConfig(self))
+    }
+
+    /// Two listeners on one address (port 0 excepted: the kernel picks distinct ports).
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        let proxy = self.proxy.listen;
+        if proxy == self.admin.listen && proxy.port() != 0 {
             return Err(invalid(
                 "[admin] listen",
                 format!("{} is also [proxy] listen", self.admin.listen),
             ));
         }
-        if proxy.threads > MAX_PROXY_THREADS {
+        if let Some(listen) = self.transparent.listen {
+            for (other_key, other) in [
+                ("[proxy] listen", proxy),
+                ("[admin] listen", self.admin.listen),
+            ] {
+                if listen == other && listen.port() != 0 {
+                    return Err(invalid(
+                        "[transparent] listen",
+                        format!("{listen} is also {other_key}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A configuration that passed [`Config::validated`]. Reads as a `Config`; only validation
+/// makes one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidConfig(Config);
+
+impl ValidConfig {
+    pub fn into_inner(self) -> Config {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ValidConfig {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.0
+    }
+}
+
+impl From<ValidConfig> for Config {
+    fn from(config: ValidConfig) -> Config {
+        config.0
+    }
+}
+
+/// `value` must not be 0.
+fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(invalid(key, "must be greater than 0"));
+    }
+    Ok(())
+}
+
+impl ProxyConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(invalid("[proxy] max_connections", "must be at least 1"));
+        }
+        if !(1024..=1024 * 1024).contains(&self.max_header_bytes) {
+            return Err(invalid(
+                "[proxy] max_header_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        if self.body_rate_grace_secs == 0 && self.min_body_rate_bytes_per_sec > 0 {
+            return Err(invalid(
+                "[proxy] body_rate_grace_secs",
+                "must be at least 1 when min_body_rate_bytes_per_sec is set",
+            ));
+        }
+        if self.body_buffer_bytes < 1024 {
+            return Err(invalid(
+                "[proxy] body_buffer_bytes",
+                "must be at least 1024",
+            ));
+        }
+        positive(
+            "[proxy] header_read_timeout_secs",
+            self.header_read_timeout_secs,
+        )?;
+        positive(
+            "[proxy] tunnel_idle_timeout_secs",
+            self.tunnel_idle_timeout_secs,
+        )?;
+        positive(
+            "[proxy] client_idle_timeout_secs",
+            self.client_idle_timeout_secs,
+        )?;
+        if self.threads > MAX_PROXY_THREADS {
             return Err(invalid(
                 "[proxy] threads",
                 format!("must be at most {MAX_PROXY_THREADS} (0: one per CPU)"),
             ));
         }
-        if proxy.busy_poll_us > MAX_BUSY_POLL_US {
+        if self.busy_poll_us > MAX_BUSY_POLL_US {
             return Err(invalid(
                 "[proxy] busy_poll_us",
                 format!("must be at most {MAX_BUSY_POLL_US} µs (0: off); a longer window only burns CPU"),
             ));
         }
-        if proxy.drain_timeout_secs > 3600 {
+        if self.drain_timeout_secs > 3600 {
             return Err(invalid(
                 "[proxy] drain_timeout_secs",
                 "must be at most 3600; a stop should not hang for longer than an hour",
             ));
         }
-        match self.transparent.listen {
-            Some(listen) => {
-                for (other_key, other) in [
-                    ("[proxy] listen", proxy.listen),
-                    ("[admin] listen", self.admin.listen),
-                ] {
-                    if listen == other && listen.port() != 0 {
-                        return Err(invalid(
-                            "[transparent] listen",
-                            format!("{listen} is also {other_key}"),
-                        ));
-                    }
-                }
-            }
-            None if self.transparent.tproxy => {
-                return Err(invalid(
-                    "[transparent] tproxy",
-                    "needs [transparent] listen (the listener it applies to)",
-                ));
-            }
-            None => {}
+        Ok(())
+    }
+}
+
+impl TransparentConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_none() && self.tproxy {
+            return Err(invalid(
+                "[transparent] tproxy",
+                "needs [transparent] listen (the listener it applies to)",
+            ));
         }
-        for (index, digest) in self.admin.token_sha256.iter().enumerate() {
+        Ok(())
+    }
+}
+
+impl AdminConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "[admin] tls_cert / tls_key",
+                "give both or neither (neither: a certificate from the gateway CA)",
+            ));
+        }
+        if self.tls && self.tls_cert.is_none() && self.tls_names.is_empty() {
+            return Err(invalid(
+                "[admin] tls_names",
+                "needs at least one name for the CA-issued certificate",
+            ));
+        }
+        for (index, digest) in self.token_sha256.iter().enumerate() {
             let is_hex_digest = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
             if !is_hex_digest {
                 return Err(invalid(
@@ -903,7 +851,7 @@ impl Config {
                 ));
             }
         }
-        for (index, proxy) in self.admin.pac_proxies.iter().enumerate() {
+        for (index, proxy) in self.pac_proxies.iter().enumerate() {
             let key = format!("[admin] pac_proxies[{index}]");
             let (host, port) = proxy
                 .rsplit_once(':')
@@ -914,16 +862,45 @@ impl Config {
                 return Err(invalid(&key, format!("{proxy:?} must be host:port")));
             }
         }
-        for (index, host) in self.intercept.extra_hosts.iter().enumerate() {
-            check_host(&format!("[intercept] extra_hosts[{index}]"), host)?;
+        Ok(())
+    }
+}
+
+impl TlsConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive("[tls] leaf_validity_hours", self.leaf_validity_hours)?;
+        if self.leaf_validity_hours > 24 * 90 {
+            return Err(invalid(
+                "[tls] leaf_validity_hours",
+                "must be at most 2160 (90 days); leaves are short-lived by design",
+            ));
         }
-        for (index, host) in self.intercept.bypass.iter().enumerate() {
-            check_host(&format!("[intercept] bypass[{index}]"), host)?;
+        if self.leaf_cache_capacity == 0 {
+            return Err(invalid("[tls] leaf_cache_capacity", "must be at least 1"));
         }
-        for host in self.upstream.resolve.keys() {
+        Ok(())
+    }
+}
+
+impl UpstreamConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive("[upstream] connect_timeout_secs", self.connect_timeout_secs)?;
+        positive("[upstream] read_timeout_secs", self.read_timeout_secs)?;
+        positive("[upstream] idle_timeout_secs", self.idle_timeout_secs)?;
+        for host in self.resolve.keys() {
             check_host(&format!("[upstream] resolve.\"{host}\""), host)?;
         }
-        let url = &self.store.url;
+        Ok(())
+    }
+}
+
+impl StoreConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive(
+            "[store] maintenance_interval_secs",
+            self.maintenance_interval_secs,
+        )?;
+        let url = &self.url;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
             || url.starts_with("postgresql://"))
@@ -933,12 +910,140 @@ impl Config {
                 format!("{url:?} is neither a sqlite: nor a postgres:// URL"),
             ));
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        Ok(())
+    }
+}
+
+impl InterceptConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (index, host) in self.extra_hosts.iter().enumerate() {
+            check_host(&format!("[intercept] extra_hosts[{index}]"), host)?;
+        }
+        for (index, host) in self.bypass.iter().enumerate() {
+            check_host(&format!("[intercept] bypass[{index}]"), host)?;
+        }
+        Ok(())
+    }
+}
+
+impl InspectConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.min_confidence) {
+            return Err(invalid(
+                "[inspect] min_confidence",
+                "must be between 0.0 and 1.0",
+            ));
+        }
+        for dictionary in &self.dictionaries {
+            if dictionary.terms.is_empty() && dictionary.terms_file.is_none() {
+                return Err(invalid(
+                    "[inspect] dictionaries",
+                    format!(
+                        "dictionary {:?} has neither terms nor terms_file",
+                        dictionary.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PolicyConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=1000).contains(&self.max_justifications_per_hour) {
+            return Err(invalid(
+                "[policy] max_justifications_per_hour",
+                "must be between 1 and 1000",
+            ));
+        }
+        if self.reload_interval_secs == 0 {
+            return Err(invalid(
+                "[policy] reload_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if !(60..=30 * 86_400).contains(&self.justification_exception_secs) {
+            return Err(invalid(
+                "[policy] justification_exception_secs",
+                "must be between 60 and 2592000 (30 days)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl IdentityConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if http::HeaderName::from_bytes(self.trusted_header.as_bytes()).is_err() {
+            return Err(invalid(
+                "[identity] trusted_header",
+                "is not a valid header name",
+            ));
+        }
+        if self.require_proxy_auth && !self.order.contains(&AttributionMethod::ProxyBasic) {
+            return Err(invalid(
+                "[identity] require_proxy_auth",
+                "needs \"proxy_basic\" in [identity] order",
+            ));
+        }
+        if self.proxy_auth_realm.is_empty()
+            || self
+                .proxy_auth_realm
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            return Err(invalid(
+                "[identity] proxy_auth_realm",
+                "must be non-empty, without quotes, backslashes or control characters",
+            ));
+        }
+        if self.cache_ttl_secs == 0 || self.cache_capacity == 0 {
+            return Err(invalid(
+                "[identity] cache_ttl_secs / cache_capacity",
+                "must be at least 1",
+            ));
+        }
+        if self.max_auth_failures == 0 || self.auth_lockout_secs == 0 {
+            return Err(invalid(
+                "[identity] max_auth_failures / auth_lockout_secs",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AuditConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        positive("[audit] queue_capacity", self.queue_capacity as u64)?;
+        positive("[audit] batch_size", self.batch_size as u64)?;
+        positive("[audit] flush_interval_ms", self.flush_interval_ms)?;
+        positive("[audit] retry_interval_ms", self.retry_interval_ms)?;
+        if self.batch_size > 5000 {
+            return Err(invalid(
+                "[audit] batch_size",
+                "must be at most 5000 (bind-parameter limits)",
+            ));
+        }
+        if self.writer_nice > 19 {
+            return Err(invalid(
+                "[audit] writer_nice",
+                "must be a niceness from 0 (normal) to 19 (lowest)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl LogConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
             return Err(invalid(
                 "[log] level",
                 format!(
                     "{:?} is not a valid filter (e.g. \"info\" or \"aigate=debug,info\")",
-                    self.log.level
+                    self.level
                 ),
             ));
         }
@@ -1061,5 +1166,194 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/aigate.toml");
         let config = Config::load(&path).unwrap();
         assert_eq!(config.store.url, "sqlite://data/aigate.db");
+    }
+    /// The message a section's validation gives, in full.
+    fn rejection(result: Result<(), ConfigError>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_default_section_is_valid() {
+        let config = Config::default();
+        config.proxy.validate().unwrap();
+        config.transparent.validate().unwrap();
+        config.admin.validate().unwrap();
+        config.tls.validate().unwrap();
+        config.upstream.validate().unwrap();
+        config.store.validate().unwrap();
+        config.intercept.validate().unwrap();
+        config.inspect.validate().unwrap();
+        config.policy.validate().unwrap();
+        config.identity.validate().unwrap();
+        config.audit.validate().unwrap();
+        config.log.validate().unwrap();
+        config.validated().unwrap();
+    }
+
+    #[test]
+    fn each_section_rejects_its_own_bad_values_naming_the_key() {
+        let cases = [
+            (
+                rejection(
+                    ProxyConfig {
+                        max_header_bytes: 100,
+                        ..Default::default()
+                    }
+                    .validate(),
+                ),
+                "invalid config: [proxy] max_header_bytes: must be between 1024 and 1048576",
+            ),
+            (
+                rejection(
+                    ProxyConfig {
+                        client_idle_timeout_secs: 0,
+                        ..Default::default()
+                    }
+                    .validate(),
+                ),
+                "invalid config: [proxy] client_idle_timeout_secs: must be greater than 0",
+            ),
+            (
+                rejection(
+                    UpstreamConfig {
+                        read_timeout_secs: 0,
+                        ..Default::default()
+                    }
+                    .validate(),
+                ),
+                "invalid config: [upstream] read_timeout_secs: must be greater than 0",
+            ),
+            (
+                rejection(
+                    TlsConfig {
+                        leaf_validity_hours: 3000,
+                        ..Default::default()
+                    }
+                    .validate(),
+                ),
+                "invalid config: [tls] leaf_validity_hours: must be at most 2160 (90 days); leaves are short-lived by design",
+            ),
+            (
+                rejection(
+                    AuditConfig {
+                        batch_size: 0,
+                        ..Default::default()
+                    }
+                    .validate(),
+                ),
+                "invalid config: [audit] batch_size: must be greater than 0",
+            ),
+            (
+                rejection(
+                    StoreConfig {
+                        maintenance_interval_secs: 0,
+                        ..Default::default()
+                    }
+                    .validate(),
+                ),
+                "invalid config: [store] maintenance_interval_secs: must be greater than 0",
+            ),
+            (
+                rejection(
+                    PolicyConfig {
+                        justification_exception_secs: 10,
+                        ..Default::default()
+                    }
+                    .validate(),
+                ),
+                "invalid config: [policy] justification_exception_secs: must be between 60 and 2592000 (30 days)",
+            ),
+            (
+                rejection(
+                    IdentityConfig {
+                        require_proxy_auth: true,
+                        order: vec![AttributionMethod::SourceIp],
+                        ..Default::default()
+                    }
+                    .validate(),
+                ),
+                "invalid config: [identity] require_proxy_auth: needs \"proxy_basic\" in [identity] order",
+            ),
+            (
+                rejection(
+                    InspectConfig {
+                        min_confidence: 1.5,
+                        ..Default::default()
+                    }
+                    .validate(),
+                ),
+                "invalid config: [inspect] min_confidence: must be between 0.0 and 1.0",
+            ),
+            (
+                rejection(
+                    AdminConfig {
+                        tls_key: Some("key.pem".into()),
+                        ..Default::default()
+                    }
+                    .validate(),
+                ),
+                "invalid config: [admin] tls_cert / tls_key: give both or neither (neither: a certificate from the gateway CA)",
+            ),
+            (
+                rejection(
+                    TransparentConfig {
+                        tproxy: true,
+                        listen: None,
+                    }
+                    .validate(),
+                ),
+                "invalid config: [transparent] tproxy: needs [transparent] listen (the listener it applies to)",
+            ),
+            (
+                rejection(
+                    InterceptConfig {
+                        bypass: vec!["ok.example".into(), "*.example.com".into()],
+                        ..Default::default()
+                    }
+                    .validate(),
+                ),
+                "invalid config: [intercept] bypass[1]: \"*.example.com\": wildcards are not needed, a name matches its subdomains too",
+            ),
+            (
+                rejection(
+                    LogConfig {
+                        level: "===".into(),
+                        ..Default::default()
+                    }
+                    .validate(),
+                ),
+                "invalid config: [log] level: \"===\" is not a valid filter (e.g. \"info\" or \"aigate=debug,info\")",
+            ),
+        ];
+        for (message, expected) in cases {
+            assert_eq!(message, expected);
+        }
+    }
+
+    #[test]
+    fn listeners_that_clash_across_sections_are_rejected() {
+        let mut config = Config::default();
+        config.transparent.listen = Some(config.admin.listen);
+        config.transparent.validate().unwrap();
+        let message = config.validated().unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "invalid config: [transparent] listen: 127.0.0.1:9090 is also [admin] listen"
+        );
+    }
+
+    #[test]
+    fn sections_compare_by_value() {
+        let text =
+            "[proxy]\nthreads = 2\n[upstream]\nresolve = { \"a.example\" = \"127.0.0.1:1\" }\n";
+        let (first, second) = (Config::parse(text).unwrap(), Config::parse(text).unwrap());
+        assert_eq!(first, second);
+        let mut changed = second.into_inner();
+        changed
+            .upstream
+            .resolve
+            .insert("b.example".into(), "127.0.0.1:2".parse().unwrap());
+        assert_ne!(first.upstream, changed.upstream);
+        assert_eq!(first.proxy, changed.proxy);
     }
 }

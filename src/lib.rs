@@ -2,8 +2,9 @@
 //!
 //! Modules follow the data flow: `front` accepts connections and routes them (tunnel or
 //! intercept), `tls` holds the CA and mints leaves, `proxy` drives pingora, `pipeline` decides,
-//! `upstream` says where connections may go, `admin` serves the management listener, and `server`
-//! wires them together.
+//! `upstream` says where connections may go, `admin` serves the management listener, `state`
+//! holds what they share (and the one reloader that replaces it), `serving` runs the threads
+//! that serve clients, and `server` wires them together. No module imports `server`.
 
 pub mod admin;
 pub mod audit;
@@ -19,6 +20,8 @@ pub mod pipeline;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod serving;
+pub mod state;
 pub mod store;
 pub mod tls;
 pub mod upstream;

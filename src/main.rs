@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use aigate::config::{Config, LogFormat};
+use aigate::config::{Config, LogFormat, ValidConfig};
 use aigate::tls::CertificateAuthority;
 
 /// Every request builds and drops many small objects (JSON documents, headers, TLS records);
@@ -175,7 +175,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig { config: path } => {
             let config = load(&path)?;
-            let summary = aigate::server::check(&config)?;
+            let summary = aigate::state::check(&config)?;
             print_stdout(&format!(
                 "{}: ok ({} services, {} policies of which {} active, {} dictionaries)\n",
                 path.display(),
@@ -189,7 +189,7 @@ fn main() -> anyhow::Result<()> {
         Command::Policy {
             command: PolicyCommand::Test { dir, config },
         } => {
-            let dir = dir.unwrap_or(load_or_default(&config)?.policy.dir);
+            let dir = dir.unwrap_or(load_or_default(&config)?.policy.dir.clone());
             let results = aigate::policy::testing::run(&dir)?;
             let mut report = String::new();
             for case in &results {
@@ -212,7 +212,7 @@ fn main() -> anyhow::Result<()> {
         Command::Policy {
             command: PolicyCommand::Eval { input, dir, config },
         } => {
-            let config = load_or_default(&config)?;
+            let config = load_or_default(&config)?.into_inner();
             let dir = dir.unwrap_or(config.policy.dir);
             let definitions = aigate::policy::load_dir(&dir)?;
             let set = aigate::policy::PolicySet::compile(
@@ -334,7 +334,7 @@ struct OpenStore {
 }
 
 /// The configured store, migrated, for the administrative subcommands.
-fn open_migrated_store(config: &Config) -> anyhow::Result<OpenStore> {
+fn open_migrated_store(config: &ValidConfig) -> anyhow::Result<OpenStore> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let store = runtime.block_on(async {
         let store = aigate::store::open_with(&config.store.url, config.store.time_series).await?;
@@ -344,7 +344,7 @@ fn open_migrated_store(config: &Config) -> anyhow::Result<OpenStore> {
     Ok(OpenStore { runtime, store })
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+fn load(path: &std::path::Path) -> anyhow::Result<ValidConfig> {
     Ok(Config::load(path)?)
 }
 
@@ -402,7 +402,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
                     // The file is re-read; what can change in place does, the rest (listeners,
                     // store, CA, ...) is named and waits for a restart.
                     let reloaded = match Config::load(path) {
-                        Ok(config) => aigate::server::reload_config(&gateway.shared, config).await.map_err(anyhow::Error::from),
+                        Ok(config) => gateway.shared.reloader.config(config.into_inner()).await.map_err(anyhow::Error::from),
                         Err(error) => Err(anyhow::Error::from(error)),
                     };
                     match reloaded {
@@ -432,11 +432,11 @@ fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
 
 /// The config at `path`, or the defaults when the (default) path does not exist: the offline
 /// tools work in any directory.
-fn load_or_default(path: &std::path::Path) -> anyhow::Result<Config> {
+fn load_or_default(path: &std::path::Path) -> anyhow::Result<ValidConfig> {
     if path.exists() {
         load(path)
     } else {
-        Ok(Config::default())
+        Ok(Config::default().validated()?)
     }
 }
 

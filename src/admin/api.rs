@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::auth::Grant;
 use super::schema::{ErrorBody, ErrorDetail, Page};
 use crate::audit::{AuditEventRecord, AuditRecord};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::admin::{ListQuery, Listing};
 use crate::store::StoreError;
 
@@ -218,15 +218,26 @@ pub fn audit(shared: &Shared, grant: &Grant, change: Change<'_>) {
 
 /// Swaps in the store's exceptions after an exception changed: no policy rebuild.
 pub async fn reload_exceptions(shared: &Shared) -> ApiResult<()> {
-    crate::server::reload_exceptions(shared)
+    shared
+        .reloader
+        .exceptions()
         .await
         .map(|_| ())
-        .map_err(ApiError::from)
+        .map_err(|error| {
+            tracing::warn!(%error, "Cannot reload the exceptions after an admin change.");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store is unavailable; retry later",
+            )
+        })
 }
 
 /// Rebuilds the enforcement snapshot after a write that changes it.
 pub async fn reload(shared: &Shared) -> ApiResult<()> {
-    crate::server::reload(shared)
+    shared
+        .reloader
+        .snapshot()
         .await
         .map(|_| ())
         .map_err(|error| {

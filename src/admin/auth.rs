@@ -15,7 +15,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use super::api::ApiError;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Who is calling and what their role may do.
 #[derive(Debug, Clone)]

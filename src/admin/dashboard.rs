@@ -18,7 +18,7 @@ use time::OffsetDateTime;
 
 use super::api::ApiResult;
 use super::auth::{Access, Grant};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::admin::{ListQuery, Listing};
 
 /// The page's only stylesheet; the policy below names it by hash, so no other style applies.

@@ -15,7 +15,7 @@ use super::api::{self, ApiError, ApiResult, Change, PageParams};
 use super::auth::{Access, Grant};
 use super::schema::{ErrorBody, Page};
 use crate::policy::NewException;
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::admin::{ExceptionChange, Listing};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

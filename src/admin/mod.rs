@@ -34,7 +34,7 @@ use self::api::{ApiError, ApiResult};
 use self::auth::{Access, Grant};
 use crate::audit::{AuditEventRecord, AuditRecord};
 use crate::metrics;
-use crate::server::Shared;
+use crate::state::Shared;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -448,7 +448,7 @@ async fn reload(State(shared): State<Arc<Shared>>, Extension(grant): Extension<G
     if let Err(error) = grant.require("gateway", Access::Write) {
         return error.into_response();
     }
-    match crate::server::reload(&shared).await {
+    match shared.reloader.snapshot().await {
         Ok(reloaded) => {
             tracing::info!(
                 services = reloaded.services,

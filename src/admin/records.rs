@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::api::{self, ApiError, ApiResult, Change, PageParams};
 use super::auth::{Access, Grant};
 use super::schema::{ErrorBody, Page};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::admin::{Listing, ViolationPatch};
 
 fn present(pairs: Vec<(&'static str, Option<String>)>) -> Vec<(&'static str, String)> {

@@ -13,7 +13,7 @@ use super::api::{self, ApiError, ApiResult, Change, PageParams};
 use super::auth::{Access, Grant};
 use super::schema::{ErrorBody, Page};
 use crate::catalog::{AiService, Catalog};
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::store::admin::Listing;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -35,7 +35,7 @@ use pingora::proxy::HttpProxy;
 use tokio::net::TcpStream;
 
 use crate::proxy::AigateProxy;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Which listener accepted a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

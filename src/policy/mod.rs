@@ -90,7 +90,7 @@ pub enum Evaluator {
 }
 
 /// Decisions when no policy matches, by the service's approval status.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Defaults {
     pub approved: Decision,

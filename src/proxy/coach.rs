@@ -28,7 +28,7 @@ use crate::inspect::Inspector;
 use crate::pipeline::{self, Decision, RequestFacts, Snapshot, Source};
 use crate::policy::exception::ClientSignals;
 use crate::policy::NewException;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Where the coaching page's form posts, and where an API client's justification link points;
 /// answered by the gateway, never forwarded.
@@ -500,7 +500,7 @@ async fn except(
         return Some(Reply::Refused(202, "Thank you. Your justification was sent for approval; you will be able to continue once it is approved.\n".into()));
     }
     // Only the exception set changes: the compiled policies stay.
-    if let Err(error) = crate::server::reload_exceptions(shared).await {
+    if let Err(error) = shared.reloader.exceptions().await {
         tracing::warn!(%error, "Cannot load the new exception; it applies at the next reload.");
     }
     None

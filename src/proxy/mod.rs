@@ -31,7 +31,7 @@ use crate::front::{ConnectionMeta, Listener};
 use crate::identity::{Claims, Identity};
 use crate::metrics;
 use crate::pipeline::{self, RequestFacts, Source, Verdict};
-use crate::server::Shared;
+use crate::state::Shared;
 
 use enforce::{Delivery, Plan};
 use respond::{respond_text, respond_with};
