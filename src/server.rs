@@ -288,7 +288,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
         upstream: Upstream::new(&config.upstream, own_listeners),
         client_connections: Arc::default(),
         identity: crate::identity::Resolver::new(store.clone(), &config.identity),
-        coach: crate::proxy::coach::Coach::new(),
+        coach: crate::proxy::coach::Coach::new(ca.derive_key(crate::proxy::coach::TOKEN_KEY_LABEL)),
         router,
         snapshot: ArcSwap::from_pointee(Snapshot::new(catalog, inspector, policies, exceptions)),
         minter,
@@ -306,6 +306,7 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
             shared.config().proxy.client_idle_timeout_secs,
         ));
         app.server_options = Some(options);
+        app.h2_options = Some(crate::front::h2_guard::h2_options(&shared.config().proxy));
         Arc::new(app)
     };
 

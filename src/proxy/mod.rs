@@ -32,6 +32,8 @@ use tracing::{debug, info, warn};
 
 use crate::audit::{AuditRecord, DecisionRecord, JsonText};
 use crate::config::ReviewAction;
+use crate::front::guard::RequestLimits;
+use crate::front::h2_guard::BodyPace;
 use crate::front::{ConnectionMeta, Listener};
 use crate::identity::Claims;
 use crate::metrics;
@@ -241,6 +243,7 @@ impl ProxyHttp for AigateProxy {
                     upstream_failure(error.etype())
                 ),
                 400 => "Bad request.\n".to_owned(),
+                408 => "Request timeout: the request body came too slowly.\n".to_owned(),
                 _ => "The gateway could not handle this request.\n".to_owned(),
             };
             let _ = respond_text(session, status, message).await;
@@ -418,7 +421,8 @@ impl AigateProxy {
             return Ok(answer);
         }
         let cap = self.shared.config().proxy.body_buffer_bytes;
-        let (body, complete) = read_body_prefix(session, cap).await?;
+        let limits = RequestLimits::from_config(&self.shared.config().proxy);
+        let (body, complete) = read_body_prefix(session, cap, limits).await?;
         let inspected = &body[..body.len().min(cap)];
         let snapshot = self.shared.snapshot.load();
         if session.req_header().uri.path() == coach::JUSTIFY_PATH {
@@ -627,12 +631,34 @@ impl AigateProxy {
 }
 
 /// Reads the request body until it ends or `cap` bytes are buffered. Returns the bytes read (the
-/// last chunk may take it past `cap`) and whether the body is complete.
-async fn read_body_prefix(session: &mut Session, cap: usize) -> Result<(Bytes, bool)> {
+/// last chunk may take it past `cap`) and whether the body is complete. An h2 body slower than
+/// `limits` allow is answered 408 (the HTTP/1 guard watches the connection's bytes instead).
+async fn read_body_prefix(
+    session: &mut Session,
+    cap: usize,
+    limits: RequestLimits,
+) -> Result<(Bytes, bool)> {
     session.enable_retry_buffering();
+    let mut pace = session.is_http2().then(|| BodyPace::new(limits));
     let mut body = BytesMut::new();
     while !session.is_body_done() {
-        match session.read_request_body().await? {
+        let read = match pace.as_ref().and_then(BodyPace::allowance) {
+            Some(allowance) => {
+                let started = Instant::now();
+                let read = tokio::time::timeout(allowance, session.read_request_body()).await;
+                let Ok(read) = read else {
+                    let why = pace.as_ref().map_or("", BodyPace::refuse);
+                    return Error::e_explain(ErrorType::HTTPStatus(408), why);
+                };
+                let read = read?;
+                if let Some(pace) = pace.as_mut() {
+                    pace.record(started.elapsed(), read.as_ref().map_or(0, Bytes::len));
+                }
+                read
+            }
+            None => session.read_request_body().await?,
+        };
+        match read {
             Some(chunk) => {
                 body.extend_from_slice(&chunk);
                 if body.len() >= cap {
