@@ -791,27 +791,48 @@ async fn an_h2_body_slower_than_the_minimum_rate_gets_408() {
     let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
     let gateway =
         TestGateway::start_with(&ca, &[("api.openai.com", origin.addr)], slow_client_limits).await;
-    let body = gateway.dir.path().join("slow.json");
-    std::fs::write(
-        &body,
-        format!("{{\"messages\":\"{}\"}}", "a".repeat(100_000)),
+    // hyper's h2 client, its body fed at 100 B/s against a minimum of 1,024 B/s after a 1 s
+    // grace. (curl's `--limit-rate` sends a whole buffer first, which buys its size in seconds
+    // at the minimum rate; and curl 7.88 drops an early h2 answer to an upload.)
+    let tls = intercepted_h2(&gateway).await;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
     )
+    .await
     .unwrap();
-    let body = body.display().to_string();
-    // 200 B/s against a minimum of 1,024 B/s after a 1 s grace.
-    let (code, verbose) = curl_h2(
-        &gateway,
-        &[
-            "--limit-rate",
-            "200",
-            "-T",
-            &body,
-            "-H",
-            "content-type: application/json",
-        ],
-        "https://api.openai.com/v1/chat/completions",
-    )
-    .await;
-    assert_eq!(code, "408", "{verbose}");
+    tokio::spawn(connection);
+    let (feed, chunks) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+    let body = http_body_util::StreamBody::new(Box::pin(futures::stream::unfold(
+        chunks,
+        |mut chunks| async move {
+            let chunk = chunks.recv().await?;
+            Some((
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk)),
+                chunks,
+            ))
+        },
+    )));
+    let request = http::Request::post("https://api.openai.com/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let feeding = tokio::spawn(async move {
+        let _ = feed.send(bytes::Bytes::from_static(b"{\"messages\":\"")).await;
+        for _ in 0..150 {
+            if feed.send(bytes::Bytes::from_static(b"aaaaaaaaaa")).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Dripped for 15 s unanswered: the body stays open, so only the gateway can end it.
+        std::future::pending::<()>().await;
+    });
+    let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
+        .await
+        .expect("a 100 B/s h2 body must be answered once the grace is over")
+        .unwrap();
+    feeding.abort();
+    assert_eq!(response.status(), 408);
     assert!(origin.requests().is_empty());
 }
