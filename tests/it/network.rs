@@ -818,9 +818,15 @@ async fn an_h2_body_slower_than_the_minimum_rate_gets_408() {
         .body(body)
         .unwrap();
     let feeding = tokio::spawn(async move {
-        let _ = feed.send(bytes::Bytes::from_static(b"{\"messages\":\"")).await;
+        let _ = feed
+            .send(bytes::Bytes::from_static(b"{\"messages\":\""))
+            .await;
         for _ in 0..150 {
-            if feed.send(bytes::Bytes::from_static(b"aaaaaaaaaa")).await.is_err() {
+            if feed
+                .send(bytes::Bytes::from_static(b"aaaaaaaaaa"))
+                .await
+                .is_err()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
