@@ -277,6 +277,9 @@ pub struct ProxyConfig {
     pub min_body_rate_bytes_per_sec: u64,
     /// Waiting for a body this long is always allowed, however few bytes came.
     pub body_rate_grace_secs: u64,
+    /// Streams an intercepted HTTP/2 client may have open at once on one connection (the h2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS the gateway announces).
+    pub h2_max_concurrent_streams: u32,
     /// Open connections one client address may hold on each listener; beyond it new ones
     /// are refused (503). 0: only `max_connections` applies.
     pub max_connections_per_client: usize,
@@ -308,6 +311,7 @@ impl Default for ProxyConfig {
             header_read_timeout_secs: 10,
             min_body_rate_bytes_per_sec: 1024,
             body_rate_grace_secs: 10,
+            h2_max_concurrent_streams: 100,
             max_connections_per_client: 256,
             body_buffer_bytes: 10 * 1024 * 1024,
             tunnel_idle_timeout_secs: 300,
@@ -774,6 +778,12 @@ impl ProxyConfig {
             return Err(invalid(
                 "[proxy] body_rate_grace_secs",
                 "must be at least 1 when min_body_rate_bytes_per_sec is set",
+            ));
+        }
+        if !(1..=1000).contains(&self.h2_max_concurrent_streams) {
+            return Err(invalid(
+                "[proxy] h2_max_concurrent_streams",
+                "must be between 1 and 1000",
             ));
         }
         if self.body_buffer_bytes < 1024 {

@@ -345,6 +345,7 @@ fn start_serving(
         let mut options = pingora::apps::HttpServerOptions::default();
         options.h2_idle_timeout = Some(config.proxy.client_idle_timeout());
         app.server_options = Some(options);
+        app.h2_options = Some(crate::front::h2_guard::h2_options(&config.proxy));
         Arc::new(app)
     };
     let tls_template = Arc::new(

@@ -26,6 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::server::TlsStream;
 
 use super::guard::{GuardedIo, RequestGuard, RequestLimits};
+use super::h2_guard::FrameGuard;
 use super::socket::ClientSocket;
 
 /// Why a parked connection ended without a request.
@@ -39,10 +40,16 @@ pub enum Unparked {
     Socket(#[from] io::Error),
 }
 
-/// The decrypted stream and, for HTTP/1, the guard on its request heads and bodies (h2 frames
-/// its own requests; pingora's h2 settings bound them).
+/// The decrypted stream and the guard on what the client sends: request heads and bodies for
+/// HTTP/1, frames and header blocks for h2.
 #[derive(Debug)]
-pub struct ClientTls(TlsStream<ClientSocket>, Option<Box<RequestGuard>>);
+pub struct ClientTls(TlsStream<ClientSocket>, Option<Box<Guard>>);
+
+#[derive(Debug)]
+enum Guard {
+    Http1(RequestGuard),
+    H2(FrameGuard),
+}
 
 impl ClientTls {
     /// Terminates the client's TLS with `config` (the leaf minted for the CONNECT target).
@@ -85,12 +92,14 @@ impl ClientTls {
         }
     }
 
-    /// Enforces `limits` on every HTTP/1 request of the connection (not on h2).
+    /// Enforces `limits` on every request of the connection, in the protocol it negotiated.
     pub fn guard_requests(&mut self, limits: RequestLimits) {
         let h2 = self.0.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-        if !h2 {
-            self.1 = Some(Box::new(RequestGuard::new(limits)));
-        }
+        self.1 = Some(Box::new(if h2 {
+            Guard::H2(FrameGuard::new(limits))
+        } else {
+            Guard::Http1(RequestGuard::new(limits))
+        }));
     }
 
     fn socket(&self) -> &ClientSocket {
@@ -105,8 +114,9 @@ impl AsyncRead for ClientTls {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match this.1.as_mut() {
-            Some(guard) => guard.poll_read(cx, buf, &mut this.0),
+        match this.1.as_deref_mut() {
+            Some(Guard::Http1(guard)) => guard.poll_read(cx, buf, &mut this.0),
+            Some(Guard::H2(guard)) => guard.poll_read(cx, buf, &mut this.0),
             None => Pin::new(&mut this.0).poll_read(cx, buf),
         }
     }

@@ -78,6 +78,17 @@ impl Violation {
         }
     }
 
+    /// Counts the refusal (`aigate_connections_rejected_total`) and logs it.
+    pub(super) fn count(self) {
+        metrics::CONNECTIONS_REJECTED
+            .with_label_values(&[self.metric()])
+            .inc();
+        tracing::info!(
+            reason = self.metric(),
+            "Closing a connection whose request broke a limit."
+        );
+    }
+
     fn metric(self) -> &'static str {
         match self {
             Self::HeadTooLarge => "header_too_large",
@@ -86,7 +97,7 @@ impl Violation {
         }
     }
 
-    fn error(self) -> io::Error {
+    pub(super) fn error(self) -> io::Error {
         let message = match self {
             Self::HeadTooLarge => "request head larger than [proxy] max_header_bytes",
             Self::HeadTimeout => {
@@ -177,13 +188,7 @@ impl RequestGuard {
             Ok(()) => polled,
             Err(violation) => {
                 buf.set_filled(before);
-                metrics::CONNECTIONS_REJECTED
-                    .with_label_values(&[violation.metric()])
-                    .inc();
-                tracing::info!(
-                    reason = violation.metric(),
-                    "Closing a connection whose request broke a limit."
-                );
+                violation.count();
                 self.violation = Some(violation);
                 self.poll_refuse(cx, io)
             }

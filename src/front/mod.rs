@@ -18,6 +18,7 @@ pub mod client_tls;
 pub mod drain;
 pub mod explicit;
 pub mod guard;
+pub mod h2_guard;
 pub mod hello;
 pub mod intercept;
 pub mod listen;

@@ -7,8 +7,12 @@
 //!
 //! A justification creates an exception, so the form must never be something a third-party page
 //! can submit or replay: each coaching page (and each API client's justification link) carries a
-//! token signed with a per-process key that binds the decision, the host, the user, the client
-//! address and device, and an expiry; it is accepted once. A cross-site `Origin` or
+//! token signed with a key that binds the decision, the host, the user, the client address and
+//! device, and an expiry; it is accepted once. Every gateway of a fleet derives the same key from
+//! the CA key they share, so a token minted by one is good on another; and the exception a token
+//! creates has an id derived from the token, so the store's primary key refuses a second
+//! redemption on any gateway (the in-process set of spent tokens only answers it sooner). A
+//! cross-site `Origin` or
 //! `Sec-Fetch-Site` is refused, each client may justify a bounded number of times an hour, an
 //! anonymous user's exception covers only their address and device, and the free text is stored
 //! with the same detectors' findings masked.
@@ -19,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
+use sha2::Digest as _;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -36,6 +41,9 @@ pub const JUSTIFY_PATH: &str = "/.aigate/justify";
 
 const MIN_JUSTIFICATION: usize = 10;
 const MAX_JUSTIFICATION: usize = 2000;
+/// What the coaching-token key is derived for from the CA key (HKDF-SHA256 info): no other use of
+/// the CA key can yield the same bytes.
+pub const TOKEN_KEY_LABEL: &str = "aigate coaching token v1";
 /// How long a coaching page's token stays valid: long enough to write a justification.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
 const RATE_WINDOW: Duration = Duration::from_secs(3600);
@@ -55,7 +63,7 @@ pub enum Reply {
     TooMany(u64),
 }
 
-/// The token and the signing state of the coaching pages, for the process's life.
+/// The token and the signing state of the coaching pages.
 pub struct Coach {
     key: [u8; 32],
     /// Decision ids whose token was spent (kept as long as a token lives).
@@ -136,19 +144,10 @@ pub struct Offer {
     pub url: String,
 }
 
-impl Default for Coach {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Coach {
-    /// A fresh signing key: tokens do not outlive the process (a coaching page is reloaded in
-    /// seconds, and nothing else depends on them).
-    pub fn new() -> Self {
-        let mut key = [0u8; 32];
-        key[..16].copy_from_slice(Uuid::new_v4().as_bytes());
-        key[16..].copy_from_slice(Uuid::new_v4().as_bytes());
+    /// Signs with `key`: [`TOKEN_KEY_LABEL`] derived from the CA key
+    /// (`CertificateAuthority::derive_key`), the same on every gateway sharing the CA.
+    pub fn new(key: [u8; 32]) -> Self {
         Coach {
             key,
             spent: moka::sync::Cache::builder()
@@ -462,7 +461,7 @@ async fn except(
         conditions["devices"] = serde_json::json!([claims.device]);
     }
     let exception = NewException {
-        exception_id: Uuid::now_v7(),
+        exception_id: exception_id(claims.decision_id),
         exception_type: "temporary",
         reason: format!("Business justification given on the review page of {service_name}"),
         justification,
@@ -477,6 +476,13 @@ async fn except(
         effective_until: Some(now + lasts),
     };
     if let Err(error) = shared.store.insert_exception(&exception).await {
+        if is_duplicate(&error) {
+            tracing::warn!(
+                service = service_name,
+                "Refused a justification token already redeemed (on this or another gateway)."
+            );
+            return Some(invalid_token());
+        }
         tracing::warn!(%error, service = service_name, "Cannot store a review justification.");
         return Some(Reply::Refused(
             503,
@@ -530,6 +536,28 @@ fn audit(
         })),
         ..AuditEventRecord::about_host("exception_requested", "info", "justify_review", caller.host)
     })));
+}
+
+/// The id of the exception a token's redemption creates: the same on every gateway, so the
+/// store's primary key makes the token single-use across a fleet.
+fn exception_id(decision_id: Uuid) -> Uuid {
+    let digest = sha2::Sha256::new()
+        .chain_update(b"aigate justification exception\0")
+        .chain_update(decision_id.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// The store refused the exception because one with its id exists: the token was redeemed.
+fn is_duplicate(error: &crate::store::StoreError) -> bool {
+    match error {
+        crate::store::StoreError::Rejected(sqlx::Error::Database(error)) => {
+            error.is_unique_violation()
+        }
+        _ => false,
+    }
 }
 
 fn invalid_token() -> Reply {
@@ -644,7 +672,7 @@ mod tests {
 
     #[test]
     fn tokens_bind_host_user_address_and_expire() {
-        let coach = Coach::new();
+        let coach = Coach::new([7; 32]);
         let identity = identity();
         let headers = http::HeaderMap::new();
         let caller = Caller {
@@ -671,7 +699,12 @@ mod tests {
             ..caller
         };
         assert!(coach.verify(&other_host, &offer.token).is_none());
-        assert!(Coach::new().verify(&caller, &offer.token).is_none());
+        assert!(Coach::new([8; 32]).verify(&caller, &offer.token).is_none());
+        // Another gateway with the same key (the same CA) accepts it.
+        assert_eq!(
+            Coach::new([7; 32]).verify(&caller, &offer.token),
+            Some(claims)
+        );
         let tampered = offer.token.replacen(".0.", ".1.", 1);
         assert!(coach.verify(&caller, &tampered).is_none());
     }

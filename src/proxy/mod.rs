@@ -27,6 +27,8 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::{debug, info, warn};
 
 use crate::audit::{AuditRecord, DecisionRecord};
+use crate::front::guard::RequestLimits;
+use crate::front::h2_guard::BodyPace;
 use crate::front::{ConnectionMeta, Listener};
 use crate::identity::{Claims, Identity};
 use crate::metrics;
@@ -227,6 +229,7 @@ impl ProxyHttp for AigateProxy {
                     upstream_failure(error.etype())
                 ),
                 400 => "Bad request.\n".to_owned(),
+                408 => "Request timeout: the request body came too slowly.\n".to_owned(),
                 _ => "The gateway could not handle this request.\n".to_owned(),
             };
             let _ = respond_text(session, status, message).await;
@@ -303,12 +306,30 @@ struct Body {
 }
 
 impl Body {
-    /// Reads the request body until it ends or `cap` bytes are buffered.
-    async fn read(session: &mut Session, cap: usize) -> Result<Body> {
+    /// Reads the request body until it ends or `cap` bytes are buffered. An h2 body slower than
+    /// `limits` allow is answered 408 (the HTTP/1 guard watches the connection's bytes instead).
+    async fn read(session: &mut Session, cap: usize, limits: RequestLimits) -> Result<Body> {
         session.enable_retry_buffering();
+        let mut pace = session.is_http2().then(|| BodyPace::new(limits));
         let mut body = BytesMut::new();
         while !session.is_body_done() {
-            match session.read_request_body().await? {
+            let read = match pace.as_ref().and_then(BodyPace::allowance) {
+                Some(allowance) => {
+                    let started = Instant::now();
+                    let read = tokio::time::timeout(allowance, session.read_request_body()).await;
+                    let Ok(read) = read else {
+                        let why = pace.as_ref().map_or("", BodyPace::refuse);
+                        return Error::e_explain(ErrorType::HTTPStatus(408), why);
+                    };
+                    let read = read?;
+                    if let Some(pace) = pace.as_mut() {
+                        pace.record(started.elapsed(), read.as_ref().map_or(0, Bytes::len));
+                    }
+                    read
+                }
+                None => session.read_request_body().await?,
+            };
+            match read {
                 Some(chunk) => {
                     body.extend_from_slice(&chunk);
                     if body.len() >= cap {
@@ -341,8 +362,9 @@ impl AigateProxy {
         if let Some(answer) = respond::answer_expectation(session).await? {
             return Ok(answer);
         }
-        let cap = self.shared.config().proxy.body_buffer_bytes;
-        let body = Body::read(session, cap).await?;
+        let config = self.shared.config();
+        let limits = RequestLimits::from_config(&config.proxy);
+        let body = Body::read(session, config.proxy.body_buffer_bytes, limits).await?;
         if session.req_header().uri.path() == coach::JUSTIFY_PATH {
             return self.justify(session, ctx, meta, &identity, &body).await;
         }

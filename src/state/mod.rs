@@ -67,6 +67,7 @@ pub struct Parts {
 
 impl Shared {
     pub fn new(parts: Parts) -> Shared {
+        let token_key = parts.ca.derive_key(crate::proxy::coach::TOKEN_KEY_LABEL);
         Shared {
             config: ArcSwap::from_pointee(parts.config.into_inner()),
             snapshot: ArcSwap::from_pointee(parts.snapshot),
@@ -80,7 +81,7 @@ impl Shared {
             audit: parts.audit,
             store: parts.store,
             proxy_addr: parts.proxy_addr,
-            coach: crate::proxy::coach::Coach::new(),
+            coach: crate::proxy::coach::Coach::new(token_key),
         }
     }
 

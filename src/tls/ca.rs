@@ -91,6 +91,19 @@ impl CertificateAuthority {
         })
     }
 
+    /// A 32-byte secret for `label` (HKDF-SHA256 info), derived from the CA private key. Every
+    /// gateway of a fleet must share the CA, so each derives the same secret without one more
+    /// to distribute; the label keeps uses apart, and nothing derived reveals the CA key.
+    pub fn derive_key(&self, label: &str) -> [u8; 32] {
+        let mut secret = self.issuer.key().serialize_der();
+        let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"aigate CA-derived key"), &secret);
+        secret.fill(0);
+        let mut key = [0u8; 32];
+        // 32 bytes is far below HKDF's limit of 255 hash lengths: expanding cannot fail.
+        let _ = hkdf.expand(label.as_bytes(), &mut key);
+        key
+    }
+
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
     }
@@ -239,6 +252,19 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn derived_keys_depend_on_the_ca_key_and_the_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, _) = CertificateAuthority::load_or_generate(dir.path()).unwrap();
+        let (again, _) = CertificateAuthority::load_or_generate(dir.path()).unwrap();
+        let other = CertificateAuthority::generate_in_memory("other").unwrap();
+        let key = first.derive_key("aigate coaching token v1");
+        assert_eq!(key, again.derive_key("aigate coaching token v1"));
+        assert_ne!(key, first.derive_key("another use"));
+        assert_ne!(key, other.derive_key("aigate coaching token v1"));
+        assert_ne!(key, [0; 32]);
+    }
 
     #[test]
     fn generates_once_with_a_private_key_file_then_loads() {

@@ -364,3 +364,132 @@ async fn an_api_client_gets_a_link_to_justify_in_a_browser() {
         "the exception is the SDK's, not the browser's"
     );
 }
+
+/// Two gateway processes sharing one CA (as a fleet must) and one PostgreSQL store.
+mod fleet {
+    use std::path::Path;
+
+    use sqlx::Connection;
+
+    use crate::store::{drop_pg_database, fresh_pg_database};
+    use crate::support::process::GatewayProcess;
+    use crate::support::{repo_path, sha256_hex, upstream_ca, Origin};
+
+    /// `certs`: a CA directory to copy in (the fleet's shared CA); None: the gateway makes one.
+    async fn member(
+        dir: &Path,
+        store_url: &str,
+        upstream_ca_pem: &str,
+        origin: std::net::SocketAddr,
+        certs: Option<&Path>,
+    ) -> GatewayProcess {
+        std::fs::create_dir_all(dir.join("certs")).unwrap();
+        if let Some(certs) = certs {
+            for file in ["ca.pem", "ca.key"] {
+                std::fs::copy(certs.join(file), dir.join("certs").join(file)).unwrap();
+            }
+        }
+        let roots = dir.join("upstream-ca.pem");
+        std::fs::write(&roots, upstream_ca_pem).unwrap();
+        let config = format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\ntoken_sha256 = [\"{token}\"]\n\
+             [tls]\nca_dir = \"{dir}/certs\"\n\
+             [store]\nurl = \"{store_url}\"\n\
+             [audit]\njournal_dir = \"{dir}/journal\"\n\
+             [catalog]\ndir = \"{catalog}\"\n\
+             [policy]\ndir = \"{policies}\"\njustification_status = \"pending\"\n\
+             [upstream]\nextra_roots = [\"{roots}\"]\n\
+             [upstream.resolve]\n\"chatgpt.com\" = \"{origin}\"\n",
+            token = sha256_hex("fleet-coach-admin"),
+            dir = dir.display(),
+            catalog = repo_path("config/catalog").display(),
+            policies = repo_path("config/policies").display(),
+            roots = roots.display(),
+        );
+        let path = dir.join("aigate.toml");
+        std::fs::write(&path, config).unwrap();
+        GatewayProcess::start(&path).await
+    }
+
+    fn browser(proxy: &str, ca_pem: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(format!("http://{proxy}")).unwrap())
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("fleet-browser")
+            .build()
+            .unwrap()
+    }
+
+    async fn justify(browser: &reqwest::Client, token: &str) -> (u16, String) {
+        let response = browser
+            .post("https://chatgpt.com/.aigate/justify")
+            .form(&[
+                ("justification", super::REASON),
+                ("return_to", "/"),
+                ("token", token),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_token_minted_by_one_gateway_is_redeemed_once_across_the_fleet() {
+        let pg_url = fresh_pg_database().await;
+        let upstream = upstream_ca();
+        let origin = Origin::start_tls(&upstream, &["chatgpt.com"]).await;
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = member(
+            dir_a.path(),
+            &pg_url,
+            upstream.cert_pem(),
+            origin.addr,
+            None,
+        )
+        .await;
+        let certs = dir_a.path().join("certs");
+        let b = member(
+            dir_b.path(),
+            &pg_url,
+            upstream.cert_pem(),
+            origin.addr,
+            Some(&certs),
+        )
+        .await;
+        let ca_pem = std::fs::read_to_string(certs.join("ca.pem")).unwrap();
+        let (via_a, via_b) = (browser(&a.proxy, &ca_pem), browser(&b.proxy, &ca_pem));
+
+        // The shipped policies put unapproved ChatGPT under review: A shows the coaching page.
+        let page = via_a
+            .get("https://chatgpt.com/")
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 403);
+        let token = super::token_of(&page.text().await.unwrap());
+
+        let (status, body) = justify(&via_b, &token).await;
+        assert_eq!(status, 202, "B accepts the token A minted: {body}");
+        let (status, body) = justify(&via_a, &token).await;
+        assert_eq!(status, 403, "replayed on A: {body}");
+        assert!(body.contains("already used"), "{body}");
+        let (status, _) = justify(&via_b, &token).await;
+        assert_eq!(status, 403, "replayed on B");
+
+        let mut store = sqlx::PgConnection::connect(&pg_url).await.unwrap();
+        let (exceptions,): (i64,) = sqlx::query_as("SELECT count(*) FROM exceptions")
+            .fetch_one(&mut store)
+            .await
+            .unwrap();
+        assert_eq!(exceptions, 1);
+        drop(store);
+        drop((a, b));
+        drop_pg_database(&pg_url).await;
+    }
+}

@@ -648,3 +648,197 @@ async fn one_client_cannot_hold_more_than_its_connections() {
     .await;
     assert!(again.starts_with("HTTP/1.1 200"), "{again}");
 }
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![length[1], length[2], length[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// CONNECT api.openai.com through the gateway and a TLS session that negotiated h2.
+async fn intercepted_h2(gateway: &TestGateway) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut stream = TcpStream::connect(gateway.gateway.proxy_addr)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut established = [0u8; 39];
+    stream.read_exact(&mut established).await.unwrap();
+    let mut config = crate::support::gateway_tls_config(
+        &gateway.ca_pem(),
+        rustls::crypto::ring::default_provider(),
+    );
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("api.openai.com").unwrap();
+    let tls = connector.connect(name, stream).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    tls
+}
+
+#[tokio::test]
+async fn a_dripped_h2_header_block_inside_tls_is_cut_off() {
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let gateway =
+        TestGateway::start_with(&ca, &[("api.openai.com", origin.addr)], slow_client_limits).await;
+    let mut tls = intercepted_h2(&gateway).await;
+    let mut start = H2_PREFACE.to_vec();
+    start.extend(h2_frame(0x4, 0, 0, &[]));
+    // A HEADERS frame (END_STREAM | END_HEADERS, stream 1) announcing a 16,000-byte header
+    // block, whose bytes then come one every 100 ms.
+    let mut headers = h2_frame(0x1, 0x1 | 0x4, 1, &[]);
+    headers[..3].copy_from_slice(&16_000u32.to_be_bytes()[1..]);
+    start.extend(headers);
+    tls.write_all(&start).await.unwrap();
+    let answer = drip_until_closed(tls, b"a").await;
+    assert!(
+        answer.is_some(),
+        "a dripped h2 header block must be cut off by the head deadline"
+    );
+    assert!(origin.requests().is_empty());
+}
+
+#[tokio::test]
+async fn h2_clients_are_told_the_header_list_and_stream_limits_and_held_to_them() {
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let gateway = TestGateway::start_with(&ca, &[("api.openai.com", origin.addr)], |config| {
+        config.proxy.h2_max_concurrent_streams = 7;
+        config.upstream.http2 = false;
+    })
+    .await;
+    let mut tls = intercepted_h2(&gateway).await;
+    let mut start = H2_PREFACE.to_vec();
+    start.extend(h2_frame(0x4, 0, 0, &[]));
+    tls.write_all(&start).await.unwrap();
+    // The server's first frame is its SETTINGS.
+    let mut header = [0u8; 9];
+    tls.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[3], 0x4, "SETTINGS first");
+    let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+    let mut payload = vec![0u8; length];
+    tls.read_exact(&mut payload).await.unwrap();
+    let settings: std::collections::HashMap<u16, u32> = payload
+        .chunks(6)
+        .map(|s| {
+            (
+                u16::from_be_bytes([s[0], s[1]]),
+                u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+            )
+        })
+        .collect();
+    assert_eq!(settings.get(&0x3), Some(&7), "MAX_CONCURRENT_STREAMS");
+    assert_eq!(
+        settings.get(&0x6),
+        Some(&(32 * 1024)),
+        "MAX_HEADER_LIST_SIZE"
+    );
+
+    // A 40 KiB header, accepted by pingora's own 64 KiB default, is refused.
+    let (code, verbose) = curl_h2(
+        &gateway,
+        &["-H", &format!("X-Big: {}", "a".repeat(40 * 1024))],
+        "https://api.openai.com/v1/models",
+    )
+    .await;
+    assert_ne!(code, "200", "{verbose}");
+    assert!(origin.requests().is_empty(), "{verbose}");
+    let (code, verbose) = curl_h2(
+        &gateway,
+        &["-H", &format!("X-Big: {}", "a".repeat(30 * 1024))],
+        "https://api.openai.com/v1/models",
+    )
+    .await;
+    assert_eq!(
+        code, "200",
+        "a large header list within the limit: {verbose}"
+    );
+}
+
+/// Runs curl over h2 through the gateway (at most 20 s): the status it got and its stderr.
+async fn curl_h2(gateway: &TestGateway, args: &[&str], url: &str) -> (String, String) {
+    let output = tokio::process::Command::new("curl")
+        .args(["-v", "-sS", "--http2", "--max-time", "20"])
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["--proxy", &gateway.proxy_url(), "--cacert"])
+        .arg(gateway.ca_pem_path())
+        .args(args)
+        .arg(url)
+        .output()
+        .await
+        .expect("curl must be installed (apt-get install curl)");
+    let verbose = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        verbose.contains("ALPN: server accepted h2"),
+        "curl did not speak h2 to the gateway: {verbose}"
+    );
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        verbose,
+    )
+}
+
+#[tokio::test]
+async fn an_h2_body_slower_than_the_minimum_rate_gets_408() {
+    let ca = upstream_ca();
+    let origin = Origin::start_tls(&ca, &["api.openai.com"]).await;
+    let gateway =
+        TestGateway::start_with(&ca, &[("api.openai.com", origin.addr)], slow_client_limits).await;
+    // hyper's h2 client, its body fed at 100 B/s against a minimum of 1,024 B/s after a 1 s
+    // grace. (curl's `--limit-rate` sends a whole buffer first, which buys its size in seconds
+    // at the minimum rate; and curl 7.88 drops an early h2 answer to an upload.)
+    let tls = intercepted_h2(&gateway).await;
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let (feed, chunks) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+    let body = http_body_util::StreamBody::new(Box::pin(futures::stream::unfold(
+        chunks,
+        |mut chunks| async move {
+            let chunk = chunks.recv().await?;
+            Some((
+                Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk)),
+                chunks,
+            ))
+        },
+    )));
+    let request = http::Request::post("https://api.openai.com/v1/chat/completions")
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let feeding = tokio::spawn(async move {
+        let _ = feed
+            .send(bytes::Bytes::from_static(b"{\"messages\":\""))
+            .await;
+        for _ in 0..150 {
+            if feed
+                .send(bytes::Bytes::from_static(b"aaaaaaaaaa"))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Dripped for 15 s unanswered: the body stays open, so only the gateway can end it.
+        std::future::pending::<()>().await;
+    });
+    let response = tokio::time::timeout(Duration::from_secs(20), sender.send_request(request))
+        .await
+        .expect("a 100 B/s h2 body must be answered once the grace is over")
+        .unwrap();
+    feeding.abort();
+    assert_eq!(response.status(), 408);
+    assert!(origin.requests().is_empty());
+}

@@ -228,13 +228,14 @@ impl Appliance {
         self.dir.path().join(name)
     }
 
-    /// Origins for `api.openai.com` (a catalog host) and `www.example.org` (not in the catalog),
-    /// both on the origin address, certificates from the returned CA.
+    /// Origins for `api.openai.com` (a catalog host), `www.example.org` (not in the catalog) and
+    /// `chat.deepseek.com` (a prohibited one), all on the origin address, certificates from the
+    /// returned CA.
     fn start_origins(&mut self) -> CertificateAuthority {
         let ca = CertificateAuthority::generate_in_memory(ORIGIN_CA_NAME).unwrap();
         std::fs::write(self.path("origin-ca.pem"), ca.cert_pem()).unwrap();
         let mut specs = Vec::new();
-        for host in ["api.openai.com", "www.example.org"] {
+        for host in ["api.openai.com", "www.example.org", "chat.deepseek.com"] {
             let (chain, key) = ca.issue_server_cert(&[host]).unwrap();
             let cert = self.path(&format!("{host}.pem"));
             let key_path = self.path(&format!("{host}.key"));
@@ -271,6 +272,11 @@ impl Appliance {
 
     /// Runs `aigate run` inside the gateway namespace; returns once it listens.
     fn start_gateway(&mut self) {
+        self.start_gateway_with("");
+    }
+
+    /// `start_gateway` with `extra` sections appended to its config.
+    fn start_gateway_with(&mut self, extra: &str) {
         let dir = self.dir.path();
         let policies = shipped_policies_without(dir, &["review-unapproved-ai"]);
         // Trust the origin CA upstream when there are origins (the loop test has none).
@@ -289,7 +295,7 @@ impl Appliance {
              [audit]\njournal_dir = \"{dir}/journal\"\nflush_interval_ms = 20\n\
              [catalog]\ndir = \"{catalog}\"\n\
              [policy]\ndir = \"{policies}\"\n\
-             [policy.defaults]\nreview_required = \"allow\"\nunknown = \"allow\"\n",
+             [policy.defaults]\nreview_required = \"allow\"\nunknown = \"allow\"\n{extra}",
             dir = dir.display(),
             catalog = repo_path("config/catalog").display(),
             policies = policies.display(),
@@ -373,6 +379,17 @@ impl Appliance {
 
     /// Decision rows `(decision, source, resource_url)` once there are at least `at_least`.
     fn decisions(&self, at_least: usize) -> Vec<(String, Option<String>, Option<String>)> {
+        self.rows(
+            "SELECT decision, source, resource_url FROM decisions ORDER BY timestamp",
+            at_least,
+        )
+    }
+
+    /// The rows `sql` selects from the gateway's store once there are at least `at_least`.
+    fn rows<T>(&self, sql: &str, at_least: usize) -> Vec<T>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+    {
         let url = format!("sqlite://{}", self.path("aigate.db").display());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -382,18 +399,13 @@ impl Appliance {
             use sqlx::Connection;
             let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
             for _ in 0..100 {
-                let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
-                    "SELECT decision, source, resource_url FROM decisions ORDER BY timestamp",
-                )
-                .fetch_all(&mut db)
-                .await
-                .unwrap();
+                let rows: Vec<T> = sqlx::query_as(sql).fetch_all(&mut db).await.unwrap();
                 if rows.len() >= at_least {
                     return rows;
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            panic!("fewer than {at_least} decision rows after 5 s");
+            panic!("fewer than {at_least} rows after 5 s: {sql}");
         })
     }
 }
@@ -574,4 +586,56 @@ fn tproxy_intercepts_catalog_hosts_and_tunnels_the_rest() {
             Some("https://api.openai.com/v1/chat/completions".to_owned())
         )]
     );
+}
+
+#[test]
+fn transparent_bypass_is_decided_before_the_tunnel() {
+    let mut appliance = Appliance::new(3, Mode::Redirect);
+    appliance.start_origins();
+    appliance
+        .start_gateway_with("[intercept]\nbypass = [\"chat.deepseek.com\", \"api.openai.com\"]\n");
+    let origin_ca = appliance.path("origin-ca.pem");
+
+    // A prohibited service in the bypass: the policy denies it whatever a request would carry,
+    // so there is no tunnel (a redirected client cannot be told why; the connection closes).
+    let (status, body, verbose) = appliance.curl(&[
+        "--resolve",
+        &appliance.resolve_to_origin("chat.deepseek.com:443"),
+        "--cacert",
+        path_str(&origin_ca),
+        "https://chat.deepseek.com/",
+    ]);
+    assert_eq!(
+        status, 0,
+        "a denied bypass host was tunnelled: {body}\n{verbose}"
+    );
+
+    // An allowed service in the bypass: tunnelled untouched (the origin's own certificate).
+    let (status, body, verbose) = appliance.curl(&[
+        "--resolve",
+        &appliance.resolve_to_origin("api.openai.com:443"),
+        "--cacert",
+        path_str(&origin_ca),
+        "https://api.openai.com/v1/models",
+    ]);
+    assert_eq!(status, 200, "{body}\n{verbose}");
+    assert!(issuer(&verbose).contains(ORIGIN_CA_NAME), "{verbose}");
+
+    let mut rows: Vec<(String, bool, String, Option<String>, String)> = appliance.rows(
+        "SELECT decision, content_classified, resource_url, source, reason FROM decisions",
+        2,
+    );
+    rows.sort();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (decision, classified, url, source, reason) = &rows[0];
+    assert_eq!(decision, "ALLOW");
+    assert!(!classified);
+    assert!(url.contains("api.openai.com"), "{url}");
+    assert_eq!(source.as_deref(), Some("transparent"));
+    assert!(reason.contains("configured bypass"), "{reason}");
+    let (decision, classified, url, source, _) = &rows[1];
+    assert_eq!(decision, "DENY");
+    assert!(!classified);
+    assert!(url.contains("chat.deepseek.com"), "{url}");
+    assert_eq!(source.as_deref(), Some("transparent"));
 }
