@@ -75,6 +75,9 @@ async fn repeated_wrong_passwords_lock_out_the_address_and_the_account_without_c
     let (gateway, _tls, plain_origin, _) = gateway_with(|config| {
         config.identity.require_proxy_auth = true;
         config.identity.max_auth_failures = 3;
+        // The store watcher would see the directory import below and drop the identity caches
+        // mid-test (on a slow machine), forgetting Ana's verified credential.
+        config.policy.reload_interval_secs = 3600;
     })
     .await;
     with_passwords(&gateway).await;
