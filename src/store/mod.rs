@@ -4,20 +4,23 @@
 //! The store is only ever called from background tasks (the audit writer, start-up import): the
 //! request path never waits on it.
 
+mod common;
+mod directory;
 mod pg_copy;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;
 
 pub mod admin;
+pub mod listing;
 
 use async_trait::async_trait;
 
 use uuid::Uuid;
 
-use crate::identity::directory::{DirectoryKeys, DirectoryPlan};
-use crate::identity::{DeviceContext, UserContext};
+use crate::identity::{DirectoryRepository, IdentityLookup, RepositoryError};
 use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
 use admin::{ExceptionChange, ListQuery, Listing, PolicyWrite, TokenGrant, ViolationPatch};
 
@@ -247,6 +250,12 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
     }
 }
 
+impl From<StoreError> for RepositoryError {
+    fn from(error: StoreError) -> Self {
+        RepositoryError::new(error)
+    }
+}
+
 /// How decisions and audit events are stored, reported at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeSeriesShape {
@@ -268,8 +277,10 @@ impl TimeSeriesShape {
     }
 }
 
+/// Everything the gateway keeps: the identity module's repositories (defined there, so identity
+/// does not depend on the store) and the rest below.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: IdentityLookup + DirectoryRepository + Send + Sync + std::fmt::Debug {
     /// Applies pending migrations (idempotent) and the time-series set-up that cannot run in a
     /// migration transaction.
     async fn migrate(&self) -> Result<TimeSeriesShape, StoreError>;
@@ -331,19 +342,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// any change whoever makes it (not by exception usage counts): what the reloader polls.
     async fn revisions(&self) -> Result<Revisions, StoreError>;
 
-    /// The user with this email (case-insensitive), with department chain, groups, unexpired
-    /// roles and service lists; `None` when unknown.
-    async fn user_context_by_email(&self, email: &str) -> Result<Option<UserContext>, StoreError>;
-
-    async fn user_context_by_id(&self, id: Uuid) -> Result<Option<UserContext>, StoreError>;
-
-    /// The active asset holding `ip`, with its owner.
-    async fn device_by_ip(&self, ip: std::net::IpAddr)
-        -> Result<Option<DeviceContext>, StoreError>;
-
-    /// The user id and argon2 PHC hash stored for a proxy user name (case-insensitive).
-    async fn proxy_credential(&self, username: &str) -> Result<Option<(Uuid, String)>, StoreError>;
-
     /// Sets the proxy password hash of the user with this email (the email is the user name);
     /// false when there is no such user.
     async fn set_proxy_credential(
@@ -351,55 +349,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         email: &str,
         password_hash: &str,
     ) -> Result<bool, StoreError>;
-
-    /// `(key, id)` pairs of a two-column query (text, UUID), for matching an import.
-    async fn key_pairs(
-        &self,
-        table: &'static str,
-        sql: &str,
-    ) -> Result<std::collections::HashMap<String, Uuid>, StoreError>;
-
-    /// Keys of the directory rows already stored, for matching an import.
-    async fn directory_keys(&self) -> Result<DirectoryKeys, StoreError> {
-        Ok(DirectoryKeys {
-            departments_by_name: self
-                .key_pairs("departments", "SELECT name, department_id FROM departments")
-                .await?,
-            roles_by_name: self
-                .key_pairs("roles", "SELECT name, role_id FROM roles")
-                .await?,
-            groups_by_external_id: self
-                .key_pairs(
-                    "groups",
-                    "SELECT external_id, group_id FROM groups WHERE external_id IS NOT NULL",
-                )
-                .await?,
-            groups_by_name: self
-                .key_pairs("groups", "SELECT name, group_id FROM groups")
-                .await?,
-            users_by_external_id: self
-                .key_pairs(
-                    "users",
-                    "SELECT external_id, user_id FROM users WHERE external_id IS NOT NULL",
-                )
-                .await?,
-            users_by_email: self
-                .key_pairs("users", "SELECT lower(email), user_id FROM users")
-                .await?,
-            assets_by_external_id: self
-                .key_pairs(
-                    "assets",
-                    "SELECT external_id, asset_id FROM assets WHERE external_id IS NOT NULL",
-                )
-                .await?,
-        })
-    }
-
-    /// Upserts a resolved directory import in one transaction: all or nothing.
-    async fn apply_directory(&self, plan: &DirectoryPlan) -> Result<(), StoreError>;
-
-    /// Records a directory import run in `integrations` / `integration_sync_logs`.
-    async fn record_directory_sync(&self, sync: &DirectorySync) -> Result<(), StoreError>;
 
     /// The grant of an unrevoked, unexpired token with this SHA-256 (hex).
     async fn admin_token(&self, sha256: &str) -> Result<Option<TokenGrant>, StoreError>;
@@ -439,12 +388,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// AI service outside the catalog or not approved, per user, the requests seen.
     async fn refresh_shadow_ai(&self, since: time::OffsetDateTime) -> Result<(), StoreError>;
 
-    /// Rows of a table as JSON objects, newest first.
+    /// Rows of a table, newest first, as the API's typed items with their keyset positions.
+    async fn list_rows(
+        &self,
+        listing: Listing,
+        query: &ListQuery,
+    ) -> Result<Vec<listing::ListedRow>, StoreError>;
+
+    /// Rows of a table as the API's JSON items, newest first.
     async fn list(
         &self,
         listing: Listing,
         query: &ListQuery,
-    ) -> Result<Vec<serde_json::Value>, StoreError>;
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        Ok(self
+            .list_rows(listing, query)
+            .await?
+            .into_iter()
+            .map(|row| row.item)
+            .collect())
+    }
 
     /// `decisions_hourly` rows since a time, oldest first, summed over users and services.
     async fn decisions_per_hour(
@@ -475,27 +438,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn dedicated_writer(&self) -> Option<Arc<dyn Store>> {
         None
     }
-}
-
-/// One run of `aigate directory import`, as `integration_sync_logs` records it.
-#[derive(Debug, Clone)]
-pub struct DirectorySync {
-    /// okta, azure_ad, crowdstrike, file, ...
-    pub provider: String,
-    /// The integration's name (one row per name).
-    pub name: String,
-    /// `identity` for people, `cmdb` for an asset-only export.
-    pub integration_type: &'static str,
-    pub file: String,
-    pub started_at: time::OffsetDateTime,
-    pub completed_at: time::OffsetDateTime,
-    /// `success` or `failure`.
-    pub status: &'static str,
-    pub fetched: i32,
-    pub created: i32,
-    pub updated: i32,
-    pub failed: i32,
-    pub error: Option<String>,
 }
 
 /// Opens the store a `[store] url` names (`sqlite:` or `postgres://`).
