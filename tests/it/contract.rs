@@ -130,7 +130,9 @@ pub(crate) async fn run_contract(url: &str) -> BTreeMap<&'static str, String> {
         url,
         &[
             &format!("UPDATE ai_services SET created_at = '{FIXED}', updated_at = '{FIXED}', discovered_at = NULL, last_seen = NULL"),
-            &format!("UPDATE policies SET created_at = '{FIXED}', updated_at = '{FIXED}', approved_at = CASE WHEN approved_at IS NULL THEN NULL ELSE '{FIXED}' END"),
+            // A trigger stamps updated_at on other updates: it is set last.
+            &format!("UPDATE policies SET approved_at = '{FIXED}' WHERE approved_at IS NOT NULL"),
+            &format!("UPDATE policies SET created_at = '{FIXED}', updated_at = '{FIXED}'"),
             &format!("UPDATE exceptions SET approved_at = '{FIXED}', revoked_at = '{FIXED}', last_used = '{FIXED}'"),
             &format!("UPDATE violations SET created_at = '{FIXED}', updated_at = '{FIXED}', resolved_at = '{FIXED}'"),
             &format!("UPDATE policy_conflicts SET conflict_id = '{}', detected_at = '{FIXED}'", id(0xc1)),
