@@ -1,15 +1,23 @@
-//! The `Store` methods whose SQL both engines accept, written once.
+//! The store methods whose SQL both engines accept, written once.
 //!
-//! `store_impl!` expands into each engine's module around that engine's own methods (the
-//! time-series ingest, maintenance, listings and the few statements the engines phrase
-//! differently), so the one `impl Store` of each engine holds both. `encode` in the engine's
-//! module says how UUIDs, timestamps, lists and JSON are bound there; `$columns` how they are
-//! read back. Statements use `$N` placeholders, which sqlx's SQLite driver binds by number too.
+//! `store_impl!` expands into each engine's module and implements every role trait there: the
+//! shared methods from here, and the engine's own methods (the time-series ingest, maintenance,
+//! listings and the few statements the engines phrase differently) from the sections it is
+//! given. `encode` in the engine's module says how UUIDs, timestamps, lists and JSON are bound
+//! there; `$columns` how they are read back. Statements use `$N` placeholders, which sqlx's SQLite driver binds by number too.
 //! Times are bound from the gateway's clock (UTC) rather than taken from `NOW()`, so both
 //! engines store the same value in the same format.
 
 macro_rules! store_impl {
-    ($store:ty, $columns:ty, $db:ty, { $($engine_methods:tt)* }) => {
+    (
+        $store:ty,
+        $columns:ty,
+        $db:ty,
+        schema: { $($schema_methods:tt)* },
+        audit: { $($audit_methods:tt)* },
+        admin: { $($admin_methods:tt)* },
+        upkeep: { $($upkeep_methods:tt)* } $(,)?
+    ) => {
         impl $store {
             /// Inserts or replaces one `policies` row; returns the rows written (0 when an
             /// existing row was kept).
@@ -143,8 +151,29 @@ macro_rules! store_impl {
 
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
-            $($engine_methods)*
+            $($schema_methods)*
 
+            $($upkeep_methods)*
+
+            async fn revisions(&self) -> Result<$crate::store::Revisions, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::rows::RevisionRow> =
+                    sqlx::query_as("SELECT domain, revision FROM store_changes")
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err($crate::store::classify)?;
+                Ok($crate::store::Revisions::from_rows(
+                    rows.into_iter().map(|row| (row.domain, row.revision)),
+                ))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::AuditSink for $store {
+            $($audit_methods)*
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::CatalogRepository for $store {
             async fn import_catalog(
                 &self,
                 catalog: &$crate::catalog::Catalog,
@@ -184,6 +213,24 @@ macro_rules! store_impl {
                 Ok(done.rows_affected() > 0)
             }
 
+            async fn load_catalog(
+                &self,
+            ) -> Result<Vec<$crate::catalog::AiService>, $crate::store::StoreError> {
+                let everything = $crate::store::admin::ListQuery {
+                    limit: i64::from(u32::MAX),
+                    ..$crate::store::admin::ListQuery::default()
+                };
+                $crate::store::AdminRepository::list(
+                    self,
+                    $crate::store::admin::Listing::Services,
+                    &everything,
+                )
+                .await?
+                .into_iter()
+                .map($crate::store::admin::service_from_row)
+                .collect()
+            }
+
             async fn bypass_hosts(&self) -> Result<Vec<String>, $crate::store::StoreError> {
                 sqlx::query_scalar("SELECT host FROM intercept_bypass ORDER BY host")
                     .fetch_all(&self.pool)
@@ -209,7 +256,10 @@ macro_rules! store_impl {
                     .map_err($crate::store::classify)?;
                 Ok(result.rows_affected() > 0)
             }
+        }
 
+        #[async_trait::async_trait]
+        impl $crate::store::PolicyRepository for $store {
             async fn import_policies(
                 &self,
                 policies: &[$crate::policy::PolicyDefinition],
@@ -241,6 +291,66 @@ macro_rules! store_impl {
                 .await
                 .map_err($crate::store::classify)?;
                 rows.into_iter().map(PolicyRow::into_definition).collect()
+            }
+
+            async fn save_policy(
+                &self,
+                write: &$crate::store::admin::PolicyWrite<'_>,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::classify;
+                let policy = write.definition;
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                let existing = $crate::store::common::ExistingPolicy::Replace {
+                    approve: write.approve,
+                };
+                Self::write_policy_row(&mut *tx, policy, write.actor, existing).await?;
+                sqlx::query(
+                    "INSERT INTO policy_versions (version_id, policy_id, version, rule_content, rule_metadata, \
+                     change_summary, changed_by, changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (policy_id, version) DO NOTHING",
+                )
+                .bind(encode::id(uuid::Uuid::new_v4()))
+                .bind(encode::id(policy.policy_id))
+                .bind(&policy.version)
+                .bind(&policy.rule_content)
+                .bind(policy.rule_metadata.as_ref().map(encode::json))
+                .bind(&write.change_summary)
+                .bind(encode::id(write.actor))
+                .bind(encode::stamp(time::OffsetDateTime::now_utc()))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+                tx.commit().await.map_err(classify)
+            }
+
+            async fn record_policy_conflicts(
+                &self,
+                conflicts: &[$crate::policy::Conflict],
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::classify;
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                sqlx::query("DELETE FROM policy_conflicts WHERE resolved IS NOT TRUE")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                let now = encode::stamp(time::OffsetDateTime::now_utc());
+                for conflict in conflicts {
+                    sqlx::query(
+                        "INSERT INTO policy_conflicts (conflict_id, policy_a_id, policy_b_id, conflict_type, conflict_details, \
+                         severity, detected_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(encode::id(uuid::Uuid::new_v4()))
+                    .bind(encode::id(conflict.policy_a.0))
+                    .bind(encode::id(conflict.policy_b.0))
+                    .bind(conflict.conflict_type)
+                    .bind(encode::json(&conflict.details))
+                    .bind(conflict.severity)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+                }
+                tx.commit().await.map_err(classify)
             }
 
             async fn load_exceptions(
@@ -307,34 +417,38 @@ macro_rules! store_impl {
                 Ok(())
             }
 
-            async fn revisions(&self) -> Result<$crate::store::Revisions, $crate::store::StoreError> {
-                let rows: Vec<$crate::store::rows::RevisionRow> =
-                    sqlx::query_as("SELECT domain, revision FROM store_changes")
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err($crate::store::classify)?;
-                Ok($crate::store::Revisions::from_rows(
-                    rows.into_iter().map(|row| (row.domain, row.revision)),
-                ))
-            }
-
-            async fn set_proxy_credential(
+            async fn change_exception(
                 &self,
-                email: &str,
-                password_hash: &str,
+                id: uuid::Uuid,
+                change: &$crate::store::admin::ExceptionChange,
             ) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query(
-                    "INSERT INTO proxy_credentials (user_id, username, password_hash) \
-                     SELECT user_id, lower(email), $1 FROM users WHERE lower(email) = lower($2) \
-                     ON CONFLICT (user_id) DO UPDATE SET password_hash = excluded.password_hash, updated_at = CURRENT_TIMESTAMP",
-                )
-                .bind(password_hash)
-                .bind(email)
-                .execute(&self.pool)
-                .await
-                .map_err($crate::store::classify)?;
+                let sql = match change.status {
+                    "revoked" => {
+                        "UPDATE exceptions SET status = 'revoked', revoked_by = $2, revoked_at = $5, \
+                         revocation_reason = $3 WHERE exception_id = $1"
+                    }
+                    _ => {
+                        "UPDATE exceptions SET status = $4, approved_by = $2, approved_at = $5, \
+                         effective_from = COALESCE(effective_from, $5), \
+                         revocation_reason = COALESCE($3, revocation_reason) WHERE exception_id = $1"
+                    }
+                };
+                let done = sqlx::query(sql)
+                    .bind(encode::id(id))
+                    .bind(encode::id(change.actor))
+                    .bind(&change.reason)
+                    .bind(change.status)
+                    .bind(encode::stamp(time::OffsetDateTime::now_utc()))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::classify)?;
                 Ok(done.rows_affected() > 0)
             }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::AdminRepository for $store {
+            $($admin_methods)*
 
             async fn create_admin_token(
                 &self,
@@ -371,61 +485,21 @@ macro_rules! store_impl {
                 Ok(stored.map(|permissions| permissions.read().unwrap_or_default()))
             }
 
-            async fn save_policy(
+            async fn set_proxy_credential(
                 &self,
-                write: &$crate::store::admin::PolicyWrite<'_>,
-            ) -> Result<(), $crate::store::StoreError> {
-                use $crate::store::classify;
-                let policy = write.definition;
-                let mut tx = self.pool.begin().await.map_err(classify)?;
-                let existing = $crate::store::common::ExistingPolicy::Replace {
-                    approve: write.approve,
-                };
-                Self::write_policy_row(&mut *tx, policy, write.actor, existing).await?;
-                sqlx::query(
-                    "INSERT INTO policy_versions (version_id, policy_id, version, rule_content, rule_metadata, \
-                     change_summary, changed_by, changed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                     ON CONFLICT (policy_id, version) DO NOTHING",
-                )
-                .bind(encode::id(uuid::Uuid::new_v4()))
-                .bind(encode::id(policy.policy_id))
-                .bind(&policy.version)
-                .bind(&policy.rule_content)
-                .bind(policy.rule_metadata.as_ref().map(encode::json))
-                .bind(&write.change_summary)
-                .bind(encode::id(write.actor))
-                .bind(encode::stamp(time::OffsetDateTime::now_utc()))
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-                tx.commit().await.map_err(classify)
-            }
-
-            async fn change_exception(
-                &self,
-                id: uuid::Uuid,
-                change: &$crate::store::admin::ExceptionChange,
+                email: &str,
+                password_hash: &str,
             ) -> Result<bool, $crate::store::StoreError> {
-                let sql = match change.status {
-                    "revoked" => {
-                        "UPDATE exceptions SET status = 'revoked', revoked_by = $2, revoked_at = $5, \
-                         revocation_reason = $3 WHERE exception_id = $1"
-                    }
-                    _ => {
-                        "UPDATE exceptions SET status = $4, approved_by = $2, approved_at = $5, \
-                         effective_from = COALESCE(effective_from, $5), \
-                         revocation_reason = COALESCE($3, revocation_reason) WHERE exception_id = $1"
-                    }
-                };
-                let done = sqlx::query(sql)
-                    .bind(encode::id(id))
-                    .bind(encode::id(change.actor))
-                    .bind(&change.reason)
-                    .bind(change.status)
-                    .bind(encode::stamp(time::OffsetDateTime::now_utc()))
-                    .execute(&self.pool)
-                    .await
-                    .map_err($crate::store::classify)?;
+                let done = sqlx::query(
+                    "INSERT INTO proxy_credentials (user_id, username, password_hash) \
+                     SELECT user_id, lower(email), $1 FROM users WHERE lower(email) = lower($2) \
+                     ON CONFLICT (user_id) DO UPDATE SET password_hash = excluded.password_hash, updated_at = CURRENT_TIMESTAMP",
+                )
+                .bind(password_hash)
+                .bind(email)
+                .execute(&self.pool)
+                .await
+                .map_err($crate::store::classify)?;
                 Ok(done.rows_affected() > 0)
             }
 
@@ -449,36 +523,6 @@ macro_rules! store_impl {
                 .await
                 .map_err($crate::store::classify)?;
                 Ok(done.rows_affected() > 0)
-            }
-
-            async fn record_policy_conflicts(
-                &self,
-                conflicts: &[$crate::policy::Conflict],
-            ) -> Result<(), $crate::store::StoreError> {
-                use $crate::store::classify;
-                let mut tx = self.pool.begin().await.map_err(classify)?;
-                sqlx::query("DELETE FROM policy_conflicts WHERE resolved IS NOT TRUE")
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                let now = encode::stamp(time::OffsetDateTime::now_utc());
-                for conflict in conflicts {
-                    sqlx::query(
-                        "INSERT INTO policy_conflicts (conflict_id, policy_a_id, policy_b_id, conflict_type, conflict_details, \
-                         severity, detected_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(encode::id(uuid::Uuid::new_v4()))
-                    .bind(encode::id(conflict.policy_a.0))
-                    .bind(encode::id(conflict.policy_b.0))
-                    .bind(conflict.conflict_type)
-                    .bind(encode::json(&conflict.details))
-                    .bind(conflict.severity)
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                }
-                tx.commit().await.map_err(classify)
             }
         }
     };

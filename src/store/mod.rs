@@ -277,19 +277,59 @@ impl TimeSeriesShape {
     }
 }
 
-/// Everything the gateway keeps: the identity module's repositories (defined there, so identity
-/// does not depend on the store) and the rest below.
+/// Everything the gateway keeps, by role. Each role is its own trait; `Store` is all of them plus
+/// the store's own upkeep, and methods of every role are callable on `dyn Store`. The identity
+/// roles are defined by the identity module (so it does not depend on the store).
 #[async_trait]
-pub trait Store: IdentityLookup + DirectoryRepository + Send + Sync + std::fmt::Debug {
+pub trait Store:
+    AuditSink
+    + CatalogRepository
+    + PolicyRepository
+    + AdminRepository
+    + IdentityLookup
+    + DirectoryRepository
+    + Send
+    + Sync
+    + std::fmt::Debug
+{
     /// Applies pending migrations (idempotent) and the time-series set-up that cannot run in a
     /// migration transaction.
     async fn migrate(&self) -> Result<TimeSeriesShape, StoreError>;
 
+    /// The revision of each part of the store that gateways keep in memory, moved by triggers on
+    /// any change whoever makes it (not by exception usage counts): what the reloader polls.
+    async fn revisions(&self) -> Result<Revisions, StoreError>;
+
+    /// A channel that receives the part of the store that changed, for stores that can push
+    /// (PostgreSQL `LISTEN aigate_reload`); `None` where polling is the only way.
+    async fn change_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<ChangeDomain>> {
+        None
+    }
+
+    /// Keeps the time-series tables healthy: partitions ahead, expired data dropped, rollup
+    /// refreshed. Returns what it did, for the log.
+    async fn maintain(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The same database through connections of its own, for the audit writer's thread: a
+    /// pool's connections belong to the runtime (and inherit the priority of the thread) that
+    /// opened them. `None` where a second pool would not reach the same data (in-memory SQLite).
+    async fn dedicated_writer(&self) -> Option<Arc<dyn Store>> {
+        None
+    }
+}
+
+/// Where the audit writer puts decisions, violations and audit events.
+#[async_trait]
+pub trait AuditSink: Send + Sync {
     /// Writes decisions and their violations in one transaction: all or nothing.
     async fn write_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError>;
 
     async fn write_audit_events(&self, batch: &[AuditEventRecord]) -> Result<(), StoreError>;
+}
 
+/// The AI service catalog and the permanent interception bypass.
+#[async_trait]
+pub trait CatalogRepository: Send + Sync {
     /// Seeds a store that has no AI services yet with the catalog files (first start); a store
     /// with services is left alone, so an administrator's edits and deletions stand. Returns how
     /// many were inserted.
@@ -302,17 +342,7 @@ pub trait Store: IdentityLookup + DirectoryRepository + Send + Sync + std::fmt::
     async fn delete_service(&self, id: Uuid) -> Result<bool, StoreError>;
 
     /// The catalog as the store holds it.
-    async fn load_catalog(&self) -> Result<Vec<AiService>, StoreError> {
-        let everything = ListQuery {
-            limit: i64::from(u32::MAX),
-            ..ListQuery::default()
-        };
-        self.list(Listing::Services, &everything)
-            .await?
-            .into_iter()
-            .map(admin::service_from_row)
-            .collect()
-    }
+    async fn load_catalog(&self) -> Result<Vec<AiService>, StoreError>;
 
     /// Hosts in the administrator's permanent interception bypass.
     async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError>;
@@ -322,13 +352,27 @@ pub trait Store: IdentityLookup + DirectoryRepository + Send + Sync + std::fmt::
 
     /// Removes a host from the permanent bypass; false when it was not there.
     async fn remove_bypass_host(&self, host: &str) -> Result<bool, StoreError>;
+}
 
+/// Policies, their versions and conflicts, and exceptions.
+#[async_trait]
+pub trait PolicyRepository: Send + Sync {
     /// Inserts policies whose `policy_id` is not in the store yet; never overwrites a row an
     /// administrator changed. Returns how many were new.
     async fn import_policies(&self, policies: &[PolicyDefinition]) -> Result<usize, StoreError>;
 
     /// Every policy row (the engine keeps the active ones).
     async fn load_policies(&self) -> Result<Vec<PolicyDefinition>, StoreError>;
+
+    /// Creates or replaces a policy row and records its content as a `policy_versions` row (once
+    /// per version).
+    async fn save_policy(&self, write: &PolicyWrite<'_>) -> Result<(), StoreError>;
+
+    /// Replaces the unresolved `policy_conflicts` rows with the conflicts found now.
+    async fn record_policy_conflicts(
+        &self,
+        conflicts: &[crate::policy::Conflict],
+    ) -> Result<(), StoreError>;
 
     /// Exceptions with status `approved` (the only ones that can cancel a match).
     async fn load_exceptions(&self) -> Result<Vec<ExceptionRecord>, StoreError>;
@@ -338,18 +382,18 @@ pub trait Store: IdentityLookup + DirectoryRepository + Send + Sync + std::fmt::
     /// Adds uses to `usage_count` and stamps `last_used`.
     async fn add_exception_uses(&self, uses: &[(Uuid, u64)]) -> Result<(), StoreError>;
 
-    /// The revision of each part of the store that gateways keep in memory, moved by triggers on
-    /// any change whoever makes it (not by exception usage counts): what the reloader polls.
-    async fn revisions(&self) -> Result<Revisions, StoreError>;
-
-    /// Sets the proxy password hash of the user with this email (the email is the user name);
-    /// false when there is no such user.
-    async fn set_proxy_credential(
+    /// Decides a pending exception or revokes an approved one; false when no such exception.
+    async fn change_exception(
         &self,
-        email: &str,
-        password_hash: &str,
+        id: Uuid,
+        change: &ExceptionChange,
     ) -> Result<bool, StoreError>;
+}
 
+/// What the management API and the CLI ask beyond the other roles: tokens and roles, proxy
+/// passwords, violation triage, listings and the dashboard's rollups.
+#[async_trait]
+pub trait AdminRepository: Send + Sync {
     /// The grant of an unrevoked, unexpired token with this SHA-256 (hex).
     async fn admin_token(&self, sha256: &str) -> Result<Option<TokenGrant>, StoreError>;
 
@@ -364,25 +408,16 @@ pub trait Store: IdentityLookup + DirectoryRepository + Send + Sync + std::fmt::
     /// A role's permissions, by name.
     async fn role_permissions(&self, role: &str) -> Result<Option<serde_json::Value>, StoreError>;
 
-    /// Creates or replaces a policy row and records its content as a `policy_versions` row (once
-    /// per version).
-    async fn save_policy(&self, write: &PolicyWrite<'_>) -> Result<(), StoreError>;
-
-    /// Decides a pending exception or revokes an approved one; false when no such exception.
-    async fn change_exception(
+    /// Sets the proxy password hash of the user with this email (the email is the user name);
+    /// false when there is no such user.
+    async fn set_proxy_credential(
         &self,
-        id: Uuid,
-        change: &ExceptionChange,
+        email: &str,
+        password_hash: &str,
     ) -> Result<bool, StoreError>;
 
     /// Applies violation triage; false when no such violation.
     async fn update_violation(&self, id: Uuid, patch: &ViolationPatch) -> Result<bool, StoreError>;
-
-    /// Replaces the unresolved `policy_conflicts` rows with the conflicts found now.
-    async fn record_policy_conflicts(
-        &self,
-        conflicts: &[crate::policy::Conflict],
-    ) -> Result<(), StoreError>;
 
     /// Rebuilds the gateway's `shadow_ai_detections` rows from the decisions since a time: per
     /// AI service outside the catalog or not approved, per user, the requests seen.
@@ -421,23 +456,6 @@ pub trait Store: IdentityLookup + DirectoryRepository + Send + Sync + std::fmt::
         since: time::OffsetDateTime,
         limit: i64,
     ) -> Result<Vec<serde_json::Value>, StoreError>;
-
-    /// A channel that receives the part of the store that changed, for stores that can push
-    /// (PostgreSQL `LISTEN aigate_reload`); `None` where polling is the only way.
-    async fn change_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<ChangeDomain>> {
-        None
-    }
-
-    /// Keeps the time-series tables healthy: partitions ahead, expired data dropped, rollup
-    /// refreshed. Returns what it did, for the log.
-    async fn maintain(&self) -> Result<Vec<String>, StoreError>;
-
-    /// The same database through connections of its own, for the audit writer's thread: a
-    /// pool's connections belong to the runtime (and inherit the priority of the thread) that
-    /// opened them. `None` where a second pool would not reach the same data (in-memory SQLite).
-    async fn dedicated_writer(&self) -> Option<Arc<dyn Store>> {
-        None
-    }
 }
 
 /// Opens the store a `[store] url` names (`sqlite:` or `postgres://`).

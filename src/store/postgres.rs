@@ -334,7 +334,8 @@ identity_repositories!(
 // where the engines truly do: batch ingest (binary COPY, INSERT with INET casts on replay),
 // LISTEN/NOTIFY, arrays and LATERAL joins, boolean aggregates, TIMESTAMPTZ comparisons, and
 // the time-series shape (partitions or TimescaleDB) and its maintenance.
-store_impl!(PostgresStore, PgColumns, sqlx::Postgres, {
+store_impl!(PostgresStore, PgColumns, sqlx::Postgres,
+schema: {
     async fn migrate(&self) -> Result<TimeSeriesShape, StoreError> {
         MIGRATOR.run(&self.pool).await?;
         let shape = self.shape().await?;
@@ -357,7 +358,8 @@ store_impl!(PostgresStore, PgColumns, sqlx::Postgres, {
         }
         Ok(shape)
     }
-
+},
+audit: {
     async fn write_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError> {
         if batch.len() < PARALLEL_COPY_ROWS {
             return self.write_decision_part(batch).await;
@@ -407,50 +409,8 @@ store_impl!(PostgresStore, PgColumns, sqlx::Postgres, {
         insert.build().execute(&self.pool).await.map_err(classify)?;
         Ok(())
     }
-
-    async fn change_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<ChangeDomain>> {
-        let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(%error, "Cannot LISTEN for policy changes; polling only.");
-                return None;
-            }
-        };
-        if let Err(error) = listener.listen("aigate_reload").await {
-            tracing::warn!(%error, "Cannot LISTEN for policy changes; polling only.");
-            return None;
-        }
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                match listener.recv().await {
-                    Ok(notification) => {
-                        // A payload from an older trigger (a table name) refreshes everything.
-                        let domains = match ChangeDomain::from_name(notification.payload()) {
-                            Some(domain) => vec![domain],
-                            None => ChangeDomain::ALL.to_vec(),
-                        };
-                        for domain in domains {
-                            // A full channel holds pending changes; the reloader drains them
-                            // all and then compares revisions, so none is missed.
-                            if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
-                                tx.try_send(domain)
-                            {
-                                return;
-                            }
-                        }
-                    }
-                    // sqlx reconnects on the next recv; changes made meanwhile reach the poller.
-                    Err(error) => {
-                        tracing::debug!(%error, "Policy change listener lost its connection; reconnecting.");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        });
-        Some(rx)
-    }
-
+},
+admin: {
     async fn admin_token(&self, sha256: &str) -> Result<Option<TokenGrant>, StoreError> {
         let row: Option<TokenRow<PgColumns>> = sqlx::query_as(
             "SELECT t.token_id, t.name, r.name AS role, r.permissions, t.user_id FROM admin_tokens t \
@@ -573,6 +533,50 @@ store_impl!(PostgresStore, PgColumns, sqlx::Postgres, {
         .await
         .map_err(classify)
     }
+},
+upkeep: {
+    async fn change_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<ChangeDomain>> {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "Cannot LISTEN for policy changes; polling only.");
+                return None;
+            }
+        };
+        if let Err(error) = listener.listen("aigate_reload").await {
+            tracing::warn!(%error, "Cannot LISTEN for policy changes; polling only.");
+            return None;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                match listener.recv().await {
+                    Ok(notification) => {
+                        // A payload from an older trigger (a table name) refreshes everything.
+                        let domains = match ChangeDomain::from_name(notification.payload()) {
+                            Some(domain) => vec![domain],
+                            None => ChangeDomain::ALL.to_vec(),
+                        };
+                        for domain in domains {
+                            // A full channel holds pending changes; the reloader drains them
+                            // all and then compares revisions, so none is missed.
+                            if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) =
+                                tx.try_send(domain)
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    // sqlx reconnects on the next recv; changes made meanwhile reach the poller.
+                    Err(error) => {
+                        tracing::debug!(%error, "Policy change listener lost its connection; reconnecting.");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Some(rx)
+    }
 
     async fn dedicated_writer(&self) -> Option<Arc<dyn Store>> {
         let options = (*self.pool.connect_options()).clone();
@@ -627,7 +631,8 @@ store_impl!(PostgresStore, PgColumns, sqlx::Postgres, {
         }
         Ok(done)
     }
-});
+}
+);
 
 fn first_of_month(date: Date) -> Date {
     date.replace_day(1).unwrap_or(date)

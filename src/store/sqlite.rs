@@ -335,12 +335,14 @@ identity_repositories!(
 // the engines truly do: batch ingest (chunked cached INSERT OR IGNORE here, binary COPY there),
 // timestamps kept as text (compared through julianday()), JSON through json_each/json_extract,
 // no boolean aggregates, no row-to-JSON, and retention by DELETE instead of partitions.
-store_impl!(SqliteStore, SqliteColumns, sqlx::Sqlite, {
+store_impl!(SqliteStore, SqliteColumns, sqlx::Sqlite,
+schema: {
     async fn migrate(&self) -> Result<TimeSeriesShape, StoreError> {
         MIGRATOR.run(&self.pool).await?;
         Ok(TimeSeriesShape::Embedded)
     }
-
+},
+audit: {
     async fn write_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
@@ -364,7 +366,8 @@ store_impl!(SqliteStore, SqliteColumns, sqlx::Sqlite, {
         }
         written
     }
-
+},
+admin: {
     async fn admin_token(&self, sha256: &str) -> Result<Option<TokenGrant>, StoreError> {
         let row: Option<TokenRow<SqliteColumns>> = sqlx::query_as(
             "SELECT t.token_id, t.name, r.name AS role, r.permissions, t.user_id FROM admin_tokens t \
@@ -481,7 +484,8 @@ store_impl!(SqliteStore, SqliteColumns, sqlx::Sqlite, {
             .filter_map(|row| serde_json::from_str(row).ok())
             .collect())
     }
-
+},
+upkeep: {
     async fn dedicated_writer(&self) -> Option<Arc<dyn Store>> {
         if self.in_memory {
             return None;
@@ -522,4 +526,5 @@ store_impl!(SqliteStore, SqliteColumns, sqlx::Sqlite, {
         }
         Ok(done)
     }
-});
+}
+);

@@ -258,7 +258,7 @@ async fn policy_contract(store: &dyn Store) -> Vec<aigate::policy::PolicyDefinit
         details: serde_json::json!({"overlap": ["deepseek"]}),
     };
     store
-        .record_policy_conflicts(&[conflict.clone()])
+        .record_policy_conflicts(std::slice::from_ref(&conflict))
         .await
         .unwrap();
     // Recording again replaces the unresolved ones.
@@ -453,7 +453,10 @@ async fn audit_contract(store: &dyn Store, base: OffsetDateTime) {
         event_data: Some(serde_json::json!({"role": "admin", "nested": {"ok": true}})),
         changes: None,
     };
-    store.write_audit_events(&[event.clone()]).await.unwrap();
+    store
+        .write_audit_events(std::slice::from_ref(&event))
+        .await
+        .unwrap();
     store.write_audit_events(&[event]).await.unwrap();
     let patch = ViolationPatch {
         status: Some("resolved".into()),
