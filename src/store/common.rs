@@ -538,3 +538,8 @@ pub(crate) enum ExistingPolicy {
     /// Replace it; `approve` stamps `approved_by`/`approved_at` (an activation).
     Replace { approve: bool },
 }
+
+/// The first half of `refresh_shadow_ai` on either engine (the rebuild that follows is each
+/// engine's own: boolean aggregates, JSON paths and id generation differ).
+pub(crate) const CLEAR_GATEWAY_SHADOW_AI: &str =
+    "DELETE FROM shadow_ai_detections WHERE detection_source = 'aigate_proxy'";

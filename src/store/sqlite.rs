@@ -13,7 +13,7 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::admin::{ListQuery, Listing, TokenGrant};
-use super::common::store_impl;
+use super::common::{store_impl, CLEAR_GATEWAY_SHADOW_AI};
 use super::directory::identity_repositories;
 use super::listing::{listed_rows, ListedRow};
 use super::rows::{SqliteColumns, TokenRow};
@@ -383,7 +383,7 @@ admin: {
 
     async fn refresh_shadow_ai(&self, since: OffsetDateTime) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        sqlx::query("DELETE FROM shadow_ai_detections WHERE detection_source = 'aigate_proxy'")
+        sqlx::query(CLEAR_GATEWAY_SHADOW_AI)
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
