@@ -1,5 +1,9 @@
-//! Persistence: one `Store` trait, a PostgreSQL and an SQLite implementation, and the embedded
-//! migrations. No SQL lives outside this module.
+//! Persistence: role traits (`AuditSink`, `CatalogRepository`, `PolicyRepository`,
+//! `AdminRepository`, and identity's `IdentityLookup` and `DirectoryRepository`) gathered in
+//! `Store`, implemented for PostgreSQL and SQLite, and the embedded migrations. No SQL lives
+//! outside this module. Statements both engines accept are written once (`common`, `directory`);
+//! each engine's file holds only what the engines do differently. Rows are read into `rows`
+//! structs, and the API's listings into the typed items of `listing`.
 //!
 //! The store is only ever called from background tasks (the audit writer, start-up import): the
 //! request path never waits on it.
