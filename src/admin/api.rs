@@ -139,26 +139,17 @@ pub async fn page(
     listing: Listing,
     query: ListQuery,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let items = shared.store.list(listing, &query).await?;
-    let full = i64::try_from(items.len()).unwrap_or(i64::MAX) >= query.limit;
-    let next_cursor = items.last().filter(|_| full).map(|last| {
-        let key = (
-            scalar_text(&last[listing.time_column()]),
-            scalar_text(&last[listing.id_column()]),
-        );
+    let rows = shared.store.list_rows(listing, &query).await?;
+    let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= query.limit;
+    // The cursor is the row's stored keyset position, which compares like the stored values.
+    let next_cursor = rows.last().filter(|_| full).map(|last| {
         base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(serde_json::to_vec(&key).unwrap_or_default())
+            .encode(serde_json::to_vec(&last.cursor).unwrap_or_default())
     });
+    let items = rows.into_iter().map(|row| row.item).collect();
     Ok(Json(
         serde_json::to_value(Page { items, next_cursor }).unwrap_or_default(),
     ))
-}
-
-fn scalar_text(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// One row by id, or 404.

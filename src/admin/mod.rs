@@ -43,7 +43,19 @@ use crate::state::Shared;
         description = "Administration of an aigate AI-usage enforcement gateway."
     ),
     modifiers(&BearerScheme),
-    components(schemas(schema::Page, schema::ErrorBody, schema::ErrorDetail))
+    components(schemas(
+        schema::Page,
+        schema::ErrorBody,
+        schema::ErrorDetail,
+        crate::store::listing::DecisionItem,
+        crate::store::listing::ViolationItem,
+        crate::store::listing::AuditEventItem,
+        crate::store::listing::ExceptionItem,
+        crate::store::listing::PolicyItem,
+        crate::store::listing::ServiceItem,
+        crate::store::listing::PolicyConflictItem,
+        crate::store::listing::ShadowAiItem
+    ))
 )]
 struct ApiDoc;
 

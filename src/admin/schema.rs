@@ -2,7 +2,8 @@
 
 use utoipa::ToSchema;
 
-/// A page of rows, newest first.
+/// A page of rows, newest first. Each listing's items are one of the `*Item` schemas
+/// (`DecisionItem`, `PolicyItem`, ...), whichever store holds them.
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct Page {
     #[schema(value_type = Vec<Object>)]

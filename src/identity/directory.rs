@@ -14,7 +14,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::store::{DirectorySync, Store, StoreError};
+use super::repository::{DirectoryRepository, RepositoryError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
@@ -741,7 +741,28 @@ pub enum ImportError {
     #[error(transparent)]
     Directory(#[from] DirectoryError),
     #[error("store: {0}")]
-    Store(#[from] StoreError),
+    Store(#[from] RepositoryError),
+}
+
+/// One run of `aigate directory import`, as `integration_sync_logs` records it.
+#[derive(Debug, Clone)]
+pub struct DirectorySync {
+    /// okta, azure_ad, crowdstrike, file, ...
+    pub provider: String,
+    /// The integration's name (one row per name).
+    pub name: String,
+    /// `identity` for people, `cmdb` for an asset-only export.
+    pub integration_type: &'static str,
+    pub file: String,
+    pub started_at: time::OffsetDateTime,
+    pub completed_at: time::OffsetDateTime,
+    /// `success` or `failure`.
+    pub status: &'static str,
+    pub fetched: i32,
+    pub created: i32,
+    pub updated: i32,
+    pub failed: i32,
+    pub error: Option<String>,
 }
 
 /// What one import did.
@@ -754,7 +775,10 @@ pub struct ImportReport {
 
 /// Imports the export at `path` into `store` (all or nothing) and records the run, failed runs
 /// included, in `integrations` / `integration_sync_logs`.
-pub async fn import(store: &dyn Store, path: &Path) -> Result<ImportReport, ImportError> {
+pub async fn import(
+    store: &dyn DirectoryRepository,
+    path: &Path,
+) -> Result<ImportReport, ImportError> {
     let started_at = OffsetDateTime::now_utc();
     let shown = path.display().to_string();
     let directory = Directory::load(path);

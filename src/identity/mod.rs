@@ -11,6 +11,7 @@
 mod credentials;
 pub mod directory;
 mod lockout;
+pub mod repository;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,8 +23,8 @@ use uuid::Uuid;
 use crate::config::{AttributionMethod, IdentityConfig};
 use sha2::Digest;
 
-use crate::store::{Store, StoreError};
 pub use credentials::hash_password;
+pub use repository::{DirectoryRepository, IdentityLookup, RepositoryError};
 
 /// `input.user` of the policy contract.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -211,7 +212,7 @@ where
 /// Resolves identities with cached store lookups.
 #[derive(Debug)]
 pub struct Resolver {
-    store: Arc<dyn Store>,
+    store: Arc<dyn IdentityLookup>,
     /// Swapped by a config reload (cache sizes keep their start-up values).
     config: arc_swap::ArcSwap<IdentityConfig>,
     users_by_email: Cache<String, Option<Arc<UserContext>>>,
@@ -226,7 +227,7 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    pub fn new(store: Arc<dyn Store>, config: &IdentityConfig) -> Self {
+    pub fn new(store: Arc<dyn IdentityLookup>, config: &IdentityConfig) -> Self {
         Resolver {
             store,
             config: arc_swap::ArcSwap::from_pointee(config.clone()),
@@ -452,7 +453,7 @@ impl Resolver {
             .try_get_with(digest, async move {
                 checked.store(true, std::sync::atomic::Ordering::Relaxed);
                 let stored = store.proxy_credential(&account).await?;
-                Ok::<_, StoreError>(credentials::verify(stored, password).await)
+                Ok::<_, RepositoryError>(credentials::verify(stored, password).await)
             })
             .await;
         let fresh = fresh.load(std::sync::atomic::Ordering::Relaxed);

@@ -1,24 +1,31 @@
-//! Persistence: one `Store` trait, a PostgreSQL and an SQLite implementation, and the embedded
-//! migrations. No SQL lives outside this module.
+//! Persistence: role traits (`AuditSink`, `CatalogRepository`, `PolicyRepository`,
+//! `AdminRepository`, and identity's `IdentityLookup` and `DirectoryRepository`) gathered in
+//! `Store`, implemented for PostgreSQL and SQLite, and the embedded migrations. No SQL lives
+//! outside this module. Statements both engines accept are written once (`common`, `directory`);
+//! each engine's file holds only what the engines do differently. Rows are read into `rows`
+//! structs, and the API's listings into the typed items of `listing`.
 //!
 //! The store is only ever called from background tasks (the audit writer, start-up import): the
 //! request path never waits on it.
 
+mod common;
+mod directory;
 mod pg_copy;
 mod pg_timeseries;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;
 
 pub mod admin;
+pub mod listing;
 
 use async_trait::async_trait;
 
 use uuid::Uuid;
 
-use crate::identity::directory::{DirectoryKeys, DirectoryPlan};
-use crate::identity::{DeviceContext, UserContext};
+use crate::identity::{DirectoryRepository, IdentityLookup, RepositoryError};
 use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
 use admin::{ExceptionChange, ListQuery, Listing, PolicyWrite, TokenGrant, ViolationPatch};
 
@@ -252,6 +259,12 @@ pub(crate) fn classify(error: sqlx::Error) -> StoreError {
     }
 }
 
+impl From<StoreError> for RepositoryError {
+    fn from(error: StoreError) -> Self {
+        RepositoryError::new(error)
+    }
+}
+
 /// How decisions and audit events are stored, reported at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeSeriesShape {
@@ -273,196 +286,28 @@ impl TimeSeriesShape {
     }
 }
 
+/// Everything the gateway keeps, by role. Each role is its own trait; `Store` is all of them plus
+/// the store's own upkeep, and methods of every role are callable on `dyn Store`. The identity
+/// roles are defined by the identity module (so it does not depend on the store).
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store:
+    AuditSink
+    + CatalogRepository
+    + PolicyRepository
+    + AdminRepository
+    + IdentityLookup
+    + DirectoryRepository
+    + Send
+    + Sync
+    + std::fmt::Debug
+{
     /// Applies pending migrations (idempotent) and the time-series set-up that cannot run in a
     /// migration transaction.
     async fn migrate(&self) -> Result<TimeSeriesShape, StoreError>;
 
-    /// Writes decisions and their violations in one transaction: all or nothing.
-    async fn write_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError>;
-
-    async fn write_audit_events(&self, batch: &[AuditEventRecord]) -> Result<(), StoreError>;
-
-    /// Seeds a store that has no AI services yet with the catalog files (first start); a store
-    /// with services is left alone, so an administrator's edits and deletions stand. Returns how
-    /// many were inserted.
-    async fn import_catalog(&self, catalog: &Catalog) -> Result<usize, StoreError>;
-
-    /// Creates or replaces a service and its `ai_service_signatures` rows.
-    async fn save_service(&self, service: &AiService) -> Result<(), StoreError>;
-
-    /// Deletes a service; false when there was none.
-    async fn delete_service(&self, id: Uuid) -> Result<bool, StoreError>;
-
-    /// The catalog as the store holds it.
-    async fn load_catalog(&self) -> Result<Vec<AiService>, StoreError> {
-        let everything = ListQuery {
-            limit: i64::from(u32::MAX),
-            ..ListQuery::default()
-        };
-        self.list(Listing::Services, &everything)
-            .await?
-            .into_iter()
-            .map(admin::service_from_row)
-            .collect()
-    }
-
-    /// Hosts in the administrator's permanent interception bypass.
-    async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError>;
-
-    /// Adds a host to the permanent bypass (idempotent).
-    async fn add_bypass_host(&self, host: &str, reason: &str) -> Result<(), StoreError>;
-
-    /// Removes a host from the permanent bypass; false when it was not there.
-    async fn remove_bypass_host(&self, host: &str) -> Result<bool, StoreError>;
-
-    /// Inserts policies whose `policy_id` is not in the store yet; never overwrites a row an
-    /// administrator changed. Returns how many were new.
-    async fn import_policies(&self, policies: &[PolicyDefinition]) -> Result<usize, StoreError>;
-
-    /// Every policy row (the engine keeps the active ones).
-    async fn load_policies(&self) -> Result<Vec<PolicyDefinition>, StoreError>;
-
-    /// Exceptions with status `approved` (the only ones that can cancel a match).
-    async fn load_exceptions(&self) -> Result<Vec<ExceptionRecord>, StoreError>;
-
-    async fn insert_exception(&self, exception: &NewException) -> Result<(), StoreError>;
-
-    /// Adds uses to `usage_count` and stamps `last_used`.
-    async fn add_exception_uses(&self, uses: &[(Uuid, u64)]) -> Result<(), StoreError>;
-
     /// The revision of each part of the store that gateways keep in memory, moved by triggers on
     /// any change whoever makes it (not by exception usage counts): what the reloader polls.
     async fn revisions(&self) -> Result<Revisions, StoreError>;
-
-    /// The user with this email (case-insensitive), with department chain, groups, unexpired
-    /// roles and service lists; `None` when unknown.
-    async fn user_context_by_email(&self, email: &str) -> Result<Option<UserContext>, StoreError>;
-
-    async fn user_context_by_id(&self, id: Uuid) -> Result<Option<UserContext>, StoreError>;
-
-    /// The active asset holding `ip`, with its owner.
-    async fn device_by_ip(&self, ip: std::net::IpAddr)
-        -> Result<Option<DeviceContext>, StoreError>;
-
-    /// The user id and argon2 PHC hash stored for a proxy user name (case-insensitive).
-    async fn proxy_credential(&self, username: &str) -> Result<Option<(Uuid, String)>, StoreError>;
-
-    /// Sets the proxy password hash of the user with this email (the email is the user name);
-    /// false when there is no such user.
-    async fn set_proxy_credential(
-        &self,
-        email: &str,
-        password_hash: &str,
-    ) -> Result<bool, StoreError>;
-
-    /// `(key, id)` pairs of a two-column query (text, UUID), for matching an import.
-    async fn key_pairs(
-        &self,
-        table: &'static str,
-        sql: &str,
-    ) -> Result<std::collections::HashMap<String, Uuid>, StoreError>;
-
-    /// Keys of the directory rows already stored, for matching an import.
-    async fn directory_keys(&self) -> Result<DirectoryKeys, StoreError> {
-        Ok(DirectoryKeys {
-            departments_by_name: self
-                .key_pairs("departments", "SELECT name, department_id FROM departments")
-                .await?,
-            roles_by_name: self
-                .key_pairs("roles", "SELECT name, role_id FROM roles")
-                .await?,
-            groups_by_external_id: self
-                .key_pairs(
-                    "groups",
-                    "SELECT external_id, group_id FROM groups WHERE external_id IS NOT NULL",
-                )
-                .await?,
-            groups_by_name: self
-                .key_pairs("groups", "SELECT name, group_id FROM groups")
-                .await?,
-            users_by_external_id: self
-                .key_pairs(
-                    "users",
-                    "SELECT external_id, user_id FROM users WHERE external_id IS NOT NULL",
-                )
-                .await?,
-            users_by_email: self
-                .key_pairs("users", "SELECT lower(email), user_id FROM users")
-                .await?,
-            assets_by_external_id: self
-                .key_pairs(
-                    "assets",
-                    "SELECT external_id, asset_id FROM assets WHERE external_id IS NOT NULL",
-                )
-                .await?,
-        })
-    }
-
-    /// Upserts a resolved directory import in one transaction: all or nothing.
-    async fn apply_directory(&self, plan: &DirectoryPlan) -> Result<(), StoreError>;
-
-    /// Records a directory import run in `integrations` / `integration_sync_logs`.
-    async fn record_directory_sync(&self, sync: &DirectorySync) -> Result<(), StoreError>;
-
-    /// The grant of an unrevoked, unexpired token with this SHA-256 (hex).
-    async fn admin_token(&self, sha256: &str) -> Result<Option<TokenGrant>, StoreError>;
-
-    /// Stores a token (its SHA-256 only) for a role; `None` when the role does not exist.
-    async fn create_admin_token(
-        &self,
-        name: &str,
-        role: &str,
-        sha256: &str,
-    ) -> Result<Option<Uuid>, StoreError>;
-
-    /// A role's permissions, by name.
-    async fn role_permissions(&self, role: &str) -> Result<Option<serde_json::Value>, StoreError>;
-
-    /// Creates or replaces a policy row and records its content as a `policy_versions` row (once
-    /// per version).
-    async fn save_policy(&self, write: &PolicyWrite<'_>) -> Result<(), StoreError>;
-
-    /// Decides a pending exception or revokes an approved one; false when no such exception.
-    async fn change_exception(
-        &self,
-        id: Uuid,
-        change: &ExceptionChange,
-    ) -> Result<bool, StoreError>;
-
-    /// Applies violation triage; false when no such violation.
-    async fn update_violation(&self, id: Uuid, patch: &ViolationPatch) -> Result<bool, StoreError>;
-
-    /// Replaces the unresolved `policy_conflicts` rows with the conflicts found now.
-    async fn record_policy_conflicts(
-        &self,
-        conflicts: &[crate::policy::Conflict],
-    ) -> Result<(), StoreError>;
-
-    /// Rebuilds the gateway's `shadow_ai_detections` rows from the decisions since a time: per
-    /// AI service outside the catalog or not approved, per user, the requests seen.
-    async fn refresh_shadow_ai(&self, since: time::OffsetDateTime) -> Result<(), StoreError>;
-
-    /// Rows of a table as JSON objects, newest first.
-    async fn list(
-        &self,
-        listing: Listing,
-        query: &ListQuery,
-    ) -> Result<Vec<serde_json::Value>, StoreError>;
-
-    /// `decisions_hourly` rows since a time, oldest first, summed over users and services.
-    async fn decisions_per_hour(
-        &self,
-        since: time::OffsetDateTime,
-    ) -> Result<Vec<serde_json::Value>, StoreError>;
-
-    /// The most requested AI services since a time: `{name, decisions, denied}`.
-    async fn top_services(
-        &self,
-        since: time::OffsetDateTime,
-        limit: i64,
-    ) -> Result<Vec<serde_json::Value>, StoreError>;
 
     /// A channel that receives the part of the store that changed, for stores that can push
     /// (PostgreSQL `LISTEN aigate_reload`); `None` where polling is the only way.
@@ -482,25 +327,144 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// One run of `aigate directory import`, as `integration_sync_logs` records it.
-#[derive(Debug, Clone)]
-pub struct DirectorySync {
-    /// okta, azure_ad, crowdstrike, file, ...
-    pub provider: String,
-    /// The integration's name (one row per name).
-    pub name: String,
-    /// `identity` for people, `cmdb` for an asset-only export.
-    pub integration_type: &'static str,
-    pub file: String,
-    pub started_at: time::OffsetDateTime,
-    pub completed_at: time::OffsetDateTime,
-    /// `success` or `failure`.
-    pub status: &'static str,
-    pub fetched: i32,
-    pub created: i32,
-    pub updated: i32,
-    pub failed: i32,
-    pub error: Option<String>,
+/// Where the audit writer puts decisions, violations and audit events.
+#[async_trait]
+pub trait AuditSink: Send + Sync {
+    /// Writes decisions and their violations in one transaction: all or nothing.
+    async fn write_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError>;
+
+    async fn write_audit_events(&self, batch: &[AuditEventRecord]) -> Result<(), StoreError>;
+}
+
+/// The AI service catalog and the permanent interception bypass.
+#[async_trait]
+pub trait CatalogRepository: Send + Sync {
+    /// Seeds a store that has no AI services yet with the catalog files (first start); a store
+    /// with services is left alone, so an administrator's edits and deletions stand. Returns how
+    /// many were inserted.
+    async fn import_catalog(&self, catalog: &Catalog) -> Result<usize, StoreError>;
+
+    /// Creates or replaces a service and its `ai_service_signatures` rows.
+    async fn save_service(&self, service: &AiService) -> Result<(), StoreError>;
+
+    /// Deletes a service; false when there was none.
+    async fn delete_service(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// The catalog as the store holds it.
+    async fn load_catalog(&self) -> Result<Vec<AiService>, StoreError>;
+
+    /// Hosts in the administrator's permanent interception bypass.
+    async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Adds a host to the permanent bypass (idempotent).
+    async fn add_bypass_host(&self, host: &str, reason: &str) -> Result<(), StoreError>;
+
+    /// Removes a host from the permanent bypass; false when it was not there.
+    async fn remove_bypass_host(&self, host: &str) -> Result<bool, StoreError>;
+}
+
+/// Policies, their versions and conflicts, and exceptions.
+#[async_trait]
+pub trait PolicyRepository: Send + Sync {
+    /// Inserts policies whose `policy_id` is not in the store yet; never overwrites a row an
+    /// administrator changed. Returns how many were new.
+    async fn import_policies(&self, policies: &[PolicyDefinition]) -> Result<usize, StoreError>;
+
+    /// Every policy row (the engine keeps the active ones).
+    async fn load_policies(&self) -> Result<Vec<PolicyDefinition>, StoreError>;
+
+    /// Creates or replaces a policy row and records its content as a `policy_versions` row (once
+    /// per version).
+    async fn save_policy(&self, write: &PolicyWrite<'_>) -> Result<(), StoreError>;
+
+    /// Replaces the unresolved `policy_conflicts` rows with the conflicts found now.
+    async fn record_policy_conflicts(
+        &self,
+        conflicts: &[crate::policy::Conflict],
+    ) -> Result<(), StoreError>;
+
+    /// Exceptions with status `approved` (the only ones that can cancel a match).
+    async fn load_exceptions(&self) -> Result<Vec<ExceptionRecord>, StoreError>;
+
+    async fn insert_exception(&self, exception: &NewException) -> Result<(), StoreError>;
+
+    /// Adds uses to `usage_count` and stamps `last_used`.
+    async fn add_exception_uses(&self, uses: &[(Uuid, u64)]) -> Result<(), StoreError>;
+
+    /// Decides a pending exception or revokes an approved one; false when no such exception.
+    async fn change_exception(
+        &self,
+        id: Uuid,
+        change: &ExceptionChange,
+    ) -> Result<bool, StoreError>;
+}
+
+/// What the management API and the CLI ask beyond the other roles: tokens and roles, proxy
+/// passwords, violation triage, listings and the dashboard's rollups.
+#[async_trait]
+pub trait AdminRepository: Send + Sync {
+    /// The grant of an unrevoked, unexpired token with this SHA-256 (hex).
+    async fn admin_token(&self, sha256: &str) -> Result<Option<TokenGrant>, StoreError>;
+
+    /// Stores a token (its SHA-256 only) for a role; `None` when the role does not exist.
+    async fn create_admin_token(
+        &self,
+        name: &str,
+        role: &str,
+        sha256: &str,
+    ) -> Result<Option<Uuid>, StoreError>;
+
+    /// A role's permissions, by name.
+    async fn role_permissions(&self, role: &str) -> Result<Option<serde_json::Value>, StoreError>;
+
+    /// Sets the proxy password hash of the user with this email (the email is the user name);
+    /// false when there is no such user.
+    async fn set_proxy_credential(
+        &self,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Applies violation triage; false when no such violation.
+    async fn update_violation(&self, id: Uuid, patch: &ViolationPatch) -> Result<bool, StoreError>;
+
+    /// Rebuilds the gateway's `shadow_ai_detections` rows from the decisions since a time: per
+    /// AI service outside the catalog or not approved, per user, the requests seen.
+    async fn refresh_shadow_ai(&self, since: time::OffsetDateTime) -> Result<(), StoreError>;
+
+    /// Rows of a table, newest first, as the API's typed items with their keyset positions.
+    async fn list_rows(
+        &self,
+        listing: Listing,
+        query: &ListQuery,
+    ) -> Result<Vec<listing::ListedRow>, StoreError>;
+
+    /// Rows of a table as the API's JSON items, newest first.
+    async fn list(
+        &self,
+        listing: Listing,
+        query: &ListQuery,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        Ok(self
+            .list_rows(listing, query)
+            .await?
+            .into_iter()
+            .map(|row| row.item)
+            .collect())
+    }
+
+    /// `decisions_hourly` rows since a time, oldest first, summed over users and services.
+    async fn decisions_per_hour(
+        &self,
+        since: time::OffsetDateTime,
+    ) -> Result<Vec<serde_json::Value>, StoreError>;
+
+    /// The most requested AI services since a time: `{name, decisions, denied}`.
+    async fn top_services(
+        &self,
+        since: time::OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<serde_json::Value>, StoreError>;
 }
 
 /// Opens the store a `[store] url` names (`sqlite:` or `postgres://`); a new PostgreSQL

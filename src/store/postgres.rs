@@ -2,23 +2,22 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use sqlx::{Postgres, QueryBuilder};
 use time::{Date, Duration, Month, OffsetDateTime};
 use tracing::info;
 
-use super::admin::{ExceptionChange, ListQuery, Listing, PolicyWrite, TokenGrant, ViolationPatch};
+use super::admin::{ListQuery, Listing, TokenGrant};
+use super::common::{store_impl, CLEAR_GATEWAY_SHADOW_AI};
+use super::directory::identity_repositories;
+use super::listing::{listed_rows, ListedRow};
+use super::rows::{PgColumns, TokenRow};
 use super::{
-    classify, pg_copy, pg_timeseries, redact_url, signature_rows, ChangeDomain, DirectorySync,
-    Revisions, Store, StoreError, TimeSeries, TimeSeriesShape,
+    classify, pg_copy, pg_timeseries, redact_url, ChangeDomain, Store, StoreError, TimeSeries,
+    TimeSeriesShape,
 };
 use crate::audit::{AuditEventRecord, DecisionRecord};
-use crate::catalog::{AiService, Catalog};
-use crate::identity::directory::DirectoryPlan;
-use crate::identity::{DeviceContext, UserContext};
-use crate::policy::{ExceptionRecord, NewException, PolicyDefinition};
 use time::PrimitiveDateTime;
 use uuid::Uuid;
 
@@ -295,8 +294,44 @@ async fn notify_violations(
     Ok(())
 }
 
-#[async_trait]
-impl Store for PostgresStore {
+/// How PostgreSQL binds the values it has native types for.
+mod encode {
+    use sqlx::types::Json;
+    use time::{OffsetDateTime, PrimitiveDateTime};
+    use uuid::Uuid;
+
+    pub(super) fn id(id: Uuid) -> Uuid {
+        id
+    }
+
+    pub(super) fn stamp(at: OffsetDateTime) -> PrimitiveDateTime {
+        super::utc(at)
+    }
+
+    pub(super) fn list(items: &[String]) -> Vec<String> {
+        items.to_vec()
+    }
+
+    pub(super) fn json<T: serde::Serialize>(value: &T) -> Json<&T> {
+        Json(value)
+    }
+}
+
+// Addresses are INET[]: membership and the cast of the bound text list are PostgreSQL's own.
+identity_repositories!(
+    PostgresStore,
+    PgColumns,
+    device_by_ip: "SELECT asset_id, hostname, crown_jewel, sensitivity, compliance_status, data_classification, owner_id \
+                   FROM assets WHERE $1::inet = ANY(ip_addresses) AND status = 'active' LIMIT 1",
+    inet_list: "$5::inet[]"
+);
+
+// The methods below are PostgreSQL's own; the rest of `Store` is in `common.rs`. They differ
+// where the engines truly do: batch ingest (binary COPY, INSERT with INET casts on replay),
+// LISTEN/NOTIFY, arrays and LATERAL joins, boolean aggregates, TIMESTAMPTZ comparisons, and
+// the time-series shape (partitions or TimescaleDB) and its maintenance.
+store_impl!(PostgresStore, PgColumns, sqlx::Postgres,
+schema: {
     async fn migrate(&self) -> Result<TimeSeriesShape, StoreError> {
         let shape = pg_timeseries::choose_shape(&self.pool, self.time_series).await?;
         pg_timeseries::migrator_for(&MIGRATOR, shape)
@@ -310,7 +345,8 @@ impl Store for PostgresStore {
         }
         Ok(shape)
     }
-
+},
+audit: {
     async fn write_decisions(&self, batch: &[DecisionRecord]) -> Result<(), StoreError> {
         if batch.len() < PARALLEL_COPY_ROWS {
             return self.write_decision_part(batch).await;
@@ -360,222 +396,132 @@ impl Store for PostgresStore {
         insert.build().execute(&self.pool).await.map_err(classify)?;
         Ok(())
     }
-
-    async fn import_catalog(&self, catalog: &Catalog) -> Result<usize, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM ai_services")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(classify)?;
-        if existing > 0 {
-            return Ok(0);
-        }
-        for service in catalog.services() {
-            upsert_service(&mut tx, service).await?;
-        }
-        tx.commit().await.map_err(classify)?;
-        Ok(catalog.services().len())
+},
+admin: {
+    async fn admin_token(&self, sha256: &str) -> Result<Option<TokenGrant>, StoreError> {
+        let row: Option<TokenRow<PgColumns>> = sqlx::query_as(
+            "SELECT t.token_id, t.name, r.name AS role, r.permissions, t.user_id FROM admin_tokens t \
+             JOIN roles r ON r.role_id = t.role_id WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL \
+             AND (t.expires_at IS NULL OR t.expires_at > NOW())",
+        )
+        .bind(sha256.to_ascii_lowercase())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        row.map(TokenRow::into_grant).transpose()
     }
 
-    async fn save_service(&self, service: &AiService) -> Result<(), StoreError> {
+    async fn refresh_shadow_ai(&self, since: OffsetDateTime) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        upsert_service(&mut tx, service).await?;
+        sqlx::query(CLEAR_GATEWAY_SHADOW_AI)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO shadow_ai_detections (service_name, service_id, user_id, user_email, department, detected_at, \
+             detection_source, access_count, last_access, approved, risk_level, action_taken, action_date) \
+             SELECT d.resource_name, s.service_id, d.user_id, d.user_email, d.user_department, \
+             min(d.timestamp) AT TIME ZONE 'UTC', 'aigate_proxy', count(*), max(d.timestamp) AT TIME ZONE 'UTC', FALSE, \
+             CASE WHEN max(d.risk_score) >= 80 THEN 'critical' WHEN max(d.risk_score) >= 60 THEN 'high' \
+                  WHEN max(d.risk_score) >= 40 THEN 'medium' ELSE 'low' END, \
+             CASE WHEN bool_or(d.decision = 'DENY') THEN 'blocked' WHEN bool_or(d.decision = 'REVIEW') THEN 'flagged' ELSE 'none' END, \
+             max(d.timestamp) AT TIME ZONE 'UTC' \
+             FROM decisions d LEFT JOIN ai_services s ON s.service_id = d.resource_id \
+             WHERE d.timestamp >= $1 AND ((d.resource_id IS NULL AND COALESCE((d.explanation -> 'facts' ->> 'unknown_ai')::boolean, FALSE)) \
+                OR (s.service_id IS NOT NULL AND s.approval_status <> 'approved')) \
+             GROUP BY d.resource_name, s.service_id, d.user_id, d.user_email, d.user_department",
+        )
+        .bind(since)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
         tx.commit().await.map_err(classify)
     }
 
-    async fn delete_service(&self, id: Uuid) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM ai_services WHERE service_id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn import_policies(&self, policies: &[PolicyDefinition]) -> Result<usize, StoreError> {
-        let mut inserted = 0;
-        for policy in policies {
-            let written =
-                write_policy_row(&self.pool, policy, Uuid::nil(), ExistingPolicy::Keep).await?;
-            inserted += usize::try_from(written).unwrap_or(0);
+    async fn list_rows(
+        &self,
+        listing: Listing,
+        query: &ListQuery,
+    ) -> Result<Vec<ListedRow>, StoreError> {
+        let (time, id) = (listing.time_column(), listing.id_column());
+        let cast = if listing.time_has_zone() {
+            "timestamptz"
+        } else {
+            "timestamp"
+        };
+        // INET is read as text, as `to_jsonb` writes it (no /32 on a host address).
+        let select = listing.select_list(|column| {
+            (column == "ip_address").then(|| "abbrev(t.ip_address) AS ip_address".to_owned())
+        });
+        let mut sql = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {select} FROM {} t WHERE TRUE",
+            listing.table()
+        ));
+        for (column, value) in &query.equals {
+            sql.push(format!(" AND t.{column}::text = "))
+                .push_bind(value.clone());
         }
-        Ok(inserted)
+        // Bound as text and cast, so one code path serves TIMESTAMP and TIMESTAMPTZ columns.
+        let text = |at: OffsetDateTime| {
+            at.to_offset(time::UtcOffset::UTC)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default()
+        };
+        if let Some(since) = query.since {
+            sql.push(format!(" AND t.{time} >= ("))
+                .push_bind(text(since))
+                .push(format!(")::timestamptz::{cast}"));
+        }
+        if let Some(until) = query.until {
+            sql.push(format!(" AND t.{time} < ("))
+                .push_bind(text(until))
+                .push(format!(")::timestamptz::{cast}"));
+        }
+        if let Some((after_time, after_id)) = &query.after {
+            sql.push(format!(" AND (t.{time}, t.{id}::text) < (("))
+                .push_bind(after_time.clone())
+                .push(format!(")::{cast}, "))
+                .push_bind(after_id.clone())
+                .push(")");
+        }
+        sql.push(format!(" ORDER BY t.{time} DESC, t.{id}::text DESC LIMIT "))
+            .push_bind(query.limit);
+        let rows = sql.build().fetch_all(&self.pool).await.map_err(classify)?;
+        Ok(listed_rows(listing, &rows))
     }
 
-    async fn load_policies(&self) -> Result<Vec<PolicyDefinition>, StoreError> {
-        type Row = (
-            Uuid,
-            String,
-            Option<String>,
-            String,
-            String,
-            i32,
-            String,
-            Option<String>,
-            Option<String>,
-            String,
-            String,
-            Option<serde_json::Value>,
-            serde_json::Value,
-            PrimitiveDateTime,
-            Option<PrimitiveDateTime>,
-            Option<Vec<String>>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT policy_id, name, description, version, status, priority, policy_type, framework, \
-             article_reference, rule_engine, rule_content, rule_metadata, scope, effective_date, expiry_date, tags \
-             FROM policies ORDER BY priority DESC, name",
+    async fn decisions_per_hour(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT jsonb_build_object('hour', hour, 'decision', decision, 'count', sum(decision_count)) \
+             FROM decisions_hourly WHERE hour >= $1 GROUP BY hour, decision ORDER BY hour, decision",
         )
+        .bind(since)
         .fetch_all(&self.pool)
         .await
-        .map_err(classify)?;
-        rows.into_iter()
-            .map(
-                |(
-                    policy_id,
-                    name,
-                    description,
-                    version,
-                    status,
-                    priority,
-                    policy_type,
-                    framework,
-                    article_reference,
-                    rule_engine,
-                    rule_content,
-                    rule_metadata,
-                    scope,
-                    effective_date,
-                    expiry_date,
-                    tags,
-                )| {
-                    Ok(PolicyDefinition {
-                        scope: serde_json::from_value(scope).map_err(|e| StoreError::Corrupt {
-                            table: "policies",
-                            id: policy_id.to_string(),
-                            message: format!("scope: {e}"),
-                        })?,
-                        policy_id,
-                        name,
-                        description,
-                        version,
-                        status,
-                        priority,
-                        policy_type,
-                        framework,
-                        article_reference,
-                        rule_engine,
-                        rule_content,
-                        rule_file: None,
-                        rule_metadata,
-                        effective_date: effective_date.assume_utc(),
-                        expiry_date: expiry_date.map(PrimitiveDateTime::assume_utc),
-                        tags: tags.unwrap_or_default(),
-                    })
-                },
-            )
-            .collect()
+        .map_err(classify)
     }
 
-    async fn load_exceptions(&self) -> Result<Vec<ExceptionRecord>, StoreError> {
-        type Row = (
-            Uuid,
-            String,
-            Option<Uuid>,
-            Option<Uuid>,
-            Option<Uuid>,
-            Option<Uuid>,
-            Option<Uuid>,
-            Option<serde_json::Value>,
-            Option<PrimitiveDateTime>,
-            Option<PrimitiveDateTime>,
-            Option<i32>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT exception_id, status, user_id, department_id, group_id, policy_id, ai_service_id, \
-             conditions, effective_from, effective_until, usage_count FROM exceptions WHERE status = 'approved'",
+    async fn top_services(
+        &self,
+        since: OffsetDateTime,
+        limit: i64,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT jsonb_build_object('name', resource_name, 'decisions', count(*), \
+             'denied', count(*) FILTER (WHERE decision <> 'ALLOW')) FROM decisions \
+             WHERE timestamp >= $1 AND resource_name IS NOT NULL GROUP BY resource_name ORDER BY count(*) DESC, resource_name LIMIT $2",
         )
+        .bind(since)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .map_err(classify)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(
-                    exception_id,
-                    status,
-                    user_id,
-                    department_id,
-                    group_id,
-                    policy_id,
-                    ai_service_id,
-                    conditions,
-                    from,
-                    until,
-                    uses,
-                )| ExceptionRecord {
-                    exception_id,
-                    status,
-                    user_id,
-                    department_id,
-                    group_id,
-                    policy_id,
-                    ai_service_id,
-                    conditions,
-                    effective_from: from.map(PrimitiveDateTime::assume_utc),
-                    effective_until: until.map(PrimitiveDateTime::assume_utc),
-                    usage_count: i64::from(uses.unwrap_or(0)),
-                },
-            )
-            .collect())
+        .map_err(classify)
     }
-
-    async fn insert_exception(&self, exception: &NewException) -> Result<(), StoreError> {
-        let approved = exception.status == "approved";
-        sqlx::query(
-            "INSERT INTO exceptions (exception_id, exception_type, reason, justification, user_id, policy_id, \
-             ai_service_id, status, requested_by, requested_at, approved_at, effective_from, effective_until, conditions) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, $12, $13)",
-        )
-        .bind(exception.exception_id)
-        .bind(exception.exception_type)
-        .bind(&exception.reason)
-        .bind(&exception.justification)
-        .bind(exception.user_id)
-        .bind(exception.policy_id)
-        .bind(exception.ai_service_id)
-        .bind(exception.status)
-        .bind(exception.requested_by)
-        .bind(utc(exception.effective_from))
-        .bind(approved.then(|| utc(exception.effective_from)))
-        .bind(exception.effective_until.map(utc))
-        .bind(exception.conditions.clone().map(Json))
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?;
-        Ok(())
-    }
-
-    async fn add_exception_uses(&self, uses: &[(Uuid, u64)]) -> Result<(), StoreError> {
-        for (id, count) in uses {
-            sqlx::query("UPDATE exceptions SET usage_count = COALESCE(usage_count, 0) + $1, last_used = now() WHERE exception_id = $2")
-                .bind(i32::try_from(*count).unwrap_or(i32::MAX))
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err(classify)?;
-        }
-        Ok(())
-    }
-
-    async fn revisions(&self) -> Result<Revisions, StoreError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT domain, revision FROM store_changes")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(Revisions::from_rows(rows))
-    }
-
+},
+upkeep: {
     async fn change_notifications(&self) -> Option<tokio::sync::mpsc::Receiver<ChangeDomain>> {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&self.pool).await {
             Ok(listener) => listener,
@@ -617,674 +563,6 @@ impl Store for PostgresStore {
             }
         });
         Some(rx)
-    }
-
-    async fn user_context_by_email(&self, email: &str) -> Result<Option<UserContext>, StoreError> {
-        let id: Option<Uuid> =
-            sqlx::query_scalar("SELECT user_id FROM users WHERE lower(email) = lower($1)")
-                .bind(email)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(classify)?;
-        match id {
-            Some(id) => self.user_context_by_id(id).await,
-            None => Ok(None),
-        }
-    }
-
-    async fn user_context_by_id(&self, id: Uuid) -> Result<Option<UserContext>, StoreError> {
-        type Row = (
-            String,
-            Option<Uuid>,
-            Option<i32>,
-            Option<String>,
-            Option<String>,
-            String,
-        );
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT email, department_id, risk_score, clearance_level, employee_type, status FROM users WHERE user_id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?;
-        let Some((email, department_id, risk_score, clearance_level, employee_type, status)) = row
-        else {
-            return Ok(None);
-        };
-        let mut user = UserContext {
-            id,
-            email,
-            department_id,
-            risk_score: risk_score.unwrap_or(50),
-            clearance_level,
-            employee_type,
-            status,
-            ..UserContext::default()
-        };
-        // The department and its parents, nearest first (depth-bounded against cycles).
-        let chain: Vec<(String, Option<Vec<String>>, Option<Vec<String>>)> = sqlx::query_as(
-            "WITH RECURSIVE chain(department_id, name, parent, allowed, prohibited, depth) AS ( \
-               SELECT department_id, name, parent_department_id, allowed_ai_services, prohibited_ai_services, 0 \
-               FROM departments WHERE department_id = $1 \
-               UNION ALL \
-               SELECT d.department_id, d.name, d.parent_department_id, d.allowed_ai_services, d.prohibited_ai_services, c.depth + 1 \
-               FROM departments d JOIN chain c ON d.department_id = c.parent WHERE c.depth < 16) \
-             SELECT name, allowed, prohibited FROM chain ORDER BY depth",
-        )
-        .bind(department_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
-        for (depth, (name, allowed, prohibited)) in chain.into_iter().enumerate() {
-            if depth == 0 {
-                user.department = Some(name.clone());
-                user.allowed_ai_services.extend(allowed.unwrap_or_default());
-                user.prohibited_ai_services
-                    .extend(prohibited.unwrap_or_default());
-            }
-            user.department_chain.push(name);
-        }
-        let groups: Vec<(Uuid, String, Option<Vec<String>>, Option<Vec<String>>)> = sqlx::query_as(
-            "SELECT g.group_id, g.name, g.allowed_ai_services, g.prohibited_ai_services FROM groups g \
-             JOIN user_groups ug ON ug.group_id = g.group_id WHERE ug.user_id = $1 ORDER BY g.name",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
-        for (group_id, name, allowed, prohibited) in groups {
-            user.group_ids.push(group_id);
-            user.groups.push(name);
-            user.allowed_ai_services.extend(allowed.unwrap_or_default());
-            user.prohibited_ai_services
-                .extend(prohibited.unwrap_or_default());
-        }
-        user.roles = sqlx::query_scalar(
-            "SELECT r.name FROM roles r JOIN user_roles ur ON ur.role_id = r.role_id \
-             WHERE ur.user_id = $1 AND (ur.expires_at IS NULL OR ur.expires_at > now() AT TIME ZONE 'UTC') ORDER BY r.name",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
-        Ok(Some(user))
-    }
-
-    async fn device_by_ip(
-        &self,
-        ip: std::net::IpAddr,
-    ) -> Result<Option<DeviceContext>, StoreError> {
-        type Row = (
-            Uuid,
-            Option<String>,
-            Option<bool>,
-            Option<String>,
-            Option<String>,
-            Option<Vec<String>>,
-            Option<Uuid>,
-        );
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT asset_id, hostname, crown_jewel, sensitivity, compliance_status, data_classification, owner_id \
-             FROM assets WHERE $1::inet = ANY(ip_addresses) AND status = 'active' LIMIT 1",
-        )
-        .bind(ip.to_string())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?;
-        Ok(row.map(
-            |(
-                id,
-                hostname,
-                crown_jewel,
-                sensitivity,
-                compliance_status,
-                classification,
-                owner_id,
-            )| DeviceContext {
-                id,
-                hostname,
-                crown_jewel: crown_jewel.unwrap_or(false),
-                sensitivity,
-                compliance_status,
-                data_classification: classification.unwrap_or_default(),
-                owner_id,
-                policy_input: Default::default(),
-            },
-        ))
-    }
-
-    async fn proxy_credential(&self, username: &str) -> Result<Option<(Uuid, String)>, StoreError> {
-        sqlx::query_as(
-            "SELECT user_id, password_hash FROM proxy_credentials WHERE lower(username) = lower($1)",
-        )
-        .bind(username)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)
-    }
-
-    async fn set_proxy_credential(
-        &self,
-        email: &str,
-        password_hash: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO proxy_credentials (user_id, username, password_hash) \
-             SELECT user_id, lower(email), $1 FROM users WHERE lower(email) = lower($2) \
-             ON CONFLICT (user_id) DO UPDATE SET password_hash = EXCLUDED.password_hash, updated_at = NOW()",
-        )
-        .bind(password_hash)
-        .bind(email)
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn key_pairs(
-        &self,
-        _table: &'static str,
-        sql: &str,
-    ) -> Result<std::collections::HashMap<String, Uuid>, StoreError> {
-        let rows: Vec<(String, Uuid)> = sqlx::query_as(sql)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(rows.into_iter().collect())
-    }
-
-    async fn apply_directory(&self, plan: &DirectoryPlan) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        // Parents and managers are set in a second pass: a row may name one inserted after it.
-        for d in &plan.departments {
-            sqlx::query(
-                "INSERT INTO departments (department_id, name, cost_center, allowed_ai_services, prohibited_ai_services, business_unit, region) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (department_id) DO UPDATE SET name = EXCLUDED.name, \
-                 cost_center = EXCLUDED.cost_center, allowed_ai_services = EXCLUDED.allowed_ai_services, \
-                 prohibited_ai_services = EXCLUDED.prohibited_ai_services, business_unit = EXCLUDED.business_unit, \
-                 region = EXCLUDED.region, updated_at = NOW()",
-            )
-            .bind(d.id)
-            .bind(d.entry.name.trim())
-            .bind(&d.entry.cost_center)
-            .bind(&d.entry.allowed_ai_services)
-            .bind(&d.entry.prohibited_ai_services)
-            .bind(&d.entry.business_unit)
-            .bind(&d.entry.region)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        }
-        for d in &plan.departments {
-            sqlx::query(
-                "UPDATE departments SET parent_department_id = $1 WHERE department_id = $2",
-            )
-            .bind(d.parent_id)
-            .bind(d.id)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        }
-        for r in &plan.roles {
-            sqlx::query(
-                "INSERT INTO roles (role_id, name, description, permissions) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (role_id) DO UPDATE SET description = EXCLUDED.description, \
-                 permissions = EXCLUDED.permissions, updated_at = NOW()",
-            )
-            .bind(r.id)
-            .bind(r.entry.name.trim())
-            .bind(&r.entry.description)
-            .bind(Json(&r.entry.permissions))
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        }
-        for g in &plan.groups {
-            sqlx::query(
-                "INSERT INTO groups (group_id, external_id, name, description, group_type, allowed_ai_services, prohibited_ai_services) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (group_id) DO UPDATE SET name = EXCLUDED.name, \
-                 description = EXCLUDED.description, group_type = EXCLUDED.group_type, \
-                 allowed_ai_services = EXCLUDED.allowed_ai_services, prohibited_ai_services = EXCLUDED.prohibited_ai_services, \
-                 updated_at = NOW()",
-            )
-            .bind(g.id)
-            .bind(g.entry.external_id.trim())
-            .bind(g.entry.name.trim())
-            .bind(&g.entry.description)
-            .bind(&g.entry.group_type)
-            .bind(&g.entry.allowed_ai_services)
-            .bind(&g.entry.prohibited_ai_services)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        }
-        for u in &plan.users {
-            sqlx::query(
-                "INSERT INTO users (user_id, external_id, email, first_name, last_name, display_name, department_id, \
-                 job_title, employee_type, risk_score, clearance_level, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                 ON CONFLICT (user_id) DO UPDATE SET external_id = EXCLUDED.external_id, email = EXCLUDED.email, \
-                 first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, display_name = EXCLUDED.display_name, \
-                 department_id = EXCLUDED.department_id, job_title = EXCLUDED.job_title, employee_type = EXCLUDED.employee_type, \
-                 risk_score = EXCLUDED.risk_score, clearance_level = EXCLUDED.clearance_level, status = EXCLUDED.status, \
-                 deactivated_at = CASE WHEN EXCLUDED.status = 'active' THEN NULL ELSE COALESCE(users.deactivated_at, NOW()) END, \
-                 updated_at = NOW()",
-            )
-            .bind(u.id)
-            .bind(&u.entry.external_id)
-            .bind(&u.entry.email)
-            .bind(&u.entry.first_name)
-            .bind(&u.entry.last_name)
-            .bind(&u.entry.display_name)
-            .bind(u.department_id)
-            .bind(&u.entry.job_title)
-            .bind(&u.entry.employee_type)
-            .bind(u.risk_score)
-            .bind(&u.entry.clearance_level)
-            .bind(&u.status)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        }
-        for u in &plan.users {
-            sqlx::query("UPDATE users SET manager_id = $1 WHERE user_id = $2")
-                .bind(u.manager_id)
-                .bind(u.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            if let Some(groups) = &u.group_ids {
-                sqlx::query("DELETE FROM user_groups WHERE user_id = $1")
-                    .bind(u.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                sqlx::query(
-                    "INSERT INTO user_groups (user_id, group_id) SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING",
-                )
-                .bind(u.id)
-                .bind(groups)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            }
-            if let Some(roles) = &u.roles {
-                sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
-                    .bind(u.id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                for (role, expires) in roles {
-                    sqlx::query(
-                        "INSERT INTO user_roles (user_id, role_id, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(u.id)
-                    .bind(role)
-                    .bind(expires.map(utc))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-                }
-            }
-        }
-        for a in &plan.assets {
-            let ips: Vec<String> = a.ip_addresses.iter().map(ToString::to_string).collect();
-            sqlx::query(
-                "INSERT INTO assets (asset_id, external_id, asset_type, hostname, ip_addresses, mac_addresses, serial_number, \
-                 owner_id, department_id, os, os_version, compliance_status, crown_jewel, sensitivity, data_classification, status) \
-                 VALUES ($1, $2, $3, $4, $5::inet[], $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT (asset_id) DO UPDATE SET \
-                 asset_type = EXCLUDED.asset_type, hostname = EXCLUDED.hostname, ip_addresses = EXCLUDED.ip_addresses, \
-                 mac_addresses = EXCLUDED.mac_addresses, serial_number = EXCLUDED.serial_number, owner_id = EXCLUDED.owner_id, \
-                 department_id = EXCLUDED.department_id, os = EXCLUDED.os, os_version = EXCLUDED.os_version, \
-                 compliance_status = EXCLUDED.compliance_status, crown_jewel = EXCLUDED.crown_jewel, \
-                 sensitivity = EXCLUDED.sensitivity, data_classification = EXCLUDED.data_classification, \
-                 status = EXCLUDED.status, updated_at = NOW()",
-            )
-            .bind(a.id)
-            .bind(&a.entry.external_id)
-            .bind(a.entry.asset_type.trim())
-            .bind(&a.entry.hostname)
-            .bind(ips)
-            .bind(&a.entry.mac_addresses)
-            .bind(&a.entry.serial_number)
-            .bind(a.owner_id)
-            .bind(a.department_id)
-            .bind(&a.entry.os)
-            .bind(&a.entry.os_version)
-            .bind(&a.entry.compliance_status)
-            .bind(a.entry.crown_jewel)
-            .bind(&a.entry.sensitivity)
-            .bind(&a.entry.data_classification)
-            .bind(&a.status)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        }
-        tx.commit().await.map_err(classify)
-    }
-
-    async fn record_directory_sync(&self, sync: &DirectorySync) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let existing: Option<Uuid> = sqlx::query_scalar(
-            "SELECT integration_id FROM integrations WHERE name = $1 AND provider = $2 LIMIT 1",
-        )
-        .bind(&sync.name)
-        .bind(&sync.provider)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(classify)?;
-        let integration = existing.unwrap_or_else(Uuid::new_v4);
-        sqlx::query(
-            "INSERT INTO integrations (integration_id, name, integration_type, provider, config, last_sync_at, last_sync_status, last_sync_error, health_status) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (integration_id) DO UPDATE SET config = EXCLUDED.config, \
-             last_sync_at = EXCLUDED.last_sync_at, last_sync_status = EXCLUDED.last_sync_status, \
-             last_sync_error = EXCLUDED.last_sync_error, health_status = EXCLUDED.health_status, updated_at = NOW()",
-        )
-        .bind(integration)
-        .bind(&sync.name)
-        .bind(sync.integration_type)
-        .bind(&sync.provider)
-        .bind(Json(serde_json::json!({"source": "file", "path": sync.file})))
-        .bind(utc(sync.completed_at))
-        .bind(sync.status)
-        .bind(&sync.error)
-        .bind(if sync.status == "success" { "healthy" } else { "unhealthy" })
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
-        sqlx::query(
-            "INSERT INTO integration_sync_logs (integration_id, sync_started_at, sync_completed_at, status, \
-             records_fetched, records_created, records_updated, records_deleted, records_failed, error_message) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9)",
-        )
-        .bind(integration)
-        .bind(utc(sync.started_at))
-        .bind(utc(sync.completed_at))
-        .bind(sync.status)
-        .bind(sync.fetched)
-        .bind(sync.created)
-        .bind(sync.updated)
-        .bind(sync.failed)
-        .bind(&sync.error)
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
-        tx.commit().await.map_err(classify)
-    }
-
-    async fn admin_token(&self, sha256: &str) -> Result<Option<TokenGrant>, StoreError> {
-        type Row = (Uuid, String, String, serde_json::Value, Option<Uuid>);
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT t.token_id, t.name, r.name, r.permissions, t.user_id FROM admin_tokens t \
-             JOIN roles r ON r.role_id = t.role_id WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL \
-             AND (t.expires_at IS NULL OR t.expires_at > NOW())",
-        )
-        .bind(sha256.to_ascii_lowercase())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)?;
-        Ok(
-            row.map(|(token_id, name, role, permissions, user_id)| TokenGrant {
-                token_id,
-                name,
-                role,
-                permissions,
-                user_id,
-            }),
-        )
-    }
-
-    async fn create_admin_token(
-        &self,
-        name: &str,
-        role: &str,
-        sha256: &str,
-    ) -> Result<Option<Uuid>, StoreError> {
-        sqlx::query_scalar(
-            "INSERT INTO admin_tokens (name, token_sha256, role_id) SELECT $1, $2, role_id FROM roles WHERE name = $3 \
-             RETURNING token_id",
-        )
-        .bind(name)
-        .bind(sha256.to_ascii_lowercase())
-        .bind(role)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(classify)
-    }
-
-    async fn role_permissions(&self, role: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        sqlx::query_scalar("SELECT permissions FROM roles WHERE name = $1")
-            .bind(role)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)
-    }
-
-    async fn save_policy(&self, write: &PolicyWrite<'_>) -> Result<(), StoreError> {
-        let policy = write.definition;
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let existing = ExistingPolicy::Replace {
-            approve: write.approve,
-        };
-        write_policy_row(&mut *tx, policy, write.actor, existing).await?;
-        sqlx::query(
-            "INSERT INTO policy_versions (policy_id, version, rule_content, rule_metadata, change_summary, changed_by) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (policy_id, version) DO NOTHING",
-        )
-        .bind(policy.policy_id)
-        .bind(&policy.version)
-        .bind(&policy.rule_content)
-        .bind(policy.rule_metadata.clone().map(Json))
-        .bind(&write.change_summary)
-        .bind(write.actor)
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
-        tx.commit().await.map_err(classify)
-    }
-
-    async fn change_exception(
-        &self,
-        id: Uuid,
-        change: &ExceptionChange,
-    ) -> Result<bool, StoreError> {
-        let sql = match change.status {
-            "revoked" => {
-                "UPDATE exceptions SET status = 'revoked', revoked_by = $2, revoked_at = NOW(), \
-                 revocation_reason = $3 WHERE exception_id = $1"
-            }
-            _ => {
-                "UPDATE exceptions SET status = $4, approved_by = $2, approved_at = NOW(), \
-                 effective_from = COALESCE(effective_from, NOW()), \
-                 revocation_reason = COALESCE($3, revocation_reason) WHERE exception_id = $1"
-            }
-        };
-        let done = sqlx::query(sql)
-            .bind(id)
-            .bind(change.actor)
-            .bind(&change.reason)
-            .bind(change.status)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn update_violation(&self, id: Uuid, patch: &ViolationPatch) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE violations SET status = COALESCE($2, status), assigned_to = COALESCE($3, assigned_to), \
-             resolution_notes = COALESCE($4, resolution_notes), updated_at = NOW(), \
-             resolved_at = CASE WHEN COALESCE($2, status) IN ('resolved', 'false_positive') THEN COALESCE(resolved_at, NOW()) ELSE NULL END \
-             WHERE violation_id = $1",
-        )
-        .bind(id)
-        .bind(&patch.status)
-        .bind(patch.assigned_to)
-        .bind(&patch.notes)
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn record_policy_conflicts(
-        &self,
-        conflicts: &[crate::policy::Conflict],
-    ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        sqlx::query("DELETE FROM policy_conflicts WHERE resolved IS NOT TRUE")
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        for conflict in conflicts {
-            sqlx::query(
-                "INSERT INTO policy_conflicts (policy_a_id, policy_b_id, conflict_type, conflict_details, severity) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(conflict.policy_a.0)
-            .bind(conflict.policy_b.0)
-            .bind(conflict.conflict_type)
-            .bind(Json(&conflict.details))
-            .bind(conflict.severity)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        }
-        tx.commit().await.map_err(classify)
-    }
-
-    async fn refresh_shadow_ai(&self, since: OffsetDateTime) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        sqlx::query("DELETE FROM shadow_ai_detections WHERE detection_source = 'aigate_proxy'")
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        sqlx::query(
-            "INSERT INTO shadow_ai_detections (service_name, service_id, user_id, user_email, department, detected_at, \
-             detection_source, access_count, last_access, approved, risk_level, action_taken, action_date) \
-             SELECT d.resource_name, s.service_id, d.user_id, d.user_email, d.user_department, \
-             min(d.timestamp) AT TIME ZONE 'UTC', 'aigate_proxy', count(*), max(d.timestamp) AT TIME ZONE 'UTC', FALSE, \
-             CASE WHEN max(d.risk_score) >= 80 THEN 'critical' WHEN max(d.risk_score) >= 60 THEN 'high' \
-                  WHEN max(d.risk_score) >= 40 THEN 'medium' ELSE 'low' END, \
-             CASE WHEN bool_or(d.decision = 'DENY') THEN 'blocked' WHEN bool_or(d.decision = 'REVIEW') THEN 'flagged' ELSE 'none' END, \
-             max(d.timestamp) AT TIME ZONE 'UTC' \
-             FROM decisions d LEFT JOIN ai_services s ON s.service_id = d.resource_id \
-             WHERE d.timestamp >= $1 AND ((d.resource_id IS NULL AND COALESCE((d.explanation -> 'facts' ->> 'unknown_ai')::boolean, FALSE)) \
-                OR (s.service_id IS NOT NULL AND s.approval_status <> 'approved')) \
-             GROUP BY d.resource_name, s.service_id, d.user_id, d.user_email, d.user_department",
-        )
-        .bind(since)
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
-        tx.commit().await.map_err(classify)
-    }
-
-    async fn list(
-        &self,
-        listing: Listing,
-        query: &ListQuery,
-    ) -> Result<Vec<serde_json::Value>, StoreError> {
-        let (time, id) = (listing.time_column(), listing.id_column());
-        let cast = if listing.time_has_zone() {
-            "timestamptz"
-        } else {
-            "timestamp"
-        };
-        let mut sql = QueryBuilder::<Postgres>::new(format!(
-            "SELECT to_jsonb(t) FROM {} t WHERE TRUE",
-            listing.table()
-        ));
-        for (column, value) in &query.equals {
-            sql.push(format!(" AND t.{column}::text = "))
-                .push_bind(value.clone());
-        }
-        // Bound as text and cast, so one code path serves TIMESTAMP and TIMESTAMPTZ columns.
-        let text = |at: OffsetDateTime| {
-            at.to_offset(time::UtcOffset::UTC)
-                .format(&time::format_description::well_known::Rfc3339)
-                .unwrap_or_default()
-        };
-        if let Some(since) = query.since {
-            sql.push(format!(" AND t.{time} >= ("))
-                .push_bind(text(since))
-                .push(format!(")::timestamptz::{cast}"));
-        }
-        if let Some(until) = query.until {
-            sql.push(format!(" AND t.{time} < ("))
-                .push_bind(text(until))
-                .push(format!(")::timestamptz::{cast}"));
-        }
-        if let Some((after_time, after_id)) = &query.after {
-            sql.push(format!(" AND (t.{time}, t.{id}::text) < (("))
-                .push_bind(after_time.clone())
-                .push(format!(")::{cast}, "))
-                .push_bind(after_id.clone())
-                .push(")");
-        }
-        sql.push(format!(" ORDER BY t.{time} DESC, t.{id}::text DESC LIMIT "))
-            .push_bind(query.limit);
-        sql.build_query_scalar()
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)
-    }
-
-    async fn decisions_per_hour(
-        &self,
-        since: OffsetDateTime,
-    ) -> Result<Vec<serde_json::Value>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT jsonb_build_object('hour', hour, 'decision', decision, 'count', sum(decision_count)) \
-             FROM decisions_hourly WHERE hour >= $1 GROUP BY hour, decision ORDER BY hour, decision",
-        )
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)
-    }
-
-    async fn top_services(
-        &self,
-        since: OffsetDateTime,
-        limit: i64,
-    ) -> Result<Vec<serde_json::Value>, StoreError> {
-        sqlx::query_scalar(
-            "SELECT jsonb_build_object('name', resource_name, 'decisions', count(*), \
-             'denied', count(*) FILTER (WHERE decision <> 'ALLOW')) FROM decisions \
-             WHERE timestamp >= $1 AND resource_name IS NOT NULL GROUP BY resource_name ORDER BY count(*) DESC, resource_name LIMIT $2",
-        )
-        .bind(since)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)
-    }
-
-    async fn bypass_hosts(&self) -> Result<Vec<String>, StoreError> {
-        sqlx::query_scalar("SELECT host::text FROM intercept_bypass ORDER BY host")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)
-    }
-
-    async fn add_bypass_host(&self, host: &str, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO intercept_bypass (host, reason) VALUES ($1, $2) ON CONFLICT (host) DO NOTHING")
-            .bind(host)
-            .bind(reason)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(())
-    }
-
-    async fn remove_bypass_host(&self, host: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query("DELETE FROM intercept_bypass WHERE host = $1")
-            .bind(host)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(result.rows_affected() > 0)
     }
 
     async fn dedicated_writer(&self) -> Option<Arc<dyn Store>> {
@@ -1344,6 +622,7 @@ impl Store for PostgresStore {
         Ok(done)
     }
 }
+);
 
 fn first_of_month(date: Date) -> Date {
     date.replace_day(1).unwrap_or(date)
@@ -1363,140 +642,6 @@ fn partition_month(table: &str, partition: &str) -> Option<Date> {
     let (year, month) = rest.split_once('m')?;
     let month = Month::try_from(month.parse::<u8>().ok()?).ok()?;
     Date::from_calendar_date(year.parse().ok()?, month, 1).ok()
-}
-
-/// What writing a policy row does to a stored row with the same id.
-#[derive(Debug, Clone, Copy)]
-enum ExistingPolicy {
-    /// Leave it (file import: never overwrite an administrator's row).
-    Keep,
-    /// Replace it; `approve` stamps `approved_by`/`approved_at` (an activation).
-    Replace { approve: bool },
-}
-
-/// Inserts or replaces one `policies` row; returns the rows written (0 when an existing row was
-/// kept).
-async fn write_policy_row<'e>(
-    executor: impl sqlx::PgExecutor<'e>,
-    policy: &PolicyDefinition,
-    actor: Uuid,
-    existing: ExistingPolicy,
-) -> Result<u64, StoreError> {
-    macro_rules! insert {
-        () => {
-            "INSERT INTO policies (policy_id, name, description, version, status, priority, policy_type, \
-             framework, article_reference, rule_engine, rule_content, rule_metadata, scope, created_by, \
-             updated_by, effective_date, expiry_date, tags, approved_by, approved_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16, $17, \
-             CASE WHEN $18 THEN $14 END, CASE WHEN $18 THEN NOW() END) "
-        };
-    }
-    let (sql, approve) = match existing {
-        ExistingPolicy::Keep => (concat!(insert!(), "ON CONFLICT (policy_id) DO NOTHING"), false),
-        ExistingPolicy::Replace { approve } => (
-            concat!(
-                insert!(),
-                "ON CONFLICT (policy_id) DO UPDATE SET name = EXCLUDED.name, description = EXCLUDED.description, \
-                 version = EXCLUDED.version, status = EXCLUDED.status, priority = EXCLUDED.priority, \
-                 policy_type = EXCLUDED.policy_type, framework = EXCLUDED.framework, \
-                 article_reference = EXCLUDED.article_reference, rule_engine = EXCLUDED.rule_engine, \
-                 rule_content = EXCLUDED.rule_content, rule_metadata = EXCLUDED.rule_metadata, scope = EXCLUDED.scope, \
-                 updated_by = EXCLUDED.updated_by, updated_at = NOW(), effective_date = EXCLUDED.effective_date, \
-                 expiry_date = EXCLUDED.expiry_date, tags = EXCLUDED.tags, \
-                 approved_by = CASE WHEN $18 THEN EXCLUDED.approved_by ELSE policies.approved_by END, \
-                 approved_at = CASE WHEN $18 THEN NOW() ELSE policies.approved_at END"
-            ),
-            approve,
-        ),
-    };
-    let done = sqlx::query(sql)
-        .bind(policy.policy_id)
-        .bind(&policy.name)
-        .bind(&policy.description)
-        .bind(&policy.version)
-        .bind(&policy.status)
-        .bind(policy.priority)
-        .bind(&policy.policy_type)
-        .bind(&policy.framework)
-        .bind(&policy.article_reference)
-        .bind(&policy.rule_engine)
-        .bind(&policy.rule_content)
-        .bind(policy.rule_metadata.clone().map(Json))
-        .bind(Json(&policy.scope))
-        .bind(actor)
-        .bind(utc(policy.effective_date))
-        .bind(policy.expiry_date.map(utc))
-        .bind(&policy.tags)
-        .bind(approve)
-        .execute(executor)
-        .await
-        .map_err(classify)?;
-    Ok(done.rows_affected())
-}
-
-/// One service row and its signature rows, replacing what was there.
-async fn upsert_service(
-    tx: &mut sqlx::Transaction<'_, Postgres>,
-    service: &AiService,
-) -> Result<(), StoreError> {
-    let signatures = serde_json::to_value(&service.signatures).unwrap_or_default();
-    sqlx::query(
-        "INSERT INTO ai_services (service_id, slug, name, vendor, service_type, signatures, risk_tier, \
-         risk_score, risk_factors, approval_status, approved_for, prohibited_for, certifications, \
-         data_handling, data_regions, capabilities, pricing_model, documentation_url, \
-         privacy_policy_url, terms_of_service_url, tenant_restriction_headers) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21) \
-         ON CONFLICT (service_id) DO UPDATE SET slug = EXCLUDED.slug, name = EXCLUDED.name, vendor = EXCLUDED.vendor, \
-         service_type = EXCLUDED.service_type, signatures = EXCLUDED.signatures, risk_tier = EXCLUDED.risk_tier, \
-         risk_score = EXCLUDED.risk_score, risk_factors = EXCLUDED.risk_factors, approval_status = EXCLUDED.approval_status, \
-         approved_for = EXCLUDED.approved_for, prohibited_for = EXCLUDED.prohibited_for, \
-         certifications = EXCLUDED.certifications, data_handling = EXCLUDED.data_handling, \
-         data_regions = EXCLUDED.data_regions, capabilities = EXCLUDED.capabilities, \
-         pricing_model = EXCLUDED.pricing_model, documentation_url = EXCLUDED.documentation_url, \
-         privacy_policy_url = EXCLUDED.privacy_policy_url, terms_of_service_url = EXCLUDED.terms_of_service_url, \
-         tenant_restriction_headers = EXCLUDED.tenant_restriction_headers, updated_at = NOW()",
-    )
-    .bind(service.service_id)
-    .bind(&service.slug)
-    .bind(&service.name)
-    .bind(&service.vendor)
-    .bind(&service.service_type)
-    .bind(Json(signatures))
-    .bind(service.risk_tier.as_str())
-    .bind(i32::from(service.risk_score))
-    .bind(service.risk_factors.as_ref().map(Json))
-    .bind(service.approval_status.as_str())
-    .bind(&service.approved_for)
-    .bind(&service.prohibited_for)
-    .bind(&service.certifications)
-    .bind(&service.data_handling)
-    .bind(&service.data_regions)
-    .bind(&service.capabilities)
-    .bind(&service.pricing_model)
-    .bind(&service.documentation_url)
-    .bind(&service.privacy_policy_url)
-    .bind(&service.terms_of_service_url)
-    .bind(&service.tenant_restriction_headers)
-    .execute(&mut **tx)
-    .await
-    .map_err(classify)?;
-    sqlx::query("DELETE FROM ai_service_signatures WHERE service_id = $1")
-        .bind(service.service_id)
-        .execute(&mut **tx)
-        .await
-        .map_err(classify)?;
-    for (kind, pattern) in signature_rows(service) {
-        sqlx::query(
-            "INSERT INTO ai_service_signatures (service_id, signature_type, pattern) VALUES ($1, $2, $3)",
-        )
-        .bind(service.service_id)
-        .bind(kind)
-        .bind(pattern)
-        .execute(&mut **tx)
-        .await
-        .map_err(classify)?;
-    }
-    Ok(())
 }
 
 /// The data model's `TIMESTAMP` columns hold UTC without an offset.

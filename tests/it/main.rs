@@ -8,6 +8,7 @@ mod support;
 mod admin;
 mod bypass;
 mod coach;
+mod contract;
 mod faults;
 mod fleet;
 mod identity;
