@@ -3,7 +3,7 @@
 //!
 //! Why: on a VM whose idle vCPU halts at once (KVM `haltpoll` with `guest_halt_poll_ns = 0`, as
 //! on the Firecracker hosts of the load reports) every packet for a sleeping thread is an
-//! interrupt through the hypervisor that the sender pays for (7–15 µs, REPORT-2026-12-04-b) and
+//! interrupt through the hypervisor that the sender pays for (7–15 µs, docs/perf/RESULTS.md, 2026-12-04-b) and
 //! a wake-up that comes 22–43 µs late. An intercepted request wakes the gateway twice (client
 //! request, origin response) within tens of microseconds; a thread still polling when they
 //! arrive is neither halted nor waited on, so the peers skip the interrupt and the gateway the

@@ -14,7 +14,7 @@ use aigate::tls::CertificateAuthority;
 /// back the blocks it freed last, still in cache; mimalloc's sharded free lists reused them cold
 /// (its fast path's load of the next free block was 6% of the request thread): jemalloc served
 /// 15% more requests per core and held 10,000 idle connections in less memory
-/// (REPORT-2026-12-02-b).
+/// (docs/perf/RESULTS.md, 2026-12-02-b).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

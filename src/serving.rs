@@ -86,7 +86,7 @@ impl Listeners {
 /// thread that accepted it, so serving a request wakes no other thread. On a VM where a wake-up across
 /// vCPUs cost the waker 14 µs, one work-stealing runtime spent 48–51% more CPU per request than
 /// these threads one at a time and served 12–23% fewer requests at 16–128 connections
-/// (REPORT-2026-12-04).
+/// (docs/perf/RESULTS.md, 2026-12-04).
 pub struct ServingThreads {
     pub fronts: Vec<Arc<FrontContext>>,
     pub threads: ThreadGroup,

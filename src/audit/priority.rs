@@ -13,7 +13,7 @@
 //! guarantees it a small share of a busy core without taking time slices from requests. At the
 //! writer's own niceness it competes as an equal: `perf sched` caught a request worker waiting
 //! 5 ms for the slices of a writer raised so by one overrun flush of 430 records
-//! (REPORT-2026-12-01-g).
+//! (docs/perf/RESULTS.md, 2026-12-01-g).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};

@@ -2,7 +2,7 @@
 //!
 //! Threads that shared one socket were all woken for every new connection, and the first to run
 //! drained the whole queue: 16 connections opened at once went to one thread in two of three
-//! runs, and the gateway served on one CPU while it had two (REPORT-2026-12-04-b). Sockets of
+//! runs, and the gateway served on one CPU while it had two (docs/perf/RESULTS.md, 2026-12-04-b). Sockets of
 //! their own in a `SO_REUSEPORT` group let the kernel hand each connection to exactly one
 //! thread; when a thread's socket closes, the others take its share.
 //!
