@@ -65,10 +65,20 @@ pub(crate) async fn drop_pg_database(url: &str) {
     let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", pg_server()))
         .await
         .unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    // DROP DATABASE forces a cluster-wide checkpoint, which fails while the disk-full fault
+    // test holds its tablespace full; that test frees the space within seconds.
+    let mut attempts = 0;
+    while let Err(error) = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
         .await
-        .unwrap();
+    {
+        attempts += 1;
+        assert!(
+            attempts < 60 && error.to_string().contains("checkpoint request failed"),
+            "dropping {name}: {error}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 pub(crate) fn decision(at: time::OffsetDateTime, deny: bool) -> DecisionRecord {
