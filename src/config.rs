@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::decision::{Defaults, FailMode};
+use crate::decision::{Defaults, FailMode};
 
 pub use crate::audit::WriterPriority;
 
