@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::decision::{Defaults, FailMode};
+
 pub use crate::audit::WriterPriority;
 
 /// More serving threads than this is a typo, not a machine.
@@ -124,19 +126,33 @@ impl AttributionMethod {
     }
 }
 
+/// What runs the Rego.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evaluator {
+    /// regorus' bytecode VM, about 2.4x faster. A builtin that fails inside a rule (say
+    /// `to_number("high")`) makes that rule undefined, as in OPA's default mode; the fail mode
+    /// applies to evaluation limits and to rules the VM cannot run.
+    #[default]
+    Vm,
+    /// regorus' interpreter with strict builtin errors: any failing builtin is an evaluation
+    /// error and applies the fail mode.
+    Interpreter,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
     /// Policies (`NAME.yaml` + `NAME.rego`) loaded at start and on `POST /admin/reload`.
     pub dir: PathBuf,
     /// What an evaluation error does: "closed" (DENY, reason `policy_error`) or "open".
-    pub fail_mode: crate::policy::FailMode,
+    pub fail_mode: FailMode,
     /// What runs the Rego: "vm" (regorus' bytecode VM, the default) or "interpreter" (strict
     /// builtin errors: a failing builtin applies the fail mode instead of leaving its rule
     /// undefined).
-    pub evaluator: crate::policy::Evaluator,
+    pub evaluator: Evaluator,
     /// Decision when no policy matches, per approval status of the service.
-    pub defaults: crate::policy::Defaults,
+    pub defaults: Defaults,
     /// Insert policy files the store lacks at start and on reload (never overwrites).
     pub import: bool,
     /// How often the store is polled for changed policies and exceptions.
@@ -181,9 +197,9 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("config/policies"),
-            fail_mode: crate::policy::FailMode::Closed,
-            evaluator: crate::policy::Evaluator::Vm,
-            defaults: crate::policy::Defaults::default(),
+            fail_mode: FailMode::Closed,
+            evaluator: Evaluator::Vm,
+            defaults: Defaults::default(),
             import: true,
             reload_interval_secs: 5,
             review_action: ReviewAction::Coach,

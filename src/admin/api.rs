@@ -1,8 +1,7 @@
-//! What every management endpoint shares: the error shape, keyset pages and the audit trail of
-//! administrative writes.
+//! What every management endpoint shares: keyset pages and the audit trail of administrative
+//! writes.
 
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use serde::Deserialize;
@@ -10,77 +9,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::auth::Grant;
-use super::schema::{ErrorBody, ErrorDetail, Page};
+use super::error::{ApiError, ApiResult};
+use super::schema::Page;
 use crate::audit::{AuditEventRecord, AuditRecord};
 use crate::state::Shared;
 use crate::store::admin::{ListQuery, Listing};
-use crate::store::StoreError;
-
-/// `{"error": {"type", "message"}}` with a status; `line` when a policy does not compile.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub kind: &'static str,
-    pub message: String,
-    pub line: Option<u32>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            kind,
-            message: message.into(),
-            line: None,
-        }
-    }
-
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
-    }
-
-    pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no {what} {id}"),
-        )
-    }
-
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", message)
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> Self {
-        if let StoreError::Rejected(_) = error {
-            // A constraint: the request named something that does not exist or broke a rule.
-            return ApiError::new(StatusCode::BAD_REQUEST, "rejected", error.to_string());
-        }
-        tracing::warn!(%error, "Admin request failed in the store.");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            "the store is unavailable; retry later",
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                kind: self.kind.to_owned(),
-                message: self.message,
-                line: self.line,
-            },
-        };
-        (self.status, Json(body)).into_response()
-    }
-}
-
-pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Paging and time window common to every listing.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

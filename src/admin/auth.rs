@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tracing::warn;
 use uuid::Uuid;
 
-use super::api::ApiError;
+use super::error::ApiError;
 use crate::state::Shared;
 
 /// Who is calling and what their role may do.

@@ -16,8 +16,8 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::api::ApiResult;
 use super::auth::{Access, Grant};
+use super::error::ApiResult;
 use crate::state::Shared;
 use crate::store::admin::{ListQuery, Listing};
 

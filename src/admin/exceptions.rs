@@ -11,8 +11,9 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::api::{self, ApiError, ApiResult, Change, PageParams};
+use super::api::{self, Change, PageParams};
 use super::auth::{Access, Grant};
+use super::error::{ApiError, ApiResult};
 use super::schema::{ErrorBody, Page};
 use crate::policy::NewException;
 use crate::state::Shared;

@@ -9,6 +9,7 @@
 mod api;
 pub mod auth;
 mod dashboard;
+mod error;
 mod exceptions;
 mod policies;
 mod records;
@@ -30,8 +31,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use self::api::{ApiError, ApiResult};
 use self::auth::{Access, Grant};
+use self::error::{ApiError, ApiResult};
 use crate::audit::{AuditEventRecord, AuditRecord};
 use crate::metrics;
 use crate::state::Shared;

@@ -9,8 +9,9 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::api::{self, ApiError, ApiResult, Change, PageParams};
+use super::api::{self, Change, PageParams};
 use super::auth::{Access, Grant};
+use super::error::{ApiError, ApiResult};
 use super::schema::{ErrorBody, Page};
 use crate::catalog::{AiService, Catalog};
 use crate::state::Shared;

@@ -10,6 +10,7 @@
 
 mod credentials;
 pub mod directory;
+pub mod directory_rows;
 mod lockout;
 pub mod repository;
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::directory::{DirectoryKeys, DirectoryPlan, DirectorySync};
+use super::directory_rows::{DirectoryKeys, DirectoryPlan, DirectorySync};
 use super::{DeviceContext, UserContext};
 
 /// A failure of the backend behind a repository, kept whole (source chain and all) without

@@ -29,86 +29,9 @@ use uuid::Uuid;
 pub use definition::{load_dir, PolicyDefinition, PolicyLoadError, Scope};
 pub use exception::{ExceptionRecord, ExceptionRule, Exceptions, NewException};
 pub(crate) use input::InputBuilder;
-
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Decision {
-    Allow,
-    Review,
-    Deny,
-}
-
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Allow => "allow",
-            Decision::Deny => "deny",
-            Decision::Review => "review",
-        }
-    }
-
-    /// The spelling of the `decisions.decision` column.
-    pub fn as_column(self) -> &'static str {
-        match self {
-            Decision::Allow => "ALLOW",
-            Decision::Deny => "DENY",
-            Decision::Review => "REVIEW",
-        }
-    }
-}
-
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What an evaluation error does to the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailMode {
-    /// DENY with reason `policy_error` (the default).
-    Closed,
-    /// Treat the failing policy as not matching.
-    Open,
-}
-
-/// What runs the Rego.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Evaluator {
-    /// regorus' bytecode VM, about 2.4x faster. A builtin that fails inside a rule (say
-    /// `to_number("high")`) makes that rule undefined, as in OPA's default mode; the fail mode
-    /// applies to evaluation limits and to rules the VM cannot run.
-    #[default]
-    Vm,
-    /// regorus' interpreter with strict builtin errors: any failing builtin is an evaluation
-    /// error and applies the fail mode.
-    Interpreter,
-}
-
-/// Decisions when no policy matches, by the service's approval status.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Defaults {
-    pub approved: Decision,
-    pub prohibited: Decision,
-    pub review_required: Decision,
-    pub unknown: Decision,
-}
-
-impl Default for Defaults {
-    fn default() -> Self {
-        Defaults {
-            approved: Decision::Allow,
-            prohibited: Decision::Deny,
-            review_required: Decision::Review,
-            unknown: Decision::Review,
-        }
-    }
-}
+// The settings types live below the config so the config needs nothing from this module.
+pub use crate::config::Evaluator;
+pub use crate::decision::{Decision, Defaults, FailMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {

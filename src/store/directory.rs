@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::identity::directory::DirectoryKeys;
+use crate::identity::directory_rows::DirectoryKeys;
 
 /// The natural-key lookups of `DirectoryKeys`, in its field order: the table (for errors) and
 /// a query of `natural_key, stored_id` pairs.
@@ -186,7 +186,7 @@ macro_rules! identity_repositories {
         impl $crate::identity::DirectoryRepository for $store {
             async fn directory_keys(
                 &self,
-            ) -> Result<$crate::identity::directory::DirectoryKeys, $crate::identity::RepositoryError> {
+            ) -> Result<$crate::identity::directory_rows::DirectoryKeys, $crate::identity::RepositoryError> {
                 let mut maps = Vec::new();
                 for (table, sql) in $crate::store::directory::DIRECTORY_KEY_QUERIES {
                     let rows: Vec<$crate::store::rows::KeyRow<$columns>> = sqlx::query_as(sql)
@@ -204,7 +204,7 @@ macro_rules! identity_repositories {
 
             async fn apply_directory(
                 &self,
-                plan: &$crate::identity::directory::DirectoryPlan,
+                plan: &$crate::identity::directory_rows::DirectoryPlan,
             ) -> Result<(), $crate::identity::RepositoryError> {
                 use $crate::store::classify;
                 let mut tx = self.pool.begin().await.map_err(classify)?;
@@ -378,7 +378,7 @@ macro_rules! identity_repositories {
 
             async fn record_directory_sync(
                 &self,
-                sync: &$crate::identity::directory::DirectorySync,
+                sync: &$crate::identity::directory_rows::DirectorySync,
             ) -> Result<(), $crate::identity::RepositoryError> {
                 use $crate::store::classify;
                 let mut tx = self.pool.begin().await.map_err(classify)?;

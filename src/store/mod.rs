@@ -593,6 +593,14 @@ mod tests {
     }
 
     #[test]
+    fn every_failure_kind_is_a_preregistered_metric_label() {
+        assert_eq!(
+            FailureKind::ALL.map(FailureKind::label),
+            crate::metrics::AUDIT_STORE_ERROR_KINDS
+        );
+    }
+
+    #[test]
     fn passwords_are_redacted_from_urls() {
         assert_eq!(
             redact_url("postgres://u:secret@db/x"),
