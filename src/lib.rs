@@ -10,6 +10,7 @@ pub mod admin;
 pub mod audit;
 pub mod busy_poll;
 pub mod catalog;
+pub mod coaching;
 pub mod config;
 pub mod front;
 pub mod host;
