@@ -3,13 +3,17 @@
 //! Modules follow the data flow: `front` accepts connections and routes them (tunnel or
 //! intercept), `tls` holds the CA and mints leaves, `proxy` drives pingora, `pipeline` decides,
 //! `upstream` says where connections may go, `admin` serves the management listener, `state`
-//! holds what they share (and the one reloader that replaces it), `serving` runs the threads
-//! that serve clients, and `server` wires them together. No module imports `server`.
+//! holds what they share (and the one reloader that replaces it), `coaching` signs and spends the
+//! review pages' justification tokens the state keeps, `serving` runs the threads that serve
+//! clients, and `server` wires them together. No module imports `server`; the front hands
+//! connections to pingora's application without naming the proxy, which reads the front's
+//! connection facts.
 
 pub mod admin;
 pub mod audit;
 pub mod busy_poll;
 pub mod catalog;
+pub mod coaching;
 pub mod config;
 pub mod decision;
 pub mod front;

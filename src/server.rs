@@ -104,7 +104,7 @@ impl RunningGateway {
         // Wakes keep-alive connections parked between requests (h1); h2 connections got a
         // GOAWAY from the shutdown watch and end when their open streams do.
         for front in &self.serving.fronts {
-            pingora::apps::ServerApp::cleanup(front.app.as_ref()).await;
+            front.app.cleanup().await;
         }
         let open = self.connections.open();
         if open > 0 {
@@ -356,7 +356,7 @@ fn start_serving(
         .map(|_| {
             Arc::new(FrontContext {
                 shared: shared.clone(),
-                app: new_app(),
+                app: Box::new(new_app()),
                 tls_template: tls_template.clone(),
                 shutdown: shutdown.clone(),
                 connections: connections.clone(),

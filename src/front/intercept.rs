@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::apps::HttpPersistentSettings;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{Ssl, ALPN};
 use rustls::server::{ClientHello as RustlsClientHello, ResolvesServerCert};

@@ -31,11 +31,13 @@ pub mod tunnel;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use pingora::apps::ServerApp;
-use pingora::proxy::HttpProxy;
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, ReusedHttpStream, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
 use tokio::net::TcpStream;
 
-use crate::proxy::AigateProxy;
 use crate::state::Shared;
 
 /// Which listener accepted a connection.
@@ -102,13 +104,53 @@ pub struct ConnectTarget {
 /// Everything a connection handler needs, shared by all connections of all listeners.
 pub struct FrontContext {
     pub shared: Arc<Shared>,
-    pub app: Arc<HttpProxy<AigateProxy>>,
+    pub app: Box<dyn HttpApp>,
     /// Template for per-connection TLS server configs: ALPN, versions and the session cache are
     /// shared, only the certificate differs.
     pub tls_template: Arc<rustls::ServerConfig>,
-    pub shutdown: pingora::server::ShutdownWatch,
+    pub shutdown: ShutdownWatch,
     /// Client connections still open, awaited on shutdown.
     pub connections: drain::ConnectionTracker,
+}
+
+/// What the front hands client connections to: pingora's HTTP application, which `server`
+/// assembles around the proxy. The front needs only these calls, so it never names the proxy;
+/// the proxy reads what the front learned (`ConnectionMeta`, the request limits), never the
+/// other way round.
+#[async_trait]
+pub trait HttpApp: Send + Sync {
+    /// Serves a stream to its end: h2, or h1 with pingora's own keep-alive loop.
+    async fn process_new(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream>;
+    /// Serves one HTTP/1 session; the stream comes back when it may carry another request.
+    async fn process_new_http(
+        &self,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream>;
+    /// Wakes the connections parked between requests, on shutdown.
+    async fn cleanup(&self);
+}
+
+#[async_trait]
+impl<App> HttpApp for Arc<App>
+where
+    App: HttpServerApp + Send + Sync + 'static,
+{
+    async fn process_new(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        ServerApp::process_new(self, stream, shutdown).await
+    }
+
+    async fn process_new_http(
+        &self,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        HttpServerApp::process_new_http(self, session, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        ServerApp::cleanup(self.as_ref()).await;
+    }
 }
 
 /// Hands a plain client connection to pingora, replaying the bytes read so far; pingora parses
@@ -131,7 +173,7 @@ pub(crate) async fn hand_to_proxy(
 /// friends) back off briefly instead of spinning.
 pub(crate) async fn accept(
     listener: &tokio::net::TcpListener,
-    shutdown: &mut pingora::server::ShutdownWatch,
+    shutdown: &mut ShutdownWatch,
 ) -> Option<(TcpStream, SocketAddr)> {
     loop {
         tokio::select! {

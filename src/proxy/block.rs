@@ -4,9 +4,8 @@
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 
+use crate::coaching::{Offer, JUSTIFY_PATH};
 use crate::pipeline::{Decision, Verdict};
-
-use super::coach::{Offer, JUSTIFY_PATH};
 
 /// The gateway's own pages load nothing, run nothing, post only to themselves and cannot be
 /// framed (a framed coaching form could be clickjacked into a justification).

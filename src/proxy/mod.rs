@@ -27,6 +27,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::{debug, info, warn};
 
 use crate::audit::{AuditRecord, DecisionRecord};
+use crate::coaching;
 use crate::front::guard::RequestLimits;
 use crate::front::h2_guard::BodyPace;
 use crate::front::{ConnectionMeta, Listener};
@@ -365,7 +366,7 @@ impl AigateProxy {
         let config = self.shared.config();
         let limits = RequestLimits::from_config(&config.proxy);
         let body = Body::read(session, config.proxy.body_buffer_bytes, limits).await?;
-        if session.req_header().uri.path() == coach::JUSTIFY_PATH {
+        if session.req_header().uri.path() == coaching::JUSTIFY_PATH {
             return self.justify(session, ctx, meta, &identity, &body).await;
         }
         self.decide(session, ctx, meta, source, &identity, &body);
@@ -726,13 +727,13 @@ fn caller<'a>(
     identity: &'a Identity,
     client: Option<SocketAddr>,
     headers: &'a http::HeaderMap,
-) -> coach::Caller<'a> {
-    coach::Caller {
+) -> coaching::Caller<'a> {
+    coaching::Caller {
         host: target.map_or("", |t| t.host.as_str()),
         port: target.map_or(0, |t| t.port),
         tls: target.is_some_and(|t| t.tls),
         identity,
-        signals: coach::caller_signals(client.map(|c| c.ip()), headers),
+        signals: coaching::caller_signals(client.map(|c| c.ip()), headers),
     }
 }
 

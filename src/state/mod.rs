@@ -47,7 +47,7 @@ pub struct Shared {
     /// Where the explicit proxy actually listens (the PAC file's default gateway).
     pub proxy_addr: SocketAddr,
     /// Signs and spends the coaching pages' justification tokens.
-    pub coach: crate::proxy::coach::Coach,
+    pub coach: crate::coaching::Coach,
 }
 
 /// The parts `Shared` is made of, as the assembly prepared them.
@@ -67,7 +67,7 @@ pub struct Parts {
 
 impl Shared {
     pub fn new(parts: Parts) -> Shared {
-        let token_key = parts.ca.derive_key(crate::proxy::coach::TOKEN_KEY_LABEL);
+        let token_key = parts.ca.derive_key(crate::coaching::TOKEN_KEY_LABEL);
         Shared {
             config: ArcSwap::from_pointee(parts.config.into_inner()),
             snapshot: ArcSwap::from_pointee(parts.snapshot),
@@ -81,7 +81,7 @@ impl Shared {
             audit: parts.audit,
             store: parts.store,
             proxy_addr: parts.proxy_addr,
-            coach: crate::proxy::coach::Coach::new(token_key),
+            coach: crate::coaching::Coach::new(token_key),
         }
     }
 
