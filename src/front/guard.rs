@@ -241,19 +241,7 @@ impl RequestGuard {
                 )
             }
         };
-        if now >= deadline {
-            return Err(violation);
-        }
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(violation),
-            Poll::Pending => Ok(()),
-        }
+        wait_for_deadline(&mut self.timer, deadline, violation, now, cx)
     }
 
     /// Follows the framing through bytes the client sent.
@@ -479,6 +467,27 @@ impl Drop for ClientSlot {
                 counts.remove(&self.client);
             }
         }
+    }
+}
+
+/// Arms (or re-arms) `timer` for `deadline`: `violation` once it has passed, else pending.
+pub(super) fn wait_for_deadline(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    deadline: Instant,
+    violation: Violation,
+    now: Instant,
+    cx: &mut Context<'_>,
+) -> Result<(), Violation> {
+    if now >= deadline {
+        return Err(violation);
+    }
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if timer.deadline() != deadline {
+        timer.as_mut().reset(deadline);
+    }
+    match timer.as_mut().poll(cx) {
+        Poll::Ready(()) => Err(violation),
+        Poll::Pending => Ok(()),
     }
 }
 

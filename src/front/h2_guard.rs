@@ -12,7 +12,6 @@
 //! enforced where the proxy reads it ([`BodyPace`]); the header list size and concurrent streams
 //! are h2 settings ([`h2_options`]).
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -22,7 +21,7 @@ use pingora::protocols::http::v2::server::{default_h2_options, H2Options};
 use tokio::io::ReadBuf;
 use tokio::time::{Instant, Sleep};
 
-use super::guard::{GuardedIo, RequestLimits, Violation};
+use super::guard::{wait_for_deadline, GuardedIo, RequestLimits, Violation};
 use crate::config::ProxyConfig;
 
 const PREFACE_LEN: usize = 24;
@@ -144,19 +143,7 @@ impl FrameGuard {
             self.timer = None;
             return Ok(());
         };
-        if Instant::now() >= deadline {
-            return Err(violation);
-        }
-        let timer = self
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(violation),
-            Poll::Pending => Ok(()),
-        }
+        wait_for_deadline(&mut self.timer, deadline, violation, Instant::now(), cx)
     }
 
     /// Follows the frame layer through bytes the client sent.
