@@ -11,6 +11,7 @@ pub mod audit;
 pub mod busy_poll;
 pub mod catalog;
 pub mod config;
+pub mod export;
 pub mod front;
 pub mod host;
 pub mod identity;
