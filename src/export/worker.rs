@@ -83,10 +83,10 @@ pub async fn run(entries: Vec<ExportConfig>, store: Arc<dyn Store>) {
                     keep
                 });
                 for (id, config) in wanted {
-                    if !running.contains_key(&id) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = running.entry(id) {
                         info!(integration = %config.name, kind = config.kind.as_str(), "Exporting events.");
                         let task = tokio::spawn(export_loop(id, config.clone(), store.clone()));
-                        running.insert(id, (config, task));
+                        slot.insert((config, task));
                     }
                 }
             }
