@@ -1,0 +1,527 @@
+//! SIEM and webhook export against real receivers: a local HTTP receiver that verifies the
+//! webhook signature (stopped mid-stream and restarted), a Splunk HEC receiver checking the token,
+//! and rsyslog (from apt) receiving RFC 5424 over TCP and TLS and writing a file the test reads.
+
+use std::collections::{BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aigate::audit::AuditEventRecord;
+use aigate::export::ExportConfig;
+use aigate::store::Store;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use sha2::Sha256;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::task::AbortHandle;
+
+const SECRET: &str = "whsec-test-secret";
+const HEC_TOKEN: &str = "hec-token-1234";
+
+/// What a receiver saw.
+#[derive(Default)]
+struct Received {
+    /// Event ids, in arrival order (duplicates kept).
+    ids: Vec<String>,
+    /// Requests refused for a missing, stale or wrong signature or token.
+    refused: usize,
+}
+
+/// An HTTP receiver that can be stopped (every connection cut) and started again on its port.
+struct Receiver {
+    addr: SocketAddr,
+    received: Arc<Mutex<Received>>,
+    tasks: Arc<Mutex<Vec<AbortHandle>>>,
+    hec: bool,
+}
+
+impl Receiver {
+    async fn start(hec: bool) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let receiver = Receiver {
+            addr: listener.local_addr().unwrap(),
+            received: Arc::default(),
+            tasks: Arc::default(),
+            hec,
+        };
+        receiver.serve(listener);
+        receiver
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let (received, tasks, hec) = (self.received.clone(), self.tasks.clone(), self.hec);
+        let connections = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let received = received.clone();
+                let connection = tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        receive(request, received.clone(), hec)
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(socket), service)
+                        .await;
+                });
+                connections.lock().unwrap().push(connection.abort_handle());
+            }
+        });
+        tasks.lock().unwrap().push(accept.abort_handle());
+    }
+
+    fn stop(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    async fn restart(&self) {
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        self.serve(listener);
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.received.lock().unwrap().ids.clone()
+    }
+
+    fn refused(&self) -> usize {
+        self.received.lock().unwrap().refused
+    }
+
+    /// Waits (bounded) until every id in `expected` has arrived.
+    async fn wait_for(&self, expected: &BTreeSet<String>) {
+        for _ in 0..600 {
+            let seen: BTreeSet<String> = self.ids().into_iter().collect();
+            if expected.is_subset(&seen) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let seen: BTreeSet<String> = self.ids().into_iter().collect();
+        panic!(
+            "missing after 30 s: {:?}",
+            expected.difference(&seen).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Verifies as a webhook consumer would: HMAC-SHA256 over "<timestamp>.<body>" with the shared
+/// secret, and a timestamp within five minutes (replays of old deliveries are refused).
+fn webhook_verified(headers: &http::HeaderMap, body: &[u8]) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(timestamp), Some(signature)) =
+        (header("x-aigate-timestamp"), header("x-aigate-signature"))
+    else {
+        return false;
+    };
+    let Ok(at) = timestamp.parse::<i64>() else {
+        return false;
+    };
+    if (OffsetDateTime::now_utc().unix_timestamp() - at).abs() > 300 {
+        return false;
+    }
+    let Some(hex_signature) = signature.strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(signature) = hex::decode(hex_signature) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&signature).is_ok()
+}
+
+async fn receive(
+    request: Request<Incoming>,
+    received: Arc<Mutex<Received>>,
+    hec: bool,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    let ids: Option<Vec<String>> = if hec {
+        let authorized = parts.headers.get("authorization").and_then(|v| v.to_str().ok())
+            == Some(&format!("Splunk {HEC_TOKEN}"));
+        // HEC batches are JSON objects back to back, each an envelope around one event.
+        authorized.then(|| {
+            serde_json::Deserializer::from_slice(&body)
+                .into_iter::<serde_json::Value>()
+                .map(|envelope| {
+                    let envelope = envelope.unwrap();
+                    assert_eq!(envelope["sourcetype"], "aigate:event");
+                    assert!(envelope["time"].as_f64().unwrap() > 1.7e9);
+                    envelope["event"]["id"].as_str().unwrap().to_owned()
+                })
+                .collect()
+        })
+    } else {
+        webhook_verified(&parts.headers, &body).then(|| {
+            let batch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            batch["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|event| event["id"].as_str().unwrap().to_owned())
+                .collect()
+        })
+    };
+    let mut received = received.lock().unwrap();
+    let status = match ids {
+        Some(ids) => {
+            received.ids.extend(ids);
+            200
+        }
+        None => {
+            received.refused += 1;
+            401
+        }
+    };
+    Ok(Response::builder()
+        .status(status)
+        .body(Full::new(Bytes::from_static(b"{\"code\":0}")))
+        .unwrap())
+}
+
+async fn open_store(dir: &Path) -> Arc<dyn Store> {
+    let store = aigate::store::open(&format!("sqlite://{}", dir.join("aigate.db").display()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// Stores `count` admin-change events and returns their export ids.
+async fn admin_changes(store: &dyn Store, count: usize) -> BTreeSet<String> {
+    let events: Vec<AuditEventRecord> = (0..count)
+        .map(|n| {
+            let mut event =
+                AuditEventRecord::about_host("policy_updated", "info", "update", "example.com");
+            event.target_type = Some("policy".to_owned());
+            event.target_name = Some(format!("policy {n}"));
+            event
+        })
+        .collect();
+    store.write_audit_events(&events).await.unwrap();
+    events
+        .iter()
+        .map(|event| format!("audit:{}", event.event_id))
+        .collect()
+}
+
+fn entry(text: &str) -> ExportConfig {
+    let entry: ExportConfig = toml::from_str(text).unwrap();
+    aigate::export::validate_entries(std::slice::from_ref(&entry)).unwrap();
+    entry
+}
+
+async fn scalar(dir: &Path, sql: &str) -> String {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", dir.join("aigate.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query_scalar::<_, String>(sql)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+}
+
+async fn count_eventually(dir: &Path, sql: &str, at_least: i64) {
+    for _ in 0..600 {
+        if scalar(dir, sql).await.parse::<i64>().unwrap() >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{sql} stayed below {at_least} for 30 s");
+}
+
+fn webhook_entry(receiver: &Receiver, dir: &Path, secret: &str) -> ExportConfig {
+    entry(&format!(
+        "name = \"soc-webhook\"\nkind = \"webhook\"\nurl = \"http://{}/hook\"\nsecret = \"{secret}\"\n\
+         batch_size = 5\nmax_attempts = 1000\nretry_initial_ms = 20\nretry_max_ms = 200\n\
+         poll_interval_ms = 50\nsettle_ms = 0\ndead_letter_dir = \"{}\"\n",
+        receiver.addr,
+        dir.join("dead").display()
+    ))
+}
+
+#[tokio::test]
+async fn webhook_delivery_survives_a_receiver_outage_and_an_exporter_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    let receiver = Receiver::start(false).await;
+    let mut expected = admin_changes(store.as_ref(), 20).await;
+    let exporter = tokio::spawn(aigate::export::run(
+        vec![webhook_entry(&receiver, dir.path(), SECRET)],
+        store.clone(),
+    ));
+
+    // Mid-stream: some batches are in, the receiver goes away while more events are stored.
+    for _ in 0..600 {
+        if receiver.ids().len() >= 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    receiver.stop();
+    expected.extend(admin_changes(store.as_ref(), 20).await);
+    count_eventually(
+        dir.path(),
+        "SELECT CAST(count(*) AS TEXT) FROM integration_sync_logs WHERE status = 'failure'",
+        2,
+    )
+    .await;
+    assert_eq!(
+        scalar(dir.path(), "SELECT health_status FROM integrations").await,
+        "degraded"
+    );
+    receiver.restart().await;
+    receiver.wait_for(&expected).await;
+
+    // The exporter restarts (a gateway restart): it resumes at its stored cursor.
+    exporter.abort();
+    let _ = exporter.await;
+    let before_restart = receiver.ids().len();
+    let later = admin_changes(store.as_ref(), 3).await;
+    let exporter = tokio::spawn(aigate::export::run(
+        vec![webhook_entry(&receiver, dir.path(), SECRET)],
+        store.clone(),
+    ));
+    receiver.wait_for(&later).await;
+    exporter.abort();
+    expected.extend(later.iter().cloned());
+
+    let ids = receiver.ids();
+    let unique: BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(unique, expected, "every event arrives, nothing else");
+    // At-least-once: only a batch in flight when the receiver was cut can arrive twice.
+    assert!(
+        ids.len() - unique.len() <= 5,
+        "{} duplicates",
+        ids.len() - unique.len()
+    );
+    assert!(
+        ids[before_restart..].iter().all(|id| later.contains(id)),
+        "the restarted exporter re-sent delivered events"
+    );
+    assert_eq!(receiver.refused(), 0, "every delivery verified");
+    assert_eq!(
+        scalar(dir.path(), "SELECT health_status FROM integrations").await,
+        "healthy"
+    );
+    let successes = scalar(
+        dir.path(),
+        "SELECT CAST(sum(records_created) AS TEXT) FROM integration_sync_logs WHERE status = 'success'",
+    )
+    .await;
+    assert!(successes.parse::<usize>().unwrap() >= expected.len());
+    assert!(!dir.path().join("dead").exists());
+}
+
+#[tokio::test]
+async fn undeliverable_batches_go_to_the_dead_letter_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    let receiver = Receiver::start(false).await;
+    let expected = admin_changes(store.as_ref(), 3).await;
+    // The receiver refuses the signature made with another secret.
+    let mut wrong = webhook_entry(&receiver, dir.path(), "not-the-shared-secret");
+    wrong.max_attempts = 2;
+    let exporter = tokio::spawn(aigate::export::run(vec![wrong], store.clone()));
+    let file = dir.path().join("dead/soc-webhook.jsonl");
+    for _ in 0..600 {
+        if file.exists()
+            && std::fs::read_to_string(&file).unwrap().lines().count() >= expected.len()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    exporter.abort();
+    let dead: BTreeSet<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(line["attempts"], 2);
+            assert!(!line.to_string().contains("not-the-shared-secret"));
+            line["event"]["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(dead, expected);
+    assert!(receiver.ids().is_empty());
+    assert_eq!(receiver.refused(), 2);
+    count_eventually(
+        dir.path(),
+        "SELECT CAST(count(*) AS TEXT) FROM integrations WHERE health_status = 'unhealthy'",
+        1,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn splunk_hec_receives_enveloped_events_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    let receiver = Receiver::start(true).await;
+    let expected = admin_changes(store.as_ref(), 7).await;
+    let hec = entry(&format!(
+        "name = \"splunk\"\nkind = \"splunk_hec\"\nurl = \"http://{}/services/collector/event\"\n\
+         token = \"{HEC_TOKEN}\"\nbatch_size = 3\npoll_interval_ms = 50\nsettle_ms = 0\n",
+        receiver.addr
+    ));
+    let exporter = tokio::spawn(aigate::export::run(vec![hec], store.clone()));
+    receiver.wait_for(&expected).await;
+    exporter.abort();
+    assert_eq!(receiver.refused(), 0);
+    assert_eq!(receiver.ids().len(), expected.len());
+}
+
+/// A private rsyslogd: imtcp on loopback ports (one plain, one TLS with the gtls driver), every
+/// message written as "<msgid> <structured data> <msg>" to `out.log`.
+struct Rsyslog {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_rsyslog(dir: &Path, tcp_port: u16, tls_port: u16) -> Rsyslog {
+    let ca = aigate::tls::CertificateAuthority::generate_in_memory("export test CA").unwrap();
+    let (chain, key) = ca.issue_server_cert(&["localhost"]).unwrap();
+    let cert_pem = pem::encode(&pem::Pem::new("CERTIFICATE", chain[0].to_vec()));
+    let key_pem = pem::encode(&pem::Pem::new("PRIVATE KEY", key.secret_der().to_vec()));
+    std::fs::write(dir.join("ca.pem"), ca.cert_pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), key_pem).unwrap();
+    let out = dir.join("out.log");
+    let d = dir.display();
+    let config = format!(
+        r#"global(workDirectory="{d}")
+module(load="imtcp")
+template(name="line" type="string" string="%msgid% %structured-data% %msg%\n")
+ruleset(name="export") {{
+    action(type="omfile" file="{out}" template="line")
+}}
+input(type="imtcp" address="127.0.0.1" port="{tcp_port}" ruleset="export")
+input(type="imtcp" address="127.0.0.1" port="{tls_port}" ruleset="export"
+      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon"
+      streamDriver.CAFile="{d}/ca.pem" streamDriver.CertFile="{d}/cert.pem"
+      streamDriver.KeyFile="{d}/key.pem")
+"#,
+        out = out.display()
+    );
+    let config_path = dir.join("rsyslog.conf");
+    std::fs::write(&config_path, config).unwrap();
+    let child = std::process::Command::new("rsyslogd")
+        .arg("-n")
+        .arg("-f")
+        .arg(&config_path)
+        .arg("-i")
+        .arg(dir.join("rsyslogd.pid"))
+        .spawn()
+        .expect("rsyslogd (apt-get install -y rsyslog rsyslog-gnutls)");
+    Rsyslog { child, out }
+}
+
+/// Lines of rsyslog's file once it holds `at_least` lines.
+async fn syslog_lines(rsyslog: &Rsyslog, at_least: usize) -> Vec<String> {
+    for _ in 0..600 {
+        if let Ok(text) = std::fs::read_to_string(&rsyslog.out) {
+            let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            if lines.len() >= at_least {
+                return lines;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "rsyslog wrote fewer than {at_least} lines in 30 s: {:?}",
+        std::fs::read_to_string(&rsyslog.out)
+    );
+}
+
+async fn wait_listening(port: u16) {
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("rsyslogd did not listen on {port}");
+}
+
+#[tokio::test]
+async fn rsyslog_receives_json_over_tcp_and_cef_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    let (tcp_port, tls_port) = (free_port(), free_port());
+    let rsyslog = start_rsyslog(dir.path(), tcp_port, tls_port);
+    wait_listening(tcp_port).await;
+    wait_listening(tls_port).await;
+    let expected = admin_changes(store.as_ref(), 6).await;
+    let tcp = entry(&format!(
+        "name = \"syslog-json\"\nkind = \"syslog\"\naddress = \"127.0.0.1:{tcp_port}\"\n\
+         batch_size = 4\npoll_interval_ms = 50\nsettle_ms = 0\n"
+    ));
+    let tls = entry(&format!(
+        "name = \"syslog-cef\"\nkind = \"syslog\"\naddress = \"127.0.0.1:{tls_port}\"\ntls = true\n\
+         server_name = \"localhost\"\nca_file = \"{}\"\nformat = \"cef\"\n\
+         batch_size = 4\npoll_interval_ms = 50\nsettle_ms = 0\n",
+        dir.path().join("ca.pem").display()
+    ));
+    let exporter = tokio::spawn(aigate::export::run(vec![tcp, tls], store.clone()));
+    let lines = syslog_lines(&rsyslog, 2 * expected.len()).await;
+    exporter.abort();
+
+    let mut by_format: HashMap<&str, BTreeSet<String>> = HashMap::new();
+    for line in &lines {
+        let (msgid, rest) = line.split_once(' ').unwrap();
+        assert_eq!(msgid, "policy_updated", "{line}");
+        let (data, message) = rest.split_once("] ").unwrap();
+        let id = data
+            .strip_prefix("[aigate@32473 id=\"")
+            .and_then(|d| d.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("structured data: {line}"))
+            .to_owned();
+        let message = message.trim();
+        if let Some(cef) = message.strip_prefix("CEF:0|aigate|aigate|") {
+            assert!(cef.contains(&format!("externalId={id}")), "{line}");
+            assert!(cef.contains("|policy_updated|update|1|"), "{line}");
+            by_format.entry("cef").or_default().insert(id);
+        } else {
+            let event: serde_json::Value = serde_json::from_str(message).unwrap();
+            assert_eq!(event["id"], id.as_str());
+            assert_eq!(event["data"]["target_type"], "policy");
+            by_format.entry("json").or_default().insert(id);
+        }
+    }
+    assert_eq!(by_format["json"], expected);
+    assert_eq!(by_format["cef"], expected);
+    assert_eq!(lines.len(), 2 * expected.len(), "no duplicates");
+}
