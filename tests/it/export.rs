@@ -153,7 +153,10 @@ async fn receive(
     let (parts, body) = request.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     let ids: Option<Vec<String>> = if hec {
-        let authorized = parts.headers.get("authorization").and_then(|v| v.to_str().ok())
+        let authorized = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
             == Some(&format!("Splunk {HEC_TOKEN}"));
         // HEC batches are JSON objects back to back, each an envelope around one event.
         authorized.then(|| {
@@ -468,7 +471,10 @@ async fn syslog_lines(rsyslog: &Rsyslog, at_least: usize) -> Vec<String> {
 
 async fn wait_listening(port: u16) {
     for _ in 0..600 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -524,4 +530,130 @@ async fn rsyslog_receives_json_over_tcp_and_cef_over_tls() {
     assert_eq!(by_format["json"], expected);
     assert_eq!(by_format["cef"], expected);
     assert_eq!(lines.len(), 2 * expected.len(), "no duplicates");
+}
+
+/// Waits (bounded) until an event of `kind` has arrived; returns the ids seen so far.
+async fn wait_for_kind(receiver: &Receiver, store_dir: &Path, kind: &str) {
+    let sql =
+        format!("SELECT CAST(count(*) AS TEXT) FROM audit_events WHERE event_type = '{kind}'");
+    count_eventually(store_dir, &sql, 1).await;
+    let ids: BTreeSet<String> = {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", store_dir.join("aigate.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar::<_, String>(&format!(
+            "SELECT 'audit:' || event_id FROM audit_events WHERE event_type = '{kind}'"
+        ))
+        .fetch_all(&mut db)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+    };
+    receiver.wait_for(&ids).await;
+}
+
+#[tokio::test]
+async fn integrations_managed_over_the_admin_api_export_the_gateways_own_admin_changes() {
+    let ca = crate::support::upstream_ca();
+    let gateway = crate::support::TestGateway::start(&ca, &[]).await;
+    let dir = gateway.dir.path();
+    let store = open_store(dir).await;
+    let digest = aigate::admin::auth::token_sha256("token-admin");
+    store
+        .create_admin_token("export tester", "admin", &digest)
+        .await
+        .unwrap()
+        .unwrap();
+    let receiver = Receiver::start(false).await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://{}{path}", gateway.gateway.admin_addr);
+
+    let created = http
+        .post(url("/admin/integrations"))
+        .bearer_auth("token-admin")
+        .json(&serde_json::json!({
+            "name": "soc",
+            "integration_type": "siem",
+            "provider": "webhook",
+            "webhook_url": format!("http://{}/hook", receiver.addr),
+            "webhook_secret": SECRET,
+            "config": {"poll_interval_ms": 50, "settle_ms": 0, "batch_size": 10},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().await.unwrap();
+    let id = created["integration_id"].as_str().unwrap().to_owned();
+
+    let listed = http
+        .get(url("/admin/integrations"))
+        .bearer_auth("token-admin")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !listed.contains(SECRET),
+        "GET returned the secret: {listed}"
+    );
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["items"][0]["webhook_secret_set"], true);
+
+    // The gateway's exporter delivers the creation itself, signed with the stored secret.
+    wait_for_kind(&receiver, dir, "integration_changed").await;
+
+    // A PUT without the secret keeps it: later changes still arrive verified.
+    let updated = http
+        .put(url(&format!("/admin/integrations/{id}")))
+        .bearer_auth("token-admin")
+        .json(&serde_json::json!({
+            "name": "soc",
+            "integration_type": "siem",
+            "provider": "webhook",
+            "webhook_url": format!("http://{}/hook", receiver.addr),
+            "config": {"poll_interval_ms": 50, "settle_ms": 0, "batch_size": 3},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    count_eventually(
+        dir,
+        "SELECT CAST(count(*) AS TEXT) FROM audit_events WHERE action = 'update_integration'",
+        1,
+    )
+    .await;
+    wait_for_kind(&receiver, dir, "integration_changed").await;
+    assert_eq!(receiver.refused(), 0);
+    let audit = scalar(
+        dir,
+        "SELECT group_concat(changes, ' ') FROM audit_events WHERE event_type = 'integration_changed'",
+    )
+    .await;
+    assert!(!audit.contains(SECRET), "the audit trail holds the secret");
+
+    let invalid = http
+        .post(url("/admin/integrations"))
+        .bearer_auth("token-admin")
+        .json(&serde_json::json!({
+            "name": "bad", "integration_type": "siem", "provider": "syslog", "config": {},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), 400);
+    assert!(invalid.text().await.unwrap().contains("address"));
+
+    let deleted = http
+        .delete(url(&format!("/admin/integrations/{id}")))
+        .bearer_auth("token-admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    gateway.gateway.shutdown().await;
 }
