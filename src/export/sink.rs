@@ -27,15 +27,18 @@ enum SyslogStream {
 impl SyslogStream {
     /// Whether the receiver closed the connection since the last write: TCP only reports a dead
     /// peer on a later write, so a batch written into a half-closed socket would be lost.
-    fn peer_closed(&self) -> bool {
-        let tcp = match self {
-            SyslogStream::Tcp(tcp) => tcp,
-            SyslogStream::Tls(tls) => tls.get_ref().0,
+    /// Receivers never send application data on a syslog connection, so anything readable now
+    /// (EOF, an error, a TLS close_notify) means it is going away; TLS handshake messages (session
+    /// tickets) are consumed by rustls and read as nothing.
+    fn peer_closed(&mut self) -> bool {
+        use futures::FutureExt;
+        use tokio::io::AsyncReadExt;
+        let mut probe = [0u8; 64];
+        let ready = match self {
+            SyslogStream::Tcp(tcp) => tcp.read(&mut probe).now_or_never(),
+            SyslogStream::Tls(tls) => tls.read(&mut probe).now_or_never(),
         };
-        let mut probe = [0u8; 1];
-        // Receivers never send on a syslog connection: any byte (TLS close_notify) or EOF
-        // means it is going away.
-        !matches!(tcp.try_read(&mut probe), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        ready.is_some()
     }
 
     async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -184,7 +187,7 @@ impl Sink {
             };
             frames.extend(event.to_syslog_frame(self.config.facility, &self.hostname, &body));
         }
-        if self.syslog.as_ref().is_some_and(SyslogStream::peer_closed) {
+        if self.syslog.as_mut().is_some_and(SyslogStream::peer_closed) {
             self.syslog = None;
         }
         let mut stream = match self.syslog.take() {

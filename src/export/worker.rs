@@ -46,6 +46,19 @@ pub fn file_integration(entry: &ExportConfig) -> Integration {
     }
 }
 
+/// The integration tasks, aborted with the supervisor (at shutdown, or when a test stops it):
+/// a detached task would go on exporting beside its successor.
+#[derive(Default)]
+struct Running(HashMap<Uuid, (ExportConfig, JoinHandle<()>)>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for (_, task) in self.0.values() {
+            task.abort();
+        }
+    }
+}
+
 fn is_file_managed(row: &Integration) -> bool {
     row.config.get("managed_by").and_then(|v| v.as_str()) == Some(MANAGED_BY_CONFIG_FILE)
 }
@@ -53,7 +66,8 @@ fn is_file_managed(row: &Integration) -> bool {
 /// Runs until aborted: the config-file entries, and the store's exporter rows as they come, go
 /// and change.
 pub async fn run(entries: Vec<ExportConfig>, store: Arc<dyn Store>) {
-    let mut running: HashMap<Uuid, (ExportConfig, JoinHandle<()>)> = HashMap::new();
+    let mut running = Running::default();
+    let running = &mut running.0;
     for entry in entries.into_iter().filter(|entry| entry.enabled) {
         let id = entry.file_integration_id();
         let task = tokio::spawn(run_file_entry(entry.clone(), store.clone()));
