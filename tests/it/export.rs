@@ -374,10 +374,7 @@ async fn undeliverable_batches_go_to_the_dead_letter_file() {
     .await;
 }
 
-#[tokio::test]
-async fn splunk_hec_receives_enveloped_events_with_the_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path()).await;
+async fn hec_delivers_every_event_once(store: Arc<dyn Store>) {
     let receiver = Receiver::start(true).await;
     let expected = admin_changes(store.as_ref(), 7).await;
     let hec = entry(&format!(
@@ -390,6 +387,32 @@ async fn splunk_hec_receives_enveloped_events_with_the_token() {
     exporter.abort();
     assert_eq!(receiver.refused(), 0);
     assert_eq!(receiver.ids().len(), expected.len());
+}
+
+#[tokio::test]
+async fn splunk_hec_receives_enveloped_events_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    hec_delivers_every_event_once(open_store(dir.path()).await).await;
+}
+
+#[tokio::test]
+async fn the_exporter_keeps_its_cursor_and_sync_logs_in_postgresql() {
+    let url = crate::store::fresh_pg_database().await;
+    let store = aigate::store::open(&url).await.unwrap();
+    store.migrate().await.unwrap();
+    hec_delivers_every_event_once(store.clone()).await;
+    let rows = store.load_integrations(&["siem"]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].health_status.as_deref(), Some("healthy"));
+    assert!(rows[0].health_check_at.is_some());
+    let cursor = store
+        .export_cursor(
+            rows[0].integration_id,
+            aigate::store::export::ExportSource::AuditEvents,
+        )
+        .await
+        .unwrap();
+    assert!(cursor.is_some());
 }
 
 /// A private rsyslogd: imtcp on loopback ports (one plain, one TLS with the gtls driver), every
