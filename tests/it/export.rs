@@ -403,8 +403,11 @@ async fn the_exporter_keeps_its_cursor_and_sync_logs_in_postgresql() {
     hec_delivers_every_event_once(store.clone()).await;
     let rows = store.load_integrations(&["siem"]).await.unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].health_status.as_deref(), Some("healthy"));
+    // The exporter was stopped once the receiver had everything; the last batch's log and
+    // cursor may or may not have been written by then, the first batch's were.
+    assert!(rows[0].health_status.as_deref() == Some("healthy"));
     assert!(rows[0].health_check_at.is_some());
+    assert_eq!(rows[0].last_sync_status.as_deref(), Some("success"));
     let cursor = store
         .export_cursor(
             rows[0].integration_id,
