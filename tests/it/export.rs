@@ -224,6 +224,35 @@ async fn admin_changes(store: &dyn Store, count: usize) -> BTreeSet<String> {
         .collect()
 }
 
+/// Stores `count` violations (as the audit writer does for a decision with a violation) and
+/// returns their export ids.
+async fn violations(dir: &Path, count: usize) -> BTreeSet<String> {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", dir.join("aigate.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let mut ids = BTreeSet::new();
+    for _ in 0..count {
+        let id = uuid::Uuid::new_v4();
+        let at = OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO violations (violation_id, decision_id, timestamp, user_id, violation_type, \
+             policy_id, severity) VALUES ($1, $2, $3, $4, 'pii_detected', $5, 'high')",
+        )
+        .bind(id.to_string())
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(at)
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(uuid::Uuid::new_v4().to_string())
+        .execute(&mut db)
+        .await
+        .unwrap();
+        ids.insert(format!("violation:{id}"));
+    }
+    ids
+}
+
 fn entry(text: &str) -> ExportConfig {
     let entry: ExportConfig = toml::from_str(text).unwrap();
     aigate::export::validate_entries(std::slice::from_ref(&entry)).unwrap();
@@ -266,6 +295,7 @@ async fn webhook_delivery_survives_a_receiver_outage_and_an_exporter_restart() {
     let store = open_store(dir.path()).await;
     let receiver = Receiver::start(false).await;
     let mut expected = admin_changes(store.as_ref(), 20).await;
+    expected.extend(violations(dir.path(), 7).await);
     let exporter = tokio::spawn(aigate::export::run(
         vec![webhook_entry(&receiver, dir.path(), SECRET)],
         store.clone(),
@@ -280,6 +310,7 @@ async fn webhook_delivery_survives_a_receiver_outage_and_an_exporter_restart() {
     }
     receiver.stop();
     expected.extend(admin_changes(store.as_ref(), 20).await);
+    expected.extend(violations(dir.path(), 6).await);
     count_eventually(
         dir.path(),
         "SELECT CAST(count(*) AS TEXT) FROM integration_sync_logs WHERE status = 'failure'",
@@ -309,7 +340,7 @@ async fn webhook_delivery_survives_a_receiver_outage_and_an_exporter_restart() {
     let ids = receiver.ids();
     let unique: BTreeSet<String> = ids.iter().cloned().collect();
     assert_eq!(unique, expected, "every event arrives, nothing else");
-    // At-least-once: only a batch in flight when the receiver was cut can arrive twice.
+    // At-least-once: only the batch in flight when the receiver was cut can arrive twice.
     assert!(
         ids.len() - unique.len() <= 5,
         "{} duplicates",
