@@ -324,6 +324,22 @@ mod tests {
     }
 
     #[test]
+    fn the_config_file_names_the_bad_export_key() {
+        let text =
+            "[[export]]\nname = \"soc\"\nkind = \"webhook\"\nurl = \"ftp://x\"\nsecret = \"s\"\n";
+        let error = crate::config::Config::parse(text).unwrap_err().to_string();
+        assert!(error.contains("[[export]] \"soc\" url"), "{error}");
+        let unknown = "[[export]]\nname = \"soc\"\nkind = \"webhook\"\nurll = \"x\"\n";
+        let error = crate::config::Config::parse(unknown)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("urll"), "{error}");
+        let good = "[[export]]\nname = \"soc\"\nkind = \"syslog\"\naddress = \"siem:6514\"\ntls = true\nformat = \"cef\"\n";
+        let config = crate::config::Config::parse(good).unwrap();
+        assert_eq!(config.export[0].format, MessageFormat::Cef);
+    }
+
+    #[test]
     fn integration_rows_read_like_config_entries() {
         let row = Integration {
             integration_id: Uuid::nil(),

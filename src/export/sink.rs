@@ -230,7 +230,9 @@ impl Sink {
 }
 
 async fn check(response: Result<reqwest::Response, reqwest::Error>) -> Result<(), ExportError> {
-    let response = response.map_err(|error| ExportError::Connect(error.to_string()))?;
+    // Without the URL: a webhook URL can itself be the credential (Slack, Teams).
+    let response =
+        response.map_err(|error| ExportError::Connect(error.without_url().to_string()))?;
     let status = response.status();
     if status.is_success() {
         Ok(())
