@@ -498,15 +498,32 @@ input(type="imtcp" address="127.0.0.1" port="{tls_port}" ruleset="export"
     );
     let config_path = dir.join("rsyslog.conf");
     std::fs::write(&config_path, config).unwrap();
-    let child = std::process::Command::new("rsyslogd")
+    let child = spawn_rsyslogd(dir);
+    Rsyslog { child, out }
+}
+
+fn spawn_rsyslogd(dir: &Path) -> std::process::Child {
+    std::process::Command::new("rsyslogd")
         .arg("-n")
         .arg("-f")
-        .arg(&config_path)
+        .arg(dir.join("rsyslog.conf"))
         .arg("-i")
         .arg(dir.join("rsyslogd.pid"))
         .spawn()
-        .expect("rsyslogd (apt-get install -y rsyslog rsyslog-gnutls)");
-    Rsyslog { child, out }
+        .expect("rsyslogd (apt-get install -y rsyslog rsyslog-gnutls)")
+}
+
+impl Rsyslog {
+    /// Kills rsyslogd (its connections drop) and starts it again on the same ports once the
+    /// exporter has seen the outage.
+    async fn restart_after(&mut self, outage_seen: impl std::future::Future<Output = ()>) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        outage_seen.await;
+        let dir = self.out.parent().unwrap().to_owned();
+        let _ = std::fs::remove_file(dir.join("rsyslogd.pid"));
+        self.child = spawn_rsyslogd(&dir);
+    }
 }
 
 /// Lines of rsyslog's file once it holds `at_least` lines.
@@ -713,4 +730,69 @@ async fn integrations_managed_over_the_admin_api_export_the_gateways_own_admin_c
         .unwrap();
     assert_eq!(deleted.status(), 204);
     gateway.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn rsyslog_killed_mid_stream_and_restarted_receives_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).await;
+    let (tcp_port, tls_port) = (free_port(), free_port());
+    let mut rsyslog = start_rsyslog(dir.path(), tcp_port, tls_port);
+    wait_listening(tcp_port).await;
+    let mut expected = admin_changes(store.as_ref(), 8).await;
+    let tcp = entry(&format!(
+        "name = \"syslog\"\nkind = \"syslog\"\naddress = \"127.0.0.1:{tcp_port}\"\n\
+         batch_size = 4\nmax_attempts = 1000\nretry_initial_ms = 20\nretry_max_ms = 200\n\
+         poll_interval_ms = 50\nsettle_ms = 0\n"
+    ));
+    let exporter = tokio::spawn(aigate::export::run(vec![tcp], store.clone()));
+    syslog_lines(&rsyslog, expected.len()).await;
+
+    let failures =
+        "SELECT CAST(count(*) AS TEXT) FROM integration_sync_logs WHERE status = 'failure'";
+    let path = dir.path().to_owned();
+    let more = {
+        let store = store.clone();
+        async move {
+            // Stored while rsyslogd is down: the exporter finds its connection closed,
+            // reconnects, is refused and retries.
+            let more = admin_changes(store.as_ref(), 8).await;
+            count_eventually(&path, failures, 1).await;
+            more
+        }
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rsyslog
+        .restart_after(async {
+            let _ = tx.send(more.await);
+        })
+        .await;
+    expected.extend(rx.await.unwrap());
+    wait_listening(tcp_port).await;
+    let ids_in = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .map(|line| {
+                let event: serde_json::Value =
+                    serde_json::from_str(line.split_once("] ").unwrap().1.trim()).unwrap();
+                event["id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+    let mut ids = ids_in(&syslog_lines(&rsyslog, expected.len()).await);
+    for _ in 0..600 {
+        if expected.iter().all(|id| ids.contains(id)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ids = ids_in(&syslog_lines(&rsyslog, 0).await);
+    }
+    exporter.abort();
+    let unique: BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(unique, expected);
+    assert!(
+        ids.len() - unique.len() <= 4,
+        "{} duplicates",
+        ids.len() - unique.len()
+    );
 }
