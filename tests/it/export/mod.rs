@@ -33,6 +33,8 @@ const HEC_TOKEN: &str = "hec-token-1234";
 struct Received {
     /// Event ids, in arrival order (duplicates kept).
     ids: Vec<String>,
+    /// The verified request bodies.
+    bodies: Vec<String>,
     /// Requests refused for a missing, stale or wrong signature or token.
     refused: usize,
 }
@@ -96,6 +98,10 @@ impl Receiver {
 
     fn ids(&self) -> Vec<String> {
         self.received.lock().unwrap().ids.clone()
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        self.received.lock().unwrap().bodies.clone()
     }
 
     fn refused(&self) -> usize {
@@ -187,6 +193,9 @@ async fn receive(
     let status = match ids {
         Some(ids) => {
             received.ids.extend(ids);
+            received
+                .bodies
+                .push(String::from_utf8_lossy(&body).into_owned());
             200
         }
         None => {
@@ -574,5 +583,39 @@ async fn integrations_managed_over_the_admin_api_export_the_gateways_own_admin_c
         .await
         .unwrap();
     assert_eq!(deleted.status(), 204);
+    gateway.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_denied_request_reaches_the_webhook_as_a_violation_without_its_prompt() {
+    let receiver = Receiver::start(false).await;
+    let dead_letters = tempfile::tempdir().unwrap();
+    let hook = webhook_entry(&receiver, dead_letters.path(), SECRET);
+    let catalog =
+        crate::policy::test_service("scorer", "scorer.example", "approved", &["social_scoring"]);
+    let (gateway, _origin, _) =
+        crate::policy::policy_gateway(&catalog, "scorer.example", &[], move |config| {
+            config.export = vec![hook];
+        })
+        .await;
+    let (status, _) = crate::policy::post_json(
+        &gateway,
+        "https://scorer.example/v1/chat/completions",
+        r#"{"messages":[{"role":"user","content":"rate citizen 42"}]}"#,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let ids: Vec<(String,)> = gateway
+        .rows_eventually("SELECT 'violation:' || violation_id FROM violations", 1)
+        .await;
+    let expected: BTreeSet<String> = ids.into_iter().map(|(id,)| id).collect();
+    receiver.wait_for(&expected).await;
+    assert_eq!(receiver.refused(), 0);
+    let delivered = receiver.bodies().join("\n");
+    assert!(delivered.contains("prohibited_ai_practice"), "{delivered}");
+    assert!(
+        !delivered.contains("rate citizen"),
+        "the prompt was exported"
+    );
     gateway.gateway.shutdown().await;
 }
