@@ -62,6 +62,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub audit: AuditConfig,
     pub log: LogConfig,
+    /// `[[export]]`: SIEM and webhook integrations (see `export`).
+    pub export: Vec<crate::export::ExportConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -711,6 +713,8 @@ impl Config {
         self.identity.validate()?;
         self.audit.validate()?;
         self.log.validate()?;
+        crate::export::validate_entries(&self.export)
+            .map_err(|error| invalid(&error.key, error.message))?;
         self.validate_listeners()
     }
 

@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod coaching;
 pub mod config;
 pub mod decision;
+pub mod export;
 pub mod front;
 pub mod host;
 pub mod identity;

@@ -334,6 +334,30 @@ pub static PROXY_AUTH_VERIFYING_PEAK: LazyLock<IntGauge> = LazyLock::new(|| {
     ))
 });
 
+pub static EXPORT_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "aigate_export_events_total",
+        "Events handed to SIEM and webhook integrations, by integration and outcome (delivered, dead_lettered).",
+        &["integration", "outcome"],
+    )
+});
+pub static EXPORT_ATTEMPTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        "aigate_export_attempts_total",
+        "Batch deliveries tried, by integration and outcome (success, failure).",
+        &["integration", "outcome"],
+    )
+});
+pub static EXPORT_LAG_SECONDS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    register(prometheus::IntGaugeVec::new(
+        Opts::new(
+            "aigate_export_lag_seconds",
+            "Age of the newest event an integration has delivered, when it was delivered.",
+        ),
+        &["integration"],
+    ))
+});
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -390,9 +390,14 @@ fn start_background(
 ) -> Vec<JoinHandle<()>> {
     let maintenance_every =
         std::time::Duration::from_secs(shared.config().store.maintenance_interval_secs);
+    let store_for_export = store.clone();
     vec![
         tokio::spawn(setup::maintain_store(store, maintenance_every)),
         tokio::spawn(reload::run(shared.clone(), reload_requests)),
         tokio::spawn(store_watch::watch_store(shared.clone())),
+        tokio::spawn(crate::export::run(
+            shared.config().export.clone(),
+            store_for_export,
+        )),
     ]
 }

@@ -62,6 +62,7 @@ impl PageParams {
             until: parse_time("until", self.until.as_deref())?,
             after,
             limit,
+            ..ListQuery::default()
         })
     }
 }

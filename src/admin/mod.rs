@@ -11,6 +11,7 @@ pub mod auth;
 mod dashboard;
 mod error;
 mod exceptions;
+mod integrations;
 mod policies;
 mod records;
 mod schema;
@@ -100,6 +101,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .routes(routes!(records::update_violation))
         .routes(routes!(records::list_audit_events))
         .routes(routes!(records::shadow_ai_report))
+        .routes(routes!(
+            integrations::list_integrations,
+            integrations::create_integration
+        ))
+        .routes(routes!(
+            integrations::get_integration,
+            integrations::update_integration,
+            integrations::delete_integration
+        ))
         .routes(routes!(create_token))
         .routes(routes!(list_bypass))
         .routes(routes!(forget_learned_bypass))

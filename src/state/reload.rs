@@ -360,6 +360,8 @@ fn keep_restart_only(effective: &mut Config, running: &Config) -> Vec<&'static s
         &mut new.intercept.learned_bypass_ttl_secs,
         &old.intercept.learned_bypass_ttl_secs,
     );
+    // The exporter reads its config-file entries at start (API integrations apply at once).
+    keep(&mut changed, "[[export]]", &mut new.export, &old.export);
     changed
 }
 

@@ -78,7 +78,7 @@ impl Listing {
 }
 
 /// Filters (column = value, columns from the API's whitelist only), a time window and a keyset
-/// cursor: rows strictly after `(time, id)` in newest-first order.
+/// cursor: rows strictly after `(time, id)` in newest-first order (or oldest-first).
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     pub equals: Vec<(&'static str, String)>,
@@ -86,6 +86,8 @@ pub struct ListQuery {
     pub until: Option<OffsetDateTime>,
     pub after: Option<(String, String)>,
     pub limit: i64,
+    /// Oldest first, `after` meaning later than (the exporter's reading order).
+    pub oldest_first: bool,
 }
 
 /// A policy created or changed through the API.

@@ -525,6 +525,148 @@ macro_rules! store_impl {
                 Ok(done.rows_affected() > 0)
             }
         }
+
+        #[async_trait::async_trait]
+        impl $crate::store::ExportRepository for $store {
+            async fn load_integrations(
+                &self,
+                types: &[&str],
+            ) -> Result<Vec<$crate::store::export::Integration>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::rows::IntegrationRow<$columns>> = sqlx::query_as(
+                    "SELECT integration_id, name, integration_type, provider, config, enabled, webhook_url, \
+                     webhook_secret, health_status, health_check_at, last_sync_at, last_sync_status, last_sync_error \
+                     FROM integrations ORDER BY name, integration_id",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err($crate::store::classify)?;
+                let mut integrations = Vec::new();
+                for row in rows {
+                    let integration = row.into_integration()?;
+                    if types.contains(&integration.integration_type.as_str()) {
+                        integrations.push(integration);
+                    }
+                }
+                Ok(integrations)
+            }
+
+            async fn save_integration(
+                &self,
+                integration: &$crate::store::export::Integration,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO integrations (integration_id, name, integration_type, provider, config, enabled, \
+                     webhook_url, webhook_secret, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+                     ON CONFLICT (integration_id) DO UPDATE SET name = excluded.name, \
+                     integration_type = excluded.integration_type, provider = excluded.provider, \
+                     config = excluded.config, enabled = excluded.enabled, webhook_url = excluded.webhook_url, \
+                     webhook_secret = excluded.webhook_secret, updated_at = excluded.updated_at",
+                )
+                .bind(encode::id(integration.integration_id))
+                .bind(&integration.name)
+                .bind(&integration.integration_type)
+                .bind(&integration.provider)
+                .bind(encode::json(&integration.config))
+                .bind(integration.enabled)
+                .bind(&integration.webhook_url)
+                .bind(&integration.webhook_secret)
+                .bind(encode::stamp(time::OffsetDateTime::now_utc()))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::store::classify)?;
+                Ok(())
+            }
+
+            async fn delete_integration(
+                &self,
+                id: uuid::Uuid,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query("DELETE FROM integrations WHERE integration_id = $1")
+                    .bind(encode::id(id))
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::store::classify)?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn export_cursor(
+                &self,
+                integration: uuid::Uuid,
+                source: $crate::store::export::ExportSource,
+            ) -> Result<Option<(String, String)>, $crate::store::StoreError> {
+                let row: Option<$crate::store::rows::CursorRow> = sqlx::query_as(
+                    "SELECT cursor_time, cursor_id FROM export_cursors WHERE integration_id = $1 AND source = $2",
+                )
+                .bind(encode::id(integration))
+                .bind(source.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err($crate::store::classify)?;
+                Ok(row.map(|row| (row.cursor_time, row.cursor_id)))
+            }
+
+            async fn save_export_cursor(
+                &self,
+                integration: uuid::Uuid,
+                source: $crate::store::export::ExportSource,
+                cursor: &(String, String),
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO export_cursors (integration_id, source, cursor_time, cursor_id, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (integration_id, source) DO UPDATE SET \
+                     cursor_time = excluded.cursor_time, cursor_id = excluded.cursor_id, updated_at = excluded.updated_at",
+                )
+                .bind(encode::id(integration))
+                .bind(source.as_str())
+                .bind(&cursor.0)
+                .bind(&cursor.1)
+                .bind(encode::stamp(time::OffsetDateTime::now_utc()))
+                .execute(&self.pool)
+                .await
+                .map_err($crate::store::classify)?;
+                Ok(())
+            }
+
+            async fn record_sync(
+                &self,
+                log: &$crate::store::export::SyncLog,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::classify;
+                let mut tx = self.pool.begin().await.map_err(classify)?;
+                sqlx::query(
+                    "INSERT INTO integration_sync_logs (log_id, integration_id, sync_started_at, sync_completed_at, \
+                     status, records_fetched, records_created, records_failed, error_message, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $4)",
+                )
+                .bind(encode::id(uuid::Uuid::new_v4()))
+                .bind(encode::id(log.integration_id))
+                .bind(encode::stamp(log.started_at))
+                .bind(encode::stamp(log.completed_at))
+                .bind(log.status)
+                .bind(log.fetched)
+                .bind(log.delivered)
+                .bind(log.failed)
+                .bind(&log.error)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+                sqlx::query(
+                    "UPDATE integrations SET last_sync_at = $2, last_sync_status = $3, last_sync_error = $4, \
+                     health_status = $5, health_check_at = $2 WHERE integration_id = $1",
+                )
+                .bind(encode::id(log.integration_id))
+                .bind(encode::stamp(log.completed_at))
+                .bind(log.status)
+                .bind(&log.error)
+                .bind(log.health)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+                tx.commit().await.map_err(classify)?;
+                Ok(())
+            }
+        }
     };
 }
 

@@ -19,6 +19,7 @@ mod sqlite;
 use std::sync::Arc;
 
 pub mod admin;
+pub mod export;
 pub mod listing;
 
 use async_trait::async_trait;
@@ -297,6 +298,7 @@ pub trait Store:
     + AdminRepository
     + IdentityLookup
     + DirectoryRepository
+    + ExportRepository
     + Send
     + Sync
     + std::fmt::Debug
@@ -465,6 +467,41 @@ pub trait AdminRepository: Send + Sync {
         since: time::OffsetDateTime,
         limit: i64,
     ) -> Result<Vec<serde_json::Value>, StoreError>;
+}
+
+/// What the exporter keeps: the integrations it delivers to, where each stands in each event
+/// source, and a log row per batch.
+#[async_trait]
+pub trait ExportRepository: Send + Sync {
+    /// The `integrations` rows of the given types.
+    async fn load_integrations(
+        &self,
+        types: &[&str],
+    ) -> Result<Vec<export::Integration>, StoreError>;
+
+    /// Creates or replaces an integration row (its sync and health columns are kept).
+    async fn save_integration(&self, integration: &export::Integration) -> Result<(), StoreError>;
+
+    /// Deletes an integration (its cursors and sync logs go with it); false when there was none.
+    async fn delete_integration(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// The keyset position of the last event of `source` delivered to the integration.
+    async fn export_cursor(
+        &self,
+        integration: Uuid,
+        source: export::ExportSource,
+    ) -> Result<Option<(String, String)>, StoreError>;
+
+    async fn save_export_cursor(
+        &self,
+        integration: Uuid,
+        source: export::ExportSource,
+        cursor: &(String, String),
+    ) -> Result<(), StoreError>;
+
+    /// Writes the batch's `integration_sync_logs` row and the integration's `last_sync_*`,
+    /// `health_status` and `health_check_at`.
+    async fn record_sync(&self, log: &export::SyncLog) -> Result<(), StoreError>;
 }
 
 /// Opens the store a `[store] url` names (`sqlite:` or `postgres://`); a new PostgreSQL

@@ -444,6 +444,7 @@ admin: {
         query: &ListQuery,
     ) -> Result<Vec<ListedRow>, StoreError> {
         let (time, id) = (listing.time_column(), listing.id_column());
+        let (comparison, order) = if query.oldest_first { (">", "ASC") } else { ("<", "DESC") };
         let cast = if listing.time_has_zone() {
             "timestamptz"
         } else {
@@ -478,13 +479,13 @@ admin: {
                 .push(format!(")::timestamptz::{cast}"));
         }
         if let Some((after_time, after_id)) = &query.after {
-            sql.push(format!(" AND (t.{time}, t.{id}::text) < (("))
+            sql.push(format!(" AND (t.{time}, t.{id}::text) {comparison} (("))
                 .push_bind(after_time.clone())
                 .push(format!(")::{cast}, "))
                 .push_bind(after_id.clone())
                 .push(")");
         }
-        sql.push(format!(" ORDER BY t.{time} DESC, t.{id}::text DESC LIMIT "))
+        sql.push(format!(" ORDER BY t.{time} {order}, t.{id}::text {order} LIMIT "))
             .push_bind(query.limit);
         let rows = sql.build().fetch_all(&self.pool).await.map_err(classify)?;
         Ok(listed_rows(listing, &rows))

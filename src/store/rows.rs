@@ -422,3 +422,54 @@ pub(crate) struct RevisionRow {
     pub(crate) domain: String,
     pub(crate) revision: i64,
 }
+
+/// An `integrations` row.
+#[derive(FromRow)]
+pub(crate) struct IntegrationRow<C: Columns> {
+    integration_id: C::Id,
+    name: String,
+    integration_type: String,
+    provider: String,
+    config: C::Json,
+    enabled: Option<bool>,
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
+    health_status: Option<String>,
+    health_check_at: Option<C::Time>,
+    last_sync_at: Option<C::Time>,
+    last_sync_status: Option<String>,
+    last_sync_error: Option<String>,
+}
+
+impl<C: Columns> IntegrationRow<C>
+where
+    C::Id: Clone + std::fmt::Debug,
+{
+    pub(crate) fn into_integration(self) -> Result<super::export::Integration, StoreError> {
+        let corrupt = corrupt("integrations", shown(&self.integration_id));
+        Ok(super::export::Integration {
+            integration_id: required(self.integration_id, "integration_id").map_err(&corrupt)?,
+            config: required(self.config, "config").map_err(&corrupt)?,
+            health_check_at: optional(self.health_check_at, "health_check_at")
+                .ok()
+                .flatten(),
+            last_sync_at: optional(self.last_sync_at, "last_sync_at").ok().flatten(),
+            name: self.name,
+            integration_type: self.integration_type,
+            provider: self.provider,
+            enabled: self.enabled.unwrap_or(true),
+            webhook_url: self.webhook_url,
+            webhook_secret: self.webhook_secret,
+            health_status: self.health_status,
+            last_sync_status: self.last_sync_status,
+            last_sync_error: self.last_sync_error,
+        })
+    }
+}
+
+/// An `export_cursors` position.
+#[derive(FromRow)]
+pub(crate) struct CursorRow {
+    pub(crate) cursor_time: String,
+    pub(crate) cursor_id: String,
+}

@@ -414,6 +414,15 @@ admin: {
         query: &ListQuery,
     ) -> Result<Vec<ListedRow>, StoreError> {
         let (table, time, id) = (listing.table(), listing.time_column(), listing.id_column());
+        let (comparison, order) = if query.oldest_first { (">", "ASC") } else { ("<", "DESC") };
+        // The exporter's order must hold across differently written timestamps (RFC 3339 with
+        // any number of fraction digits, SQL defaults), which text comparison does not:
+        // it compares the instants.
+        let (key, bound_key) = if query.oldest_first {
+            (format!("julianday(t.{time})"), ("julianday(", ")"))
+        } else {
+            (format!("t.{time}"), ("", ""))
+        };
         let mut sql = QueryBuilder::<Sqlite>::new(format!(
             "SELECT {} FROM {table} t WHERE 1",
             listing.select_list(|_| None)
@@ -433,13 +442,13 @@ admin: {
                 .push(")");
         }
         if let Some((after_time, after_id)) = &query.after {
-            sql.push(format!(" AND (t.{time}, t.{id}) < ("))
+            sql.push(format!(" AND ({key}, t.{id}) {comparison} ({}", bound_key.0))
                 .push_bind(after_time.clone())
-                .push(", ")
+                .push(format!("{}, ", bound_key.1))
                 .push_bind(after_id.clone())
                 .push(")");
         }
-        sql.push(format!(" ORDER BY t.{time} DESC, t.{id} DESC LIMIT "))
+        sql.push(format!(" ORDER BY {key} {order}, t.{id} {order} LIMIT "))
             .push_bind(query.limit);
         let rows = sql.build().fetch_all(&self.pool).await.map_err(classify)?;
         Ok(listed_rows(listing, &rows))

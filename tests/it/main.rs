@@ -9,6 +9,7 @@ mod admin;
 mod bypass;
 mod coach;
 mod contract;
+mod export;
 mod faults;
 mod fleet;
 mod identity;
