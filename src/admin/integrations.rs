@@ -16,7 +16,7 @@ use super::api::{self, Change};
 use super::auth::{Access, Grant};
 use super::error::{ApiError, ApiResult};
 use super::schema::ErrorBody;
-use crate::export::{ExportConfig, MANAGED_BY_CONFIG_FILE};
+use crate::export::MANAGED_BY_CONFIG_FILE;
 use crate::state::Shared;
 use crate::store::export::Integration;
 
@@ -127,7 +127,7 @@ fn parse(body: IntegrationBody, id: Uuid, before: Option<&Integration>) -> ApiRe
         last_sync_status: before.and_then(|b| b.last_sync_status.clone()),
         last_sync_error: before.and_then(|b| b.last_sync_error.clone()),
     };
-    ExportConfig::from_integration(&row)
+    crate::export::from_integration(&row)
         .map_err(|error| ApiError::bad_request(error.to_string()))?;
     Ok(row)
 }

@@ -21,14 +21,15 @@
 //! Nothing here runs on the request path: the exporter only reads what the audit writer stored.
 
 mod event;
-mod settings;
+mod integration;
 mod sink;
 mod worker;
 
-pub use event::{webhook_signature, Event};
-pub use settings::{
+pub use crate::config::export::{
     validate_entries, ExportConfig, MessageFormat, Secret, SettingsError, SinkKind,
 };
+pub use event::{webhook_signature, Event};
+pub use integration::from_integration;
 pub use worker::{file_integration, run, MANAGED_BY_CONFIG_FILE};
 
 #[derive(Debug, thiserror::Error)]

@@ -7,8 +7,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::event::{webhook_signature, Event};
-use super::settings::{ExportConfig, MessageFormat, SinkKind};
 use super::ExportError;
+use crate::config::export::{ExportConfig, MessageFormat, SinkKind};
 
 /// A connected (or connectable) destination for one integration.
 pub struct Sink {

@@ -14,9 +14,9 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::event::Event;
-use super::settings::ExportConfig;
 use super::sink::Sink;
 use super::ExportError;
+use crate::config::export::ExportConfig;
 use crate::metrics;
 use crate::store::admin::ListQuery;
 use crate::store::export::{ExportSource, Integration, SyncLog};
@@ -81,7 +81,7 @@ pub async fn run(entries: Vec<ExportConfig>, store: Arc<dyn Store>) {
                     .iter()
                     .filter(|row| row.enabled && !is_file_managed(row))
                     .filter(|row| super::SinkKind::from_name(&row.provider).is_some())
-                    .filter_map(|row| match ExportConfig::from_integration(row) {
+                    .filter_map(|row| match crate::export::from_integration(row) {
                         Ok(config) => Some((row.integration_id, config)),
                         Err(error) => {
                             warn!(%error, "Not exporting to an integration whose settings are invalid.");

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod export;
+
 use crate::decision::{Defaults, FailMode};
 
 pub use crate::audit::WriterPriority;
@@ -63,7 +65,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub log: LogConfig,
     /// `[[export]]`: SIEM and webhook integrations (see `export`).
-    pub export: Vec<crate::export::ExportConfig>,
+    pub export: Vec<export::ExportConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -713,7 +715,7 @@ impl Config {
         self.identity.validate()?;
         self.audit.validate()?;
         self.log.validate()?;
-        crate::export::validate_entries(&self.export)
+        export::validate_entries(&self.export)
             .map_err(|error| invalid(&error.key, error.message))?;
         self.validate_listeners()
     }
