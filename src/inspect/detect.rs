@@ -16,6 +16,7 @@ use std::sync::Arc;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use base64::Engine as _;
 
+use super::national::{NationalId, NationalScanner};
 use super::validate;
 
 /// How sensitive a finding is, the values of `decisions.data_classification`.
@@ -73,6 +74,7 @@ pub enum EntityType {
     PrivateKey,
     Jwt,
     GenericSecret,
+    National(NationalId),
     Custom(Arc<CustomType>),
 }
 
@@ -99,6 +101,7 @@ impl EntityType {
             EntityType::PrivateKey => "PRIVATE_KEY",
             EntityType::Jwt => "JWT",
             EntityType::GenericSecret => "GENERIC_SECRET",
+            EntityType::National(id) => id.as_str(),
             EntityType::Custom(custom) => &custom.name,
         }
     }
@@ -112,7 +115,8 @@ impl EntityType {
             | EntityType::UsPassport
             | EntityType::DriverLicense
             | EntityType::DateOfBirth
-            | EntityType::Person => DataClass::Pii,
+            | EntityType::Person
+            | EntityType::National(_) => DataClass::Pii,
             EntityType::CreditCard | EntityType::Iban => DataClass::Financial,
             EntityType::Custom(custom) => custom.classification,
             _ => DataClass::Credentials,
@@ -142,7 +146,10 @@ impl EntityType {
     fn rank(&self) -> u8 {
         match self {
             EntityType::PrivateKey => 9,
-            EntityType::CreditCard | EntityType::Iban | EntityType::UsSsn => 7,
+            EntityType::CreditCard
+            | EntityType::Iban
+            | EntityType::UsSsn
+            | EntityType::National(_) => 7,
             EntityType::Email | EntityType::IpAddress => 6,
             EntityType::GenericSecret => 5,
             EntityType::Custom(_) => 4,
@@ -179,6 +186,8 @@ pub enum DetectorError {
     Dictionary { name: String, message: String },
     #[error("anchor automaton: {0}")]
     Anchors(String),
+    #[error(transparent)]
+    National(#[from] super::national::NationalError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,6 +306,7 @@ pub struct Detector {
     anchors: AhoCorasick,
     context_words: AhoCorasick,
     dictionaries: Option<(AhoCorasick, Vec<Arc<CustomType>>)>,
+    national: NationalScanner,
 }
 
 impl Detector {
@@ -360,6 +370,7 @@ impl Detector {
             anchors,
             context_words,
             dictionaries,
+            national: NationalScanner::new()?,
         })
     }
 
@@ -371,6 +382,7 @@ impl Detector {
         scan.emails();
         scan.ipv6();
         scan.numbers();
+        scan.national(&self.national);
         scan.dictionaries(self.dictionaries.as_ref());
         resolve_overlaps(scan.found)
     }
@@ -480,6 +492,26 @@ impl Scan<'_> {
                 self.push(kind, hit.start(), hit.end(), 0.9);
             }
         }
+    }
+
+    /// National identifiers, only where no other detector already found something: a number
+    /// another detector recognised keeps its finding.
+    fn national(&mut self, national: &NationalScanner) {
+        let earlier = self.found.len();
+        let found = &mut self.found;
+        national.scan(self.text, |id, start, end, confidence| {
+            if !found[..earlier]
+                .iter()
+                .any(|e| e.start < end && start < e.end)
+            {
+                found.push(Entity {
+                    kind: EntityType::National(id),
+                    start,
+                    end,
+                    confidence,
+                });
+            }
+        });
     }
 
     fn push(&mut self, kind: EntityType, start: usize, end: usize, confidence: f32) {

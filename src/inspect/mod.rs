@@ -8,6 +8,7 @@
 mod decode;
 pub mod detect;
 pub mod extract;
+pub mod national;
 pub mod redact;
 mod validate;
 

@@ -48,6 +48,7 @@ pub fn redacted_value(kind: &EntityType, value: &str) -> String {
         }
         EntityType::Custom(custom) => format!("[{}]", custom.name),
         EntityType::GenericSecret
+        | EntityType::National(_)
         | EntityType::UsPassport
         | EntityType::DriverLicense
         | EntityType::DateOfBirth => MASK.to_owned(),
