@@ -115,8 +115,9 @@ impl EntityType {
             | EntityType::UsPassport
             | EntityType::DriverLicense
             | EntityType::DateOfBirth
-            | EntityType::Person
-            | EntityType::National(_) => DataClass::Pii,
+            | EntityType::Person => DataClass::Pii,
+            EntityType::National(NationalId::Crypto) => DataClass::Financial,
+            EntityType::National(_) => DataClass::Pii,
             EntityType::CreditCard | EntityType::Iban => DataClass::Financial,
             EntityType::Custom(custom) => custom.classification,
             _ => DataClass::Credentials,
