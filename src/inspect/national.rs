@@ -157,7 +157,7 @@ impl NationalScanner {
                 i = end;
                 continue;
             }
-            if !text.get(end).is_some_and(|&b| b == b'_') && bitcoin_address(&text[start..end]) {
+            if text.get(end) != Some(&b'_') && bitcoin_address(&text[start..end]) {
                 emit(NationalId::Crypto, start, end, CHECKSUM_CONFIDENCE);
                 i = end;
                 continue;
