@@ -740,3 +740,21 @@ fn national_identifiers_are_pii_and_wallets_financial() {
         EntityType::National(NationalId::EsNif)
     ));
 }
+
+/// Arbitrary text made of the characters the chunk reader cares about (digits, letters,
+/// separators, century signs) never panics and only yields spans on character boundaries.
+#[test]
+fn arbitrary_text_never_breaks_the_scan() {
+    let scanner = NationalScanner::new().unwrap();
+    let alphabet = "0123456789ABCXYZSTbcq1 -.+/_é€\n".as_bytes();
+    let mut rng = Lcg(7);
+    for _ in 0..3000 {
+        let len = rng.next(80) as usize;
+        let bytes: Vec<u8> = (0..len).map(|_| rng.pick(alphabet)).collect();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        scanner.scan(text.as_bytes(), |_, start, end, confidence| {
+            assert!(start < end && text.is_char_boundary(start) && text.is_char_boundary(end));
+            assert!((0.0..=1.0).contains(&confidence));
+        });
+    }
+}
