@@ -6,7 +6,8 @@
 //! against its checksum. Bare digit runs of 9 to 12 digits collide with order numbers and phone
 //! numbers (a one-digit mod-11 check passes one number in eleven), so those identifiers are only
 //! reported next to one of their context words; formats with a letter layout or two check digits
-//! are reported without one.
+//! are reported without one. Crypto wallet addresses (Bitcoin base58check and bech32, Ethereum
+//! EIP-55) ride on the same pass: a digit-bearing token of their length is checked whole.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind};
 
@@ -157,7 +158,9 @@ impl NationalScanner {
                 i = end;
                 continue;
             }
-            if text.get(end) != Some(&b'_') && bitcoin_address(&text[start..end]) {
+            if text.get(end) != Some(&b'_')
+                && (bitcoin_address(&text[start..end]) || ethereum_address(&text[start..end]))
+            {
                 emit(NationalId::Crypto, start, end, CHECKSUM_CONFIDENCE);
                 i = end;
                 continue;
@@ -745,6 +748,120 @@ fn segwit(token: &[u8]) -> bool {
         Some(1..=16) => checksum == 0x2bc8_30a3,
         _ => false,
     }
+}
+
+/// An Ethereum address in its EIP-55 form: `0x` and 40 hex digits whose letters are upper
+/// case exactly where the Keccak-256 of the lowercase address has a nibble of 8 or more.
+/// All-lowercase or all-uppercase addresses carry no checksum and are not reported.
+pub fn ethereum_address(token: &[u8]) -> bool {
+    if token.len() != 42 || &token[..2] != b"0x" || !token[2..].iter().all(u8::is_ascii_hexdigit) {
+        return false;
+    }
+    let hex = &token[2..];
+    let has_upper = hex.iter().any(u8::is_ascii_uppercase);
+    let has_lower = hex.iter().any(u8::is_ascii_lowercase);
+    if !has_upper || !has_lower {
+        return false;
+    }
+    let mut lower = [0u8; 40];
+    for (l, &h) in lower.iter_mut().zip(hex) {
+        *l = h.to_ascii_lowercase();
+    }
+    let hash = keccak256(&lower);
+    hex.iter().enumerate().all(|(i, &h)| {
+        let nibble = if i % 2 == 0 {
+            hash[i / 2] >> 4
+        } else {
+            hash[i / 2] & 0xf
+        };
+        !h.is_ascii_alphabetic() || h.is_ascii_uppercase() == (nibble >= 8)
+    })
+}
+
+const KECCAK_ROUND_CONSTANTS: [u64; 24] = [
+    0x0000_0000_0000_0001,
+    0x0000_0000_0000_8082,
+    0x8000_0000_0000_808a,
+    0x8000_0000_8000_8000,
+    0x0000_0000_0000_808b,
+    0x0000_0000_8000_0001,
+    0x8000_0000_8000_8081,
+    0x8000_0000_0000_8009,
+    0x0000_0000_0000_008a,
+    0x0000_0000_0000_0088,
+    0x0000_0000_8000_8009,
+    0x0000_0000_8000_000a,
+    0x0000_0000_8000_808b,
+    0x8000_0000_0000_008b,
+    0x8000_0000_0000_8089,
+    0x8000_0000_0000_8003,
+    0x8000_0000_0000_8002,
+    0x8000_0000_0000_0080,
+    0x0000_0000_0000_800a,
+    0x8000_0000_8000_000a,
+    0x8000_0000_8000_8081,
+    0x8000_0000_0000_8080,
+    0x0000_0000_8000_0001,
+    0x8000_0000_8000_8008,
+];
+const KECCAK_ROTATIONS: [u32; 25] = [
+    0, 1, 62, 28, 27, 36, 44, 6, 55, 20, 3, 10, 43, 25, 39, 41, 45, 15, 21, 8, 18, 2, 61, 56, 14,
+];
+
+fn keccak_f(state: &mut [u64; 25]) {
+    for round_constant in KECCAK_ROUND_CONSTANTS {
+        let mut c = [0u64; 5];
+        for x in 0..5 {
+            c[x] = state[x] ^ state[x + 5] ^ state[x + 10] ^ state[x + 15] ^ state[x + 20];
+        }
+        for x in 0..5 {
+            let d = c[(x + 4) % 5] ^ c[(x + 1) % 5].rotate_left(1);
+            for y in 0..5 {
+                state[x + 5 * y] ^= d;
+            }
+        }
+        let mut b = [0u64; 25];
+        for x in 0..5 {
+            for y in 0..5 {
+                b[y + 5 * ((2 * x + 3 * y) % 5)] =
+                    state[x + 5 * y].rotate_left(KECCAK_ROTATIONS[x + 5 * y]);
+            }
+        }
+        for x in 0..5 {
+            for y in 0..5 {
+                state[x + 5 * y] =
+                    b[x + 5 * y] ^ (!b[(x + 1) % 5 + 5 * y] & b[(x + 2) % 5 + 5 * y]);
+            }
+        }
+        state[0] ^= round_constant;
+    }
+}
+
+/// Keccak-256 with the original padding byte 0x01 (what Ethereum uses, not SHA3's 0x06) of a
+/// message shorter than one 136-byte block.
+fn keccak256_padded(message: &[u8], padding: u8) -> [u8; 32] {
+    const RATE: usize = 136;
+    let mut block = [0u8; RATE];
+    let len = message.len().min(RATE - 1);
+    block[..len].copy_from_slice(&message[..len]);
+    block[len] ^= padding;
+    block[RATE - 1] ^= 0x80;
+    let mut state = [0u64; 25];
+    for (lane, chunk) in state.iter_mut().zip(block.chunks_exact(8)) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        *lane ^= u64::from_le_bytes(bytes);
+    }
+    keccak_f(&mut state);
+    let mut out = [0u8; 32];
+    for (chunk, lane) in out.chunks_exact_mut(8).zip(state) {
+        chunk.copy_from_slice(&lane.to_le_bytes());
+    }
+    out
+}
+
+fn keccak256(message: &[u8]) -> [u8; 32] {
+    keccak256_padded(message, 0x01)
 }
 
 #[cfg(test)]

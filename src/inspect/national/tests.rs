@@ -758,3 +758,111 @@ fn arbitrary_text_never_breaks_the_scan() {
         });
     }
 }
+
+#[test]
+fn keccak_matches_sha3_and_ethereum_vectors() {
+    // With SHA3's padding the same permutation gives the FIPS 202 SHA3-256 of "abc".
+    let sha3 = keccak256_padded(b"abc", 0x06);
+    let hex: String = sha3.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        hex,
+        "3a985da74fe225b2045c172d6bd390bd855f086e3e9d525b46bfe24511431532"
+    );
+    // The Keccak-256 of the empty string, as Ethereum uses it.
+    let empty: String = keccak256(b"").iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        empty,
+        "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+    );
+}
+
+#[test]
+fn ethereum_addresses_need_their_eip55_checksum() {
+    // The test vectors of EIP-55.
+    for address in [
+        "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+        "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359",
+        "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB",
+        "0xD1220A0cf47c7B9Be7A2E6BA89F429762e7b9aDb",
+    ] {
+        assert!(ethereum_address(address.as_bytes()), "{address}");
+        assert_eq!(
+            reported(&format!("pay {address} now")),
+            vec![("CRYPTO".into(), address.into())]
+        );
+    }
+    for near_miss in [
+        "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD",
+        "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed",
+        "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAe",
+    ] {
+        assert!(!ethereum_address(near_miss.as_bytes()), "{near_miss}");
+    }
+}
+
+/// EIP-55 form of 20 bytes: the hex digits, a letter upper case where the Keccak-256 of the
+/// lowercase hex has a nibble of 8 or more.
+fn eip55(bytes: &[u8; 20]) -> String {
+    let lower: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let hash = keccak256(lower.as_bytes());
+    let body: String = lower
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            let nibble = (hash[i / 2] >> (4 * (1 - i % 2))) & 0xf;
+            if nibble >= 8 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!("0x{body}")
+}
+
+#[test]
+fn ethereum_corpus_recall_and_false_positives() {
+    let detector = Detector::new(&[]).unwrap();
+    let is_crypto = |text: &str, value: &str| {
+        detector.scan(text).iter().any(|e| {
+            e.kind.as_str() == "CRYPTO"
+                && e.confidence >= MIN_CONFIDENCE
+                && text[e.start..e.end] == *value
+        })
+    };
+    let mut rng = Lcg(0xe7e7);
+    let (mut hits, mut positives, mut false_positives, mut negatives) = (0, 0, 0, 0);
+    while positives < PER_TYPE {
+        let mut bytes = [0u8; 20];
+        bytes.iter_mut().for_each(|b| *b = rng.next(256) as u8);
+        let address = eip55(&bytes);
+        let letters: Vec<usize> = (2..42)
+            .filter(|&i| address.as_bytes()[i].is_ascii_alphabetic())
+            .collect();
+        // Without both cases an address carries no checksum; the detector leaves it alone.
+        if !(address.bytes().any(|b| b.is_ascii_uppercase())
+            && address[2..].bytes().any(|b| b.is_ascii_lowercase()))
+        {
+            continue;
+        }
+        let template = POSITIVE_TEMPLATES[positives % POSITIVE_TEMPLATES.len()];
+        let text = template.replace("{ctx}", "wallet").replace("{v}", &address);
+        positives += 1;
+        hits += usize::from(is_crypto(&text, &address));
+        // One letter in the wrong case breaks the checksum.
+        let mut bad = address.clone().into_bytes();
+        let at = letters[rng.next(letters.len() as u64) as usize];
+        bad[at] ^= 0x20;
+        let bad = String::from_utf8(bad).unwrap();
+        let text = template.replace("{ctx}", "wallet").replace("{v}", &bad);
+        negatives += 1;
+        false_positives += usize::from(is_crypto(&text, &bad));
+    }
+    let recall = hits as f64 / positives as f64;
+    let fp_rate = false_positives as f64 / negatives as f64;
+    eprintln!("CRYPTO (ETH)    positives {positives} recall {recall:.3}  hard negatives {negatives} FP rate {fp_rate:.3}");
+    assert!(
+        recall >= 0.95 && fp_rate <= 0.02,
+        "recall {recall}, FP {fp_rate}"
+    );
+}
