@@ -671,7 +671,7 @@ mod crypto;
 
 pub use crypto::{bitcoin_address, ethereum_address};
 #[cfg(test)]
-use crypto::{keccak256, keccak256_padded, BASE58, BECH32};
+use crypto::{keccak256, BASE58, BECH32};
 
 #[cfg(test)]
 mod crypto_tests;

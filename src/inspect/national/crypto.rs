@@ -1,6 +1,5 @@
 //! Crypto wallet addresses, validated by their checksums: Bitcoin base58check (double
-//! SHA-256) and bech32/bech32m, Ethereum EIP-55 (Keccak-256, implemented here because the
-//! one-block case is short and the crate would be a new dependency for one check).
+//! SHA-256) and bech32/bech32m, Ethereum EIP-55 (Keccak-256).
 
 pub(super) const BASE58: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 pub(super) const BECH32: &[u8; 32] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
@@ -113,88 +112,8 @@ pub fn ethereum_address(token: &[u8]) -> bool {
     })
 }
 
-const KECCAK_ROUND_CONSTANTS: [u64; 24] = [
-    0x0000_0000_0000_0001,
-    0x0000_0000_0000_8082,
-    0x8000_0000_0000_808a,
-    0x8000_0000_8000_8000,
-    0x0000_0000_0000_808b,
-    0x0000_0000_8000_0001,
-    0x8000_0000_8000_8081,
-    0x8000_0000_0000_8009,
-    0x0000_0000_0000_008a,
-    0x0000_0000_0000_0088,
-    0x0000_0000_8000_8009,
-    0x0000_0000_8000_000a,
-    0x0000_0000_8000_808b,
-    0x8000_0000_0000_008b,
-    0x8000_0000_0000_8089,
-    0x8000_0000_0000_8003,
-    0x8000_0000_0000_8002,
-    0x8000_0000_0000_0080,
-    0x0000_0000_0000_800a,
-    0x8000_0000_8000_000a,
-    0x8000_0000_8000_8081,
-    0x8000_0000_0000_8080,
-    0x0000_0000_8000_0001,
-    0x8000_0000_8000_8008,
-];
-const KECCAK_ROTATIONS: [u32; 25] = [
-    0, 1, 62, 28, 27, 36, 44, 6, 55, 20, 3, 10, 43, 25, 39, 41, 45, 15, 21, 8, 18, 2, 61, 56, 14,
-];
-
-fn keccak_f(state: &mut [u64; 25]) {
-    for round_constant in KECCAK_ROUND_CONSTANTS {
-        let mut c = [0u64; 5];
-        for x in 0..5 {
-            c[x] = state[x] ^ state[x + 5] ^ state[x + 10] ^ state[x + 15] ^ state[x + 20];
-        }
-        for x in 0..5 {
-            let d = c[(x + 4) % 5] ^ c[(x + 1) % 5].rotate_left(1);
-            for y in 0..5 {
-                state[x + 5 * y] ^= d;
-            }
-        }
-        let mut b = [0u64; 25];
-        for x in 0..5 {
-            for y in 0..5 {
-                b[y + 5 * ((2 * x + 3 * y) % 5)] =
-                    state[x + 5 * y].rotate_left(KECCAK_ROTATIONS[x + 5 * y]);
-            }
-        }
-        for x in 0..5 {
-            for y in 0..5 {
-                state[x + 5 * y] =
-                    b[x + 5 * y] ^ (!b[(x + 1) % 5 + 5 * y] & b[(x + 2) % 5 + 5 * y]);
-            }
-        }
-        state[0] ^= round_constant;
-    }
-}
-
-/// Keccak-256 with the original padding byte 0x01 (what Ethereum uses, not SHA3's 0x06) of a
-/// message shorter than one 136-byte block.
-pub(super) fn keccak256_padded(message: &[u8], padding: u8) -> [u8; 32] {
-    const RATE: usize = 136;
-    let mut block = [0u8; RATE];
-    let len = message.len().min(RATE - 1);
-    block[..len].copy_from_slice(&message[..len]);
-    block[len] ^= padding;
-    block[RATE - 1] ^= 0x80;
-    let mut state = [0u64; 25];
-    for (lane, chunk) in state.iter_mut().zip(block.chunks_exact(8)) {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(chunk);
-        *lane ^= u64::from_le_bytes(bytes);
-    }
-    keccak_f(&mut state);
-    let mut out = [0u8; 32];
-    for (chunk, lane) in out.chunks_exact_mut(8).zip(state) {
-        chunk.copy_from_slice(&lane.to_le_bytes());
-    }
-    out
-}
-
+/// Keccak-256 with its original padding (what Ethereum uses, not SHA3-256).
 pub(super) fn keccak256(message: &[u8]) -> [u8; 32] {
-    keccak256_padded(message, 0x01)
+    use sha3::Digest;
+    sha3::Keccak256::digest(message).into()
 }
