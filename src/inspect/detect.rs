@@ -430,7 +430,7 @@ fn resolve_overlaps(mut found: Vec<Entity>) -> Vec<Entity> {
     kept
 }
 
-fn is_word_byte(b: u8) -> bool {
+pub(super) fn is_word_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 

@@ -9,6 +9,7 @@
 //! are reported without one. Crypto wallet addresses (Bitcoin base58check and bech32, Ethereum
 //! EIP-55) ride on the same pass: a digit-bearing token of their length is checked whole.
 
+use super::detect::is_word_byte;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind};
 
 /// Names follow Presidio's recognizers so existing DLP rule sets map over.
@@ -378,10 +379,6 @@ fn identify(
     }
 }
 
-fn is_word_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
-}
-
 fn before(text: &[u8], i: usize) -> Option<u8> {
     i.checked_sub(1).and_then(|j| text.get(j).copied())
 }
@@ -537,15 +534,15 @@ pub fn pesel(d: &[u8]) -> bool {
 }
 
 fn valid_date(year: u32, month: u32, day: u32) -> bool {
-    let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
-    let days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return false,
-    };
-    (1..=days).contains(&day)
+    let month = u8::try_from(month)
+        .ok()
+        .and_then(|m| time::Month::try_from(m).ok());
+    match (i32::try_from(year), month, u8::try_from(day)) {
+        (Ok(year), Some(month), Ok(day)) => {
+            time::Date::from_calendar_date(year, month, day).is_ok()
+        }
+        _ => false,
+    }
 }
 
 const VERHOEFF_D: [[u8; 10]; 10] = [
